@@ -1,0 +1,53 @@
+# Every target creates .venv itself on a fresh machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+
+.PHONY: venv install install-dev demo test test-slow lint bench bench-quality bench-speed clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e ".[jax,llm]"
+	touch $@
+
+$(VENV)/.installed-dev: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e ".[jax,llm,dev]"
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+## make demo: evolve a CartPole reward from the committed demos with the offline operator (no LLM)
+demo: install
+	$(BIN)/grace evolve --task cartpole --demos demos/cartpole.npz --out runs/demo --generations 12 --seed 0 --overwrite
+	$(BIN)/grace eval runs/demo/best_reward.py --task cartpole --demos demos/cartpole.npz
+	@echo "Best reward: runs/demo/best_reward.py   report: runs/demo/report.html"
+
+## make test: the default suite (fast; slow training runs are marked and skipped)
+test: install-dev
+	$(BIN)/ruff check grace tests benchmarks
+	$(BIN)/python -m pytest -q
+
+test-slow: install-dev
+	$(BIN)/python -m pytest -q -m slow
+
+lint: install-dev
+	$(BIN)/ruff check grace tests benchmarks
+	$(BIN)/ruff format --check grace tests benchmarks
+
+bench: bench-speed bench-quality
+
+bench-speed: install-dev
+	$(BIN)/python benchmarks/sandbox_speed.py
+	$(BIN)/python benchmarks/loop_speed.py
+	$(BIN)/python benchmarks/ppo_batch.py
+
+bench-quality: install-dev
+	$(BIN)/python benchmarks/quality.py
+
+clean:
+	rm -rf $(VENV) runs build dist .pytest_cache
