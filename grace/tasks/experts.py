@@ -42,7 +42,7 @@ def inverted_pendulum() -> Policy:
     # PD on the pole angle plus a weak pull of the cart to the centre; action in [-1, 1].
     def pi(o: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         x, th, xd, thd = (float(v) for v in o[:4])
-        u = 10.0 * th + 2.0 * thd + 0.3 * x + 0.5 * xd
+        u = 4.0 * th + 1.0 * thd + 0.2 * x + 0.4 * xd
         return np.array([np.clip(u, -1.0, 1.0)], dtype=np.float32)
 
     return pi

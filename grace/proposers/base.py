@@ -1,0 +1,92 @@
+"""The Proposer protocol: what every search operator (LLM or built-in) speaks.
+
+A proposer turns context into reward-program *source text*; it never runs code. The loop
+persists every proposal before it is evaluated, and gives the proposer back what evaluation
+found (Feedback) when it asks for a mutation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from grace.program import RewardProgram
+
+OPERATORS = ("init", "mutate", "crossover", "simplify", "shaping")
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What a proposer may know about the task: never the true reward."""
+
+    name: str
+    description: str
+    schema: Any  # grace.tasks.ObsSchema
+    action: Any  # grace.tasks.ActionSpace
+    kind: str  # "goal" | "keepalive"
+    expert_states: list[dict[str, Any]] = field(default_factory=list)
+    """A few positive states as {field: value} (values are floats or lists for vector fields)."""
+    negative_states: list[dict[str, Any]] = field(default_factory=list)
+    stats: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per field: mean/std/min/max over positives ("pos_*") and negatives ("neg_*")."""
+
+    def prompt_info(self) -> dict[str, str]:
+        return {
+            "name": self.name, "description": self.description,
+            "schema": self.schema.describe(), "action": self.action.describe(), "kind": self.kind,
+        }
+
+
+@dataclass
+class Feedback:
+    """A scored program as the proposer sees it."""
+
+    program: RewardProgram
+    fitness: float | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    worst: list[dict[str, Any]] = field(default_factory=list)
+    """Worst-scored examples: {"label": "expert"|"negative", "reward": float,
+    "state": {field: value}, "components": {name: float}}."""
+    error: str | None = None
+    debug_output: str | None = None
+    program_id: str = ""
+
+
+@dataclass
+class Proposal:
+    """One proposed program (or a failure to produce one)."""
+
+    source: str | None
+    operator: str
+    parents: tuple[str, ...] = ()
+    error: str | None = None
+    """Why no usable source came back (no code in the reply, syntax error, ...)."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    """Proposer-specific: LLM call ids, tokens, latency, mutation kind, ..."""
+
+
+@runtime_checkable
+class Proposer(Protocol):
+    name: str
+
+    async def init(self, ctx: TaskContext, n: int, seed: int) -> list[Proposal]:
+        """`n` fresh programs from the task description and sample states."""
+
+    async def mutate(self, ctx: TaskContext, parent: Feedback, seed: int) -> Proposal:
+        """A variation of `parent`, informed by its worst-scored examples and errors."""
+
+    async def crossover(self, ctx: TaskContext, a: Feedback, b: Feedback, seed: int) -> Proposal:
+        """A program combining ideas of two parents."""
+
+    async def simplify(self, ctx: TaskContext, parent: Feedback, seed: int) -> Proposal:
+        """A shorter program with the same behaviour."""
+
+
+class CallRecorder(Protocol):
+    """Where a proposer persists every external call *before* using its reply (the archive)."""
+
+    def get_reply(self, key: str) -> dict[str, Any] | None:
+        """A cached reply for this request key (model, prompt, sampling params), if any."""
+
+    def record_call(self, record: dict[str, Any]) -> None:
+        """Persist one call: key, operator, prompt, reply, tokens, latency, error."""
