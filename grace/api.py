@@ -1,0 +1,99 @@
+"""The Python API: the same operations as the CLI (`grace.evolve(...)`, `grace.score_file(...)`)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+from typing import Any
+
+from grace.config import ConfigError, EvolveConfig
+from grace.evolve.archive import Archive, ArchiveError
+from grace.evolve.loop import Evolution, RunResult
+from grace.evolve.progress import RunProgress
+from grace.tasks import Task, get_task
+
+
+def make_proposer(cfg: EvolveConfig, archive: Archive) -> Any:
+    if cfg.proposer == "offline":
+        from grace.proposers.offline import OfflineProposer
+
+        return OfflineProposer()
+    if cfg.proposer == "llm":
+        from grace.proposers.llm import LLMProposer
+
+        return LLMProposer(cfg.llm, recorder=archive)
+    from grace.proposers.vllm_local import VLLMProposer
+
+    return VLLMProposer(cfg.llm, recorder=archive)
+
+
+def prepare_run(cfg: EvolveConfig | None, out: str | Path | None = None, *, resume: bool = False,
+                overwrite: bool = False) -> tuple[EvolveConfig, Path, Archive]:
+    """Create (or reopen, with resume=True) a run directory; returns config, dir and archive."""
+    if resume:
+        run_dir = Path(out or (cfg.out if cfg else ""))
+        if not (run_dir / "archive.sqlite").exists():
+            raise ArchiveError(f"nothing to resume: {run_dir} has no archive.sqlite")
+        saved = EvolveConfig.load(run_dir / "config.toml")
+        cfg = saved if cfg is None else saved.override(**_resume_overrides(cfg, saved))
+    else:
+        assert cfg is not None
+        run_dir = Path(out or cfg.out)
+        if (run_dir / "archive.sqlite").exists():
+            if not overwrite:
+                raise ConfigError(f"{run_dir} already holds a run: use --resume {run_dir}, --overwrite, or another --out")
+            shutil.rmtree(run_dir)
+    cfg = cfg.override(out=str(run_dir)).validate()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    archive = Archive(run_dir / "archive.sqlite")
+    if not resume:
+        cfg.save(run_dir / "config.toml")
+        archive.set_meta("config", cfg.to_dict())
+    return cfg, run_dir, archive
+
+
+_RESUMABLE = ("generations", "rounds", "max_wall_time", "target_fitness", "workers", "report")
+
+
+def _resume_overrides(given: EvolveConfig, saved: EvolveConfig) -> dict[str, Any]:
+    """On resume only budgets may change; the search itself stays as it was."""
+    default = EvolveConfig()
+    out = {k: getattr(given, k) for k in _RESUMABLE if getattr(given, k) != getattr(default, k)}
+    llm = {f"llm_{k}": getattr(given.llm, k) for k in ("max_calls", "max_tokens_total", "base_url")
+           if getattr(given.llm, k) != getattr(default.llm, k)}
+    return out | llm
+
+
+def evolve(cfg: EvolveConfig | None = None, *, resume: bool = False, overwrite: bool = False,
+           progress: bool = True, task: Task | None = None, **overrides: Any) -> RunResult:
+    """Run (or resume) an evolution job. `overrides` are EvolveConfig fields."""
+    if cfg is None and not resume:
+        cfg = EvolveConfig()
+    if cfg is not None and overrides:
+        cfg = cfg.override(**overrides)
+    out = overrides.get("out") if resume else None
+    cfg, run_dir, archive = prepare_run(cfg, out, resume=resume, overwrite=overwrite)
+    task = task or get_task(cfg.task)
+    from grace.evolve.executor import LocalExecutor
+
+    executor = LocalExecutor(task, workers=cfg.workers, timeout=cfg.eval_timeout)
+    try:
+        proposer = make_proposer(cfg, archive)
+        evo = Evolution(cfg, run_dir, archive, task, proposer, executor)
+        per_round = (cfg.generations + 1) * cfg.population * cfg.islands
+        with RunProgress(per_round * cfg.rounds, enabled=progress) as prog:
+            evo.progress = prog
+            result = asyncio.run(evo.run())
+        archive.set_meta("status", result.stats.stopped_because or "finished")
+    finally:
+        executor.close()
+    if cfg.report and result.best is not None:
+        try:
+            from grace.report import write_report
+
+            write_report(run_dir, run_dir / "report.html")
+        except ImportError:
+            pass
+    archive.close()
+    return result

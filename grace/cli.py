@@ -1,0 +1,373 @@
+"""`grace`: evolve, show, eval, diff, train, export, report, demos, tasks.
+
+Every command turns bad input into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__,
+                  pretty_exceptions_enable=False)
+demos_app = typer.Typer(no_args_is_help=True, help="Make or summarise expert demos.")
+app.add_typer(demos_app, name="demos")
+out = Console()
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from grace.config import ConfigError
+    from grace.demos import DemoError
+    from grace.evolve.archive import ArchiveError
+    from grace.program import ProgramError
+    from grace.tasks import SchemaError
+
+    errors: list[type[BaseException]] = [ConfigError, DemoError, ArchiveError, ProgramError, SchemaError]
+    try:
+        from grace.sandbox import SandboxError, SandboxUnavailable
+
+        errors += [SandboxError, SandboxUnavailable]
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Bad input -> `error: <one line>` on stderr, exit 2. Never a traceback for user error."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except _user_errors() as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted: everything accepted so far is in the archive (resume with --resume)", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+# -- evolve ---------------------------------------------------------------------------------------
+@app.command()
+@user_errors
+def evolve(
+    task: Annotated[str | None, typer.Option(help="Built-in task name or a task .toml file.")] = None,
+    demos: Annotated[str | None, typer.Option(help="Expert demos (.npz, imitation .npz, minari:<id>).")] = None,
+    negatives: Annotated[list[str] | None, typer.Option(help="Extra negative datasets (repeatable).")] = None,
+    init: Annotated[list[str] | None, typer.Option(help="Reward files that seed the population (repeatable).")] = None,
+    out: Annotated[str | None, typer.Option(help="Run directory.")] = None,
+    resume: Annotated[str | None, typer.Option(help="Continue the run in this directory.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run in --out.")] = False,
+    config: Annotated[Path | None, typer.Option(help="run.toml with any EvolveConfig fields.")] = None,
+    generations: Annotated[int | None, typer.Option(help="Generations per round.")] = None,
+    population: Annotated[int | None, typer.Option(help="Programs per island.")] = None,
+    islands: Annotated[int | None, typer.Option(help="Number of islands.")] = None,
+    rounds: Annotated[int | None, typer.Option(help="Active-negative rounds (PPO on the best reward between rounds).")] = None,
+    ppo_steps: Annotated[int | None, typer.Option(help="Env steps per PPO run.")] = None,
+    fitness: Annotated[str | None, typer.Option(help="offline | ppo | ppo-true.")] = None,
+    proposer: Annotated[str | None, typer.Option(help="offline (built-in, no LLM) | llm | vllm.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Sandbox worker processes.")] = None,
+    target_fitness: Annotated[float | None, typer.Option(help="Stop once the best fitness reaches this.")] = None,
+    max_wall_time: Annotated[float | None, typer.Option(help="Stop (resumably) after this many seconds.")] = None,
+    llm_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (e.g. vLLM's).")] = None,
+    llm_model: Annotated[str | None, typer.Option(help="Model name on that server.")] = None,
+    llm_api_key_env: Annotated[str | None, typer.Option(help="Env var holding the API key.")] = None,
+    llm_local_model: Annotated[str | None, typer.Option(help="Local model path for --proposer vllm.")] = None,
+    llm_n: Annotated[int | None, typer.Option(help="Samples per request.")] = None,
+    llm_concurrency: Annotated[int | None, typer.Option(help="LLM requests in flight.")] = None,
+    llm_prompts_dir: Annotated[str | None, typer.Option("--prompts", help="Folder of prompt templates.")] = None,
+    max_llm_calls: Annotated[int | None, typer.Option(help="Stop after this many LLM calls.")] = None,
+    max_tokens_total: Annotated[int | None, typer.Option(help="Stop after this many LLM tokens.")] = None,
+    label_goals: Annotated[bool | None, typer.Option(help="Let the LLM label goal states (GRACE step 1).")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress display.")] = False,
+) -> None:
+    """Evolve a reward program from expert demos (resumable)."""
+    from grace.api import evolve as run_evolve
+    from grace.config import EvolveConfig
+
+    cfg = EvolveConfig.load(config) if config else EvolveConfig()
+    cfg = cfg.override(
+        task=task, demos=demos, negatives=tuple(negatives) if negatives else None,
+        init=tuple(init) if init else None, out=out, generations=generations, population=population,
+        islands=islands, rounds=rounds, ppo_steps=ppo_steps, fitness=fitness, proposer=proposer,
+        seed=seed, workers=workers, target_fitness=target_fitness, max_wall_time=max_wall_time,
+        llm_base_url=llm_base_url, llm_model=llm_model, llm_api_key_env=llm_api_key_env,
+        llm_local_model=llm_local_model, llm_n=llm_n, llm_concurrency=llm_concurrency,
+        llm_prompts_dir=llm_prompts_dir, llm_max_calls=max_llm_calls,
+        llm_max_tokens_total=max_tokens_total, llm_label_goals=label_goals,
+    )
+    if resume:
+        result = run_evolve(cfg, resume=True, progress=not quiet, out=resume)
+    else:
+        for spec in cfg.init:
+            if not Path(spec).is_file():
+                from grace.config import ConfigError
+
+                raise ConfigError(f"--init file {spec} does not exist")
+        result = run_evolve(cfg, overwrite=overwrite, progress=not quiet)
+    st = result.stats
+    best = result.best
+    if st.stopped_because:
+        out.print(f"[yellow]stopped:[/] {st.stopped_because} (continue with grace evolve --resume {result.run_dir})")
+    out.print(f"evaluated {st.evaluated} programs ({st.errors} errors, {st.invalid} invalid, {st.duplicates} duplicates)")
+    if best is None:
+        out.print("[red]no program was scored successfully[/]")
+        raise typer.Exit(1)
+    out.print(f"best fitness {best.fitness:.4f} (held-out {best.heldout:.4f}), accuracy {best.metrics.get('accuracy', float('nan')):.3f}")
+    out.print(f"best reward: {result.best_path}")
+
+
+# -- show / eval / diff ---------------------------------------------------------------------------
+@app.command()
+@user_errors
+def show(run: Annotated[Path, typer.Argument(help="Run directory.")],
+         top: Annotated[int, typer.Option(help="How many programs.")] = 5,
+         code: Annotated[bool, typer.Option(help="Print the best program's code.")] = True) -> None:
+    """Top programs, metrics, lineage, proposer calls and cost of a run."""
+    from grace.evolve.archive import Archive
+
+    archive = Archive(run / "archive.sqlite", create=False)
+    rows = archive.top(top)
+    t = Table(title=f"{run}: top {len(rows)}")
+    for col in ("#", "program", "gen", "op", "fitness", "held-out", "acc", "AUC", "size"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(str(r.id), r.program_id, f"{r.round}.{r.generation}", r.operator, f"{r.fitness:.4f}",
+                  f"{r.heldout:.4f}" if r.heldout is not None else "-", f"{r.metrics.get('accuracy', 0):.3f}",
+                  f"{r.metrics.get('auc', 0):.3f}", str(r.size))
+    out.print(t)
+    counts = archive.db.execute("SELECT status, COUNT(*) FROM programs GROUP BY status").fetchall()
+    out.print("programs: " + ", ".join(f"{s} {n}" for s, n in counts))
+    calls = archive.call_stats()
+    if calls:
+        ct = Table(title="proposer calls")
+        for col in ("operator", "calls", "errors", "cached", "prompt tok", "completion tok", "mean latency s"):
+            ct.add_column(col)
+        for c in calls:
+            ct.add_row(str(c["operator"]), str(c["calls"]), str(c["errors"]), str(c["cached"]),
+                       str(c["prompt_tokens"]), str(c["completion_tokens"]), f"{c['latency']:.2f}")
+        out.print(ct)
+    if rows:
+        lineage = archive.lineage(rows[0].id)
+        out.print("lineage of the best: " + " <- ".join(f"{r.program_id}({r.operator})" for r in lineage))
+        if code:
+            from rich.syntax import Syntax
+
+            out.print(Syntax(rows[0].best_source, "python"))
+
+
+def _score_one(file: Path, task: str | None, demos: str | None, run: str | None, fit: bool) -> tuple[Any, Any]:
+    from grace.program import RewardProgram
+    from grace.scoring import resolve_context, score_programs
+
+    if not file.is_file():
+        from grace.config import ConfigError
+
+        raise ConfigError(f"{file} does not exist")
+    program = RewardProgram.from_file(file)
+    ctx = resolve_context(program, task, demos, run)
+    program.validate(ctx.task.schema)
+    return program, score_programs([program], ctx, fit=fit)[0]
+
+
+@app.command("eval")
+@user_errors
+def eval_cmd(file: Annotated[Path, typer.Argument(help="A reward file.")],
+             task: Annotated[str | None, typer.Option(help="Task (default: from --run or the file's provenance).")] = None,
+             demos: Annotated[str | None, typer.Option(help="Expert demos (default: from --run or provenance).")] = None,
+             run: Annotated[str | None, typer.Option(help="Score against this run's task, demos and negatives.")] = None,
+             fit: Annotated[bool, typer.Option(help="Refit PARAMS before scoring.")] = False,
+             json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """Re-score any reward file (e.g. a hand-edited one) with the run's offline fitness."""
+    program, outcome = _score_one(file, task, demos, run, fit)
+    if not outcome.ok:
+        typer.echo(f"error: {outcome.error}", err=True)
+        raise typer.Exit(2)
+    res = outcome.value
+    summary = {"file": str(file), "program_id": program.program_id, "fitness": res["fitness"],
+               "heldout_fitness": res.get("heldout_fitness"), "size": program.size,
+               **{k: v for k, v in res.get("metrics", {}).items()}, "params": res.get("params", {})}
+    if json_out:
+        typer.echo(json.dumps(summary, indent=2, default=float))
+        return
+    t = Table(title=str(file))
+    t.add_column("metric")
+    t.add_column("value")
+    for k, v in summary.items():
+        if isinstance(v, float):
+            t.add_row(k, f"{v:.4f}")
+        elif not isinstance(v, dict):
+            t.add_row(k, str(v))
+    out.print(t)
+
+
+@app.command()
+@user_errors
+def diff(a: Annotated[Path, typer.Argument(help="First reward file.")],
+         b: Annotated[Path, typer.Argument(help="Second reward file.")],
+         task: Annotated[str | None, typer.Option()] = None,
+         demos: Annotated[str | None, typer.Option()] = None,
+         run: Annotated[str | None, typer.Option()] = None) -> None:
+    """Two programs side by side with their metrics."""
+    import difflib
+
+    from rich.columns import Columns
+    from rich.syntax import Syntax
+
+    pa, oa = _score_one(a, task, demos, run, False)
+    pb, ob = _score_one(b, task, demos, run, False)
+    t = Table(title="metrics")
+    t.add_column("metric")
+    t.add_column(str(a))
+    t.add_column(str(b))
+    va = oa.value if oa.ok else {}
+    vb = ob.value if ob.ok else {}
+    rows = [("fitness", va.get("fitness"), vb.get("fitness")),
+            ("heldout_fitness", va.get("heldout_fitness"), vb.get("heldout_fitness")),
+            ("size", pa.size, pb.size)]
+    rows += [(k, va.get("metrics", {}).get(k), vb.get("metrics", {}).get(k)) for k in ("accuracy", "auc", "traj_rank")]
+    for name, x, y in rows:
+        fmt = lambda v: "-" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
+        t.add_row(name, fmt(x), fmt(y))
+    out.print(Columns([Syntax(pa.source, "python"), Syntax(pb.source, "python")], equal=True, expand=True))
+    out.print(t)
+    udiff = "".join(difflib.unified_diff(pa.source.splitlines(True), pb.source.splitlines(True), str(a), str(b)))
+    out.print(Syntax(udiff or "(identical)", "diff"))
+
+
+# -- train / export / report ----------------------------------------------------------------------
+@app.command()
+@user_errors
+def train(file: Annotated[Path, typer.Argument(help="A reward file.")],
+          task: Annotated[str, typer.Option(help="Task to train on.")],
+          steps: Annotated[int, typer.Option(help="Env steps per seed.")] = 200_000,
+          seeds: Annotated[int, typer.Option(help="Seeds.")] = 3,
+          out_dir: Annotated[str, typer.Option("--out", help="Output folder (plot + summary.json).")] = "runs/train",
+          json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """PPO on a reward file; true return vs true-reward PPO trained the same way."""
+    from grace.train import train_command
+
+    raise typer.Exit(train_command(str(file), task, steps, seeds, out_dir, json_out))
+
+
+@app.command()
+@user_errors
+def export(file: Annotated[Path, typer.Argument(help="A reward file.")],
+           to: Annotated[str, typer.Option(help="module | gymnasium | brax | gymnax | imitation.")] = "module",
+           output: Annotated[Path, typer.Option("-o", "--output", help="Output .py file.")] = Path("reward_export.py"),
+           task: Annotated[str | None, typer.Option(help="Task (default: the file's provenance).")] = None) -> None:
+    """A standalone reward module (no grace dependency) for other RL codebases."""
+    from grace.config import ConfigError
+    from grace.export import export_program
+    from grace.program import RewardProgram
+    from grace.tasks import get_task
+
+    if not file.is_file():
+        raise ConfigError(f"{file} does not exist")
+    program = RewardProgram.from_file(file)
+    task_spec = task or program.provenance.get("task")
+    if not task_spec:
+        raise ConfigError("no task: pass --task (the file has no grace provenance)")
+    t = get_task(task_spec)
+    program.validate(t.schema)
+    try:
+        text = export_program(program, t, to)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    output.write_text(text)
+    out.print(f"wrote {output} ({to})")
+
+
+@app.command()
+@user_errors
+def report(run: Annotated[Path, typer.Argument(help="Run directory.")],
+           output: Annotated[Path | None, typer.Option("-o", "--output", help="HTML file (default RUN/report.html).")] = None) -> None:
+    """A self-contained HTML report of a run."""
+    from grace.report import write_report
+
+    path = write_report(run, output or run / "report.html")
+    out.print(f"wrote {path}")
+
+
+# -- demos and tasks ------------------------------------------------------------------------------
+@demos_app.command("collect")
+@user_errors
+def demos_collect(task: Annotated[str, typer.Option(help="Task.")],
+                  episodes: Annotated[int, typer.Option(help="Episodes.")] = 8,
+                  out_file: Annotated[Path, typer.Option("--out", help="Output .npz.")] = Path("demos.npz"),
+                  seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+                  imitation: Annotated[bool, typer.Option(help="Write imitation's npz layout instead.")] = False) -> None:
+    """Collect expert demos with the task's scripted or trained expert."""
+    from grace.demos import collect_expert
+    from grace.tasks import get_task
+
+    t = get_task(task)
+    traj = collect_expert(t, episodes, seed)
+    (traj.save_imitation if imitation else traj.save)(out_file)
+    out.print(f"wrote {out_file}: {traj.n_episodes} episodes, {traj.n_transitions} transitions, "
+              f"expert return {traj.meta['mean_return']:.2f} +- {traj.meta['std_return']:.2f}")
+
+
+@demos_app.command("show")
+@user_errors
+def demos_show(file: Annotated[str, typer.Argument(help="A demo file (.npz) or minari:<id>.")],
+               task: Annotated[str | None, typer.Option(help="Validate against this task's schema.")] = None,
+               json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Summarise a demo file: episodes, lengths, expert return, provenance."""
+    from grace.demos import load_demos, summarise
+    from grace.tasks import get_task
+
+    traj = load_demos(file, get_task(task) if task else None)
+    s = summarise(traj)
+    if json_out:
+        typer.echo(json.dumps(s, indent=2, default=str))
+        return
+    t = Table(title=file)
+    t.add_column("")
+    t.add_column("")
+    for k, v in s.items():
+        if k != "meta":
+            t.add_row(k, f"{v:.2f}" if isinstance(v, float) else str(v))
+    for k, v in s["meta"].items():
+        t.add_row(f"meta.{k}", str(v))
+    out.print(t)
+
+
+@app.command()
+@user_errors
+def tasks(name: Annotated[str | None, typer.Argument(help="Show one task in detail.")] = None) -> None:
+    """List built-in tasks, or describe one (schema, actions, kind)."""
+    from grace.tasks import get_task, task_names
+
+    if name:
+        t = get_task(name)
+        out.print(f"[bold]{t.name}[/] ({t.kind}, {t.max_steps} steps)\n{t.description}\n")
+        out.print("observation:\n" + t.schema.describe())
+        out.print("action: " + t.action.describe())
+        return
+    tb = Table(title="built-in tasks")
+    for col in ("task", "kind", "obs", "action", "jax", "expert"):
+        tb.add_column(col)
+    for n in task_names():
+        t = get_task(n)
+        tb.add_row(n, t.kind, str(t.obs_dim), t.action.kind, t.jax_backend or "-", t.expert_doc)
+    out.print(tb)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

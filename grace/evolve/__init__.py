@@ -1,0 +1,1 @@
+"""The evolution engine: archive, selection, loop."""

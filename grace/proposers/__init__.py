@@ -1,0 +1,1 @@
+"""Proposers: the search operators (LLM or built-in) that write reward programs."""
