@@ -91,7 +91,9 @@ class RewardProgram:
             if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict) and any(
                 isinstance(t, ast.Name) and t.id == "PARAMS" for t in node.targets
             ):
-                node.value.values = [ast.Constant(0) for _ in node.value.values]
+                keys = sorted(ast.literal_eval(k) for k in node.value.keys if k is not None)
+                node.value.keys = [ast.Constant(k) for k in keys]
+                node.value.values = [ast.Constant(0) for _ in keys]
         return ast.dump(tree, annotate_fields=False, include_attributes=False)
 
     @cached_property
@@ -162,7 +164,8 @@ class RewardProgram:
     # -- rewriting -------------------------------------------------------------------------
     def with_params(self, params: dict[str, float]) -> RewardProgram:
         """The same logic with new PARAMS values written into the source."""
-        literal = format_params(params)
+        ordered = {k: params[k] for k in self.params if k in params} | dict(params)
+        literal = format_params(ordered)
         node = self._params_node
         lines = self.source.splitlines()
         if node is None:
@@ -284,7 +287,7 @@ def extract_program(text: str) -> RewardProgram:
         if source and "def reward" in source:
             return RewardProgram(source.strip() + "\n")
     if candidates:
-        RewardProgram(candidates[-1]).tree  # raises the syntax error with its line
+        _ = RewardProgram(candidates[-1]).tree  # raises the syntax error with its line
     raise ProgramError("no reward program found in the reply (expected a `def reward(s, a, s_next, p)`)")
 
 

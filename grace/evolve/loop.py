@@ -24,7 +24,7 @@ from grace.evolve.executor import Executor
 from grace.evolve.select import SlotPlan, migrate, penalised, plan_generation, truncate
 from grace.program import ProgramError, RewardProgram
 from grace.proposers.base import Feedback, Proposal, Proposer, TaskContext
-from grace.tasks import Task, get_task
+from grace.tasks import Task
 
 
 class BudgetExhausted(RuntimeError):

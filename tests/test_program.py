@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from grace.program import ProgramError, RewardProgram, extract_program, format_params
+from grace.tasks import get_task
+
+GOOD = textwrap.dedent('''
+    """CartPole: upright."""
+
+    PARAMS = {"limit": 0.21, "w": 0.5}
+
+
+    def reward(s, a, s_next, p):
+        upright = 1.0 - xp.abs(s_next.pole_angle) / p["limit"]
+        return upright - p["w"] * xp.abs(s_next.cart_position), {"upright": upright}
+''').lstrip()
+SCHEMA = get_task("cartpole").schema
+
+
+def test_parse_and_validate():
+    p = RewardProgram(GOOD).validate(SCHEMA)
+    assert p.params == {"limit": 0.21, "w": 0.5}
+    assert p.docstring == "CartPole: upright."
+    assert p.size > 10
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ("x = 1\n", "no `def reward"),
+    ("def reward(s, a, p):\n    return 1\n", r"exactly 4 arguments .*\(s, a, p\)"),
+    ("def reward(s, a, s_next, p):\n    return s_next.pole_angel\n", r"line 2: unknown observation field s_next.pole_angel; fields are: cart_position"),
+    ('PARAMS = {"k": "x"}\ndef reward(s, a, s_next, p):\n    return 1\n', r"line 1: PARAMS\['k'\] = 'x' is not a number"),
+    ("PARAMS = [1]\ndef reward(s, a, s_next, p):\n    return 1\n", "PARAMS must be a dict"),
+    ("import os\ndef reward(s, a, s_next, p):\n    return 1\n", "line 1: import statements are not allowed"),
+    ("def reward(s, a, s_next, p):\n    return p['k']\n", r"p\['k'\] is used but PARAMS has no such key"),
+    ("def reward(s, a, s_next, p)\n    return 1\n", "line 1: syntax error"),
+    ("def reward(s, a, s_next, p):\n    return 1\ndef debug(s):\n    return ''\n", "`debug` must take exactly 4"),
+])
+def test_validation_messages(source, message):
+    with pytest.raises(ProgramError, match=message):
+        RewardProgram(source).validate(SCHEMA)
+
+
+def test_identity_ignores_docstring_comments_and_param_values():
+    a = RewardProgram(GOOD)
+    b = RewardProgram(GOOD.replace("CartPole: upright.", "Other words").replace("0.21", "0.3").replace("\n\n\ndef", "\n# a comment\n\ndef"))
+    c = RewardProgram(GOOD.replace("- p[\"w\"]", "+ p[\"w\"]"))
+    assert a.program_id == b.program_id
+    assert a.program_id != c.program_id
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.dictionaries(st.sampled_from(["limit", "w"]), st.floats(-1e5, 1e5, allow_nan=False), min_size=2))
+def test_with_params_round_trip(values):
+    p = RewardProgram(GOOD).with_params(values)
+    assert p.program_id == RewardProgram(GOOD).program_id
+    for k, v in values.items():
+        assert p.params[k] == pytest.approx(v, rel=1e-3, abs=1e-9)
+    p.validate(SCHEMA)
+
+
+def test_with_params_inserts_when_missing():
+    src = "def reward(s, a, s_next, p):\n    return p['k'] * s_next.pole_angle\n"
+    p = RewardProgram(src).with_params({"k": 2.0})
+    assert p.params == {"k": 2.0}
+    p.validate(SCHEMA)
+
+
+def test_long_params_wrap():
+    text = format_params({f"weight_number_{i}": float(i) for i in range(8)})
+    assert text.startswith("PARAMS = {\n") and text.count("\n") == 9
+
+
+def test_provenance_round_trip():
+    p = RewardProgram(GOOD).with_provenance({"task": "cartpole", "fitness": "0.9"})
+    assert p.provenance == {"task": "cartpole", "fitness": "0.9"}
+    assert p.summary == "CartPole: upright."
+    assert p.program_id == RewardProgram(GOOD).program_id
+    again = p.with_provenance({"task": "x"})
+    assert again.provenance == {"task": "x"} and again.docstring.count("grace provenance") == 1
+
+
+MESSY = [
+    f"Sure! Here is the reward:\n```python\n{GOOD}```\nIt rewards being upright.",
+    f"<think>I should write\n```python\ndef reward(s, a, s_next, p):\n    return 0\n```\nno wait</think>\n```py\n{GOOD}```",
+    f"Here you go:\n\n{GOOD}\nThis should work well because the pole stays up.",
+    f"```\n{GOOD}```",
+    f"First a draft:\n```python\ndef helper():\n    pass\n```\nand the final:\n```python\n{GOOD}\n```",
+    f"```python\n{GOOD}",  # unterminated fence
+]
+
+
+@pytest.mark.parametrize("text", MESSY)
+def test_extract_program_from_messy_text(text):
+    p = extract_program(text)
+    assert p.program_id == RewardProgram(GOOD).program_id
+    p.validate(SCHEMA)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="`"), max_size=200),
+       st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="`"), max_size=200))
+def test_extract_survives_arbitrary_prose(before, after):
+    p = extract_program(f"{before}\n```python\n{GOOD}```\n{after}")
+    assert p.program_id == RewardProgram(GOOD).program_id
+
+
+def test_extract_without_code():
+    with pytest.raises(ProgramError, match="no reward program found"):
+        extract_program("I cannot help with that.")
