@@ -496,3 +496,16 @@ __all__ = [
     "check_result", "compile_reward", "error_from_exception", "guarded_write", "make_getattr",
     "split_return",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Lazy re-exports: `from grace.sandbox import SandboxPool, Limits, Outcome`."""
+    if name in ("SandboxPool", "Limits", "Outcome", "clean_env"):
+        from grace import sandbox_pool
+
+        return getattr(sandbox_pool, name)
+    if name == "WorkerContext":
+        from grace.sandbox_worker import WorkerContext
+
+        return WorkerContext
+    raise AttributeError(f"module 'grace.sandbox' has no attribute {name!r}")

@@ -178,7 +178,15 @@ def evaluate_on(ctx: WorkerContext, compiled: Any, data_key: str,
                 params: dict[str, float] | None = None) -> Any:
     """Trusted worker function: score resident data {"s", "a", "s_next"} -> (total, comps)."""
     d = ctx.data[data_key]
-    return compiled(d["s"], d["a"], d["s_next"], params)
+    if ctx.backend == "numpy":
+        return compiled(d["s"], d["a"], d["s_next"], params)
+    import numpy as np
+
+    from grace.sandbox import check_result
+
+    total, comps = compiled.raw_call(d["s"], d["a"], d["s_next"], params)
+    comps = {k: np.asarray(v) for k, v in comps.items()} if type(comps) is dict else comps
+    return check_result(np.asarray(total), comps, int(np.shape(d["s_next"])[0]))
 
 
 def debug_on(ctx: WorkerContext, compiled: Any, data_key: str,

@@ -112,20 +112,21 @@ class XPNamespace:
         return f"<{object.__getattribute__(self, '_label')} namespace>"
 
 
+_SAME_NAMES = (
+    "abs sqrt exp exp2 expm1 log log1p log2 log10 tanh sinh cosh sin cos tan arcsin arccos "
+    "arctan arctan2 hypot square sign floor ceil round power mod clip where minimum maximum sum "
+    "mean std var max min prod cumsum argmax argmin any all dot matmul outer stack concatenate "
+    "reshape expand_dims squeeze zeros_like ones_like full_like asarray logical_and logical_or "
+    "logical_not isfinite isnan"
+).split()
+"""Names that numpy and jax.numpy both provide under the same name and meaning."""
+
+
 def _numpy_table() -> dict[str, Any]:
     def sigmoid(x: Any) -> Any:
         return 0.5 * (np.tanh(0.5 * np.asarray(x, dtype=float)) + 1.0)
 
-    table: dict[str, Any] = {
-        name: getattr(np, name)
-        for name in (
-            "abs sqrt exp exp2 expm1 log log1p log2 log10 tanh sinh cosh sin cos tan arcsin "
-            "arccos arctan arctan2 hypot square sign floor ceil round power mod clip where "
-            "minimum maximum sum mean std var max min prod cumsum argmax argmin any all dot "
-            "matmul outer stack concatenate reshape expand_dims squeeze zeros_like ones_like "
-            "full_like asarray logical_and logical_or logical_not isfinite isnan"
-        ).split()
-    }
+    table: dict[str, Any] = {name: getattr(np, name) for name in _SAME_NAMES}
     table["sigmoid"] = sigmoid
     table["linalg_norm"] = np.linalg.norm
     table["linalg.norm"] = np.linalg.norm
@@ -136,7 +137,7 @@ def _jax_table() -> dict[str, Any]:
     import jax
     import jax.numpy as jnp
 
-    table: dict[str, Any] = {name: getattr(jnp, name) for name in _numpy_table() if "." not in name}
+    table: dict[str, Any] = {name: getattr(jnp, name) for name in _SAME_NAMES}
     table["sigmoid"] = jax.nn.sigmoid
     table["linalg_norm"] = jnp.linalg.norm
     table["linalg.norm"] = jnp.linalg.norm

@@ -1,0 +1,5 @@
+# expect: timeout
+# Infinite loop.
+def reward(s, a, s_next, p):
+    while True:
+        pass
