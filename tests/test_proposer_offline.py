@@ -230,3 +230,17 @@ def test_init_finds_separating_field_from_stats() -> None:
                for p in props)
     assert best > 0.9
     assert "charlie" in props[0].source
+
+
+def test_programs_run_in_the_real_sandbox() -> None:
+    from grace.sandbox import CompiledReward
+
+    prop = OfflineProposer()
+    rng = np.random.default_rng(0)
+    for ctx in CTXS:
+        pop = run(prop.init(ctx, 4, seed=1))
+        srcs = [p.source for p in pop] + [run(prop.mutate(ctx, feedback(pop[0].source, ctx), 1)).source]
+        for src in srcs:
+            obs = rng.normal(size=(6, ctx.schema.width))
+            total, comps = CompiledReward(src, ctx.schema)(obs, actions(ctx, 6, rng), obs)
+            assert total.shape == (6,) and comps
