@@ -333,14 +333,17 @@ def _as_batch(name: str, value: Any, batch: int) -> np.ndarray:
     if shape != (batch,):
         raise SandboxError("bad_return", f"{name} has shape {arr.shape}; it must be a scalar or "
                                          f"have shape ({batch},) (one value per transition)")
-    out = np.broadcast_to(arr.astype(np.float64, copy=False), (batch,))
-    bad = ~np.isfinite(out)
-    if bad.any():
-        n_nan = int(np.isnan(out).sum())
-        n_inf = int(bad.sum()) - n_nan
-        raise SandboxError("bad_return", f"{name} has non-finite values: {n_nan} NaN and "
-                                         f"{n_inf} inf out of {batch}")
-    return np.array(out)
+    arr = arr.astype(np.float64, copy=False)
+    if not np.isfinite(np.add.reduce(arr, axis=None)):  # fast path: NaN/inf propagate to the sum
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            n_nan = int(np.isnan(arr).sum())
+            n_inf = int(bad.sum()) - n_nan
+            raise SandboxError("bad_return", f"{name} has non-finite values: {n_nan} NaN and "
+                                             f"{n_inf} inf out of {arr.size}")
+    if arr.shape == (batch,):
+        return arr
+    return np.array(np.broadcast_to(arr, (batch,)))
 
 
 def check_result(total: Any, components: Any, batch: int,

@@ -10,9 +10,11 @@ worker reply with anything but a pickle of plain data (or die, which the parent 
 from __future__ import annotations
 
 import importlib
+import mmap
 import os
 import pickle
 import resource
+import struct
 import sys
 import time
 from dataclasses import dataclass, field
@@ -106,9 +108,31 @@ def _resolve(path: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+def _encode(obj: Any, shm: mmap.mmap | None) -> bytes:
+    """Pickle a reply. Large contiguous buffers (numpy arrays) go out of band into the shared
+    memory block; the reply is then b"B" + spans header + the in-band pickle stream."""
+    if shm is None:
+        return b"P" + pickle.dumps(obj, protocol=5)
+    buffers: list[pickle.PickleBuffer] = []
+    stream = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    views = [b.raw() for b in buffers]
+    if sum(v.nbytes for v in views) > len(shm):
+        return b"P" + pickle.dumps(obj, protocol=5)
+    spans, offset = [], 0
+    for v in views:
+        shm[offset:offset + v.nbytes] = v
+        spans += [offset, v.nbytes]
+        offset += v.nbytes
+    return b"B" + struct.pack(f"<I{len(spans)}Q", len(views), *spans) + stream
+
+
 def _worker_main() -> None:
     """Entry point of a worker process (argv: read fd, write fd)."""
-    rfd, wfd = int(sys.argv[1]), int(sys.argv[2])
+    rfd, wfd, shm_fd = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    shm = None
+    if shm_fd >= 0:  # shared memory for large results (the pipe then carries a small header)
+        shm = mmap.mmap(shm_fd, 0)
+        os.close(shm_fd)
     inbox, outbox = Connection(rfd, writable=False), Connection(wfd, readable=False)
     init = pickle.loads(inbox.recv_bytes())
     limits: Limits = init["limits"]
@@ -158,17 +182,17 @@ def _worker_main() -> None:
                 compiled = compile_reward(source, ctx.schema, backend, limits.debug_chars)
             with np.errstate(all="ignore"):
                 value = fns[fn](ctx, compiled, *args, **kwargs)
-            reply = pickle.dumps(("ok", value, time.perf_counter() - t0), protocol=5)
+            reply = _encode(("ok", value, time.perf_counter() - t0), shm)
             if len(reply) > cap:
-                reply = pickle.dumps(("err", ("bad_return", f"output too large: {len(reply)} "
-                                      f"bytes > {cap} bytes", None), time.perf_counter() - t0))
+                reply = b"P" + pickle.dumps(("err", ("bad_return", f"output too large: "
+                                             f"{len(reply)} bytes > {cap} bytes", None), 0.0))
         except BaseException as e:  # noqa: BLE001 - everything becomes a structured error
             if isinstance(e, (SystemExit, KeyboardInterrupt)):
                 err = SandboxError("runtime", f"{type(e).__name__} raised")
             else:
                 err = error_from_exception(e)
             e = None  # noqa: F841 - drop the traceback (and the program's frames)
-            reply = pickle.dumps(("err", err.to_tuple(), time.perf_counter() - t0))
+            reply = b"P" + pickle.dumps(("err", err.to_tuple(), time.perf_counter() - t0))
         outbox.send_bytes(reply)
         if _cpu_used() > budget / 2:
             return  # exit cleanly; the parent respawns a fresh worker with a full CPU budget

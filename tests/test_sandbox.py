@@ -251,7 +251,8 @@ def test_unrestricted_env_is_scrubbed(pool):
     env, cwd = out.value
     assert "OPENAI_API_KEY" not in env and "GRACE_FAKE_TOKEN" not in env
     assert set(env) <= {"PATH", "HOME", "TMPDIR", "LANG", "OPENBLAS_NUM_THREADS",
-                        "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONDONTWRITEBYTECODE"}
+                        "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONDONTWRITEBYTECODE",
+                        "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"}
     assert os.path.realpath(cwd) in {os.path.realpath(w) for w in pool.workdirs}
     assert env["HOME"] == cwd
     # the exec-time environment (what /proc/self/environ shows) is clean too
