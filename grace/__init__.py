@@ -15,7 +15,6 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "evolve": ("grace.api", "evolve"),
     "EvolveConfig": ("grace.config", "EvolveConfig"),
     "RewardProgram": ("grace.program", "RewardProgram"),
     "extract_program": ("grace.program", "extract_program"),
@@ -31,7 +30,13 @@ _LAZY = {
     "train_reward": ("grace.train", "train_reward"),
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["__version__", "evolve", *_LAZY]
+
+# `grace.evolve` is both the API function and the engine's subpackage (grace/evolve/). Importing
+# the subpackage first and binding the function afterwards makes `grace.evolve(...)` the function;
+# `import grace.evolve.loop` and friends keep working through sys.modules.
+import grace.evolve.loop  # noqa: E402,F401
+from grace.api import evolve  # noqa: E402
 
 
 def __getattr__(name: str) -> Any:

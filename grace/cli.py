@@ -20,7 +20,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__,
                   pretty_exceptions_enable=False)
 demos_app = typer.Typer(no_args_is_help=True, help="Make or summarise expert demos.")
 app.add_typer(demos_app, name="demos")
-out = Console()
+console = Console()
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -119,13 +119,15 @@ def evolve(
     st = result.stats
     best = result.best
     if st.stopped_because:
-        out.print(f"[yellow]stopped:[/] {st.stopped_because} (continue with grace evolve --resume {result.run_dir})")
-    out.print(f"evaluated {st.evaluated} programs ({st.errors} errors, {st.invalid} invalid, {st.duplicates} duplicates)")
+        console.print(f"[yellow]stopped:[/] {st.stopped_because} (continue with grace evolve --resume {result.run_dir})")
+    console.print(f"evaluated {st.evaluated} programs ({st.errors} errors, {st.invalid} invalid, {st.duplicates} duplicates)")
     if best is None:
-        out.print("[red]no program was scored successfully[/]")
+        console.print("[red]no program was scored successfully[/]")
         raise typer.Exit(1)
-    out.print(f"best fitness {best.fitness:.4f} (held-out {best.heldout:.4f}), accuracy {best.metrics.get('accuracy', float('nan')):.3f}")
-    out.print(f"best reward: {result.best_path}")
+    held = best.heldout if best.heldout is not None else float("nan")
+    console.print(f"best fitness {best.fitness:.4f} (held-out {held:.4f}), "
+                  f"accuracy {best.metrics.get('accuracy_train', float('nan')):.3f} (held-out {best.metrics.get('accuracy_heldout', float('nan')):.3f})")
+    console.print(f"best reward: {result.best_path}")
 
 
 # -- show / eval / diff ---------------------------------------------------------------------------
@@ -144,11 +146,11 @@ def show(run: Annotated[Path, typer.Argument(help="Run directory.")],
         t.add_column(col)
     for r in rows:
         t.add_row(str(r.id), r.program_id, f"{r.round}.{r.generation}", r.operator, f"{r.fitness:.4f}",
-                  f"{r.heldout:.4f}" if r.heldout is not None else "-", f"{r.metrics.get('accuracy', 0):.3f}",
-                  f"{r.metrics.get('auc', 0):.3f}", str(r.size))
-    out.print(t)
+                  f"{r.heldout:.4f}" if r.heldout is not None else "-", f"{r.metrics.get('accuracy_train', float('nan')):.3f}",
+                  f"{r.metrics.get('auc_train', float('nan')):.3f}", str(r.size))
+    console.print(t)
     counts = archive.db.execute("SELECT status, COUNT(*) FROM programs GROUP BY status").fetchall()
-    out.print("programs: " + ", ".join(f"{s} {n}" for s, n in counts))
+    console.print("programs: " + ", ".join(f"{s} {n}" for s, n in counts))
     calls = archive.call_stats()
     if calls:
         ct = Table(title="proposer calls")
@@ -157,14 +159,14 @@ def show(run: Annotated[Path, typer.Argument(help="Run directory.")],
         for c in calls:
             ct.add_row(str(c["operator"]), str(c["calls"]), str(c["errors"]), str(c["cached"]),
                        str(c["prompt_tokens"]), str(c["completion_tokens"]), f"{c['latency']:.2f}")
-        out.print(ct)
+        console.print(ct)
     if rows:
         lineage = archive.lineage(rows[0].id)
-        out.print("lineage of the best: " + " <- ".join(f"{r.program_id}({r.operator})" for r in lineage))
+        console.print("lineage of the best: " + " <- ".join(f"{r.program_id}({r.operator})" for r in lineage))
         if code:
             from rich.syntax import Syntax
 
-            out.print(Syntax(rows[0].best_source, "python"))
+            console.print(Syntax(rows[0].best_source, "python"))
 
 
 def _score_one(file: Path, task: str | None, demos: str | None, run: str | None, fit: bool) -> tuple[Any, Any]:
@@ -195,8 +197,10 @@ def eval_cmd(file: Annotated[Path, typer.Argument(help="A reward file.")],
         typer.echo(f"error: {outcome.error}", err=True)
         raise typer.Exit(2)
     res = outcome.value
+    m = res.get("metrics", {})
     summary = {"file": str(file), "program_id": program.program_id, "fitness": res["fitness"],
-               "heldout_fitness": res.get("heldout_fitness"), "size": program.size,
+               "heldout_fitness": res.get("heldout_fitness"), "accuracy": m.get("accuracy_train"),
+               "heldout_accuracy": m.get("accuracy_heldout"), "auc": m.get("auc_train"), "size": program.size,
                **{k: v for k, v in res.get("metrics", {}).items()}, "params": res.get("params", {})}
     if json_out:
         typer.echo(json.dumps(summary, indent=2, default=float))
@@ -209,7 +213,7 @@ def eval_cmd(file: Annotated[Path, typer.Argument(help="A reward file.")],
             t.add_row(k, f"{v:.4f}")
         elif not isinstance(v, dict):
             t.add_row(k, str(v))
-    out.print(t)
+    console.print(t)
 
 
 @app.command()
@@ -236,14 +240,14 @@ def diff(a: Annotated[Path, typer.Argument(help="First reward file.")],
     rows = [("fitness", va.get("fitness"), vb.get("fitness")),
             ("heldout_fitness", va.get("heldout_fitness"), vb.get("heldout_fitness")),
             ("size", pa.size, pb.size)]
-    rows += [(k, va.get("metrics", {}).get(k), vb.get("metrics", {}).get(k)) for k in ("accuracy", "auc", "traj_rank")]
+    rows += [(k, va.get("metrics", {}).get(k), vb.get("metrics", {}).get(k)) for k in ("accuracy_train", "accuracy_heldout", "auc_train", "traj_ranking_train")]
     for name, x, y in rows:
         fmt = lambda v: "-" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
         t.add_row(name, fmt(x), fmt(y))
-    out.print(Columns([Syntax(pa.source, "python"), Syntax(pb.source, "python")], equal=True, expand=True))
-    out.print(t)
+    console.print(Columns([Syntax(pa.source, "python"), Syntax(pb.source, "python")], equal=True, expand=True))
+    console.print(t)
     udiff = "".join(difflib.unified_diff(pa.source.splitlines(True), pb.source.splitlines(True), str(a), str(b)))
-    out.print(Syntax(udiff or "(identical)", "diff"))
+    console.print(Syntax(udiff or "(identical)", "diff"))
 
 
 # -- train / export / report ----------------------------------------------------------------------
@@ -286,7 +290,7 @@ def export(file: Annotated[Path, typer.Argument(help="A reward file.")],
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     output.write_text(text)
-    out.print(f"wrote {output} ({to})")
+    console.print(f"wrote {output} ({to})")
 
 
 @app.command()
@@ -297,7 +301,7 @@ def report(run: Annotated[Path, typer.Argument(help="Run directory.")],
     from grace.report import write_report
 
     path = write_report(run, output or run / "report.html")
-    out.print(f"wrote {path}")
+    console.print(f"wrote {path}")
 
 
 # -- demos and tasks ------------------------------------------------------------------------------
@@ -315,7 +319,7 @@ def demos_collect(task: Annotated[str, typer.Option(help="Task.")],
     t = get_task(task)
     traj = collect_expert(t, episodes, seed)
     (traj.save_imitation if imitation else traj.save)(out_file)
-    out.print(f"wrote {out_file}: {traj.n_episodes} episodes, {traj.n_transitions} transitions, "
+    console.print(f"wrote {out_file}: {traj.n_episodes} episodes, {traj.n_transitions} transitions, "
               f"expert return {traj.meta['mean_return']:.2f} +- {traj.meta['std_return']:.2f}")
 
 
@@ -341,7 +345,7 @@ def demos_show(file: Annotated[str, typer.Argument(help="A demo file (.npz) or m
             t.add_row(k, f"{v:.2f}" if isinstance(v, float) else str(v))
     for k, v in s["meta"].items():
         t.add_row(f"meta.{k}", str(v))
-    out.print(t)
+    console.print(t)
 
 
 @app.command()
@@ -352,9 +356,9 @@ def tasks(name: Annotated[str | None, typer.Argument(help="Show one task in deta
 
     if name:
         t = get_task(name)
-        out.print(f"[bold]{t.name}[/] ({t.kind}, {t.max_steps} steps)\n{t.description}\n")
-        out.print("observation:\n" + t.schema.describe())
-        out.print("action: " + t.action.describe())
+        console.print(f"[bold]{t.name}[/] ({t.kind}, {t.max_steps} steps)\n{t.description}\n")
+        console.print("observation:\n" + t.schema.describe())
+        console.print("action: " + t.action.describe())
         return
     tb = Table(title="built-in tasks")
     for col in ("task", "kind", "obs", "action", "jax", "expert"):
@@ -362,7 +366,7 @@ def tasks(name: Annotated[str | None, typer.Argument(help="Show one task in deta
     for n in task_names():
         t = get_task(n)
         tb.add_row(n, t.kind, str(t.obs_dim), t.action.kind, t.jax_backend or "-", t.expert_doc)
-    out.print(tb)
+    console.print(tb)
 
 
 def main() -> None:  # pragma: no cover

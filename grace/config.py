@@ -82,7 +82,7 @@ class EvolveConfig:
     """Sandbox worker processes."""
     eval_timeout: float = 20.0
     """Seconds per candidate evaluation (including PARAMS fitting) before the worker is killed."""
-    random_negative_episodes: int = 16
+    random_negative_episodes: int = 64
     """Random-policy episodes generated as negatives."""
     holdout: float = 0.25
     """Fraction of episodes held out to report generalisation."""

@@ -54,7 +54,7 @@ def resolve_context(program: RewardProgram, task: str | None, demos: str | None,
     if not negatives:
         from grace.fitness.offline import random_negatives
 
-        negatives = [("random", random_negatives(t, 16, seed))]
+        negatives = [("random", random_negatives(t, EvolveConfig().random_negative_episodes, seed))]
     return ScoreContext(t, demo_spec, run_dir, negatives, seed, holdout)
 
 

@@ -106,9 +106,8 @@ class Archive:
         self.db.execute("PRAGMA synchronous=NORMAL")
         version = self._schema_version()
         if version is None:
-            with self.tx():
-                self.db.executescript(_SCHEMA)
-                self.set_meta("schema_version", SCHEMA_VERSION)
+            self.db.executescript(_SCHEMA)  # executescript manages its own transaction
+            self.set_meta("schema_version", SCHEMA_VERSION)
         elif version != SCHEMA_VERSION:
             raise ArchiveError(
                 f"{self.path} was written by archive schema v{version}; this grace reads v{SCHEMA_VERSION}"

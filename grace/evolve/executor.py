@@ -11,6 +11,8 @@ from typing import Any, Protocol
 from grace.tasks import Task
 
 OFFLINE_FN = "grace.fitness.offline:evaluate_in_worker"
+# Imported in each worker before it drops privileges (it cannot read site-packages afterwards).
+PRELOAD = ("grace.fitness.offline", "grace.fitness.metrics", "scipy.optimize", "scipy.special", "scipy.stats")
 
 
 class Executor(Protocol):
@@ -31,7 +33,7 @@ class LocalExecutor:
         from grace.sandbox import SandboxPool
 
         self.timeout = timeout
-        self.pool = SandboxPool(schema=task.schema, n_workers=workers, profile="numpy")
+        self.pool = SandboxPool(schema=task.schema, n_workers=workers, profile="numpy", preload=PRELOAD)
 
     def put(self, key: str, value: Any) -> None:
         self.pool.put(key, value)

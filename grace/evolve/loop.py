@@ -91,7 +91,10 @@ class Evolution:
         t0 = time.perf_counter()
         async with self._propose_sem:
             fb = [self._feedback(p) for p in plan.parents]
-            if plan.operator == "crossover":
+            if plan.operator == "init" or not fb:  # an island with no scored program yet
+                made = await self.proposer.init(self.ctx, 1, seed)
+                prop = made[0] if made else Proposal(None, "init", error="proposer returned nothing")
+            elif plan.operator == "crossover":
                 prop = await self.proposer.crossover(self.ctx, fb[0], fb[1], seed)
             elif plan.operator == "simplify":
                 prop = await self.proposer.simplify(self.ctx, fb[0], seed)
@@ -233,7 +236,8 @@ class Evolution:
             "demos": f"{self.cfg.demos} (sha256 {rundata.file_digest(self.cfg.demos)})",
             "fitness": f"{b.fitness:.4f} train, {b.heldout if b.heldout is not None else float('nan'):.4f} held-out "
                        f"(offline GRACE discrimination, negatives v{b.negatives_version})",
-            "accuracy": f"{m.get('accuracy', float('nan')):.3f}, AUC {m.get('auc', float('nan')):.3f}",
+            "accuracy": f"{m.get('accuracy_train', float('nan')):.3f} train, {m.get('accuracy_heldout', float('nan')):.3f} held-out; "
+                        f"AUC {m.get('auc_train', float('nan')):.3f} train, {m.get('auc_heldout', float('nan')):.3f} held-out",
             "run": f"{self.run_dir} round {b.round} generation {b.generation} slot {b.slot}",
             "program": f"{b.program_id} ({b.operator} by {b.proposer})",
             "lineage": lineage,
