@@ -139,7 +139,7 @@ class SandboxPool:
         if drop_privileges is None:  # jax imports lazily from places 'nobody' may not read
             drop_privileges = os.geteuid() == 0 and profile == "numpy"
         self._drop = bool(drop_privileges) and os.geteuid() == 0
-        self._preload = tuple(preload)
+        self._preload: tuple[str, ...] = tuple(preload)
         self._data: dict[str, Any] = {}
         self._data_lock = threading.Lock()
         self._closed = False
@@ -208,6 +208,7 @@ class SandboxPool:
         slot.kill_reason = None
         init = {"schema": self.schema, "limits": self.limits, "backend": self.backend,
                 "drop_uid": NOBODY if self._drop else None, "preload": self._preload}
+        slot.preloaded = frozenset(self._preload)
         slot.send.send_bytes(pickle.dumps(init))
 
     def _handshake(self, slot: _Slot, raise_: bool = True) -> bool:
@@ -326,11 +327,33 @@ class SandboxPool:
             slot = self._acquire()
         except RuntimeError as e:
             return Outcome(False, None, SandboxError("crash", str(e)), 0.0)
+        module = fn.partition(":")[0]
+        if self._drop and module not in slot.preloaded and module != "grace.sandbox_worker":
+            try:
+                self._add_preload(slot, module)
+            except RuntimeError as e:
+                self._free.put(slot)
+                return Outcome(False, None, SandboxError("crash", str(e)), 0.0)
         t0 = time.perf_counter()
         try:
             return self._call_on(slot, fn, source, args, kwargs, timeout, t0)
         finally:
             self._free.put(slot)
+
+    def _add_preload(self, slot: _Slot, module: str) -> None:
+        """A worker that dropped privileges may not be able to import `module` any more (the
+        interpreter's stdlib may be unreadable to `nobody`): restart it with `module` imported
+        before the drop. Every later (re)start preloads it too."""
+        with self._data_lock:
+            if module not in self._preload:
+                self._preload = (*self._preload, module)
+        try:
+            self._respawn(slot)
+        except RuntimeError:
+            with self._data_lock:
+                self._preload = tuple(m for m in self._preload if m != module)
+            self._respawn(slot)
+            raise RuntimeError(f"cannot import the trusted module {module!r} in a worker") from None
 
     def _call_on(self, slot: _Slot, fn: str, source: str | None, args: tuple[Any, ...],
                  kwargs: dict[str, Any], timeout: float | None, t0: float) -> Outcome:

@@ -100,6 +100,7 @@ class _Slot:
         self.dead = True
         self.uid = -1
         self.shm: mmap.mmap | None = None
+        self.preloaded: frozenset[str] = frozenset()
 
     def kill(self, reason: str | None = None) -> None:
         if reason and self.kill_reason is None:

@@ -380,6 +380,22 @@ def test_rss_watchdog_kills_over_cap():
         assert p.call(UNRESTRICTED, None, "result = 2").value == 2
 
 
+def test_trusted_module_is_preloaded_on_demand():
+    """Workers that dropped privileges get new trusted modules imported before the drop."""
+    with SandboxPool(SCHEMA, n_workers=1, pythonpath=[str(REPO)]) as p:
+        out = p.call(UNRESTRICTED, None, "import json\nresult = json.dumps([1])")
+        assert out.ok and out.value == "[1]"
+        out = p.call("no_such_module_xyz:f", None)
+        assert out.error.kind == "crash" and "no_such_module_xyz" in out.error.message
+        assert p.call(UNRESTRICTED, None, "result = 3").value == 3
+
+
+def test_reexported_from_grace_sandbox():
+    import grace.sandbox as sb
+
+    assert sb.SandboxPool is SandboxPool and sb.Limits is Limits and sb.Outcome.__name__ == "Outcome"
+
+
 def test_close_leaves_no_processes():
     p = SandboxPool(SCHEMA, n_workers=2)
     pids, root = p.worker_pids, p.root
