@@ -1,0 +1,163 @@
+"""`grace train`: PPO on a reward file next to the true-reward PPO baseline, trained the same way.
+
+Both run in one compiled batch (`grace.fitness.ppo.train_candidates` with the reward and
+`TRUE_REWARD` as two branches; same algorithm, steps and seeds), inside a jax-profile sandbox
+worker when the sandbox pool is available. Reports the true return and success (mean, std over
+seeds), writes `summary.json` and `learning_curve.png` (true return vs env steps) to the output
+folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from grace.fitness.ppo import TRUE_REWARD, train_candidates
+from grace.tasks import Task, get_task
+
+WITHIN = 0.05
+"""`grace train` calls a reward as good as the true reward when its return is within 5%."""
+
+
+def _run(task: Task, sources: list[str], steps: int, seeds: int, seed: int, n_evals: int,
+         algo_kwargs: dict[str, Any] | None, isolate: bool) -> list[dict[str, Any]]:
+    """Train in a jax-profile sandbox worker when possible (else in this process)."""
+    if isolate:
+        try:
+            from grace.sandbox_pool import SandboxPool
+        except ImportError:
+            SandboxPool = None  # noqa: N806
+        if SandboxPool is not None:
+            with SandboxPool(task.schema, n_workers=1, profile="jax") as pool:
+                out = pool.call("grace.fitness.ppo:train_in_worker", None, task.name, sources,
+                                steps, seeds, seed, algo_kwargs, None, False, n_evals)
+            return out.unwrap()
+    return train_candidates(task, sources, steps, seeds=seeds, seed=seed, algo_kwargs=algo_kwargs,
+                            n_evals=n_evals, keep_trajectories=False)
+
+
+def _side(res: dict[str, Any]) -> dict[str, Any]:
+    if not res["ok"]:
+        return {"ok": False, "error": res["error"]}
+    keys = ("true_return_mean", "true_return_std", "true_returns", "success_rate", "curve",
+            "curve_steps")
+    out = {"ok": True, **{k: res[k] for k in keys}}
+    succ = res.get("success_per_seed")
+    if succ is not None:
+        out["success_std"] = float(np.std(succ))
+    return out
+
+
+def train_reward(file_or_source: str | Path, task: str | Task, steps: int = 500_000,
+                 seeds: int = 2, out_dir: str | Path | None = None, seed: int = 0,
+                 algo_kwargs: dict[str, Any] | None = None, n_evals: int = 10,
+                 isolate: bool = True) -> dict[str, Any]:
+    """Train PPO on a reward (file path or source) and on the true reward; compare.
+
+    Returns the summary dict (also written to `out_dir/summary.json` with the plot
+    `out_dir/learning_curve.png` when `out_dir` is given): `reward` and `baseline` entries with
+    true return mean/std over seeds, per-seed returns, success rate and the learning curve;
+    `ratio` (reward return / baseline return) and `within_5pct`.
+    """
+    task = get_task(task)
+    path = Path(str(file_or_source))
+    is_file = "\n" not in str(file_or_source) and path.is_file()
+    source = path.read_text() if is_file else str(file_or_source)
+    results = _run(task, [source, TRUE_REWARD], steps, seeds, seed, n_evals, algo_kwargs, isolate)
+    reward, base = _side(results[0]), _side(results[1])
+    summary: dict[str, Any] = {
+        "task": task.name, "reward_file": str(path) if is_file else None, "steps": int(steps),
+        "seeds": int(seeds), "seed": int(seed), "true_reward": task.true_reward_doc,
+        "reward": reward, "baseline": base,
+        "env_steps_per_run": results[1].get("env_steps"),
+        "compile_s": results[1].get("compile_s"), "run_s": results[1].get("run_s"),
+    }
+    if reward["ok"] and base["ok"]:
+        b, r = base["true_return_mean"], reward["true_return_mean"]
+        summary["ratio"] = float(r / b) if b else None
+        summary["within_5pct"] = bool(abs(r - b) <= WITHIN * max(abs(b), 1e-9))
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        plot_curves(summary, out / "learning_curve.png")
+        summary["files"] = [str(out / "summary.json"), str(out / "learning_curve.png")]
+    return summary
+
+
+def plot_curves(summary: dict[str, Any], path: str | Path) -> None:
+    """True return vs env steps, mean +- std over seeds, for the reward and the baseline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, label in (("reward", "PPO on the reward"), ("baseline", "PPO on the true reward")):
+        side = summary[key]
+        if not side.get("ok"):
+            continue
+        x, y = np.asarray(side["curve_steps"]), np.asarray(side["curve"], dtype=float)
+        mean, std = y.mean(0), y.std(0)
+        ax.plot(x, mean, label=label)
+        ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+    ax.set_xlabel("env steps (per run)")
+    ax.set_ylabel("true return")
+    ax.set_title(f"{summary['task']}: {summary['seeds']} seeds")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _fmt(side: dict[str, Any], key: str) -> str:
+    if not side.get("ok"):
+        return "-"
+    if key == "return":
+        return f"{side['true_return_mean']:.1f} ± {side['true_return_std']:.1f}"
+    rate = side.get("success_rate")
+    return "-" if rate is None else f"{rate:.2f}"
+
+
+def train_command(file: str, task: str, steps: int, seeds: int, out: str, json_out: bool) -> int:
+    """The body of `grace train`: returns 0, or 2 with one line on bad input / failed reward."""
+    try:
+        t = get_task(task)
+    except ValueError as exc:
+        print(f"error: {exc}")
+        return 2
+    if not Path(file).is_file():
+        print(f"error: reward file not found: {file}")
+        return 2
+    if steps <= 0 or seeds <= 0:
+        print("error: --steps and --seeds must be positive")
+        return 2
+    try:
+        summary = train_reward(file, t, steps=steps, seeds=seeds, out_dir=out)
+    except Exception as exc:  # noqa: BLE001 - one line for the user
+        print(f"error: training failed: {type(exc).__name__}: {exc}")
+        return 2
+    if json_out:
+        print(json.dumps(summary, indent=2))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"grace train: {t.name}, {steps} steps x {seeds} seeds")
+        for col in ("policy", "true return (mean ± std)", "success"):
+            table.add_column(col)
+        table.add_row(f"PPO on {Path(file).name}", _fmt(summary["reward"], "return"),
+                      _fmt(summary["reward"], "success"))
+        table.add_row("PPO on the true reward", _fmt(summary["baseline"], "return"),
+                      _fmt(summary["baseline"], "success"))
+        console = Console()
+        console.print(table)
+        if not summary["reward"]["ok"]:
+            console.print(f"reward failed: {summary['reward']['error']}")
+        elif "ratio" in summary and summary["ratio"] is not None:
+            console.print(f"ratio {summary['ratio']:.3f} (within 5%: {summary['within_5pct']})")
+        console.print(f"wrote {out}/summary.json and {out}/learning_curve.png")
+    return 0 if summary["reward"]["ok"] else 1
