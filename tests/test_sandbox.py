@@ -421,3 +421,26 @@ def test_jax_profile_evaluates():
 
 def _unused() -> None:  # keep imports used by worker-side payloads explicit
     _ = (resource, signal, subprocess)
+
+
+def test_check_result_property():
+    """bad_return iff some value is non-finite; otherwise values pass through unchanged."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), min_size=1,
+                    max_size=50))
+    def prop(values):
+        arr = np.array(values)
+        if np.isfinite(arr).all():
+            total, _ = check_result(arr, None, len(values))
+            np.testing.assert_array_equal(total, arr)
+        else:
+            with pytest.raises(SandboxError) as info:
+                check_result(arr, None, len(values))
+            assert info.value.kind == "bad_return"
+            n_nan = int(np.isnan(arr).sum())
+            assert f"{n_nan} NaN" in info.value.message
+
+    prop()
