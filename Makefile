@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 
 
-.PHONY: venv install install-dev demo test test-slow lint bench bench-quality bench-speed clean
+.PHONY: venv install install-dev demo test test-slow lint bench bench-quality bench-speed chromium clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -48,6 +48,10 @@ bench-speed: install-dev
 
 bench-quality: install-dev
 	$(BIN)/python benchmarks/quality.py
+
+## make chromium: headless Chromium for the report's browser test (Debian; the test skips without it)
+chromium:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
 
 clean:
 	rm -rf $(VENV) runs build dist .pytest_cache

@@ -90,6 +90,8 @@ def evolve(
     max_llm_calls: Annotated[int | None, typer.Option(help="Stop after this many LLM calls.")] = None,
     max_tokens_total: Annotated[int | None, typer.Option(help="Stop after this many LLM tokens.")] = None,
     label_goals: Annotated[bool | None, typer.Option(help="Let the LLM label goal states (GRACE step 1).")] = None,
+    llm_cache_from: Annotated[str | None, typer.Option("--llm-cache-from", help="Reuse replies recorded in this run directory.")] = None,
+    replay_only: Annotated[bool | None, typer.Option(help="Replay replies from the cache only (no server calls).")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress display.")] = False,
 ) -> None:
     """Evolve a reward program from expert demos (resumable)."""
@@ -106,6 +108,7 @@ def evolve(
         llm_local_model=llm_local_model, llm_n=llm_n, llm_concurrency=llm_concurrency,
         llm_prompts_dir=llm_prompts_dir, llm_max_calls=max_llm_calls,
         llm_max_tokens_total=max_tokens_total, llm_label_goals=label_goals,
+        llm_cache_from=llm_cache_from, llm_replay_only=replay_only,
     )
     if resume:
         result = run_evolve(cfg, resume=True, progress=not quiet, out=resume)

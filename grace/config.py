@@ -45,6 +45,10 @@ class LLMConfig:
     """Stop (resumably) after this many LLM calls; 0 = unlimited."""
     max_tokens_total: int = 0
     """Stop (resumably) after this many prompt + completion tokens; 0 = unlimited."""
+    cache_from: str = ""
+    """A run directory whose recorded replies are reused for identical requests."""
+    replay_only: bool = False
+    """Never call the server: every reply must come from the cache (exact replay)."""
     label_goals: bool = False
     """GRACE step 1: let the LLM label which expert states solve the task."""
 

@@ -384,5 +384,24 @@ def evaluate_in_worker(
 ) -> dict[str, Any]:
     """Sandbox-pool entry point (`fn(ctx, compiled, *args, **kwargs)`): reads the shipped data
     from `ctx.data[data_key]` and the observation schema from `ctx.schema`."""
-    return evaluate(compiled, ctx.data[data_key], params or {}, fit_params=fit_params,
-                    schema=getattr(ctx, "schema", None), seed=seed)
+    data = ctx.data[data_key]
+    out = evaluate(compiled, data, params or {}, fit_params=fit_params,
+                   schema=getattr(ctx, "schema", None), seed=seed)
+    if getattr(compiled, "has_debug", False):
+        out["debug_output"] = debug_output(compiled, data, out["params"], out["worst"])
+    return out
+
+
+def debug_output(compiled: CompiledReward, data: dict[str, np.ndarray], params: dict[str, float],
+                 worst: list[dict[str, Any]]) -> str:
+    """GRACE's print helper: the program's own `debug()` on its worst-scored examples.
+
+    Goes back to the proposer only, never into the score. Errors are reported as text."""
+    keys = {(w.get("episode"), w.get("step")) for w in worst}
+    rows = np.flatnonzero([(e, t) in keys for e, t in zip(data["episode"], data["step"], strict=True)])
+    if len(rows) == 0:
+        rows = np.arange(min(8, len(data["label"])))
+    try:
+        return str(compiled.debug(data["s"][rows], data["a"][rows], data["s_next"][rows], params))
+    except Exception as exc:  # the program's own helper failed: tell the proposer, do not fail
+        return f"debug() raised {type(exc).__name__}: {exc}"

@@ -100,7 +100,7 @@ class ChatProposer:
         self.recorder = recorder
         self.model = cfg.model
         self.prompts = PromptLibrary(cfg.prompts_dir or None)
-        replay = os.environ.get("GRACE_LLM_REPLAY_ONLY", "") not in ("", "0")
+        replay = bool(getattr(cfg, "replay_only", False)) or os.environ.get("GRACE_LLM_REPLAY_ONLY", "") not in ("", "0")
         cache_from = getattr(cfg, "cache_from", "") or os.environ.get("GRACE_LLM_CACHE", "")
         self.cache = cache if cache is not None else make_cache(recorder, cache_from, replay)
         self.calls = 0
