@@ -77,7 +77,11 @@ def evolve(cfg: EvolveConfig | None = None, *, resume: bool = False, overwrite: 
     task = task or get_task(cfg.task)
     from grace.evolve.executor import LocalExecutor
 
-    executor = LocalExecutor(task, workers=cfg.workers, timeout=cfg.eval_timeout)
+    executor: Any = LocalExecutor(task, workers=cfg.workers, timeout=cfg.eval_timeout)
+    if cfg.fitness in ("ppo", "ppo-true"):
+        from grace.evolve.executor import PPOExecutor
+
+        executor = PPOExecutor(task, executor, cfg.fitness, cfg.ppo_steps, cfg.ppo_seeds, cfg.seed)
     try:
         proposer = make_proposer(cfg, archive)
         evo = Evolution(cfg, run_dir, archive, task, proposer, executor)

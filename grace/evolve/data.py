@@ -54,7 +54,7 @@ def negatives_version(archive: Archive) -> int:
     return max((r["version"] for r in rows), default=0)
 
 
-def _state_dict(row: np.ndarray, task: Task) -> dict[str, Any]:
+def state_dict(row: np.ndarray, task: Task) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in task.schema.fields:
         v = row[task.schema.slices[f.name]]
@@ -82,9 +82,46 @@ def task_context(task: Task, data: dict[str, np.ndarray], n_examples: int = 6, s
         stats[f.name] = entry
     return TaskContext(
         name=task.name, description=task.description, schema=task.schema, action=task.action,
-        kind=task.kind, expert_states=[_state_dict(r, task) for r in pick(pos)],
-        negative_states=[_state_dict(r, task) for r in pick(neg)], stats=stats,
+        kind=task.kind, expert_states=[state_dict(r, task) for r in pick(pos)],
+        negative_states=[state_dict(r, task) for r in pick(neg)], stats=stats,
     )
+
+
+def return_range(demos: Trajectories, negatives: list[tuple[str, Trajectories]]) -> tuple[float, float]:
+    """(R_random, R_expert): mean true episode return of random rollouts and of the demos
+    (only `--fitness ppo-true`, reward-design mode, reads this)."""
+    expert = demos.returns()
+    rand = [t.returns() for tag, t in negatives if tag == "random" and t.returns() is not None]
+    hi = float(np.mean(expert)) if expert is not None else 1.0
+    lo = float(np.mean(np.concatenate(rand))) if rand else 0.0
+    return lo, hi
+
+
+def goal_candidates(demos: Trajectories, task: Task, per_episode: int = 3, seed: int = 0
+                    ) -> tuple[list[dict[str, Any]], list[list[int]]]:
+    """Expert states an LLM may label as goals (GRACE step 1): every episode's final state plus
+    a few earlier ones; keys are (episode, step) of the transition whose s_next it is."""
+    rng = np.random.default_rng(seed)
+    cands, keys = [], []
+    for i, ep in enumerate(demos.episodes()):
+        steps = {ep.length - 1} | set(rng.choice(ep.length, size=min(per_episode, ep.length), replace=False).tolist())
+        for t in sorted(steps):
+            cands.append({"state": state_dict(ep.obs[t + 1], task)})
+            keys.append([i, int(t)])
+    return cands, keys
+
+
+def goal_selector(labels: list[list[int]] | None):
+    """A positive-state selector from persisted (episode, step) goal labels; None = task default."""
+    if not labels:
+        return None
+    wanted = {(int(e), int(t)) for e, t in labels}
+
+    def select(traj: Trajectories) -> np.ndarray:
+        tr = traj.transitions()
+        return np.array([(int(e), int(t)) in wanted for e, t in zip(tr["episode"], tr["step"], strict=True)])
+
+    return select
 
 
 def load_expert_demos(path: str, task: Task) -> Trajectories:

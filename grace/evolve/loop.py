@@ -65,6 +65,8 @@ class Evolution:
         self.neg_version = 0
         self.ctx: TaskContext | None = None
         self.best: ProgramRow | None = None
+        self.data: dict[str, np.ndarray] = {}
+        self.shaping_parent: ProgramRow | None = None
         self._propose_sem = asyncio.Semaphore(max(1, cfg.llm.concurrency if cfg.proposer != "offline" else 2 * cfg.workers))
 
     # -- data ------------------------------------------------------------------------------
@@ -76,9 +78,28 @@ class Evolution:
                                         cfg.seed, cfg.negatives)
         self.neg_version = rundata.negatives_version(self.archive)
         negs = rundata.negative_sets(self.archive, self.run_dir, self.task, self.neg_version)
-        data = build_offline_data(self.task, self.demos, negs, holdout=cfg.holdout, seed=cfg.seed)
+        selector = rundata.goal_selector(self.archive.get_meta("goal_labels"))
+        data = build_offline_data(self.task, self.demos, negs, holdout=cfg.holdout, seed=cfg.seed,
+                                  selector=selector)
+        self.data = data
         self.executor.put("offline", data)
         self.ctx = rundata.task_context(self.task, data, seed=cfg.seed)
+        if hasattr(self.executor, "set_return_range"):
+            self.executor.set_return_range(*rundata.return_range(self.demos, negs))
+
+    async def label_goals(self) -> None:
+        """GRACE step 1 (opt-in): the LLM labels which expert states solve the task. The labels
+        are persisted, so a resumed run uses the same positives."""
+        if (not self.cfg.llm.label_goals or self.task.kind != "goal"
+                or self.archive.get_meta("goal_labels") is not None or not hasattr(self.proposer, "label_goals")):
+            return
+        assert self.ctx is not None
+        cands, keys = rundata.goal_candidates(self.demos, self.task, seed=self.cfg.seed)
+        chosen = await self.proposer.label_goals(self.ctx, cands, self.cfg.seed)
+        labels = [keys[i] for i in chosen] if chosen else []
+        self.archive.set_meta("goal_labels", labels)
+        if labels:
+            self.load_data()
 
     # -- one slot --------------------------------------------------------------------------
     def _feedback(self, row: ProgramRow) -> Feedback:
@@ -94,6 +115,9 @@ class Evolution:
             if plan.operator == "init" or not fb:  # an island with no scored program yet
                 made = await self.proposer.init(self.ctx, 1, seed)
                 prop = made[0] if made else Proposal(None, "init", error="proposer returned nothing")
+            elif plan.operator == "shaping":
+                trajs = await self._shaping_trajectories(plan.parents[0])
+                prop = await self.proposer.shaping(self.ctx, fb[0], trajs, seed)
             elif plan.operator == "crossover":
                 prop = await self.proposer.crossover(self.ctx, fb[0], fb[1], seed)
             elif plan.operator == "simplify":
@@ -102,6 +126,18 @@ class Evolution:
                 prop = await self.proposer.mutate(self.ctx, fb[0], seed)
         self.stats.propose_seconds += time.perf_counter() - t0
         return prop
+
+    async def _shaping_trajectories(self, parent: ProgramRow, episodes: int = 2, states: int = 20) -> list[dict[str, Any]]:
+        """Whole expert episodes with the parent's per-state reward (for GRACE's shaping prompt)."""
+        out = []
+        for ep in list(self.demos.episodes())[:episodes]:
+            idx = np.unique(np.linspace(0, ep.length - 1, min(states, ep.length)).astype(int))
+            batch = {"s": ep.obs[:-1][idx], "a": ep.actions[idx], "s_next": ep.obs[1:][idx]}
+            res = await self.executor.rewards(parent.best_source, batch)
+            rewards = [round(float(r), 4) for r in res] if res is not None else []
+            out.append({"states": [rundata.state_dict(row, self.task) for row in batch["s_next"]],
+                        "rewards": rewards, "steps": idx.tolist()})
+        return out
 
     def _persist(self, rnd: int, gen: int, plan: SlotPlan, prop: Proposal) -> int:
         parents = list(prop.parents) or [p.program_id for p in plan.parents]
@@ -199,6 +235,9 @@ class Evolution:
             rng = np.random.default_rng([cfg.seed, rnd, gen])
             plans = plan_generation(pop, cfg.population, cfg.temperature, cfg.crossover_rate,
                                     cfg.simplify_rate, rng)
+            if gen == 1 and rnd > 0 and self._wants_shaping(rnd) and self.best is not None:
+                plans = [SlotPlan(p.slot, p.island, "shaping", (self.best,)) if p.slot < cfg.islands else p
+                         for p in plans]
         await asyncio.gather(*(self._slot(rnd, gen, p, existing.get(p.slot), inits.get(p.slot)) for p in plans))
         return self._boundary(rnd, gen, pop, time.time() - t0)
 
@@ -234,8 +273,7 @@ class Evolution:
         prov = {
             "task": self.task.extra.get("toml", self.task.name),
             "demos": f"{self.cfg.demos} (sha256 {rundata.file_digest(self.cfg.demos)})",
-            "fitness": f"{b.fitness:.4f} train, {b.heldout if b.heldout is not None else float('nan'):.4f} held-out "
-                       f"(offline GRACE discrimination, negatives v{b.negatives_version})",
+            "fitness": self._fitness_line(b),
             "accuracy": f"{m.get('accuracy_train', float('nan')):.3f} train, {m.get('accuracy_heldout', float('nan')):.3f} held-out; "
                         f"AUC {m.get('auc_train', float('nan')):.3f} train, {m.get('auc_heldout', float('nan')):.3f} held-out",
             "run": f"{self.run_dir} round {b.round} generation {b.generation} slot {b.slot}",
@@ -251,6 +289,22 @@ class Evolution:
         os.replace(tmp, path)
         return path
 
+    def _fitness_line(self, b: ProgramRow) -> str:
+        held = b.heldout if b.heldout is not None else float("nan")
+        if self.cfg.fitness == "offline":
+            return f"{b.fitness:.4f} train, {held:.4f} held-out (offline GRACE discrimination, negatives v{b.negatives_version})"
+        m = b.metrics
+        kind = ("ppo: expert-likeness of the PPO policy's states (IRL)" if self.cfg.fitness == "ppo"
+                else "ppo-true: normalised TRUE return of the PPO policy (reward-design mode, not IRL)")
+        return (f"{b.fitness:.4f} {kind}; offline {m.get('offline_fitness', float('nan')):.4f}, "
+                f"{self.cfg.ppo_steps} PPO steps x {self.cfg.ppo_seeds} seeds, negatives v{b.negatives_version}")
+
+    def _wants_shaping(self, rnd: int) -> bool:
+        if not hasattr(self.proposer, "shaping"):
+            return False
+        row = next((r for r in self.archive.negatives() if r["version"] == rnd), None)
+        return bool(row and row["info"].get("needs_shaping"))
+
     def _should_stop(self) -> str:
         cfg = self.cfg
         if cfg.target_fitness and self.best is not None and (self.best.fitness or 0) >= cfg.target_fitness:
@@ -262,6 +316,7 @@ class Evolution:
     async def run(self) -> RunResult:
         cfg = self.cfg
         self.load_data()
+        await self.label_goals()
         done = self.archive.last_completed()
         start_round, start_gen = (0, 0) if done is None else (done[0], done[1] + 1)
         if done is not None and done[1] >= cfg.generations:
@@ -285,10 +340,12 @@ class Evolution:
 
     async def active_negatives(self, rnd: int) -> None:
         """GRACE's outer loop: PPO on the current best reward; its rollouts join the negatives."""
-        from grace.evolve.active import collect_active_negatives
+        from grace.evolve.active import collect_active_negatives, needs_shaping
 
         assert self.best is not None, "active negatives need a best program"
-        traj, info = await collect_active_negatives(self.task, self.best.best_source, self.cfg, rnd)
+        traj, info = await collect_active_negatives(self.task, self.best.best_source, self.cfg, rnd, self.data)
+        info["needs_shaping"] = needs_shaping(self.best.fitness, info)
+        info["best_program"] = self.best.program_id
         path = traj.save(self.run_dir / "negatives" / f"ppo-round{rnd}.npz")
         self.archive.add_negatives(rnd, str(path.relative_to(self.run_dir)), f"ppo-r{rnd}", traj.n_episodes,
                                    int(info.get("env_steps", 0)), info)
