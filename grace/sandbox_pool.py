@@ -106,6 +106,21 @@ class Outcome:
 
 # ============================================================================ parent side
 
+def _remove_stale_roots() -> None:
+    """Remove pool dirs left by hosts that were killed (SIGKILL skips the cleanup)."""
+    tmp = Path(tempfile.gettempdir())
+    for path in tmp.glob("grace-sandbox-*-*"):
+        pid = path.name.split("-")[2]
+        if not pid.isdigit() or path.stat().st_uid != os.geteuid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:
+            continue
+
+
 class SandboxPool:
     """A pool of sandboxed worker processes that run reward programs on resident data.
 
@@ -143,7 +158,8 @@ class SandboxPool:
         self._data: dict[str, Any] = {}
         self._data_lock = threading.Lock()
         self._closed = False
-        self._root = tempfile.mkdtemp(prefix="grace-sandbox-")
+        _remove_stale_roots()
+        self._root = tempfile.mkdtemp(prefix=f"grace-sandbox-{os.getpid()}-")
         os.chmod(self._root, 0o711)
         self._slots = [_Slot(i) for i in range(self.n_workers)]
         self._free: queue.LifoQueue[_Slot] = queue.LifoQueue()  # reuse warm workers

@@ -13,6 +13,7 @@ import resource
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -406,6 +407,16 @@ def test_close_leaves_no_processes():
             os.waitpid(pid, os.WNOHANG)
         assert not Path(f"/proc/{pid}").exists()
     assert not Path(root).exists()
+
+
+def test_stale_pool_dirs_of_dead_hosts_are_removed(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    stale = Path(tempfile.gettempdir()) / f"grace-sandbox-{proc.pid}-test"
+    stale.mkdir()
+    with SandboxPool(SCHEMA, n_workers=1) as p:
+        assert p.root != str(stale)
+    assert not stale.exists()
 
 
 def test_jax_profile_evaluates():
