@@ -42,7 +42,7 @@ def header(path: Path) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def pool():
-    limits = Limits.for_profile("numpy", timeout_s=2.0)
+    limits = Limits.for_profile("numpy", timeout_s=3.0)
     with SandboxPool(SCHEMA, n_workers=2, limits=limits) as p:
         rng = np.random.default_rng(0)
         s = rng.normal(size=(2000, 4))
