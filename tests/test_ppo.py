@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
-
-os.environ.setdefault("GRACE_UNSAFE_TEST_COMPILE", "1")  # only used if grace.sandbox is absent
 
 from grace.demos import Trajectories  # noqa: E402
 from grace.fitness import ppo, ppo_batch  # noqa: E402

@@ -31,6 +31,31 @@ class BudgetExhausted(RuntimeError):
     """A proposer budget (calls, tokens) ran out: the run stops cleanly and can be resumed."""
 
 
+class Overlap:
+    """Wall-clock accounting of the pipeline: how long proposals and evaluations were in flight,
+    alone or together (for the loop benchmark: does the proposer wait on evaluation?)."""
+
+    def __init__(self) -> None:
+        self.inflight = {"propose": 0, "eval": 0}
+        self.seconds = {"propose_only": 0.0, "eval_only": 0.0, "both": 0.0, "idle": 0.0}
+        self._t = time.perf_counter()
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        p, e = self.inflight["propose"] > 0, self.inflight["eval"] > 0
+        key = "both" if p and e else "propose_only" if p else "eval_only" if e else "idle"
+        self.seconds[key] += now - self._t
+        self._t = now
+
+    def enter(self, kind: str) -> None:
+        self._tick()
+        self.inflight[kind] += 1
+
+    def leave(self, kind: str) -> None:
+        self._tick()
+        self.inflight[kind] -= 1
+
+
 @dataclass
 class RunStats:
     evaluated: int = 0
@@ -41,6 +66,7 @@ class RunStats:
     propose_seconds: float = 0.0
     started: float = field(default_factory=time.time)
     stopped_because: str = ""
+    overlap: Overlap = field(default_factory=Overlap)
 
 
 @dataclass
@@ -111,21 +137,27 @@ class Evolution:
         assert self.ctx is not None
         t0 = time.perf_counter()
         async with self._propose_sem:
-            fb = [self._feedback(p) for p in plan.parents]
-            if plan.operator == "init" or not fb:  # an island with no scored program yet
-                made = await self.proposer.init(self.ctx, 1, seed)
-                prop = made[0] if made else Proposal(None, "init", error="proposer returned nothing")
-            elif plan.operator == "shaping":
-                trajs = await self._shaping_trajectories(plan.parents[0])
-                prop = await self.proposer.shaping(self.ctx, fb[0], trajs, seed)
-            elif plan.operator == "crossover":
-                prop = await self.proposer.crossover(self.ctx, fb[0], fb[1], seed)
-            elif plan.operator == "simplify":
-                prop = await self.proposer.simplify(self.ctx, fb[0], seed)
-            else:
-                prop = await self.proposer.mutate(self.ctx, fb[0], seed)
-        self.stats.propose_seconds += time.perf_counter() - t0
-        return prop
+            self.stats.overlap.enter("propose")
+            try:
+                return await self._propose_inner(plan, seed)
+            finally:
+                self.stats.overlap.leave("propose")
+                self.stats.propose_seconds += time.perf_counter() - t0
+
+    async def _propose_inner(self, plan: SlotPlan, seed: int) -> Proposal:
+        assert self.ctx is not None
+        fb = [self._feedback(p) for p in plan.parents]
+        if plan.operator == "init" or not fb:  # an island with no scored program yet
+            made = await self.proposer.init(self.ctx, 1, seed)
+            return made[0] if made else Proposal(None, "init", error="proposer returned nothing")
+        if plan.operator == "shaping":
+            trajs = await self._shaping_trajectories(plan.parents[0])
+            return await self.proposer.shaping(self.ctx, fb[0], trajs, seed)
+        if plan.operator == "crossover":
+            return await self.proposer.crossover(self.ctx, fb[0], fb[1], seed)
+        if plan.operator == "simplify":
+            return await self.proposer.simplify(self.ctx, fb[0], seed)
+        return await self.proposer.mutate(self.ctx, fb[0], seed)
 
     async def _shaping_trajectories(self, parent: ProgramRow, episodes: int = 2, states: int = 20) -> list[dict[str, Any]]:
         """Whole expert episodes with the parent's per-state reward (for GRACE's shaping prompt)."""
@@ -174,8 +206,12 @@ class Evolution:
                                     score=dup.score, negatives_version=self.neg_version,
                                     fitted_source=dup.fitted_source, metrics=dup.metrics)
             return
-        out = await self.executor.score(row.source, data_key="offline", fit_params=self.cfg.fit_params,
-                                        seed=seed, params=program.params)
+        self.stats.overlap.enter("eval")
+        try:
+            out = await self.executor.score(row.source, data_key="offline", fit_params=self.cfg.fit_params,
+                                            seed=seed, params=program.params)
+        finally:
+            self.stats.overlap.leave("eval")
         self.stats.evaluated += 1
         self.stats.eval_seconds += out.seconds
         if not out.ok:

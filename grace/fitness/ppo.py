@@ -18,7 +18,6 @@ never in the main process (reward code, and JAX after fork, belong in a spawned 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,43 +30,13 @@ from grace.tasks import Task, get_task
 TRUE_REWARD = "<true reward>"
 """A `sources` entry that trains on the env's own reward (the baseline of `grace train`)."""
 
-UNSAFE_TEST_COMPILE_ENV = "GRACE_UNSAFE_TEST_COMPILE"
-
-
 def _compile(source: str, schema: Any) -> Any:
-    """Compile reward code to a jax-traceable `compiled(s_raw, a, s_next_raw, params)`.
+    """Compile reward code to a jax-traceable `compiled(s_raw, a, s_next_raw, params)` through
+    the sandbox's restricted compiler with the jax-backed `xp` (the only way reward code reaches
+    JAX). Called inside a jax-profile sandbox worker."""
+    from grace.sandbox import compile_reward
 
-    Uses the sandbox's restricted compiler (`grace.sandbox.compile_reward(..., backend="jax")`).
-    TEST-ONLY fallback while the sandbox is not importable: a plain exec with the jax-backed
-    `xp`, enabled only when the environment variable GRACE_UNSAFE_TEST_COMPILE=1 (tests set it).
-    Remove the fallback once grace/sandbox.py is in every checkout.
-    """
-    try:
-        from grace.sandbox import compile_reward
-    except ImportError:
-        if os.environ.get(UNSAFE_TEST_COMPILE_ENV) != "1":
-            raise RuntimeError("grace.sandbox is not available; reward code cannot be compiled") from None
-        return _unsafe_test_compile(source, schema)
     return compile_reward(source, schema, backend="jax")
-
-
-def _unsafe_test_compile(source: str, schema: Any) -> Callable[..., Any]:  # pragma: no cover
-    """TEST ONLY (see `_compile`): exec trusted test sources with the jax-backed `xp`."""
-    import jax.numpy as jnp
-
-    from grace.views import view
-    from grace.xp import make_xp_jax
-
-    glb: dict[str, Any] = {"xp": make_xp_jax()}
-    exec(compile(source, "<reward>", "exec"), glb)  # noqa: S102 - tests only, trusted sources
-    fn, defaults = glb["reward"], dict(glb.get("PARAMS", {}))
-
-    def compiled(s: Any, a: Any, s_next: Any, params: dict[str, float] | None = None) -> Any:
-        out = fn(view(s, schema), a, view(s_next, schema), {**defaults, **(params or {})})
-        total = out[0] if isinstance(out, tuple) else out
-        return jnp.broadcast_to(jnp.asarray(total, jnp.float32), jnp.shape(s_next)[:-1]), {}
-
-    return compiled
 
 
 def _branch(compiled: Any, params: dict[str, float]) -> Callable[..., Any]:
