@@ -32,17 +32,13 @@ _LAZY = {
 
 __all__ = ["__version__", "evolve", *_LAZY]
 
-# `grace.evolve` is both the API function and the engine's subpackage (grace/evolve/). Importing
-# the subpackage first and binding the function afterwards makes `grace.evolve(...)` the function;
-# `import grace.evolve.loop` and friends keep working through sys.modules.
-import grace.evolve.loop  # noqa: E402,F401
-from grace.api import evolve  # noqa: E402
-
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
+    import importlib
 
+    if name == "evolve":  # the engine's package, callable as the API entry point
+        return importlib.import_module("grace.evolve")
+    if name in _LAZY:
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'grace' has no attribute {name!r}")

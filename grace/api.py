@@ -66,8 +66,13 @@ def _resume_overrides(given: EvolveConfig, saved: EvolveConfig) -> dict[str, Any
 
 
 def evolve(cfg: EvolveConfig | None = None, *, resume: bool = False, overwrite: bool = False,
-           progress: bool = True, task: Task | None = None, **overrides: Any) -> RunResult:
-    """Run (or resume) an evolution job. `overrides` are EvolveConfig fields."""
+           progress: bool = True, task: Task | str | None = None, **overrides: Any) -> RunResult:
+    """Run (or resume) an evolution job. `overrides` are EvolveConfig fields; `task` may be a
+    task name / TOML path (like `--task`) or a Task object (e.g. one built in Python)."""
+    if isinstance(task, str):
+        overrides["task"], task = task, None
+    elif task is not None:
+        overrides.setdefault("task", str(task.extra.get("toml", task.name)))
     if cfg is None and not resume:
         cfg = EvolveConfig()
     if cfg is not None and overrides:

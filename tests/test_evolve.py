@@ -45,6 +45,14 @@ def test_small_run_api(tmp_path):
     assert json.loads(out.stdout)["fitness"] == pytest.approx(res.best.fitness, abs=1e-3)
 
 
+def test_python_api_mirrors_cli(tmp_path):
+    import grace.evolve.archive as archive_module  # the package stays importable as a package
+
+    res = grace.evolve(task="mountaincar", demos=str(DEMOS / "mountaincar.npz"), out=str(tmp_path / "r"),
+                       progress=False, **SMALL)
+    assert res.best is not None and archive_module.Archive(tmp_path / "r" / "archive.sqlite").top(1)
+
+
 def test_same_seed_same_archive(tmp_path):
     cfg = EvolveConfig(task="acrobot", demos=str(DEMOS / "acrobot.npz"), **SMALL)
     grace.evolve(cfg.override(out=str(tmp_path / "a")), progress=False)
