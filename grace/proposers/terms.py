@@ -230,10 +230,15 @@ def render(terms: list[Term]) -> str:
     names = term_names(terms)
     params: dict[str, float] = {}
     lines = []
+    # Every term is linear in its weight, so dividing all weights by the largest |w| rescales
+    # the reward without changing its fitness (scale-invariant): weights stay readable (<= 1)
+    # instead of drifting with each round of PARAMS fitting.
+    top = max((abs(t.params.get("w", 1.0)) for t in terms), default=1.0) or 1.0
     for t, name in zip(terms, names, strict=True):
         roles = {r: f"{r}_{name}" for r in SHAPE_ROLES[t.shape] + ("g" if t.gate else "")}
         for r in SHAPE_ROLES[t.shape]:
-            params[roles[r]] = rnd(t.params.get(r, 1.0 if r in "ws" else 0.0))
+            value = t.params.get(r, 1.0 if r in "ws" else 0.0)
+            params[roles[r]] = rnd(value / top if r == "w" else value)
         if t.gate is not None:
             params[roles["g"]] = rnd(t.gate[2])
         lines.append(f"    {name} = {term_code(t, roles)}")
