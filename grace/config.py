@@ -92,7 +92,7 @@ class EvolveConfig:
     """Fraction of episodes held out to report generalisation."""
     temperature: float = 0.05
     """Softmax temperature of parent selection over fitness."""
-    parsimony: float = 0.0001
+    parsimony: float = 0.0005
     """Fitness penalty per AST node: at equal fitness, shorter code wins."""
     crossover_rate: float = 0.2
     simplify_rate: float = 0.1

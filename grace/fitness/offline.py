@@ -212,8 +212,8 @@ def fit_params(
 ) -> tuple[dict[str, float], int]:
     """Derivative-free search of PARAMS maximising train fitness; returns (params, n_evals).
 
-    Each nonzero value v moves as v * exp(u) (sign kept, log scale); a zero value moves
-    additively (0 + u). A coordinate scan over u in +-{0.3, 0.75, 1.5} (robust for step-like
+    Each value v moves additively as v + u * |v| (u * 1 for a value near zero), so thresholds
+    and centres can cross zero. A coordinate scan over u in +-{0.1, 0.3, 0.75, 1.5} (robust for step-like
     thresholds) is followed by Nelder-Mead on the rest of the budget, on a class-stratified
     subsample of train rows. Points where the reward is non-finite or raises count as worst.
     The initial values are returned unless something beat them by more than IMPROVE_TOL. The
@@ -231,8 +231,13 @@ def fit_params(
     cache: dict[tuple[float, ...], float] = {}
     seen: list[tuple[float, np.ndarray]] = []
 
+    # Additive moves in units of each value's magnitude: a location (threshold, centre) can cross
+    # zero, e.g. a threshold initialised at -0.3 can reach a goal at +0.5 (multiplicative,
+    # sign-preserving moves never could). A weight may flip sign when that separates better.
+    unit = np.where(np.abs(v0) > 1e-3, np.abs(v0), 1.0)
+
     def decode(u: np.ndarray) -> dict[str, float]:
-        vals = np.where(v0 != 0, v0 * np.exp(np.clip(u, -20, 20)), u)
+        vals = v0 + unit * np.clip(u, -50, 50)
         return _round_params(dict(zip(names, vals.tolist(), strict=True)))
 
     def score(u: np.ndarray, first: bool = False) -> float:
@@ -258,7 +263,7 @@ def fit_params(
     f0 = score(np.zeros(len(names)), first=True)
     best_u, best_f = np.zeros(len(names)), f0
     for i in range(len(names)):
-        for du in (-1.5, -0.75, -0.3, 0.3, 0.75, 1.5):
+        for du in (-1.5, -0.75, -0.3, -0.1, 0.1, 0.3, 0.75, 1.5):
             if count >= budget // 2:
                 break
             u = best_u.copy()
