@@ -188,6 +188,15 @@ class Archive:
             " ORDER BY id LIMIT 1", (program_id, negatives_version)).fetchone()
         return self._row(r) if r else None
 
+    def scored_before(self, program_id: str, negatives_version: int, round: int, generation: int) -> bool:
+        """Was this logic scored on these negatives in an EARLIER generation? (Deterministic:
+        earlier generations are complete before a generation starts, whatever the async order.)"""
+        r = self.db.execute(
+            "SELECT 1 FROM programs WHERE program_id=? AND negatives_version=? AND status IN ('ok', 'duplicate')"
+            " AND (round < ? OR (round = ? AND generation < ?)) LIMIT 1",
+            (program_id, negatives_version, round, round, generation)).fetchone()
+        return r is not None
+
     def by_program_id(self, program_id: str) -> ProgramRow | None:
         r = self.db.execute(
             "SELECT * FROM programs WHERE program_id=? AND status='ok' ORDER BY score DESC LIMIT 1",

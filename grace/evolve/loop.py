@@ -61,6 +61,7 @@ class RunStats:
     evaluated: int = 0
     errors: int = 0
     duplicates: int = 0
+    duplicates_avoided: int = 0
     invalid: int = 0
     eval_seconds: float = 0.0
     propose_seconds: float = 0.0
@@ -93,6 +94,9 @@ class Evolution:
         self.best: ProgramRow | None = None
         self.data: dict[str, np.ndarray] = {}
         self.shaping_parent: ProgramRow | None = None
+        # the built-in operator is cheap and deterministic: re-ask it (new seed) when it proposes
+        # logic that was already scored; an LLM's duplicate costs a call, so it is kept as is
+        self.dedupe_retries = 3 if getattr(proposer, "name", "") == "offline" else 0
         self._propose_sem = asyncio.Semaphore(max(1, cfg.llm.concurrency if cfg.proposer != "offline" else 2 * cfg.workers))
 
     # -- data ------------------------------------------------------------------------------
@@ -171,6 +175,15 @@ class Evolution:
                         "rewards": rewards, "steps": idx.tolist()})
         return out
 
+    def _already_scored(self, prop: Proposal, rnd: int, gen: int) -> bool:
+        if prop.source is None:
+            return False
+        try:
+            pid = RewardProgram(prop.source).program_id
+        except ProgramError:
+            return False
+        return self.archive.scored_before(pid, self.neg_version, rnd, gen)
+
     def _persist(self, rnd: int, gen: int, plan: SlotPlan, prop: Proposal) -> int:
         parents = list(prop.parents) or [p.program_id for p in plan.parents]
         source = prop.source or ""
@@ -232,6 +245,11 @@ class Evolution:
         seed = _seed(self.cfg, rnd, gen, plan.slot)
         if existing is None:
             prop = init if init is not None else await self._propose(plan, seed)
+            for attempt in range(1, self.dedupe_retries + 1):  # cheap proposers: ask again
+                if init is not None or not self._already_scored(prop, rnd, gen):
+                    break
+                self.stats.duplicates_avoided += 1
+                prop = await self._propose(plan, seed + attempt * 7_919_001)
             row_id = self._persist(rnd, gen, plan, prop)
         else:
             row_id = existing.id
