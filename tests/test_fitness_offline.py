@@ -326,3 +326,16 @@ def test_random_negatives_rollout():
     neg = random_negatives(task, episodes=1, seed=0)
     assert neg.n_episodes == 1 and neg.meta["source"] == "random"
     assert neg.obs.shape[1] == task.obs_dim
+
+
+def test_fitted_threshold_is_centred_in_the_gap_between_classes():
+    """Max margin: with a gap between the classes (negatives x < 0.2, positives x > 0.6), a fitted
+    threshold moves to the middle of the gap, not to the edge of the training positives."""
+    rng = np.random.default_rng(5)
+    demos = toy_traj(rng, 6, 0.6, 2.0, lengths=(10, 11))
+    neg = toy_traj(rng, 40, -1.0, 0.2, terminated=False, lengths=(10, 11))
+    data = build_offline_data(toy_task("keepalive"), demos, [("random", neg)], seed=5)
+    for start in (0.25, 0.55):  # both inside the gap, near either edge
+        res = evaluate(threshold_reward, data, {"t": start}, fit_params=True)
+        assert 0.3 < res["params"]["t"] < 0.5, (start, res["params"])
+        assert res["fitness"] > 0.99

@@ -228,6 +228,7 @@ def fit_params(
     label = data["label"][rows].astype(bool)
     sub = {k: data[k][rows] for k in ("s", "a", "s_next")}
     count = 0
+    limit = [budget]
     cache: dict[tuple[float, ...], float] = {}
     seen: list[tuple[float, np.ndarray]] = []
 
@@ -246,7 +247,7 @@ def fit_params(
         key = tuple(p.values())
         if key in cache:
             return cache[key]
-        if count >= budget and not first:
+        if count >= limit[0] and not first:
             return -np.inf
         count += 1
         try:
@@ -280,8 +281,50 @@ def fit_params(
         if f > best_f:
             best_u, best_f = u, f
     if not best_f > f0 + IMPROVE_TOL:
+        best_u, best_f = np.zeros(len(names)), f0
+    limit[0] = count + CENTRE_BUDGET
+    centred = _centre_in_plateau(score, best_u, best_f)
+    if not np.any(centred != 0):
         return dict(params), count
-    return decode(best_u), count
+    return decode(centred), count
+
+
+CENTRE_BUDGET = 80
+"""Extra reward evaluations for moving fitted constants to the middle of their plateau."""
+
+
+def _centre_in_plateau(score: Callable[[np.ndarray], float], u: np.ndarray, best: float) -> np.ndarray:
+    """Max-margin step: move each constant to the middle of the interval where fitness stays
+    within IMPROVE_TOL of the best. Step-like constants (thresholds) fitted on a few positives
+    otherwise sit at the edge of the gap between the classes and misclassify held-out states;
+    on a smooth objective the interval is tiny and nothing moves; a constant whose plateau runs
+    past the search range (no effect, or a pure scale) is left where it is."""
+    u = np.array(u, np.float64)
+    for i in range(len(u)):
+        edges = []
+        for sign in (-1.0, 1.0):
+            lo, hi, step = 0.0, None, 0.02
+            while step <= 5.12:
+                v = u.copy()
+                v[i] += sign * step
+                if score(v) < best - IMPROVE_TOL:
+                    hi = step
+                    break
+                lo, step = step, step * 2
+            if hi is None:
+                break
+            for _ in range(3):
+                mid = (lo + hi) / 2
+                v = u.copy()
+                v[i] += sign * mid
+                lo, hi = (lo, mid) if score(v) < best - IMPROVE_TOL else (mid, hi)
+            edges.append(sign * lo)
+        if len(edges) == 2 and edges[1] - edges[0] > 0:
+            v = u.copy()
+            v[i] += (edges[0] + edges[1]) / 2
+            if score(v) >= best - IMPROVE_TOL:
+                u = v
+    return u
 
 
 _fit = fit_params  # `evaluate`'s boolean argument shadows the function's name
@@ -359,12 +402,13 @@ def evaluate(
     train, y = data["train"].astype(bool), data["label"].astype(bool)
     r, comps = _call(compiled, data, fitted)
     n_evals += 1
-    if fitted != params:  # the subsample may mislead: keep the initial values unless train improves
+    if fitted != params:  # the subsample may mislead: keep the initial values if train got worse
+        # (fit_params only moves constants for a real gain, or to the middle of a plateau)
         r0, comps0 = _call(compiled, data, params)
         n_evals += 1
         if np.all(np.isfinite(r0)) and not (
             np.all(np.isfinite(r))
-            and calibrate(r[train], y[train])["fitness"] > calibrate(r0[train], y[train])["fitness"] + IMPROVE_TOL
+            and calibrate(r[train], y[train])["fitness"] >= calibrate(r0[train], y[train])["fitness"] - IMPROVE_TOL
         ):
             fitted, r, comps = dict(params), r0, comps0
     _check_finite(r)
