@@ -148,17 +148,20 @@ class Term:
     def with_params(self, **kw: float) -> Term:
         return replace(self, params={**self.params, **kw})
 
-    def describe(self) -> str:
+    def describe(self, name: str | None = None) -> str:
+        """Plain words for the docstring. Constants are named by their PARAMS key, not their value:
+        fitting moves the values after the program is written, and the summary must stay true."""
         lab, pr = self.feature.label, self.params
+        key = (lambda r: f"{r}_{name}") if name else (lambda r: _num(pr.get(r, 0.0)))
         if self.shape in ("abs", "square", "gauss", "cos"):
-            text = f"{lab} near {_num(pr.get('c', 0.0))}"
+            text = f"{lab} near {key('c')}"
         elif self.shape in ("above", "below"):
-            text = f"{lab} {self.shape} {_num(pr.get('t', 0.0))}"
+            text = f"{lab} {self.shape} {key('t')}"
         else:
             text = f"{'high' if pr.get('w', 1.0) >= 0 else 'low'} {lab}"
         if self.gate is not None:
             gf, op, t = self.gate
-            text += f" when {gf.label} {'above' if op == '>' else 'below'} {_num(t)}"
+            text += f" when {gf.label} {'above' if op == '>' else 'below'} {key('g') if name else _num(t)}"
         return text
 
     def values(self, data: dict[str, np.ndarray]) -> np.ndarray:
@@ -244,7 +247,7 @@ def render(terms: list[Term]) -> str:
         lines.append(f"    {name} = {term_code(t, roles)}")
     total = " + ".join(names)
     comps = ", ".join(f'"{n}": {n}' for n in names)
-    doc = "Reward: " + ", ".join(t.describe() for t in terms) + "."
+    doc = "Reward: " + ", ".join(t.describe(n) for t, n in zip(terms, names, strict=True)) + "."
     return (f'"""{doc}"""\n\n{format_params(params)}\n\n\n'
             "def reward(s, a, s_next, p):\n" + "\n".join(lines)
             + f"\n    return {total}, {{{comps}}}\n")
