@@ -95,3 +95,23 @@ def test_grace_train_reference_matches_true_reward_bad_does_not(tmp_path) -> Non
     bad = train_reward(bad_src, task, steps=400_000, seeds=2)
     assert not bad["within_5pct"]
     assert bad["reward"]["true_return_mean"] < 0.5 * bad["baseline"]["true_return_mean"]
+
+
+def test_rollout_episodes_keep_the_action_shape_of_continuous_tasks() -> None:
+    """PPO rollouts become active negatives: 1-D continuous actions must come back as (T, 1)."""
+    import numpy as np
+
+    from grace.demos import Trajectories
+    from grace.fitness.ppo import _episodes
+    from grace.tasks import get_task
+
+    task = get_task("pendulum")
+    final = {"returns": np.zeros(2), "lengths": np.array([5, 3]), "obs0": np.zeros((2, 3)),
+             "obs": np.ones((2, 6, 3)), "actions": np.ones((2, 6)), "rewards": np.zeros((2, 6)),
+             "terminated": np.array([False, False])}
+    traj = Trajectories.from_episodes(_episodes(final, task.action.dim))
+    traj.validate(task)
+    assert traj.actions.shape == (8, 1)
+    discrete = Trajectories.from_episodes(_episodes(final | {"obs0": np.zeros((2, 4)), "obs": np.ones((2, 6, 4))}, None))
+    discrete.validate(get_task("cartpole"))
+    assert discrete.actions.shape == (8,)

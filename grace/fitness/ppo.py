@@ -50,13 +50,18 @@ def _true_branch(s: Any, a: Any, s_next: Any, r_env: Any) -> Any:
     return r_env
 
 
-def _episodes(final: dict[str, np.ndarray]) -> list[Episode]:
-    """Episodes of one (candidate, seed) rollout, cut at their true length."""
+def _episodes(final: dict[str, np.ndarray], act_dim: int | None) -> list[Episode]:
+    """Episodes of one (candidate, seed) rollout, cut at their true length. `act_dim`: actions
+    are reshaped to (T, act_dim) for continuous tasks (1-D actions come back flat), None keeps
+    discrete (T,) actions."""
     out = []
     for e in range(final["returns"].shape[0]):
         n = int(final["lengths"][e])
         obs = np.concatenate([final["obs0"][e][None], final["obs"][e][:n]]).astype(np.float32)
-        out.append(Episode(obs=obs, actions=np.asarray(final["actions"][e][:n]),
+        acts = np.asarray(final["actions"][e][:n])
+        if act_dim is not None:
+            acts = acts.reshape(n, act_dim).astype(np.float32)
+        out.append(Episode(obs=obs, actions=acts,
                            rewards=np.asarray(final["rewards"][e][:n], np.float32),
                            terminated=bool(final["terminated"][e]),
                            truncated=not bool(final["terminated"][e])))
@@ -120,7 +125,8 @@ def train_candidates(
     curve, final, compile_s, run_s = run_batch(fn, len(branches), seeds, seed)
     for j, i in enumerate(index):
         per_seed = {k: np.asarray(v[j]) for k, v in final.items()}
-        eps = [ep for s in range(seeds) for ep in _episodes({k: v[s] for k, v in per_seed.items()})]
+        act_dim = None if discrete else task.action.dim
+        eps = [ep for s in range(seeds) for ep in _episodes({k: v[s] for k, v in per_seed.items()}, act_dim)]
         seed_means = per_seed["returns"].mean(axis=-1)
         success, success_seeds = None, None
         if task.success is not None:
