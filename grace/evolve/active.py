@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from grace.config import EvolveConfig
-from grace.demos import Trajectories
+from grace.demos import Episode, Trajectories
 from grace.fitness.discriminator import ExpertSimilarity
 from grace.tasks import Task
 
@@ -43,16 +43,55 @@ async def collect_active_negatives(task: Task, source: str, cfg: EvolveConfig, r
     if not res["ok"]:
         raise RuntimeError(f"active negatives: PPO could not train on the best reward: {res['error']}")
     traj: Trajectories = res["trajectories"]
+    rollout_steps, threshold = traj.n_transitions, None
+    if disc is not None:
+        traj, threshold = off_expert_segments(traj, disc, data)
     expert_like = res.get("irl_score")
     reference = float(np.mean(disc(data["s_next"][data["label"].astype(bool) & ~data["train"].astype(bool)]))) \
         if disc is not None and np.any(data["label"].astype(bool) & ~data["train"].astype(bool)) else None
     info = {
         "env_steps": int(res["env_steps"]) * cfg.ppo_seeds, "episodes": traj.n_episodes,
+        "rollout_transitions": rollout_steps, "kept_transitions": traj.n_transitions,
+        "off_expert_threshold": threshold,
         "policy_expert_likeness": expert_like, "heldout_expert_likeness": reference,
         # true return: recorded for benchmarks and the report only; the search never reads it
         "true_return_mean": res["true_return_mean"], "success_rate": res["success_rate"],
     }
     return traj, info
+
+
+def off_expert_segments(traj: Trajectories, disc: ExpertSimilarity, data: dict[str, np.ndarray],
+                        quantile: float = 0.05) -> tuple[Trajectories, float]:
+    """The part of the policy's rollouts that does not look expert: transitions whose s_next is
+    less expert-like than all but `quantile` of the held-out expert positives.
+
+    Deviation from GRACE (measured, benchmarks/results/active_rounds.md history): labelling ALL
+    policy states negative hurts once PPO imitates well: on cartpole_fixed the PPO return fell
+    496 -> 293 -> 42 over rounds, because near-expert states became negatives and the reward had
+    to separate experts by idiosyncrasies. Kept runs of consecutive off-expert transitions become
+    (truncated) episodes, so the dataset type is unchanged.
+    """
+    label, train = data["label"].astype(bool), data["train"].astype(bool)
+    ref = data["s_next"][label & ~train] if np.any(label & ~train) else data["s_next"][label]
+    threshold = float(np.quantile(disc(ref), quantile))
+    eps: list[Episode] = []
+    for ep in traj.episodes():
+        off = disc(ep.obs[1:]) < threshold
+        start = None
+        for t in range(ep.length + 1):
+            if t < ep.length and off[t]:
+                start = t if start is None else start
+            elif start is not None:
+                last = t == ep.length and ep.terminated
+                eps.append(Episode(ep.obs[start : t + 1], ep.actions[start:t],
+                                   None if ep.rewards is None else ep.rewards[start:t], last, not last))
+                start = None
+    if not eps:  # the policy looks expert everywhere: keep its single least expert-like state
+        ep = min(traj.episodes(), key=lambda e: float(disc(e.obs[1:]).min()))
+        t = int(np.argmin(disc(ep.obs[1:])))
+        eps = [Episode(ep.obs[t : t + 2], ep.actions[t : t + 1],
+                       None if ep.rewards is None else ep.rewards[t : t + 1], False, True)]
+    return Trajectories.from_episodes(eps, meta=dict(traj.meta, filtered="off-expert", threshold=threshold)), threshold
 
 
 def needs_shaping(best_fitness: float | None, info: dict[str, Any], threshold: float = 0.8) -> bool:
