@@ -81,6 +81,9 @@ class EvolveConfig:
     ppo_steps: int = 200_000
     """Env steps of each active-negative PPO run (and of PPO fitness)."""
     ppo_seeds: int = 2
+    active_off_expert: bool = True
+    """Keep only the policy's off-expert states as active negatives (False: all of them, as in
+    the paper; measured to degrade the reward once PPO imitates well)."""
     seed: int = 0
     workers: int = 2
     """Sandbox worker processes."""

@@ -44,7 +44,7 @@ async def collect_active_negatives(task: Task, source: str, cfg: EvolveConfig, r
         raise RuntimeError(f"active negatives: PPO could not train on the best reward: {res['error']}")
     traj: Trajectories = res["trajectories"]
     rollout_steps, threshold = traj.n_transitions, None
-    if disc is not None:
+    if disc is not None and cfg.active_off_expert:
         traj, threshold = off_expert_segments(traj, disc, data)
     expert_like = res.get("irl_score")
     reference = float(np.mean(disc(data["s_next"][data["label"].astype(bool) & ~data["train"].astype(bool)]))) \
