@@ -24,7 +24,10 @@ install-dev: $(VENV)/.installed-dev
 ## make demo: evolve a CartPole reward from the committed demos with the offline operator (no LLM)
 demo: install
 	$(BIN)/grace evolve --task cartpole --demos demos/cartpole.npz --out runs/demo --generations 12 --seed 0 --overwrite
-	$(BIN)/grace eval runs/demo/best_reward.py --task cartpole --demos demos/cartpole.npz
+	@echo "--- the evolved reward, re-scored (grace eval):"
+	$(BIN)/grace eval runs/demo/best_reward.py --run runs/demo
+	@echo "--- the hand-written reference reward, same fitness, same data:"
+	$(BIN)/grace eval grace/tasks/rewards/cartpole.py --run runs/demo
 	@echo "Best reward: runs/demo/best_reward.py   report: runs/demo/report.html"
 
 ## make test: the default suite (fast; slow training runs are marked and skipped)
