@@ -81,9 +81,10 @@ class EvolveConfig:
     ppo_steps: int = 200_000
     """Env steps of each active-negative PPO run (and of PPO fitness)."""
     ppo_seeds: int = 2
-    active_off_expert: bool = True
-    """Keep only the policy's off-expert states as active negatives (False: all of them, as in
-    the paper; measured to degrade the reward once PPO imitates well)."""
+    active_off_expert: bool = False
+    """Keep only the policy's off-expert states as active negatives (default False: all of them,
+    as in the paper). Both rules lowered the PPO return of later rounds on cartpole_fixed in
+    benchmarks/results/active_rounds.md; the paper's rule lowered it less."""
     seed: int = 0
     workers: int = 2
     """Sandbox worker processes."""

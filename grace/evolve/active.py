@@ -63,13 +63,12 @@ async def collect_active_negatives(task: Task, source: str, cfg: EvolveConfig, r
 def off_expert_segments(traj: Trajectories, disc: ExpertSimilarity, data: dict[str, np.ndarray],
                         quantile: float = 0.05) -> tuple[Trajectories, float]:
     """The part of the policy's rollouts that does not look expert: transitions whose s_next is
-    less expert-like than all but `quantile` of the held-out expert positives.
-
-    Deviation from GRACE (measured, benchmarks/results/active_rounds.md history): labelling ALL
-    policy states negative hurts once PPO imitates well: on cartpole_fixed the PPO return fell
-    496 -> 293 -> 42 over rounds, because near-expert states became negatives and the reward had
-    to separate experts by idiosyncrasies. Kept runs of consecutive off-expert transitions become
-    (truncated) episodes, so the dataset type is unchanged.
+    less expert-like than all but `quantile` of the held-out expert positives (opt-in,
+    `active_off_expert`). Motivation: once PPO imitates well, labelling all its states negative
+    asks the reward to separate experts from near-experts. Measured on cartpole_fixed
+    (benchmarks/results/active_rounds.md) it did NOT help: the round-1 reward trained worse than
+    with the paper's rule. Kept runs of consecutive off-expert transitions become (truncated)
+    episodes, so the dataset type is unchanged.
     """
     label, train = data["label"].astype(bool), data["train"].astype(bool)
     ref = data["s_next"][label & ~train] if np.any(label & ~train) else data["s_next"][label]
