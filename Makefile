@@ -49,7 +49,16 @@ bench-speed: install-dev
 	$(BIN)/python benchmarks/loop_speed.py
 	$(BIN)/python benchmarks/ppo_batch.py
 
-bench-quality: install-dev
+# GAIL/AIRL baselines: the imitation library pins gymnasium 0.29, so it gets its own venv (CPU torch
+# pinned: an unpinned torch pulls multi-GB CUDA wheels).
+IMITATION_VENV := benchmarks/.venv-imitation
+$(IMITATION_VENV)/.installed:
+	$(PY) -m venv $(IMITATION_VENV)
+	$(IMITATION_VENV)/bin/pip install -q --upgrade pip
+	$(IMITATION_VENV)/bin/pip install -q "torch==2.13.0" "imitation==1.0.1"
+	touch $@
+
+bench-quality: install-dev $(IMITATION_VENV)/.installed
 	$(BIN)/python benchmarks/quality.py
 
 ## make chromium: headless Chromium for the report's browser test (Debian; the test skips without it)
