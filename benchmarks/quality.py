@@ -19,8 +19,8 @@ on the RL env instead. R_random: uniform-random policy, 32 episodes on the RL en
 Every stage caches its JSON under benchmarks/results/quality/ (a re-run resumes; --force redoes),
 and the table is rebuilt from the cache at the end: benchmarks/results/quality.md + quality.json.
 
-    python benchmarks/quality.py                         # headline + original tasks, 200k steps
-    python benchmarks/quality.py --tasks pendulum --demos-count 1,2,4,8
+    python benchmarks/quality.py          # all tasks (Brax: 100k steps), 200k steps, demos sweep
+    python benchmarks/quality.py --tasks mountaincar_fixed,pendulum --rounds 2 --no-baselines
     python benchmarks/quality.py --table-only            # rebuild the markdown from the cache
 """
 
@@ -47,6 +47,7 @@ ORIGINALS = ["cartpole", "mountaincar", "acrobot"]
 BRAX = ["inverted_pendulum"]
 BASELINE_TASKS = set(HEADLINE + ORIGINALS)
 ALGOS = ("ppo", "gail", "airl")
+OUT_NAME = "quality"
 PPO_KWARGS: dict[str, dict[str, Any]] = {
     # rejax PPO settings mirroring the SB3 (rl-zoo-like) ones of baselines_imitation.py for
     # Pendulum: grace's continuous defaults (gamma 0.99) do not learn it in 200k steps even on the
@@ -156,10 +157,11 @@ def train_task(task_name: str, n_demos: int, args: argparse.Namespace) -> dict[s
     from grace.train import train_reward
 
     t0 = time.time()
-    summary = train_reward(CACHE / key / "best_reward.py", task_name, steps=args.steps, seeds=args.seeds,
+    steps = args.brax_steps if task_name in BRAX else args.steps
+    summary = train_reward(CACHE / key / "best_reward.py", task_name, steps=steps, seeds=args.seeds,
                            out_dir=RUNS / key / "train", seed=args.seed,
                            algo_kwargs=PPO_KWARGS.get(task_name))
-    out = {"task": task_name, "n_demos": n_demos, "steps": args.steps, "seeds": args.seeds,
+    out = {"task": task_name, "n_demos": n_demos, "steps": steps, "seeds": args.seeds,
            "algo_kwargs": PPO_KWARGS.get(task_name, "grace defaults"),
            "wall_s": time.time() - t0, "env_steps_per_run": summary.get("env_steps_per_run"),
            "ratio_raw": summary.get("ratio")}
@@ -275,8 +277,8 @@ def write_table(tasks: list[str], sweep: list[tuple[str, int]], args: argparse.N
         "per-seed mean true return; success likewise. grace and PPO (rejax) train in one compiled "
         "batch; GAIL, AIRL (imitation 1.0.1) and PPO (SB3) run in benchmarks/.venv-imitation on the "
         "same demo files. Ratios are normalised return / that of true-reward PPO from the same "
-        "library (grace vs rejax PPO; GAIL and AIRL vs SB3 PPO). See benchmarks/README.md for the "
-        "notes on what limits each row.", "",
+        "library (grace vs rejax PPO; GAIL and AIRL vs SB3 PPO). Budgets, and what we believe limits "
+        "each row, are below the tables; the method is in benchmarks/README.md.", "",
         "| task | R_random | R_expert | grace | PPO true (rejax) | GAIL | AIRL | PPO true (SB3) "
         "| grace / PPO | GAIL / PPO | AIRL / PPO | success grace / PPO / GAIL / AIRL | acc. train / held-out "
         "| evolve s | proposals | grace env steps |",
@@ -326,8 +328,8 @@ def write_table(tasks: list[str], sweep: list[tuple[str, int]], args: argparse.N
     notes = CACHE / "notes.md"
     if notes.exists():
         lines += ["", notes.read_text().strip()]
-    (RESULTS / "quality.md").write_text("\n".join(lines) + "\n")
-    _dump(RESULTS / "quality.json", {"steps": args.steps, "seeds": args.seeds, "generations": args.generations,
+    (RESULTS / f"{OUT_NAME}.md").write_text("\n".join(lines) + "\n")
+    _dump(RESULTS / f"{OUT_NAME}.json", {"steps": args.steps, "seeds": args.seeds, "generations": args.generations,
                                      "rounds": args.rounds, "rows": rows, "rounds_rows": rounds_rows,
                                      "sweep": sweep_rows})
     print("\n".join(lines))
@@ -337,12 +339,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tasks", default=",".join(HEADLINE + ORIGINALS + BRAX))
     ap.add_argument("--steps", type=int, default=200_000, help="env steps per PPO / GAIL / AIRL run")
+    ap.add_argument("--brax-steps", type=int, default=100_000,
+                    help="env steps per PPO run on Brax tasks (rejax + brax on CPU is slow)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--generations", type=int, default=12)
     ap.add_argument("--rounds", type=int, default=1, help="grace active-negative rounds (1 = none)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--demos-count", default="", help="sweep, e.g. 1,2,4,8 (on --sweep-task)")
+    ap.add_argument("--demos-count", default="1,2,4,8", help="demos-count sweep on --sweep-task ('' = none)")
     ap.add_argument("--sweep-task", default="pendulum")
     ap.add_argument("--llm-base-url", default="")
     ap.add_argument("--llm-model", default="")
@@ -350,6 +354,9 @@ def main() -> None:
     ap.add_argument("--force", action="store_true", help="recompute cached stages")
     ap.add_argument("--table-only", action="store_true")
     args = ap.parse_args()
+    if args.llm_base_url:  # never mix with (or reuse) the offline operator's cached results
+        global CACHE, RUNS, OUT_NAME
+        CACHE, RUNS, OUT_NAME = RESULTS / "quality-llm", ROOT / "runs" / "quality-llm", "quality-llm"
     tasks = [t for t in args.tasks.split(",") if t]
     counts = [int(c) for c in args.demos_count.split(",") if c]
     sweep = [(args.sweep_task, n) for n in counts]
