@@ -373,6 +373,16 @@ def main() -> None:
             train_task(t, n, args)
             baseline(t, "gail", n, args)
     write_table(tasks, sweep, args)
+    relativise_results()
+
+
+def relativise_results() -> None:
+    """Committed results name files relative to the repo, never this machine's paths."""
+    prefix = f"{ROOT}/"
+    for path in list(CACHE.rglob("*.json")) + list(CACHE.rglob("*.py")):
+        text = path.read_text()
+        if prefix in text:
+            path.write_text(text.replace(prefix, ""))
 
 
 if __name__ == "__main__":

@@ -2,10 +2,10 @@
 
 grace provenance:
   task: acrobot
-  demos: /work/main/demos/acrobot.npz (sha256 7445cff291a1)
+  demos: demos/acrobot.npz (sha256 7445cff291a1)
   fitness: 0.9912 train, 0.9850 held-out (offline GRACE discrimination, negatives v0)
   accuracy: 0.999 train, 0.999 held-out; AUC 0.999 train, 0.999 held-out
-  run: /work/main/runs/quality/acrobot round 0 generation 2 slot 1
+  run: runs/quality/acrobot round 0 generation 2 slot 1
   program: 5d8acb27a92e (mutate by offline)
   lineage: 5d8acb27a92e <- 6c99fe48e0de
   grace: 0.1.0

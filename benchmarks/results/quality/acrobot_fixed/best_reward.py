@@ -2,10 +2,10 @@
 
 grace provenance:
   task: acrobot_fixed
-  demos: /work/main/demos/acrobot_fixed.npz (sha256 9333cc97ac11)
+  demos: demos/acrobot_fixed.npz (sha256 9333cc97ac11)
   fitness: 0.9991 train, 0.9991 held-out (offline GRACE discrimination, negatives v0)
   accuracy: 1.000 train, 1.000 held-out; AUC 1.000 train, 1.000 held-out
-  run: /work/main/runs/quality/acrobot_fixed round 0 generation 0 slot 1
+  run: runs/quality/acrobot_fixed round 0 generation 0 slot 1
   program: 7c9581eb27c7 (init by offline)
   lineage: 7c9581eb27c7
   grace: 0.1.0

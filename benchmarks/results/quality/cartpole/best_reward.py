@@ -2,10 +2,10 @@
 
 grace provenance:
   task: cartpole
-  demos: /work/main/demos/cartpole.npz (sha256 7f5217592abe)
+  demos: demos/cartpole.npz (sha256 7f5217592abe)
   fitness: 0.7506 train, 0.7764 held-out (offline GRACE discrimination, negatives v0)
   accuracy: 0.951 train, 0.957 held-out; AUC 0.972 train, 0.974 held-out
-  run: /work/main/runs/quality/cartpole round 0 generation 7 slot 7
+  run: runs/quality/cartpole round 0 generation 7 slot 7
   program: 178e0f11407b (mutate by offline)
   lineage: 178e0f11407b <- d6c9e3e022bf <- 539de24f2406
   grace: 0.1.0

@@ -2,10 +2,10 @@
 
 grace provenance:
   task: cartpole_fixed
-  demos: /work/main/demos/cartpole_fixed.npz (sha256 323f1097d04c)
+  demos: demos/cartpole_fixed.npz (sha256 323f1097d04c)
   fitness: 0.9681 train, 0.9823 held-out (offline GRACE discrimination, negatives v0)
   accuracy: 0.994 train, 0.997 held-out; AUC 0.999 train, 0.999 held-out
-  run: /work/main/runs/quality/cartpole_fixed round 0 generation 9 slot 26
+  run: runs/quality/cartpole_fixed round 0 generation 9 slot 26
   program: af62377dd936 (simplify by offline)
   lineage: af62377dd936 <- f9f0ec6f5f2a <- 0d7c6db523e9 <- 7baa4d73972d <- 4988866031ac <- 8a1438c1b172 <- 105ff2400619
   grace: 0.1.0

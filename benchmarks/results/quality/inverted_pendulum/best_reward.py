@@ -2,10 +2,10 @@
 
 grace provenance:
   task: inverted_pendulum
-  demos: /work/main/demos/inverted_pendulum.npz (sha256 c032852cf189)
+  demos: demos/inverted_pendulum.npz (sha256 c032852cf189)
   fitness: 0.8533 train, 0.8911 held-out (offline GRACE discrimination, negatives v0)
   accuracy: 0.965 train, 0.974 held-out; AUC 0.992 train, 0.997 held-out
-  run: /work/main/runs/quality/inverted_pendulum round 0 generation 12 slot 5
+  run: runs/quality/inverted_pendulum round 0 generation 12 slot 5
   program: de3fd58ffdd9 (simplify by offline)
   lineage: de3fd58ffdd9 <- 4fd8960bb1af <- 0313b7a315b7 <- 125a8d58a3a6
   grace: 0.1.0

@@ -2,10 +2,10 @@
 
 grace provenance:
   task: mountaincar
-  demos: /work/main/demos/mountaincar.npz (sha256 f8bc4bc60601)
+  demos: demos/mountaincar.npz (sha256 f8bc4bc60601)
   fitness: 0.9991 train, 0.9991 held-out (offline GRACE discrimination, negatives v0)
   accuracy: 1.000 train, 1.000 held-out; AUC 1.000 train, 1.000 held-out
-  run: /work/main/runs/quality/mountaincar round 0 generation 0 slot 19
+  run: runs/quality/mountaincar round 0 generation 0 slot 19
   program: 64bcf38a1165 (init by offline)
   lineage: 64bcf38a1165
   grace: 0.1.0

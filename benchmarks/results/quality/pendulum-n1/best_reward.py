@@ -2,10 +2,10 @@
 
 grace provenance:
   task: pendulum
-  demos: /work/main/runs/quality/demos/pendulum-n1.npz (sha256 62d6f7a68031)
+  demos: runs/quality/demos/pendulum-n1.npz (sha256 62d6f7a68031)
   fitness: 0.8515 train, nan held-out (offline GRACE discrimination, negatives v0)
   accuracy: 0.986 train, nan held-out; AUC 0.988 train, nan held-out
-  run: /work/main/runs/quality/pendulum-n1 round 0 generation 8 slot 14
+  run: runs/quality/pendulum-n1 round 0 generation 8 slot 14
   program: 1089bc3ee381 (crossover by offline)
   lineage: 1089bc3ee381 <- bdac0627b22a <- 999d9d0ca84e <- 0b5e6ce58d24 <- 84a4f0a4d5f1
   grace: 0.1.0

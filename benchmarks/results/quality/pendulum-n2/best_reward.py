@@ -2,10 +2,10 @@
 
 grace provenance:
   task: pendulum
-  demos: /work/main/runs/quality/demos/pendulum-n2.npz (sha256 003ac9a6f555)
+  demos: runs/quality/demos/pendulum-n2.npz (sha256 003ac9a6f555)
   fitness: 0.8325 train, 0.4683 held-out (offline GRACE discrimination, negatives v0)
   accuracy: 0.983 train, 0.988 held-out; AUC 0.986 train, 0.988 held-out
-  run: /work/main/runs/quality/pendulum-n2 round 0 generation 11 slot 4
+  run: runs/quality/pendulum-n2 round 0 generation 11 slot 4
   program: 49fbab9d0af3 (mutate by offline)
   lineage: 49fbab9d0af3 <- 6ef1f42a00a5 <- 3f959c72871c <- 082d250f164a <- 61c1e2c29f9b <- 112cc5294b6c
   grace: 0.1.0

@@ -2,10 +2,10 @@
 
 grace provenance:
   task: pendulum
-  demos: /work/main/runs/quality/demos/pendulum-n4.npz (sha256 a15e49f6df20)
+  demos: runs/quality/demos/pendulum-n4.npz (sha256 a15e49f6df20)
   fitness: 0.7988 train, 0.7698 held-out (offline GRACE discrimination, negatives v0)
   accuracy: 0.957 train, 0.900 held-out; AUC 0.983 train, 0.984 held-out
-  run: /work/main/runs/quality/pendulum-n4 round 0 generation 9 slot 10
+  run: runs/quality/pendulum-n4 round 0 generation 9 slot 10
   program: d7f660948ccf (simplify by offline)
   lineage: d7f660948ccf <- 5232bae0e6ff <- 7334eac168b9 <- 112cc5294b6c
   grace: 0.1.0

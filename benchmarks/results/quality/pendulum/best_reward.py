@@ -2,10 +2,10 @@
 
 grace provenance:
   task: pendulum
-  demos: /work/main/demos/pendulum.npz (sha256 7cb6a3cb79d9)
+  demos: demos/pendulum.npz (sha256 7cb6a3cb79d9)
   fitness: 0.7199 train, 0.7383 held-out (offline GRACE discrimination, negatives v0)
   accuracy: 0.938 train, 0.936 held-out; AUC 0.954 train, 0.967 held-out
-  run: /work/main/runs/quality/pendulum round 0 generation 3 slot 24
+  run: runs/quality/pendulum round 0 generation 3 slot 24
   program: aff9781cfefd (mutate by offline)
   lineage: aff9781cfefd <- 60d83a7d2e60 <- b13180f89f45 <- ec40dcfdf25d
   grace: 0.1.0
