@@ -123,6 +123,3 @@ def goal_selector(labels: list[list[int]] | None):
 
     return select
 
-
-def load_expert_demos(path: str, task: Task) -> Trajectories:
-    return load_demos(path, task)

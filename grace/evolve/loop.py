@@ -18,6 +18,7 @@ import numpy as np
 
 import grace
 from grace.config import EvolveConfig
+from grace.demos import load_demos
 from grace.evolve import data as rundata
 from grace.evolve.archive import Archive, ProgramRow
 from grace.evolve.executor import Executor
@@ -88,12 +89,11 @@ class Evolution:
         self.cfg, self.run_dir, self.archive, self.task = cfg, run_dir, archive, task
         self.proposer, self.executor, self.progress = proposer, executor, progress
         self.stats = RunStats()
-        self.demos = rundata.load_expert_demos(cfg.demos, task)
+        self.demos = load_demos(cfg.demos, task)
         self.neg_version = 0
         self.ctx: TaskContext | None = None
         self.best: ProgramRow | None = None
         self.data: dict[str, np.ndarray] = {}
-        self.shaping_parent: ProgramRow | None = None
         # the built-in operator is cheap and deterministic: re-ask it (new seed) when it proposes
         # logic that was already scored; an LLM's duplicate costs a call, so it is kept as is
         self.dedupe_retries = 3 if getattr(proposer, "name", "") == "offline" else 0
