@@ -15,8 +15,8 @@ from pathlib import Path
 
 import grace
 from grace.config import EvolveConfig
-from grace.evolve.active import _train
-from grace.evolve.archive import Archive
+from grace.search.active import _train
+from grace.search.archive import Archive
 from grace.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -76,7 +76,8 @@ def references(task_name: str, force: bool = False) -> dict[str, Any]:
     path = CACHE / task_name / "reference.json"
     if (cached := _load(path)) and not force:
         return cached
-    from grace.demos import load_demos, random_policy, rollout
+    from grace.data.rollout import random_policy, rollout
+    from grace.data.trajectories import load_demos
     from grace.tasks import get_task
 
     task = get_task(task_name)
@@ -108,8 +109,8 @@ def evolve_task(task_name: str, n_demos: int, args: argparse.Namespace) -> dict[
         return cached
     from grace.api import evolve
     from grace.config import EvolveConfig, LLMConfig
-    from grace.demos import load_demos
-    from grace.evolve.archive import Archive
+    from grace.data.trajectories import load_demos
+    from grace.search.archive import Archive
 
     demos_path = ROOT / "demos" / f"{task_name}.npz"
     if n_demos != 8:

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from grace.sandbox import compile_reward
-from grace.sandbox_pool import SandboxPool
-from grace.tasks.schema import Field, ObsSchema
-from grace.views import view
+from grace.sandbox.compile import compile_reward
+from grace.sandbox.pool import SandboxPool
+from grace.sandbox.views import view
+from grace.tasks.spec import Field, ObsSchema
 
 SCHEMA = ObsSchema((Field("cart_position"), Field("cart_velocity"), Field("pole_angle"),
                     Field("pole_angular_velocity")))

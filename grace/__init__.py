@@ -20,24 +20,23 @@ _LAZY = {
     "extract_program": ("grace.program", "extract_program"),
     "Task": ("grace.tasks", "Task"),
     "get_task": ("grace.tasks", "get_task"),
-    "load_demos": ("grace.demos", "load_demos"),
-    "collect_expert": ("grace.demos", "collect_expert"),
-    "Trajectories": ("grace.demos", "Trajectories"),
+    "load_demos": ("grace.data.trajectories", "load_demos"),
+    "collect_expert": ("grace.data.trajectories", "collect_expert"),
+    "Trajectories": ("grace.data.trajectories", "Trajectories"),
     "export": ("grace.export", "export_program"),
-    "score_programs": ("grace.scoring", "score_programs"),
-    "resolve_context": ("grace.scoring", "resolve_context"),
+    "evolve": ("grace.api", "evolve"),
+    "score_programs": ("grace.api", "score_programs"),
+    "resolve_context": ("grace.api", "resolve_context"),
     "write_report": ("grace.report", "write_report"),
     "train_reward": ("grace.train", "train_reward"),
 }
 
-__all__ = ["__version__", "evolve", *_LAZY]
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
     import importlib
 
-    if name == "evolve":  # the engine's package, callable as the API entry point
-        return importlib.import_module("grace.evolve")
     if name in _LAZY:
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)

@@ -1,29 +1,38 @@
-"""The Python API: the same operations as the CLI (`grace.evolve(...)`, `grace.score_file(...)`)."""
+"""The Python API: the same operations as the CLI.
+
+- `evolve(...)`: run or resume an evolution job (`grace evolve`).
+- `resolve_context(...)` + `score_programs(...)`: re-score reward files with a run's fitness
+  (`grace eval`, `grace diff`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from grace.config import ConfigError, EvolveConfig
-from grace.evolve.archive import Archive, ArchiveError
-from grace.evolve.loop import Evolution, RunResult
-from grace.evolve.progress import RunProgress
+from grace.data.trajectories import load_demos
+from grace.program import RewardProgram
+from grace.search import negatives as rundata
+from grace.search.archive import Archive, ArchiveError
+from grace.search.loop import Evolution, RunResult
+from grace.search.progress import RunProgress
 from grace.tasks import Task, get_task
 
 
 def make_proposer(cfg: EvolveConfig, archive: Archive) -> Any:
     if cfg.proposer == "offline":
-        from grace.proposers.offline import OfflineProposer
+        from grace.proposers.offline.operator import OfflineProposer
 
         return OfflineProposer()
     if cfg.proposer == "llm":
-        from grace.proposers.llm import LLMProposer
+        from grace.proposers.llm.chat import LLMProposer
 
         return LLMProposer(cfg.llm, recorder=archive)
-    from grace.proposers.vllm_local import VLLMProposer
+    from grace.proposers.llm.vllm import VLLMProposer
 
     return VLLMProposer(cfg.llm, recorder=archive)
 
@@ -80,11 +89,11 @@ def evolve(cfg: EvolveConfig | None = None, *, resume: bool = False, overwrite: 
     out = overrides.get("out") if resume else None
     cfg, run_dir, archive = prepare_run(cfg, out, resume=resume, overwrite=overwrite)
     task = task or get_task(cfg.task)
-    from grace.evolve.executor import LocalExecutor
+    from grace.search.executor import LocalExecutor
 
     executor: Any = LocalExecutor(task, workers=cfg.workers, timeout=cfg.eval_timeout)
     if cfg.fitness in ("ppo", "ppo-true"):
-        from grace.evolve.executor import PPOExecutor
+        from grace.search.executor import PPOExecutor
 
         executor = PPOExecutor(task, executor, cfg.fitness, cfg.ppo_steps, cfg.ppo_seeds, cfg.seed)
     try:
@@ -106,3 +115,71 @@ def evolve(cfg: EvolveConfig | None = None, *, resume: bool = False, overwrite: 
             pass
     archive.close()
     return result
+
+
+# -- re-scoring (grace eval / grace diff) ---------------------------------------------------------
+@dataclass
+class ScoreContext:
+    task: Task
+    demos: str
+    run_dir: Path | None
+    negatives: list
+    seed: int = 0
+    holdout: float = 0.25
+
+
+def resolve_context(program: RewardProgram, task: str | None, demos: str | None, run: str | None) -> ScoreContext:
+    """Task and demos from flags, else from a run directory, else from the file's provenance."""
+    run_dir = Path(run) if run else None
+    prov = program.provenance
+    cfg = None
+    if run_dir is None and prov.get("run"):
+        candidate = Path(prov["run"].split(" round ")[0])
+        if (candidate / "config.toml").exists():
+            run_dir = candidate
+    if run_dir is not None:
+        if not (run_dir / "config.toml").exists():
+            raise ConfigError(f"{run_dir} is not a grace run directory (no config.toml)")
+        cfg = EvolveConfig.load(run_dir / "config.toml")
+    task_spec = task or (cfg.task if cfg else None) or prov.get("task")
+    demo_spec = demos or (cfg.demos if cfg else None) or prov.get("demos", "").split(" (sha256")[0] or None
+    if not task_spec:
+        raise ConfigError("no task: pass --task (or --run, or a file with grace provenance)")
+    if not demo_spec:
+        raise ConfigError("no demos: pass --demos (or --run, or a file with grace provenance)")
+    t = get_task(task_spec)
+    negatives: list = []
+    if run_dir is not None and (run_dir / "archive.sqlite").exists():
+        archive = Archive(run_dir / "archive.sqlite", create=False)
+        negatives = rundata.negative_sets(archive, run_dir, t, rundata.negatives_version(archive))
+        archive.close()
+    seed, holdout = (cfg.seed, cfg.holdout) if cfg else (0, 0.25)
+    if not negatives:
+        from grace.data.rollout import random_negatives
+
+        negatives = [("random", random_negatives(t, EvolveConfig().random_negative_episodes, seed))]
+    return ScoreContext(t, demo_spec, run_dir, negatives, seed, holdout)
+
+
+def score_programs(programs: list[RewardProgram], ctx: ScoreContext, fit: bool = False,
+                   timeout: float = 60.0) -> list[Any]:
+    """Score programs in the sandbox; returns the sandbox Outcomes (value = fitness dict)."""
+    from grace.data.dataset import build_offline_data
+    from grace.search.executor import LocalExecutor
+
+    for p in programs:
+        p.validate(ctx.task.schema)
+    demos = load_demos(ctx.demos, ctx.task)
+    data = build_offline_data(ctx.task, demos, ctx.negatives, holdout=ctx.holdout, seed=ctx.seed)
+    ex = LocalExecutor(ctx.task, workers=min(2, len(programs)), timeout=timeout)
+    try:
+        ex.put("offline", data)
+
+        async def go() -> list[Any]:
+            return await asyncio.gather(*(
+                ex.score(p.source, data_key="offline", fit_params=fit, seed=ctx.seed, params=p.params)
+                for p in programs))
+
+        return asyncio.run(go())
+    finally:
+        ex.close()

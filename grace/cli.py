@@ -25,14 +25,14 @@ console = Console()
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from grace.config import ConfigError
-    from grace.demos import DemoError
-    from grace.evolve.archive import ArchiveError
+    from grace.data.trajectories import DemoError
     from grace.program import ProgramError
+    from grace.search.archive import ArchiveError
     from grace.tasks import SchemaError
 
     errors: list[type[BaseException]] = [ConfigError, DemoError, ArchiveError, ProgramError, SchemaError]
     try:
-        from grace.sandbox import SandboxError, SandboxUnavailable
+        from grace.sandbox.errors import SandboxError, SandboxUnavailable
 
         errors += [SandboxError, SandboxUnavailable]
     except ImportError:
@@ -140,7 +140,7 @@ def show(run: Annotated[Path, typer.Argument(help="Run directory.")],
          top: Annotated[int, typer.Option(help="How many programs.")] = 5,
          code: Annotated[bool, typer.Option(help="Print the best program's code.")] = True) -> None:
     """Top programs, metrics, lineage, proposer calls and cost of a run."""
-    from grace.evolve.archive import Archive
+    from grace.search.archive import Archive
 
     archive = Archive(run / "archive.sqlite", create=False)
     rows = archive.top(top)
@@ -173,8 +173,8 @@ def show(run: Annotated[Path, typer.Argument(help="Run directory.")],
 
 
 def _score_one(file: Path, task: str | None, demos: str | None, run: str | None, fit: bool) -> tuple[Any, Any]:
+    from grace.api import resolve_context, score_programs
     from grace.program import RewardProgram
-    from grace.scoring import resolve_context, score_programs
 
     if not file.is_file():
         from grace.config import ConfigError
@@ -316,7 +316,7 @@ def demos_collect(task: Annotated[str, typer.Option(help="Task.")],
                   seed: Annotated[int, typer.Option(help="Seed.")] = 0,
                   imitation: Annotated[bool, typer.Option(help="Write imitation's npz layout instead.")] = False) -> None:
     """Collect expert demos with the task's scripted or trained expert."""
-    from grace.demos import collect_expert
+    from grace.data.rollout import collect_expert
     from grace.tasks import get_task
 
     t = get_task(task)
@@ -332,7 +332,7 @@ def demos_show(file: Annotated[str, typer.Argument(help="A demo file (.npz) or m
                task: Annotated[str | None, typer.Option(help="Validate against this task's schema.")] = None,
                json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Summarise a demo file: episodes, lengths, expert return, provenance."""
-    from grace.demos import load_demos, summarise
+    from grace.data.trajectories import load_demos, summarise
     from grace.tasks import get_task
 
     traj = load_demos(file, get_task(task) if task else None)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from grace.tasks.schema import ObsSchema
+from grace.tasks.spec import ObsSchema
 
 PROVENANCE_MARKER = "grace provenance:"
 ARGS = ("s", "a", "s_next", "p")
@@ -270,14 +270,22 @@ def _param_arg(fn: ast.FunctionDef) -> str | None:
 
 # -- extraction from free text (LLM replies) ----------------------------------------------------
 _THINK = re.compile(r"<(think|thinking|reasoning|reflection)>.*?</\1>", re.S | re.I)
+_UNOPENED = re.compile(r"^.*?</(think|thinking|reasoning|reflection)>", re.S | re.I)
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
 _START = re.compile(r'^(\"\"\"|\'\'\'|PARAMS\s*=|def |import |from |[A-Za-z_]\w*\s*=)')
 
 
+def strip_reasoning(text: str) -> str:
+    """Drop <think>...</think>-style reasoning blocks, and everything before an unopened closing
+    tag (models that start thinking without the opening tag) unless that would drop the code."""
+    text = _THINK.sub("", text or "")
+    rest = _UNOPENED.sub("", text, count=1)
+    return rest if rest != text and ("def reward" in rest or "def reward" not in text) else text
+
+
 def extract_program(text: str) -> RewardProgram:
     """Find the reward program in a reply: fenced or not, with reasoning and prose around it."""
-    text = _THINK.sub("", text)
-    text = re.sub(r"^.*?</think>", "", text, flags=re.S | re.I)  # an unopened closing tag
+    text = strip_reasoning(text)
     candidates = [body for lang, body in _FENCE.findall(text) if lang.lower() in ("", "python", "py", "python3")]
     candidates = [c for c in candidates if "def reward" in c]
     if not candidates and "def reward" in text:

@@ -25,7 +25,7 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from grace.evolve.archive import Archive, ArchiveError, ProgramRow
+from grace.search.archive import Archive, ArchiveError, ProgramRow
 
 TEMPLATE = "report_template.html.j2"
 DPI = 72
@@ -224,9 +224,9 @@ def _actions(a: np.ndarray, discrete: bool) -> np.ndarray:
 
 
 def _trajectories(run_dir: Path, archive: Archive, cfg: dict[str, Any], best: ProgramRow) -> dict[str, Any]:
-    from grace.demos import load_demos
-    from grace.evolve import data as rundata
-    from grace.sandbox import SandboxPool
+    from grace.data.trajectories import load_demos
+    from grace.sandbox.pool import SandboxPool
+    from grace.search import negatives as rundata
     from grace.tasks import get_task
 
     task = get_task(_resolve(str(cfg.get("task", "")), run_dir))

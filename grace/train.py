@@ -27,7 +27,7 @@ def _run(task: Task, sources: list[str], steps: int, seeds: int, seed: int, n_ev
     """Train in a jax-profile sandbox worker when possible (else in this process)."""
     if isolate:
         try:
-            from grace.sandbox_pool import SandboxPool
+            from grace.sandbox.pool import SandboxPool
         except ImportError:
             SandboxPool = None  # noqa: N806
         if SandboxPool is not None:

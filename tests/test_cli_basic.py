@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from .conftest import DEMOS, run_cli
+from tests.conftest import DEMOS, run_cli
 
 COMMANDS = ["evolve", "show", "eval", "diff", "train", "export", "report", "tasks", "demos", "demos collect", "demos show"]
 

@@ -6,10 +6,9 @@ import json
 
 import pytest
 
+from grace.api import resolve_context, score_programs
 from grace.program import RewardProgram
-from grace.scoring import resolve_context, score_programs
-
-from .conftest import DEMOS, ROOT, run_cli
+from tests.conftest import DEMOS, ROOT, run_cli
 
 REF = ROOT / "grace/tasks/rewards/cartpole.py"
 FLAGS = ["--task", "cartpole", "--demos", str(DEMOS / "cartpole.npz")]

@@ -14,11 +14,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from grace.demos import collect_expert, load_demos
+from grace.data.rollout import collect_expert
+from grace.data.trajectories import load_demos
 from grace.export import TARGETS, export_file, export_program
 from grace.program import RewardProgram
+from grace.sandbox.views import view
 from grace.tasks import Task, get_task
-from grace.views import view
 
 ROOT = Path(__file__).resolve().parents[1]
 ROUND_TRIP_TASKS = (
@@ -59,7 +60,7 @@ def debug(s, a, s_next, p):
 
 def _xp_numpy() -> Any:
     try:
-        from grace.xp import XP_NUMPY
+        from grace.sandbox.xp import XP_NUMPY
 
         return XP_NUMPY
     except ImportError:  # the sandbox namespace is not there yet: a plain namespace over numpy

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from grace.config import EvolveConfig
-from grace.demos import Episode, Trajectories
-from grace.evolve.archive import Archive
+from grace.data.trajectories import Episode, Trajectories
 from grace.program import RewardProgram
 from grace.report import build_context, render, write_report
+from grace.search.archive import Archive
 
 SECTIONS = ("summary", "fitness", "lineage", "best-code", "trajectories", "calls", "negatives")
 
@@ -207,7 +207,7 @@ def test_report_rounds(tmp_path: Path) -> None:
 
 
 def test_report_not_a_run(tmp_path: Path) -> None:
-    from grace.evolve.archive import ArchiveError
+    from grace.search.archive import ArchiveError
 
     with pytest.raises(ArchiveError):
         write_report(tmp_path, tmp_path / "r.html")

@@ -13,7 +13,7 @@ and scores each trained policy:
 It runs in the calling process: call it inside a jax-profile sandbox worker (`train_in_worker`),
 never in the main process (reward code, and JAX after fork, belong in a spawned worker).
 `collect_policy_rollouts` trains on one reward and returns the policy's episodes as
-`grace.demos.Trajectories` (GRACE's active negatives).
+`grace.data.trajectories.Trajectories` (GRACE's active negatives).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from grace.demos import Episode, Trajectories
+from grace.data.trajectories import Episode, Trajectories
 from grace.program import RewardProgram
 from grace.tasks import Task, get_task
 
@@ -34,7 +34,7 @@ def _compile(source: str, schema: Any) -> Any:
     """Compile reward code to a jax-traceable `compiled(s_raw, a, s_next_raw, params)` through
     the sandbox's restricted compiler with the jax-backed `xp` (the only way reward code reaches
     JAX). Called inside a jax-profile sandbox worker."""
-    from grace.sandbox import compile_reward
+    from grace.sandbox.compile import compile_reward
 
     return compile_reward(source, schema, backend="jax")
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grace.tasks.base import Policy, Task
-from grace.tasks.schema import ActionSpace, Field, ObsSchema, SchemaError
+from grace.tasks.spec import ActionSpace, Field, ObsSchema, Policy, SchemaError, Task
 
 __all__ = ["ActionSpace", "Field", "ObsSchema", "Policy", "SchemaError", "Task", "get_task", "task_names"]
 

@@ -9,8 +9,7 @@ import gymnasium as gym
 import numpy as np
 
 from grace.tasks import experts, fixed_horizon
-from grace.tasks.base import Task
-from grace.tasks.schema import ActionSpace, Field, ObsSchema
+from grace.tasks.spec import ActionSpace, Field, ObsSchema, Task
 
 REWARDS = Path(__file__).parent / "rewards"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from grace.tasks.base import Policy
+from grace.tasks.spec import Policy
 
 
 def cartpole() -> Policy:

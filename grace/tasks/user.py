@@ -29,8 +29,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from grace.tasks.base import Task
-from grace.tasks.schema import ActionSpace, Field, ObsSchema, SchemaError
+from grace.tasks.spec import ActionSpace, Field, ObsSchema, SchemaError, Task
 
 
 def resolve(spec: str, base_dir: Path | None = None) -> Any:

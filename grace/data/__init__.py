@@ -1,0 +1,1 @@
+"""Demonstration data: trajectories and their file formats, rollouts, the labelled dataset."""

@@ -1,0 +1,126 @@
+"""The labelled dataset: the ONE builder of labelled transitions (loop, rescoring, report).
+
+`build_offline_data` turns expert demos and negative datasets into one flat dict of numpy
+arrays (shipped once to every sandbox worker).
+
+Data dict (all numpy arrays; row i is one transition):
+    s, s_next   (N, obs_dim) float32      a        (N,) int64 or (N, act_dim) float32
+    label       (N,) int8, 1 = S_e (expert/goal), 0 = S_n
+    train       (N,) bool; held-out rows are whole episodes
+    episode     (N,) int64, unique across sources     step   (N,) int64
+    source      (N,) int16 index into source_names; source_names[0] == "expert"
+    source_names (n_sources,) str
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from grace.data.trajectories import Trajectories
+from grace.tasks import Task
+
+Selector = Callable[[Trajectories], np.ndarray]
+
+EXPERT = "expert"
+
+
+def _holdout_episodes(n: int, frac: float, rng: np.random.Generator) -> np.ndarray:
+    """Indices of ~frac of n episodes (at least one when n >= 2 and frac > 0, never all)."""
+    if n < 2 or frac <= 0:
+        return np.zeros(0, np.int64)
+    k = min(n - 1, max(1, int(round(frac * n))))
+    return np.sort(rng.choice(n, size=k, replace=False))
+
+
+def _actions(actions: np.ndarray, task: Task) -> np.ndarray:
+    a = np.asarray(actions)
+    if task.action.kind == "discrete":
+        return a.reshape(len(a)).astype(np.int64)
+    return a.reshape(len(a), -1).astype(np.float32)
+
+
+def build_offline_data(
+    task: Task,
+    demos: Trajectories,
+    negatives: list[tuple[str, Trajectories]],
+    holdout: float = 0.25,
+    seed: int = 0,
+    max_per_class: int = 20000,
+    selector: Selector | None = None,
+) -> dict[str, np.ndarray]:
+    """Label transitions as S_e / S_n, split whole episodes into train / held-out, subsample.
+
+    - S_e: goal tasks: transitions reaching the final state of an expert episode that ended by
+      termination; keep-alive tasks: every expert transition. `selector(demos)` (a bool per
+      expert transition) overrides this.
+    - S_n: every other expert transition plus all transitions of each negative dataset
+      (`(source_tag, trajectories)`, e.g. ("random", ...), ("ppo-r1", ...), ("file:x.npz", ...)).
+    - Held-out: ~`holdout` of the expert episodes (stratified by whether they contain
+      positives, so held-out goal states exist when >= 2 episodes have one) and the same
+      fraction of each negative dataset's episodes.
+    - Each class is subsampled to `max_per_class` transitions (deterministic in `seed`); the
+      fitness weights the classes equally, so the few goal positives are not drowned out.
+    """
+    rng = np.random.default_rng(seed)
+    tr = demos.transitions()
+    if selector is not None:
+        pos = np.asarray(selector(demos), dtype=bool)
+        if pos.shape != (demos.n_transitions,):
+            raise ValueError(f"selector returned shape {pos.shape}; expected ({demos.n_transitions},)")
+    elif task.kind == "goal":
+        pos = tr["terminal"].astype(bool)
+    else:
+        pos = np.ones(demos.n_transitions, bool)
+    if not pos.any():
+        raise ValueError(
+            f"no positive (expert/goal) transitions in the demos of task {task.name!r}: "
+            "a goal task needs at least one expert episode that ended by termination"
+        )
+    ep_has_pos = np.bincount(tr["episode"], weights=pos, minlength=demos.n_episodes) > 0
+    held = np.zeros(demos.n_episodes, bool)
+    for group in (np.flatnonzero(ep_has_pos), np.flatnonzero(~ep_has_pos)):
+        held[group[_holdout_episodes(len(group), holdout, rng)]] = True
+    if demos.n_episodes >= 2 and holdout > 0 and not held.any():
+        held[rng.integers(demos.n_episodes)] = True
+
+    names = [EXPERT]
+    parts: list[dict[str, np.ndarray]] = [{
+        "s": tr["s"], "a": _actions(tr["a"], task), "s_next": tr["s_next"], "label": pos,
+        "train": ~held[tr["episode"]], "episode": tr["episode"], "step": tr["step"],
+        "source": np.zeros(demos.n_transitions, np.int64),
+    }]
+    offset = demos.n_episodes
+    for tag, traj in negatives:
+        t = traj.transitions()
+        held_n = np.zeros(traj.n_episodes, bool)
+        held_n[_holdout_episodes(traj.n_episodes, holdout, rng)] = True
+        if tag in names:
+            raise ValueError(f"negative source tag {tag!r} is used twice (or is reserved)")
+        names.append(tag)
+        parts.append({
+            "s": t["s"], "a": _actions(t["a"], task), "s_next": t["s_next"],
+            "label": np.zeros(traj.n_transitions, bool), "train": ~held_n[t["episode"]],
+            "episode": t["episode"] + offset, "step": t["step"],
+            "source": np.full(traj.n_transitions, len(names) - 1, np.int64),
+        })
+        offset += traj.n_episodes
+    data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    keep = np.zeros(len(data["label"]), bool)
+    for cls in (True, False):
+        idx = np.flatnonzero(data["label"] == cls)
+        if len(idx) > max_per_class:
+            idx = rng.choice(idx, size=max_per_class, replace=False)
+        keep[idx] = True
+    out = {k: v[keep] for k, v in data.items()}
+    out["s"] = out["s"].astype(np.float32)
+    out["s_next"] = out["s_next"].astype(np.float32)
+    out["label"] = out["label"].astype(np.int8)
+    out["train"] = out["train"].astype(bool)
+    out["episode"] = out["episode"].astype(np.int64)
+    out["step"] = out["step"].astype(np.int64)
+    out["source"] = out["source"].astype(np.int16)
+    out["source_names"] = np.array(names, dtype=str)
+    return out

@@ -1,0 +1,164 @@
+"""PARAMS fitting: a loop stage applied to every candidate, whoever proposed it.
+
+Derivative-free (coordinate scan + Nelder-Mead) on a class-stratified subsample of the train
+rows, then a max-margin centring of step-like constants (see `fit_params`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from grace.fitness.batched import CompiledReward, call_reward
+from grace.fitness.metrics import calibrate
+
+FIT_SUBSAMPLE = 4000
+FIT_BUDGET = 120
+IMPROVE_TOL = 1e-4
+"""Fitted PARAMS must beat the initial ones by more than this: smaller "gains" are float noise
+on a scale-invariant objective (float32 rewards round at ~1e-7) and only make constants drift
+(e.g. a weight creeping to 1e8)."""
+
+
+def _fit_subsample(data: dict[str, np.ndarray], rng: np.random.Generator, size: int) -> np.ndarray:
+    """Train rows, at most `size`, keeping up to half the budget for each class."""
+    y, train = data["label"].astype(bool), data["train"]
+    pos, neg = np.flatnonzero(train & y), np.flatnonzero(train & ~y)
+    k_pos = min(len(pos), max(size // 2, size - len(neg)))
+    k_neg = min(len(neg), size - k_pos)
+    pick = [rng.choice(ix, size=k, replace=False) if len(ix) > k else ix
+            for ix, k in ((pos, k_pos), (neg, k_neg))]
+    return np.sort(np.concatenate(pick))
+
+
+def _round_params(params: dict[str, float]) -> dict[str, float]:
+    """4 significant digits: what `RewardProgram.with_params` writes, so the file rescores the same."""
+    return {k: float(f"{v:.4g}") for k, v in params.items()}
+
+
+def fit_params(
+    compiled: CompiledReward,
+    data: dict[str, np.ndarray],
+    params: dict[str, float],
+    seed: int = 0,
+    budget: int = FIT_BUDGET,
+    subsample: int = FIT_SUBSAMPLE,
+) -> tuple[dict[str, float], int]:
+    """Derivative-free search of PARAMS maximising train fitness; returns (params, n_evals).
+
+    Each value v moves additively as v + u * |v| (u * 1 for a value near zero), so thresholds
+    and centres can cross zero. A coordinate scan over u in +-{0.1, 0.3, 0.75, 1.5} (robust for step-like
+    thresholds) is followed by Nelder-Mead on the rest of the budget, on a class-stratified
+    subsample of train rows. Points where the reward is non-finite or raises count as worst.
+    The initial values are returned unless something beat them by more than IMPROVE_TOL. The
+    objective is invariant to the reward's scale, so inflating a weight cannot win.
+    """
+    from scipy.optimize import minimize
+
+    names = list(params)
+    v0 = np.array([params[k] for k in names], np.float64)
+    rng = np.random.default_rng(seed)
+    rows = _fit_subsample(data, rng, subsample)
+    label = data["label"][rows].astype(bool)
+    sub = {k: data[k][rows] for k in ("s", "a", "s_next")}
+    count = 0
+    limit = [budget]
+    cache: dict[tuple[float, ...], float] = {}
+    seen: list[tuple[float, np.ndarray]] = []
+
+    # Additive moves in units of each value's magnitude: a location (threshold, centre) can cross
+    # zero, e.g. a threshold initialised at -0.3 can reach a goal at +0.5 (multiplicative,
+    # sign-preserving moves never could). A weight may flip sign when that separates better.
+    unit = np.where(np.abs(v0) > 1e-3, np.abs(v0), 1.0)
+
+    def decode(u: np.ndarray) -> dict[str, float]:
+        vals = v0 + unit * np.clip(u, -50, 50)
+        return _round_params(dict(zip(names, vals.tolist(), strict=True)))
+
+    def score(u: np.ndarray, first: bool = False) -> float:
+        nonlocal count
+        p = decode(u)
+        key = tuple(p.values())
+        if key in cache:
+            return cache[key]
+        if count >= limit[0] and not first:
+            return -np.inf
+        count += 1
+        try:
+            r, _ = call_reward(compiled, sub, p)
+        except Exception:
+            if first:
+                raise
+            r = np.full(len(rows), np.nan)
+        val = calibrate(r, label)["fitness"] if np.all(np.isfinite(r)) else -np.inf
+        cache[key] = val
+        seen.append((val, np.array(u, np.float64)))
+        return val
+
+    f0 = score(np.zeros(len(names)), first=True)
+    best_u, best_f = np.zeros(len(names)), f0
+    for i in range(len(names)):
+        for du in (-1.5, -0.75, -0.3, -0.1, 0.1, 0.3, 0.75, 1.5):
+            if count >= budget // 2:
+                break
+            u = best_u.copy()
+            u[i] += du
+            f = score(u)
+            if f > best_f:
+                best_u, best_f = u, f
+    if count < budget:
+        step = 0.3
+        simplex = np.vstack([best_u] + [best_u + step * np.eye(len(names))[i] for i in range(len(names))])
+        minimize(lambda u: -score(u), best_u, method="Nelder-Mead",
+                 options={"initial_simplex": simplex, "maxfev": budget - count, "xatol": 1e-3, "fatol": 1e-6})
+    for f, u in seen:  # first best wins: the least-moved point among equals
+        if f > best_f:
+            best_u, best_f = u, f
+    if not best_f > f0 + IMPROVE_TOL:
+        best_u, best_f = np.zeros(len(names)), f0
+    limit[0] = count + CENTRE_BUDGET
+    centred = _centre_in_plateau(score, best_u, best_f)
+    if not np.any(centred != 0):
+        return dict(params), count
+    return decode(centred), count
+
+
+CENTRE_BUDGET = 80
+"""Extra reward evaluations for moving fitted constants to the middle of their plateau."""
+
+
+def _centre_in_plateau(score: Callable[[np.ndarray], float], u: np.ndarray, best: float) -> np.ndarray:
+    """Max-margin step: move each constant to the middle of the interval where fitness stays
+    within IMPROVE_TOL of the best. Step-like constants (thresholds) fitted on a few positives
+    otherwise sit at the edge of the gap between the classes and misclassify held-out states;
+    on a smooth objective the interval is tiny and nothing moves; a constant whose plateau runs
+    past the search range (no effect, or a pure scale) is left where it is."""
+    u = np.array(u, np.float64)
+    for i in range(len(u)):
+        edges = []
+        for sign in (-1.0, 1.0):
+            lo, hi, step = 0.0, None, 0.02
+            while step <= 5.12:
+                v = u.copy()
+                v[i] += sign * step
+                if score(v) < best - IMPROVE_TOL:
+                    hi = step
+                    break
+                lo, step = step, step * 2
+            if hi is None:
+                break
+            for _ in range(3):
+                mid = (lo + hi) / 2
+                v = u.copy()
+                v[i] += sign * mid
+                lo, hi = (lo, mid) if score(v) < best - IMPROVE_TOL else (mid, hi)
+            edges.append(sign * lo)
+        if len(edges) == 2 and edges[1] - edges[0] > 0:
+            v = u.copy()
+            v[i] += (edges[0] + edges[1]) / 2
+            if score(v) >= best - IMPROVE_TOL:
+                u = v
+    return u
+
+

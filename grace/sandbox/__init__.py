@@ -1,0 +1,17 @@
+"""The sandbox: reward programs compiled with RestrictedPython and run in killable,
+resource-limited worker processes. See sandbox/README.md for what is and is not covered.
+
+- `compile`: restricted compilation (in-process layer): `compile_reward(source, schema)`.
+- `pool`: `SandboxPool`, the worker processes (OS limits, timeouts, hard kill).
+- `policy`, `guards`, `xp`, `views`: what reward code may reach.
+- `errors`: `SandboxError(kind, message, line)`.
+"""
+
+from grace.sandbox.compile import CompiledReward, compile_reward
+from grace.sandbox.errors import ERROR_KINDS, SandboxError, SandboxUnavailable
+from grace.sandbox.pool import Limits, Outcome, SandboxPool
+
+__all__ = [
+    "ERROR_KINDS", "CompiledReward", "Limits", "Outcome", "SandboxError", "SandboxPool",
+    "SandboxUnavailable", "compile_reward",
+]

@@ -1,0 +1,263 @@
+"""Restricted compilation of reward programs (in-process layer of the sandbox).
+
+`compile_reward(source, schema)` checks a reward program against the policy
+(`sandbox/policy.toml`), compiles it with RestrictedPython and runs its module body in a
+namespace holding only allow-listed builtins, the curated `xp` and the guards. Every attribute
+read goes through `guarded_getattr`, an allow-list per kind of object (view fields and `raw`,
+a few array attributes, xp names, a few dict/list/str methods); item and attribute writes go
+through `guarded_write` (dicts, lists and writable arrays only; never attributes).
+
+This layer is not the whole sandbox: programs from untrusted sources run inside the worker
+processes of `grace.sandbox.pool.SandboxPool`, which add OS limits, timeouts and a hard kill.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from RestrictedPython import compile_restricted_exec
+from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence
+from RestrictedPython.PrintCollector import PrintCollector
+
+from grace.sandbox.errors import (
+    ERROR_KINDS,
+    FILENAME,
+    SandboxError,
+    SandboxUnavailable,
+    error_from_exception,
+    program_line,
+)
+from grace.sandbox.guards import (
+    RP_LINE,
+    apply_call,
+    guarded_getitem,
+    guarded_getiter,
+    guarded_inplacevar,
+    guarded_write,
+    make_getattr,
+    safe_builtins,
+    static_check,
+)
+from grace.sandbox.policy import Policy, load_policy
+from grace.sandbox.views import view
+from grace.sandbox.xp import XPFunction, get_xp
+from grace.tasks.spec import ObsSchema
+
+
+@dataclass
+class _Compiled:
+    code: Any
+    has_debug: bool
+
+
+_CODE_CACHE: dict[tuple[str, frozenset[str]], _Compiled] = {}
+
+
+def _compile(source: str, policy: Policy, fields: frozenset[str]) -> _Compiled:
+    key = (source, fields)
+    hit = _CODE_CACHE.get(key)
+    if hit is not None:
+        return hit
+    tree = static_check(source, policy, fields)
+    result = compile_restricted_exec(source, FILENAME)
+    if result.errors or result.code is None:
+        msg = result.errors[0] if result.errors else "compilation failed"
+        m = RP_LINE.match(msg)
+        line = int(m.group(1)) if m else None
+        raise SandboxError("forbidden", m.group(2) if m else msg, line)
+    has_debug = any(isinstance(n, ast.FunctionDef) and n.name == "debug" for n in tree.body)
+    if len(_CODE_CACHE) > 256:
+        _CODE_CACHE.clear()
+    compiled = _Compiled(result.code, has_debug)
+    _CODE_CACHE[key] = compiled
+    return compiled
+
+
+
+# ----------------------------------------------------------------------------- results
+
+def _as_batch(name: str, value: Any, batch: int) -> np.ndarray:
+    try:
+        arr = np.asarray(value)
+    except Exception as e:  # noqa: BLE001 - any conversion failure is the program's fault
+        raise SandboxError("bad_return", f"{name} is not an array ({type(value).__name__}): {e}") from None
+    if arr.dtype.kind not in "biuf":
+        raise SandboxError("bad_return", f"{name} must be numeric, got dtype {arr.dtype} "
+                                         f"({type(value).__name__})")
+    try:
+        shape = np.broadcast_shapes(arr.shape, (batch,))
+    except ValueError:
+        shape = None
+    if shape != (batch,):
+        raise SandboxError("bad_return", f"{name} has shape {arr.shape}; it must be a scalar or "
+                                         f"have shape ({batch},) (one value per transition)")
+    arr = arr.astype(np.float64, copy=False)
+    if not np.isfinite(np.add.reduce(arr, axis=None)):  # fast path: NaN/inf propagate to the sum
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            n_nan = int(np.isnan(arr).sum())
+            n_inf = int(bad.sum()) - n_nan
+            raise SandboxError("bad_return", f"{name} has non-finite values: {n_nan} NaN and "
+                                             f"{n_inf} inf out of {arr.size}")
+    if arr.shape == (batch,):
+        return arr
+    return np.array(np.broadcast_to(arr, (batch,)))
+
+
+def check_result(total: Any, components: Any, batch: int,
+                 max_components: int = 64) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Validate a program's return: total and components broadcast to (batch,), all finite.
+
+    A scalar total (constant reward) is broadcast. Returns float64 arrays of shape (batch,).
+    """
+    out_total = _as_batch("the total reward", total, batch)
+    if components is None:
+        return out_total, {}
+    if type(components) is not dict:
+        raise SandboxError("bad_return", "components must be a dict of name -> array, got "
+                                         f"{type(components).__name__}")
+    if len(components) > max_components:
+        raise SandboxError("bad_return", f"too many components ({len(components)} > {max_components})")
+    out: dict[str, np.ndarray] = {}
+    for key, value in components.items():
+        if type(key) is not str or not key or len(key) > 100:
+            raise SandboxError("bad_return", f"component names must be short strings, got {key!r:.60}")
+        out[key] = _as_batch(f"component {key!r}", value, batch)
+    return out_total, out
+
+
+def split_return(result: Any) -> tuple[Any, Any]:
+    """`total` or `(total, components)` -> (total, components or None)."""
+    if type(result) is tuple:
+        if len(result) == 2 and (type(result[1]) is dict or result[1] is None):
+            return result[0], result[1]
+        raise SandboxError("bad_return", f"reward returned a tuple of {len(result)} items; return "
+                                         "the total or (total, components_dict)")
+    if result is None:
+        raise SandboxError("bad_return", "reward returned None; return the total reward")
+    return result, None
+
+
+def _readonly(x: Any) -> Any:
+    if isinstance(x, np.ndarray) and x.flags.writeable:
+        x = x.view()
+        x.flags.writeable = False
+    return x
+
+
+# ----------------------------------------------------------------------------- compiled programs
+
+class CompiledReward:
+    """A compiled reward program bound to a schema and a backend ("numpy" or "jax")."""
+
+    def __init__(self, source: str, schema: ObsSchema, backend: str = "numpy",
+                 policy: Policy | None = None, debug_chars: int = 20000) -> None:
+        self.source = source
+        self.schema = schema
+        self.backend = backend
+        self.policy = policy or load_policy()
+        self.debug_chars = debug_chars
+        fields = frozenset(schema.names)
+        compiled = _compile(source, self.policy, fields)
+        self.has_debug = compiled.has_debug
+        self._getattr = make_getattr(self.policy, fields)
+        glb: dict[str, Any] = {
+            "__builtins__": safe_builtins(self.policy),
+            "__name__": "reward_program",
+            "xp": get_xp(backend),
+            "_getattr_": self._getattr,
+            "_getitem_": guarded_getitem,
+            "_getiter_": guarded_getiter,
+            "_write_": guarded_write,
+            "_inplacevar_": guarded_inplacevar,
+            "_unpack_sequence_": guarded_unpack_sequence,
+            "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
+            "_apply_": apply_call,
+            "_print_": PrintCollector,
+        }
+        try:
+            with np.errstate(all="ignore"):
+                exec(compiled.code, glb)  # noqa: S102 - restricted code, guarded namespace
+        except Exception as e:  # noqa: BLE001
+            raise error_from_exception(e) from None
+        self._reward = glb.get("reward")
+        self._debug = glb.get("debug") if self.has_debug else None
+        if not callable(self._reward):
+            raise SandboxError("syntax", "`reward` is not a function")
+        params = glb.get("PARAMS", {})
+        if type(params) is not dict or not all(
+                type(k) is str and type(v) in (int, float) for k, v in params.items()):
+            raise SandboxError("bad_return", "PARAMS must be a dict of name -> number")
+        self.params: dict[str, float] = {k: float(v) for k, v in params.items()}
+
+    def _args(self, s_raw: Any, a: Any, s_next_raw: Any, params: Mapping[str, float] | None
+              ) -> tuple[Any, Any, Any, dict[str, Any]]:
+        p = dict(self.params)
+        if params:
+            p.update(params)
+        if self.backend == "numpy":
+            s_raw, a, s_next_raw = _readonly(s_raw), _readonly(a), _readonly(s_next_raw)
+        return view(s_raw, self.schema), a, view(s_next_raw, self.schema), p
+
+    def raw_call(self, s_raw: Any, a: Any, s_next_raw: Any,
+                 params: Mapping[str, float] | None = None) -> tuple[Any, Any]:
+        """Run `reward` and split its return, without checks (traceable under jax)."""
+        args = self._args(s_raw, a, s_next_raw, params)
+        try:
+            result = self._reward(*args)
+        except SandboxError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise error_from_exception(e) from None
+        return split_return(result)
+
+    def __call__(self, s_raw: Any, a: Any, s_next_raw: Any,
+                 params: Mapping[str, float] | None = None) -> tuple[Any, dict[str, Any]]:
+        """Score a batch. numpy: checked float64 arrays of shape (B,) (raises SandboxError).
+
+        jax: the total cast to float32 and broadcast to the batch shape (works under jit/vmap;
+        no value checks are possible on traced arrays); components as returned.
+        """
+        if self.backend == "jax":
+            import jax.numpy as jnp
+
+            total, comps = self.raw_call(s_raw, a, s_next_raw, params)
+            batch_shape = jnp.shape(s_next_raw)[:-1]
+            return jnp.broadcast_to(jnp.asarray(total, jnp.float32), batch_shape), comps or {}
+        with np.errstate(all="ignore"):
+            total, comps = self.raw_call(s_raw, a, s_next_raw, params)
+            batch = int(np.shape(s_next_raw)[0])
+            return check_result(total, comps, batch)
+
+    def debug(self, s_raw: Any, a: Any, s_next_raw: Any,
+              params: Mapping[str, float] | None = None) -> str | None:
+        """Run the optional `debug` function; its output is converted to str and capped."""
+        if self._debug is None:
+            return None
+        args = self._args(s_raw, a, s_next_raw, params)
+        try:
+            with np.errstate(all="ignore"):
+                out = self._debug(*args)
+            text = out if type(out) is str else str(out)
+        except Exception as e:  # noqa: BLE001
+            raise error_from_exception(e) from None
+        if len(text) > self.debug_chars:
+            text = text[: self.debug_chars] + f"\n... [debug output truncated: {len(text)} chars]"
+        return text
+
+
+def compile_reward(source: str, schema: ObsSchema, backend: str = "numpy",
+                   debug_chars: int = 20000) -> CompiledReward:
+    """Compile a reward program (raises SandboxError: syntax, forbidden, runtime...)."""
+    return CompiledReward(source, schema, backend, debug_chars=debug_chars)
+
+
+__all__ = [
+    "ERROR_KINDS", "FILENAME", "CompiledReward", "SandboxError", "SandboxUnavailable",
+    "XPFunction", "check_result", "compile_reward", "error_from_exception", "guarded_write",
+    "make_getattr", "program_line", "split_return",
+]

@@ -1,0 +1,220 @@
+"""The worker side of the sandbox pool (runs inside each worker process).
+
+`_worker_main` is the entry point of a worker: it reads its init message (schema, limits,
+backend), imports the backend, applies its rlimits, then serves requests from the parent:
+`put`/`drop` resident data and `call` a trusted function on a restricted-compiled program.
+Every failure is turned into a structured error tuple; nothing the program does can make the
+worker reply with anything but a pickle of plain data (or die, which the parent handles).
+"""
+
+from __future__ import annotations
+
+import importlib
+import mmap
+import os
+import pickle
+import resource
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from grace.sandbox.errors import SandboxError
+from grace.sandbox.pool import Limits
+from grace.tasks.spec import ObsSchema
+
+
+@dataclass
+class WorkerContext:
+    """What trusted functions get inside a worker: resident data, the schema, the limits."""
+
+    data: dict[str, Any]
+    schema: ObsSchema
+    backend: str
+    limits: Limits
+    workdir: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _freeze(value: Any) -> Any:
+    """Make resident arrays read-only so programs cannot alter data other programs see."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        value.flags.writeable = False
+    elif isinstance(value, dict):
+        for v in value.values():
+            _freeze(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _freeze(v)
+    return value
+
+
+def _set_limits(limits: Limits) -> int:
+    """Apply rlimits to this (worker) process; returns the hard CPU budget in seconds."""
+    def setr(which: int, soft: int, hard: int | None = None) -> None:
+        try:
+            resource.setrlimit(which, (soft, soft if hard is None else hard))
+        except (ValueError, OSError):
+            pass
+
+    mib = 1024 * 1024
+    if limits.memory_mb:
+        setr(resource.RLIMIT_AS, limits.memory_mb * mib)
+    setr(resource.RLIMIT_FSIZE, limits.file_size_mb * mib)
+    setr(resource.RLIMIT_NOFILE, limits.open_files)
+    setr(resource.RLIMIT_CORE, 0)
+    if os.geteuid() != 0:
+        setr(resource.RLIMIT_NPROC, limits.processes)
+    budget = max(limits.cpu_s * 200, 3600)
+    setr(resource.RLIMIT_CPU, limits.cpu_s, budget)
+    return budget
+
+
+def _drop_privileges(uid: int, preload: tuple[str, ...]) -> None:
+    """Become `uid` (nobody) for good, after importing what the worker will need.
+
+    The interpreter may live where `nobody` cannot read (e.g. /root/.pyenv), so imports happen
+    first. Afterwards the worker cannot write outside its temp dir (owned by `uid`), its
+    /proc/self/environ is unreadable (non-dumpable) and RLIMIT_NPROC applies.
+    """
+    for name in ("grace.sandbox.worker", "json", "math", "random", "statistics", *preload):
+        importlib.import_module(name)
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+
+
+def _cpu_used() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _arm_cpu(limits: Limits, budget: int) -> None:
+    soft = min(int(_cpu_used()) + limits.cpu_s + 1, budget)
+    try:
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, budget))
+    except (ValueError, OSError):
+        pass
+
+
+def _resolve(path: str) -> Any:
+    module, _, name = path.partition(":")
+    if not module or not name:
+        raise ValueError(f"fn must be 'module:function', got {path!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def _encode(obj: Any, shm: mmap.mmap | None) -> bytes:
+    """Pickle a reply. Large contiguous buffers (numpy arrays) go out of band into the shared
+    memory block; the reply is then b"B" + spans header + the in-band pickle stream."""
+    if shm is None:
+        return b"P" + pickle.dumps(obj, protocol=5)
+    buffers: list[pickle.PickleBuffer] = []
+    stream = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    views = [b.raw() for b in buffers]
+    if sum(v.nbytes for v in views) > len(shm):
+        return b"P" + pickle.dumps(obj, protocol=5)
+    spans, offset = [], 0
+    for v in views:
+        shm[offset:offset + v.nbytes] = v
+        spans += [offset, v.nbytes]
+        offset += v.nbytes
+    return b"B" + struct.pack(f"<I{len(spans)}Q", len(views), *spans) + stream
+
+
+def _worker_main() -> None:
+    """Entry point of a worker process (argv: read fd, write fd)."""
+    rfd, wfd, shm_fd = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    shm = None
+    if shm_fd >= 0:  # shared memory for large results (the pipe then carries a small header)
+        shm = mmap.mmap(shm_fd, 0)
+        os.close(shm_fd)
+    inbox, outbox = Connection(rfd, writable=False), Connection(wfd, readable=False)
+    init = pickle.loads(inbox.recv_bytes())
+    limits: Limits = init["limits"]
+    backend: str = init["backend"]
+    os.umask(0o077)
+    import numpy as np
+
+    from grace.sandbox.compile import compile_reward, error_from_exception
+    from grace.sandbox.xp import get_xp
+
+    get_xp(backend)  # import (and for jax, initialise) the backend before the limits
+    if backend == "jax":
+        import jax.numpy as jnp
+
+        jnp.zeros(1).block_until_ready()
+    if init.get("drop_uid") is not None:
+        _drop_privileges(int(init["drop_uid"]), init.get("preload", ()))
+    budget = _set_limits(limits)
+    ctx = WorkerContext({}, init["schema"], backend, limits, os.getcwd())
+    fns: dict[str, Any] = {}
+    cap = limits.output_mb * 1024 * 1024
+    outbox.send_bytes(pickle.dumps(("ready", os.getpid(), os.geteuid())))
+    while True:
+        try:
+            msg = pickle.loads(inbox.recv_bytes())
+        except EOFError:
+            return
+        op = msg[0]
+        if op == "exit":
+            return
+        if op == "put":
+            ctx.data[msg[1]] = _freeze(msg[2])
+            outbox.send_bytes(pickle.dumps(("ok", None, 0.0)))
+            continue
+        if op == "drop":
+            ctx.data.pop(msg[1], None)
+            outbox.send_bytes(pickle.dumps(("ok", None, 0.0)))
+            continue
+        _, fn, source, args, kwargs = msg
+        t0 = time.perf_counter()
+        _arm_cpu(limits, budget)
+        try:
+            if fn not in fns:
+                fns[fn] = _resolve(fn)
+            compiled = None
+            if source is not None:
+                compiled = compile_reward(source, ctx.schema, backend, limits.debug_chars)
+            with np.errstate(all="ignore"):
+                value = fns[fn](ctx, compiled, *args, **kwargs)
+            reply = _encode(("ok", value, time.perf_counter() - t0), shm)
+            if len(reply) > cap:
+                reply = b"P" + pickle.dumps(("err", ("bad_return", f"output too large: "
+                                             f"{len(reply)} bytes > {cap} bytes", None), 0.0))
+        except BaseException as e:  # noqa: BLE001 - everything becomes a structured error
+            if isinstance(e, (SystemExit, KeyboardInterrupt)):
+                err = SandboxError("runtime", f"{type(e).__name__} raised")
+            else:
+                err = error_from_exception(e)
+            e = None  # noqa: F841 - drop the traceback (and the program's frames)
+            reply = b"P" + pickle.dumps(("err", err.to_tuple(), time.perf_counter() - t0))
+        outbox.send_bytes(reply)
+        if _cpu_used() > budget / 2:
+            return  # exit cleanly; the parent respawns a fresh worker with a full CPU budget
+
+
+def evaluate_on(ctx: WorkerContext, compiled: Any, data_key: str,
+                params: dict[str, float] | None = None) -> Any:
+    """Trusted worker function: score resident data {"s", "a", "s_next"} -> (total, comps)."""
+    d = ctx.data[data_key]
+    if ctx.backend == "numpy":
+        return compiled(d["s"], d["a"], d["s_next"], params)
+    import numpy as np
+
+    from grace.sandbox.compile import check_result
+
+    total, comps = compiled.raw_call(d["s"], d["a"], d["s_next"], params)
+    comps = {k: np.asarray(v) for k, v in comps.items()} if type(comps) is dict else comps
+    return check_result(np.asarray(total), comps, int(np.shape(d["s_next"])[0]))
+
+
+def debug_on(ctx: WorkerContext, compiled: Any, data_key: str,
+             params: dict[str, float] | None = None) -> str | None:
+    """Trusted worker function: the program's debug() output on resident data (capped)."""
+    d = ctx.data[data_key]
+    return compiled.debug(d["s"], d["a"], d["s_next"], params)

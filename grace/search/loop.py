@@ -1,0 +1,409 @@
+"""The evolution loop: propose -> persist -> validate -> evaluate (sandbox) -> persist -> select.
+
+Proposals and evaluations overlap (asyncio; the sandbox pool evaluates while the proposer
+writes). Parents are chosen at generation boundaries from a seeded rng and programs are
+numbered (round, generation, slot), so a resumed or replayed run makes the same decisions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import grace
+from grace.config import EvolveConfig
+from grace.data.trajectories import load_demos
+from grace.program import ProgramError, RewardProgram
+from grace.proposers.base import Feedback, Proposal, Proposer, TaskContext
+from grace.search import negatives as rundata
+from grace.search.archive import Archive, ProgramRow
+from grace.search.executor import Executor
+from grace.search.select import SlotPlan, migrate, penalised, plan_generation, truncate
+from grace.tasks import Task
+
+
+class BudgetExhausted(RuntimeError):
+    """A proposer budget (calls, tokens) ran out: the run stops cleanly and can be resumed."""
+
+
+class Overlap:
+    """Wall-clock accounting of the pipeline: how long proposals and evaluations were in flight,
+    alone or together (for the loop benchmark: does the proposer wait on evaluation?)."""
+
+    def __init__(self) -> None:
+        self.inflight = {"propose": 0, "eval": 0}
+        self.seconds = {"propose_only": 0.0, "eval_only": 0.0, "both": 0.0, "idle": 0.0}
+        self._t = time.perf_counter()
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        p, e = self.inflight["propose"] > 0, self.inflight["eval"] > 0
+        key = "both" if p and e else "propose_only" if p else "eval_only" if e else "idle"
+        self.seconds[key] += now - self._t
+        self._t = now
+
+    def enter(self, kind: str) -> None:
+        self._tick()
+        self.inflight[kind] += 1
+
+    def leave(self, kind: str) -> None:
+        self._tick()
+        self.inflight[kind] -= 1
+
+
+@dataclass
+class RunStats:
+    evaluated: int = 0
+    errors: int = 0
+    duplicates: int = 0
+    duplicates_avoided: int = 0
+    invalid: int = 0
+    eval_seconds: float = 0.0
+    propose_seconds: float = 0.0
+    started: float = field(default_factory=time.time)
+    stopped_because: str = ""
+    overlap: Overlap = field(default_factory=Overlap)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    best: ProgramRow | None
+    best_path: Path | None
+    stats: RunStats
+
+
+def _seed(cfg: EvolveConfig, rnd: int, gen: int, slot: int) -> int:
+    return int(cfg.seed) * 1_000_003 + rnd * 100_003 + gen * 1_009 + slot
+
+
+class Evolution:
+    def __init__(self, cfg: EvolveConfig, run_dir: Path, archive: Archive, task: Task,
+                 proposer: Proposer, executor: Executor, progress: Any = None) -> None:
+        self.cfg, self.run_dir, self.archive, self.task = cfg, run_dir, archive, task
+        self.proposer, self.executor, self.progress = proposer, executor, progress
+        self.stats = RunStats()
+        self.demos = load_demos(cfg.demos, task)
+        self.neg_version = 0
+        self.ctx: TaskContext | None = None
+        self.best: ProgramRow | None = None
+        self.data: dict[str, np.ndarray] = {}
+        # the built-in operator is cheap and deterministic: re-ask it (new seed) when it proposes
+        # logic that was already scored; an LLM's duplicate costs a call, so it is kept as is
+        self.dedupe_retries = 3 if getattr(proposer, "name", "") == "offline" else 0
+        self._propose_sem = asyncio.Semaphore(max(1, cfg.llm.concurrency if cfg.proposer != "offline" else 2 * cfg.workers))
+
+    # -- data ------------------------------------------------------------------------------
+    def load_data(self) -> None:
+        from grace.data.dataset import build_offline_data
+
+        cfg = self.cfg
+        rundata.ensure_random_negatives(self.archive, self.run_dir, self.task, cfg.random_negative_episodes,
+                                        cfg.seed, cfg.negatives)
+        self.neg_version = rundata.negatives_version(self.archive)
+        negs = rundata.negative_sets(self.archive, self.run_dir, self.task, self.neg_version)
+        selector = rundata.goal_selector(self.archive.get_meta("goal_labels"))
+        data = build_offline_data(self.task, self.demos, negs, holdout=cfg.holdout, seed=cfg.seed,
+                                  selector=selector)
+        self.data = data
+        self.executor.put("offline", data)
+        self.ctx = rundata.task_context(self.task, data, seed=cfg.seed)
+        if hasattr(self.executor, "set_return_range"):
+            self.executor.set_return_range(*rundata.return_range(self.demos, negs))
+
+    async def label_goals(self) -> None:
+        """GRACE step 1 (opt-in): the LLM labels which expert states solve the task. The labels
+        are persisted, so a resumed run uses the same positives."""
+        if (not self.cfg.llm.label_goals or self.task.kind != "goal"
+                or self.archive.get_meta("goal_labels") is not None or not hasattr(self.proposer, "label_goals")):
+            return
+        assert self.ctx is not None
+        cands, keys = rundata.goal_candidates(self.demos, self.task, seed=self.cfg.seed)
+        chosen = await self.proposer.label_goals(self.ctx, cands, self.cfg.seed)
+        labels = [keys[i] for i in chosen] if chosen else []
+        self.archive.set_meta("goal_labels", labels)
+        if labels:
+            self.load_data()
+
+    # -- one slot --------------------------------------------------------------------------
+    def _feedback(self, row: ProgramRow) -> Feedback:
+        return Feedback(program=RewardProgram(row.best_source), fitness=row.fitness, metrics=row.metrics,
+                        worst=row.worst, error=row.error, debug_output=row.debug_output,
+                        program_id=row.program_id)
+
+    async def _propose(self, plan: SlotPlan, seed: int) -> Proposal:
+        assert self.ctx is not None
+        t0 = time.perf_counter()
+        async with self._propose_sem:
+            self.stats.overlap.enter("propose")
+            try:
+                return await self._propose_inner(plan, seed)
+            finally:
+                self.stats.overlap.leave("propose")
+                self.stats.propose_seconds += time.perf_counter() - t0
+
+    async def _propose_inner(self, plan: SlotPlan, seed: int) -> Proposal:
+        assert self.ctx is not None
+        fb = [self._feedback(p) for p in plan.parents]
+        if plan.operator == "init" or not fb:  # an island with no scored program yet
+            made = await self.proposer.init(self.ctx, 1, seed)
+            return made[0] if made else Proposal(None, "init", error="proposer returned nothing")
+        if plan.operator == "shaping":
+            trajs = await self._shaping_trajectories(plan.parents[0])
+            return await self.proposer.shaping(self.ctx, fb[0], trajs, seed)
+        if plan.operator == "crossover":
+            return await self.proposer.crossover(self.ctx, fb[0], fb[1], seed)
+        if plan.operator == "simplify":
+            return await self.proposer.simplify(self.ctx, fb[0], seed)
+        return await self.proposer.mutate(self.ctx, fb[0], seed)
+
+    async def _shaping_trajectories(self, parent: ProgramRow, episodes: int = 2, states: int = 20) -> list[dict[str, Any]]:
+        """Whole expert episodes with the parent's per-state reward (for GRACE's shaping prompt)."""
+        out = []
+        for ep in list(self.demos.episodes())[:episodes]:
+            idx = np.unique(np.linspace(0, ep.length - 1, min(states, ep.length)).astype(int))
+            batch = {"s": ep.obs[:-1][idx], "a": ep.actions[idx], "s_next": ep.obs[1:][idx]}
+            res = await self.executor.rewards(parent.best_source, batch)
+            rewards = [round(float(r), 4) for r in res] if res is not None else []
+            out.append({"states": [rundata.state_dict(row, self.task) for row in batch["s_next"]],
+                        "rewards": rewards, "steps": idx.tolist()})
+        return out
+
+    def _already_scored(self, prop: Proposal, rnd: int, gen: int) -> bool:
+        if prop.source is None:
+            return False
+        try:
+            pid = RewardProgram(prop.source).program_id
+        except ProgramError:
+            return False
+        return self.archive.scored_before(pid, self.neg_version, rnd, gen)
+
+    def _persist(self, rnd: int, gen: int, plan: SlotPlan, prop: Proposal) -> int:
+        parents = list(prop.parents) or [p.program_id for p in plan.parents]
+        source = prop.source or ""
+        if prop.source is None:
+            self.stats.invalid += 1
+            return self.archive.add_proposal(
+                program_id="", round=rnd, generation=gen, slot=plan.slot, island=plan.island,
+                operator=prop.operator, parents=parents, proposer=self.proposer.name, source=source,
+                status="invalid", error=prop.error or "no program", error_kind="no_program", meta=prop.meta)
+        program = RewardProgram(source)
+        try:
+            program.validate(self.task.schema)
+        except ProgramError as exc:
+            self.stats.invalid += 1
+            return self.archive.add_proposal(
+                program_id="", round=rnd, generation=gen, slot=plan.slot, island=plan.island,
+                operator=prop.operator, parents=parents, proposer=self.proposer.name, source=source,
+                status="invalid", error=str(exc), error_kind="invalid", meta=prop.meta)
+        return self.archive.add_proposal(
+            program_id=program.program_id, round=rnd, generation=gen, slot=plan.slot, island=plan.island,
+            operator=prop.operator, parents=parents, proposer=self.proposer.name, source=source,
+            size=program.size, meta=prop.meta)
+
+    async def _evaluate(self, row_id: int, seed: int) -> None:
+        row = self.archive.program(row_id)
+        if row.status != "pending":
+            return
+        program = RewardProgram(row.source)
+        dup = self.archive.find_scored(row.program_id, self.neg_version)
+        if dup is not None and dup.id != row_id:
+            self.stats.duplicates += 1
+            self.archive.set_result(row_id, status="duplicate", fitness=dup.fitness, heldout=dup.heldout,
+                                    score=dup.score, negatives_version=self.neg_version,
+                                    fitted_source=dup.fitted_source, metrics=dup.metrics)
+            return
+        self.stats.overlap.enter("eval")
+        try:
+            out = await self.executor.score(row.source, data_key="offline", fit_params=self.cfg.fit_params,
+                                            seed=seed, params=program.params)
+        finally:
+            self.stats.overlap.leave("eval")
+        self.stats.evaluated += 1
+        self.stats.eval_seconds += out.seconds
+        if not out.ok:
+            self.stats.errors += 1
+            self.archive.set_result(row_id, status="error", error_kind=out.error.kind, error=str(out.error),
+                                    negatives_version=self.neg_version, eval_seconds=out.seconds)
+            return
+        res = out.value
+        fitted = program.with_params(res["params"]) if res.get("params") else program
+        self.archive.set_result(
+            row_id, status="ok", fitness=res["fitness"], heldout=res.get("heldout_fitness"),
+            score=penalised(res["fitness"], program.size, self.cfg.parsimony), metrics=res.get("metrics", {}),
+            worst=res.get("worst", []), fitted_source=fitted.source, debug_output=res.get("debug_output"),
+            negatives_version=self.neg_version, eval_seconds=out.seconds)
+
+    async def _slot(self, rnd: int, gen: int, plan: SlotPlan, existing: ProgramRow | None,
+                    init: Proposal | None) -> None:
+        seed = _seed(self.cfg, rnd, gen, plan.slot)
+        if existing is None:
+            prop = init if init is not None else await self._propose(plan, seed)
+            for attempt in range(1, self.dedupe_retries + 1):  # cheap proposers: ask again
+                if init is not None or not self._already_scored(prop, rnd, gen):
+                    break
+                self.stats.duplicates_avoided += 1
+                prop = await self._propose(plan, seed + attempt * 7_919_001)
+            row_id = self._persist(rnd, gen, plan, prop)
+        else:
+            row_id = existing.id
+        await self._evaluate(row_id, seed)
+        if self.progress is not None:
+            self.progress.advance(self)
+
+    # -- generations -----------------------------------------------------------------------
+    async def _init_proposals(self, n: int) -> list[Proposal]:
+        assert self.ctx is not None
+        seeded = []
+        for path in self.cfg.init:
+            src = Path(path).read_text()
+            seeded.append(Proposal(source=src, operator="init-file", meta={"file": str(path)}))
+        rest = max(0, n - len(seeded))
+        made = await self.proposer.init(self.ctx, rest, _seed(self.cfg, 0, 0, 0)) if rest else []
+        return (seeded + list(made))[:n]
+
+    async def run_generation(self, rnd: int, gen: int, pop: dict[int, list[ProgramRow]]) -> dict[int, list[ProgramRow]]:
+        cfg = self.cfg
+        t0 = time.time()
+        existing = self.archive.slots(rnd, gen)
+        n_slots = cfg.population * cfg.islands
+        inits: dict[int, Proposal] = {}
+        if gen == 0 and rnd == 0:
+            plans = [SlotPlan(i, i % cfg.islands, "init", ()) for i in range(n_slots)]
+            missing = [p.slot for p in plans if p.slot not in existing]
+            if missing:
+                props = await self._init_proposals(n_slots)
+                inits = {i: props[i] for i in missing if i < len(props)}
+                plans = [p for p in plans if p.slot in existing or p.slot in inits]
+        elif gen == 0:  # a new round: re-score the population on the new negatives
+            members = [m for isl in sorted(pop) for m in pop[isl]]
+            plans = [SlotPlan(i, m.island, "rescore", (m,)) for i, m in enumerate(members)]
+            inits = {p.slot: Proposal(source=p.parents[0].best_source, operator="rescore") for p in plans}
+        else:
+            rng = np.random.default_rng([cfg.seed, rnd, gen])
+            plans = plan_generation(pop, cfg.population, cfg.temperature, cfg.crossover_rate,
+                                    cfg.simplify_rate, rng)
+            if gen == 1 and rnd > 0 and self._wants_shaping(rnd) and self.best is not None:
+                plans = [SlotPlan(p.slot, p.island, "shaping", (self.best,)) if p.slot < cfg.islands else p
+                         for p in plans]
+        await asyncio.gather(*(self._slot(rnd, gen, p, existing.get(p.slot), inits.get(p.slot)) for p in plans))
+        return self._boundary(rnd, gen, pop, time.time() - t0)
+
+    def _boundary(self, rnd: int, gen: int, pop: dict[int, list[ProgramRow]], seconds: float) -> dict[int, list[ProgramRow]]:
+        cfg = self.cfg
+        rows = self.archive.programs("round=? AND generation=? AND status='ok'", (rnd, gen))
+        new_pop: dict[int, list[ProgramRow]] = {}
+        for isl in range(cfg.islands):
+            keep = [] if gen == 0 else pop.get(isl, [])
+            new_pop[isl] = truncate(keep + [r for r in rows if r.island == isl], cfg.population)
+        if gen > 0 and cfg.migrate_every > 0 and gen % cfg.migrate_every == 0:
+            new_pop = migrate(new_pop, cfg.population)
+        self.archive.set_population(rnd, gen, {i: [r.id for r in m] for i, m in new_pop.items()})
+        best = truncate([r for m in new_pop.values() for r in m], 1)
+        if best:
+            self.best = best[0]
+            self.write_best()
+        all_rows = self.archive.slots(rnd, gen).values()
+        self.archive.complete_generation(
+            rnd, gen, best_program=self.best.id if self.best else None,
+            best_fitness=self.best.fitness if self.best else None,
+            best_heldout=self.best.heldout if self.best else None,
+            evaluated=sum(r.status in ("ok", "error") for r in all_rows),
+            errors=sum(r.status in ("error", "invalid") for r in all_rows), seconds=seconds)
+        return new_pop
+
+    def write_best(self) -> Path | None:
+        if self.best is None:
+            return None
+        b = self.best
+        lineage = " <- ".join(r.program_id or "?" for r in self.archive.lineage(b.id, depth=8))
+        m = b.metrics
+        prov = {
+            "task": self.task.extra.get("toml", self.task.name),
+            "demos": f"{self.cfg.demos} (sha256 {rundata.file_digest(self.cfg.demos)})",
+            "fitness": self._fitness_line(b),
+            "accuracy": f"{m.get('accuracy_train', float('nan')):.3f} train, {m.get('accuracy_heldout', float('nan')):.3f} held-out; "
+                        f"AUC {m.get('auc_train', float('nan')):.3f} train, {m.get('auc_heldout', float('nan')):.3f} held-out",
+            "run": f"{self.run_dir} round {b.round} generation {b.generation} slot {b.slot}",
+            "program": f"{b.program_id} ({b.operator} by {b.proposer})",
+            "lineage": lineage,
+            "grace": grace.__version__,
+        }
+        program = RewardProgram(b.best_source)
+        text = program.with_provenance(prov, summary=program.summary or f"{self.task.name} reward evolved by grace.").source
+        path = self.run_dir / "best_reward.py"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+        return path
+
+    def _fitness_line(self, b: ProgramRow) -> str:
+        held = b.heldout if b.heldout is not None else float("nan")
+        if self.cfg.fitness == "offline":
+            return f"{b.fitness:.4f} train, {held:.4f} held-out (offline GRACE discrimination, negatives v{b.negatives_version})"
+        m = b.metrics
+        kind = ("ppo: expert-likeness of the PPO policy's states (IRL)" if self.cfg.fitness == "ppo"
+                else "ppo-true: normalised TRUE return of the PPO policy (reward-design mode, not IRL)")
+        return (f"{b.fitness:.4f} {kind}; offline {m.get('offline_fitness', float('nan')):.4f}, "
+                f"{self.cfg.ppo_steps} PPO steps x {self.cfg.ppo_seeds} seeds, negatives v{b.negatives_version}")
+
+    def _wants_shaping(self, rnd: int) -> bool:
+        if not hasattr(self.proposer, "shaping"):
+            return False
+        row = next((r for r in self.archive.negatives() if r["version"] == rnd), None)
+        return bool(row and row["info"].get("needs_shaping"))
+
+    def _should_stop(self) -> str:
+        cfg = self.cfg
+        if cfg.target_fitness and self.best is not None and (self.best.fitness or 0) >= cfg.target_fitness:
+            return f"target fitness {cfg.target_fitness} reached"
+        if cfg.max_wall_time and time.time() - self.stats.started > cfg.max_wall_time:
+            return f"wall-time budget of {cfg.max_wall_time:.0f}s reached"
+        return ""
+
+    async def run(self) -> RunResult:
+        cfg = self.cfg
+        self.load_data()
+        await self.label_goals()
+        done = self.archive.last_completed()
+        start_round, start_gen = (0, 0) if done is None else (done[0], done[1] + 1)
+        if done is not None and done[1] >= cfg.generations:
+            start_round, start_gen = done[0] + 1, 0
+        pop = self.archive.population(*done) if done else {}
+        if done and pop:
+            self.best = truncate([r for m in pop.values() for r in m], 1)[0]
+        try:
+            for rnd in range(start_round, cfg.rounds):
+                if rnd > 0 and rnd > rundata.negatives_version(self.archive):
+                    await self.active_negatives(rnd)
+                    self.load_data()
+                for gen in range(start_gen if rnd == start_round else 0, cfg.generations + 1):
+                    if (reason := self._should_stop()):
+                        self.stats.stopped_because = reason
+                        return self._result()
+                    pop = await self.run_generation(rnd, gen, pop)
+        except BudgetExhausted as exc:
+            self.stats.stopped_because = str(exc)
+        return self._result()
+
+    async def active_negatives(self, rnd: int) -> None:
+        """GRACE's outer loop: PPO on the current best reward; its rollouts join the negatives."""
+        from grace.search.active import collect_active_negatives, needs_shaping
+
+        assert self.best is not None, "active negatives need a best program"
+        traj, info = await collect_active_negatives(self.task, self.best.best_source, self.cfg, rnd, self.data)
+        info["needs_shaping"] = needs_shaping(self.best.fitness, info)
+        info["best_program"] = self.best.program_id
+        path = traj.save(self.run_dir / "negatives" / f"ppo-round{rnd}.npz")
+        self.archive.add_negatives(rnd, str(path.relative_to(self.run_dir)), f"ppo-r{rnd}", traj.n_episodes,
+                                   int(info.get("env_steps", 0)), info)
+
+    def _result(self) -> RunResult:
+        path = self.run_dir / "best_reward.py"
+        return RunResult(self.run_dir, self.best, path if path.exists() else None, self.stats)

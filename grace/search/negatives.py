@@ -1,0 +1,125 @@
+"""Run inputs: expert demos, versioned negative sets, the offline dataset and the task context."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from grace.data.trajectories import Trajectories, load_demos
+from grace.proposers.base import TaskContext
+from grace.search.archive import Archive
+from grace.tasks import Task
+
+
+def file_digest(path: str | Path) -> str:
+    p = Path(path)
+    if not p.is_file():
+        return ""
+    return hashlib.sha256(p.read_bytes()).hexdigest()[:12]
+
+
+def ensure_random_negatives(archive: Archive, run_dir: Path, task: Task, episodes: int, seed: int,
+                            extra_files: tuple[str, ...]) -> None:
+    """Negatives version 0: random-policy rollouts (persisted) plus user-given negative files."""
+    if archive.negatives():
+        return
+    from grace.data.rollout import random_negatives
+
+    neg_dir = run_dir / "negatives"
+    neg_dir.mkdir(parents=True, exist_ok=True)
+    if episodes > 0 and (task.make_env is not None or task.demo_env is not None):
+        traj = random_negatives(task, episodes, seed)
+        path = traj.save(neg_dir / "random.npz")
+        archive.add_negatives(0, str(path.relative_to(run_dir)), "random", traj.n_episodes, traj.n_transitions)
+    for i, f in enumerate(extra_files):
+        traj = load_demos(f, task)
+        archive.add_negatives(0, str(Path(f).resolve()), f"file:{Path(f).name}#{i}", traj.n_episodes,
+                              traj.n_transitions)
+
+
+def negative_sets(archive: Archive, run_dir: Path, task: Task, up_to: int) -> list[tuple[str, Trajectories]]:
+    out = []
+    for row in archive.negatives():
+        if row["version"] <= up_to:
+            path = Path(row["path"]) if Path(row["path"]).is_absolute() else run_dir / row["path"]
+            out.append((row["source"], load_demos(path, task)))
+    return out
+
+
+def negatives_version(archive: Archive) -> int:
+    rows = archive.negatives()
+    return max((r["version"] for r in rows), default=0)
+
+
+def state_dict(row: np.ndarray, task: Task) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in task.schema.fields:
+        v = row[task.schema.slices[f.name]]
+        out[f.name] = round(float(v[0]), 4) if f.size == 1 else [round(float(x), 4) for x in v]
+    return out
+
+
+def task_context(task: Task, data: dict[str, np.ndarray], n_examples: int = 6, seed: int = 0) -> TaskContext:
+    """What proposers may see: description, schema, a few states of each class, field statistics."""
+    rng = np.random.default_rng(seed)
+    train = data["train"].astype(bool)
+    s_next, label = data["s_next"][train], data["label"][train].astype(bool)
+    pos, neg = s_next[label], s_next[~label]
+    pick = lambda arr: arr[rng.choice(len(arr), size=min(n_examples, len(arr)), replace=False)] if len(arr) else arr  # noqa: E731
+    stats: dict[str, dict[str, float]] = {}
+    for f in task.schema.fields:
+        sl = task.schema.slices[f.name]
+        col = lambda a: (a[:, sl.start] if f.size == 1 else np.linalg.norm(a[:, sl], axis=-1))  # noqa: E731,B023
+        entry: dict[str, float] = {}
+        for tag, arr in (("pos", pos), ("neg", neg)):
+            if len(arr):
+                c = col(arr)
+                entry |= {f"{tag}_mean": float(c.mean()), f"{tag}_std": float(c.std()),
+                          f"{tag}_min": float(c.min()), f"{tag}_max": float(c.max())}
+        stats[f.name] = entry
+    return TaskContext(
+        name=task.name, description=task.description, schema=task.schema, action=task.action,
+        kind=task.kind, expert_states=[state_dict(r, task) for r in pick(pos)],
+        negative_states=[state_dict(r, task) for r in pick(neg)], stats=stats,
+    )
+
+
+def return_range(demos: Trajectories, negatives: list[tuple[str, Trajectories]]) -> tuple[float, float]:
+    """(R_random, R_expert): mean true episode return of random rollouts and of the demos
+    (only `--fitness ppo-true`, reward-design mode, reads this)."""
+    expert = demos.returns()
+    rand = [t.returns() for tag, t in negatives if tag == "random" and t.returns() is not None]
+    hi = float(np.mean(expert)) if expert is not None else 1.0
+    lo = float(np.mean(np.concatenate(rand))) if rand else 0.0
+    return lo, hi
+
+
+def goal_candidates(demos: Trajectories, task: Task, per_episode: int = 3, seed: int = 0
+                    ) -> tuple[list[dict[str, Any]], list[list[int]]]:
+    """Expert states an LLM may label as goals (GRACE step 1): every episode's final state plus
+    a few earlier ones; keys are (episode, step) of the transition whose s_next it is."""
+    rng = np.random.default_rng(seed)
+    cands, keys = [], []
+    for i, ep in enumerate(demos.episodes()):
+        steps = {ep.length - 1} | set(rng.choice(ep.length, size=min(per_episode, ep.length), replace=False).tolist())
+        for t in sorted(steps):
+            cands.append({"state": state_dict(ep.obs[t + 1], task)})
+            keys.append([i, int(t)])
+    return cands, keys
+
+
+def goal_selector(labels: list[list[int]] | None):
+    """A positive-state selector from persisted (episode, step) goal labels; None = task default."""
+    if not labels:
+        return None
+    wanted = {(int(e), int(t)) for e, t in labels}
+
+    def select(traj: Trajectories) -> np.ndarray:
+        tr = traj.transitions()
+        return np.array([(int(e), int(t)) in wanted for e, t in zip(tr["episode"], tr["step"], strict=True)])
+
+    return select
+

@@ -1,0 +1,117 @@
+"""PPO fitness: many candidates per compile, per-candidate failures, `grace train` (slow)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from grace.data.trajectories import Trajectories  # noqa: E402
+from grace.fitness import ppo, ppo_batch  # noqa: E402
+from grace.tasks import get_task  # noqa: E402
+
+TINY = {"num_envs": 4, "num_steps": 32, "num_epochs": 1, "num_minibatches": 2}
+UPRIGHT = "def reward(s, a, s_next, p):\n    return 1.0 - xp.abs(s_next.pole_angle)\n"
+CENTRE = 'PARAMS = {"w": 0.5}\n\ndef reward(s, a, s_next, p):\n    return -p["w"] * xp.abs(s_next.cart_position), {"c": s_next.cart_position}\n'
+ACTION = "def reward(s, a, s_next, p):\n    return xp.where(a == 1, 1.0, 0.0)\n"
+NO_TRACE = "def reward(s, a, s_next, p):\n    if s_next.pole_angle > 0:\n        return 1.0\n    return 0.0\n"
+BAD_FIELD = "def reward(s, a, s_next, p):\n    return s_next.no_such_field\n"
+
+
+def test_batch_compiles_once_and_reports_failures_per_candidate(monkeypatch: pytest.MonkeyPatch) -> None:
+    builds: list[int] = []
+    real = ppo_batch.build_trainer
+
+    def counting(env, params, branches, *args, **kwargs):
+        builds.append(len(branches))
+        return real(env, params, branches, *args, **kwargs)
+
+    monkeypatch.setattr(ppo_batch, "build_trainer", counting)
+    scores = []
+
+    def disc(states: np.ndarray) -> np.ndarray:
+        scores.append(states.shape)
+        return -np.abs(states[:, 2])
+
+    sources = [UPRIGHT, NO_TRACE, CENTRE, BAD_FIELD, ACTION]
+    res = ppo.train_candidates("cartpole_fixed", sources, steps=256, seeds=2, algo_kwargs=TINY,
+                               score_states=disc, eval_episodes=2)
+    assert builds == [3]  # one traced program for the three good candidates
+    assert [r["ok"] for r in res] == [True, False, True, False, True]
+    assert "trace" in res[1]["error"] and "Bool" in res[1]["error"]
+    assert "no_such_field" in res[3]["error"]
+    good = [res[i] for i in (0, 2, 4)]
+    assert len({r["compile_s"] for r in good}) == 1 and all(r["batch_size"] == 3 for r in good)
+    for r in good:
+        assert len(r["true_returns"]) == 2 and 0 <= r["true_return_mean"] <= 500
+        assert 0.0 <= r["success_rate"] <= 1.0 and r["irl_score"] is not None
+        traj = r["trajectories"]
+        assert isinstance(traj, Trajectories) and traj.n_episodes == 4 and traj.obs_dim == 4
+        assert np.allclose(traj.returns().reshape(2, 2).mean(1), r["true_returns"])
+    assert len(scores) == 3
+
+
+def test_all_candidates_fail_without_training() -> None:
+    res = ppo.train_candidates("cartpole_fixed", [NO_TRACE, "not python ("], steps=256, seeds=1)
+    assert [r["ok"] for r in res] == [False, False]
+
+
+def test_check_branch_shapes() -> None:
+    import jax
+    import jax.numpy as jnp
+
+    act = jax.ShapeDtypeStruct((), jnp.int32)
+    assert ppo_batch.check_branch(lambda s, a, s2, r: s2[0], 4, act) is None
+    assert "scalar" in ppo_batch.check_branch(lambda s, a, s2, r: s2, 4, act)
+    assert "float" in ppo_batch.check_branch(lambda s, a, s2, r: a, 4, act)
+
+
+def test_config_defaults_and_overrides() -> None:
+    cfg = ppo_batch.ppo_config(True, 10_000, {"num_envs": 8}, n_evals=4)
+    assert cfg["num_envs"] == 8 and cfg["total_timesteps"] == 10_000
+    assert cfg["eval_freq"] % (8 * cfg["num_steps"]) == 0 and not cfg["skip_initial_evaluation"]
+    assert ppo_batch.ppo_config(False, 10_000, None, 1)["skip_initial_evaluation"]
+
+
+@pytest.mark.slow
+def test_collect_policy_rollouts_are_negatives() -> None:
+    traj = ppo.collect_policy_rollouts("cartpole_fixed", UPRIGHT, steps=20_000, episodes=3)
+    assert traj.n_episodes == 3 and traj.meta["policy"] == "ppo" and traj.meta["env_steps"] > 0
+    traj.validate(get_task("cartpole_fixed"), "negatives")
+
+
+@pytest.mark.slow
+def test_grace_train_reference_matches_true_reward_bad_does_not(tmp_path) -> None:
+    from grace.train import train_reward
+
+    task = get_task("cartpole_fixed")
+    good = train_reward(task.reference_reward, task, steps=400_000, seeds=2, out_dir=tmp_path / "good")
+    assert good["baseline"]["true_return_mean"] >= 450
+    assert good["within_5pct"], good
+    assert (tmp_path / "good" / "learning_curve.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "good" / "summary.json").read_text())["task"] == "cartpole_fixed"
+    bad_src = "def reward(s, a, s_next, p):\n    return s_next.pole_angle ** 2\n"
+    bad = train_reward(bad_src, task, steps=400_000, seeds=2)
+    assert not bad["within_5pct"]
+    assert bad["reward"]["true_return_mean"] < 0.5 * bad["baseline"]["true_return_mean"]
+
+
+def test_rollout_episodes_keep_the_action_shape_of_continuous_tasks() -> None:
+    """PPO rollouts become active negatives: 1-D continuous actions must come back as (T, 1)."""
+    import numpy as np
+
+    from grace.data.trajectories import Trajectories
+    from grace.fitness.ppo import _episodes
+    from grace.tasks import get_task
+
+    task = get_task("pendulum")
+    final = {"returns": np.zeros(2), "lengths": np.array([5, 3]), "obs0": np.zeros((2, 3)),
+             "obs": np.ones((2, 6, 3)), "actions": np.ones((2, 6)), "rewards": np.zeros((2, 6)),
+             "terminated": np.array([False, False])}
+    traj = Trajectories.from_episodes(_episodes(final, task.action.dim))
+    traj.validate(task)
+    assert traj.actions.shape == (8, 1)
+    discrete = Trajectories.from_episodes(_episodes(final | {"obs0": np.zeros((2, 4)), "obs": np.ones((2, 6, 4))}, None))
+    discrete.validate(get_task("cartpole"))
+    assert discrete.actions.shape == (8,)
