@@ -21,6 +21,7 @@ from grace.search.archive import Archive, ArchiveError
 from grace.search.loop import Evolution, RunResult
 from grace.search.progress import RunProgress
 from grace.tasks import Task, get_task
+from grace.types import EvalResult
 
 
 def make_proposer(cfg: EvolveConfig, archive: Archive) -> Any:
@@ -89,22 +90,23 @@ def evolve(cfg: EvolveConfig | None = None, *, resume: bool = False, overwrite: 
     out = overrides.get("out") if resume else None
     cfg, run_dir, archive = prepare_run(cfg, out, resume=resume, overwrite=overwrite)
     task = task or get_task(cfg.task)
+    from grace.fitness.base import make_fitness
     from grace.search.executor import LocalExecutor
 
-    executor: Any = LocalExecutor(task, workers=cfg.workers, timeout=cfg.eval_timeout)
-    if cfg.fitness in ("ppo", "ppo-true"):
-        from grace.search.executor import PPOExecutor
-
-        executor = PPOExecutor(task, executor, cfg.fitness, cfg.ppo_steps, cfg.ppo_seeds, cfg.seed)
+    executor = LocalExecutor(task, workers=cfg.workers, timeout=cfg.eval_timeout)
+    fitness = None
     try:
+        fitness = make_fitness(cfg.fitness, task, executor, cfg)
         proposer = make_proposer(cfg, archive)
-        evo = Evolution(cfg, run_dir, archive, task, proposer, executor)
+        evo = Evolution(cfg, run_dir, archive, task, proposer, executor, fitness)
         per_round = (cfg.generations + 1) * cfg.population * cfg.islands
         with RunProgress(per_round * cfg.rounds, enabled=progress) as prog:
             evo.progress = prog
             result = asyncio.run(evo.run())
         archive.set_meta("status", result.stats.stopped_because or "finished")
     finally:
+        if fitness is not None:
+            fitness.close()
         executor.close()
     if cfg.report and result.best is not None:
         try:
@@ -162,9 +164,10 @@ def resolve_context(program: RewardProgram, task: str | None, demos: str | None,
 
 
 def score_programs(programs: list[RewardProgram], ctx: ScoreContext, fit: bool = False,
-                   timeout: float = 60.0) -> list[Any]:
-    """Score programs in the sandbox; returns the sandbox Outcomes (value = fitness dict)."""
+                   timeout: float = 60.0) -> list[EvalResult]:
+    """Score programs with the offline fitness in the sandbox; one EvalResult each."""
     from grace.data.dataset import build_offline_data
+    from grace.fitness.offline import OfflineFitness
     from grace.search.executor import LocalExecutor
 
     for p in programs:
@@ -173,12 +176,11 @@ def score_programs(programs: list[RewardProgram], ctx: ScoreContext, fit: bool =
     data = build_offline_data(ctx.task, demos, ctx.negatives, holdout=ctx.holdout, seed=ctx.seed)
     ex = LocalExecutor(ctx.task, workers=min(2, len(programs)), timeout=timeout)
     try:
-        ex.put("offline", data)
+        fitness = OfflineFitness(ex, fit_params=fit)
+        fitness.prepare(data)
 
-        async def go() -> list[Any]:
-            return await asyncio.gather(*(
-                ex.score(p.source, data_key="offline", fit_params=fit, seed=ctx.seed, params=p.params)
-                for p in programs))
+        async def go() -> list[EvalResult]:
+            return await asyncio.gather(*(fitness.score(p, ctx.seed) for p in programs))
 
         return asyncio.run(go())
     finally:

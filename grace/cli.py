@@ -195,16 +195,15 @@ def eval_cmd(file: Annotated[Path, typer.Argument(help="A reward file.")],
              fit: Annotated[bool, typer.Option(help="Refit PARAMS before scoring.")] = False,
              json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
     """Re-score any reward file (e.g. a hand-edited one) with the run's offline fitness."""
-    program, outcome = _score_one(file, task, demos, run, fit)
-    if not outcome.ok:
-        typer.echo(f"error: {outcome.error}", err=True)
+    program, res = _score_one(file, task, demos, run, fit)
+    if not res.ok:
+        typer.echo(f"error: {res.error}", err=True)
         raise typer.Exit(2)
-    res = outcome.value
-    m = res.get("metrics", {})
-    summary = {"file": str(file), "program_id": program.program_id, "fitness": res["fitness"],
-               "heldout_fitness": res.get("heldout_fitness"), "accuracy": m.get("accuracy_train"),
+    m = res.metrics
+    summary = {"file": str(file), "program_id": program.program_id, "fitness": res.fitness,
+               "heldout_fitness": res.heldout_fitness, "accuracy": m.get("accuracy_train"),
                "heldout_accuracy": m.get("accuracy_heldout"), "auc": m.get("auc_train"), "size": program.size,
-               **{k: v for k, v in res.get("metrics", {}).items()}, "params": res.get("params", {})}
+               **dict(m), "params": res.params}
     if json_out:
         typer.echo(json.dumps(summary, indent=2, default=float))
         return
@@ -238,12 +237,9 @@ def diff(a: Annotated[Path, typer.Argument(help="First reward file.")],
     t.add_column("metric")
     t.add_column(str(a))
     t.add_column(str(b))
-    va = oa.value if oa.ok else {}
-    vb = ob.value if ob.ok else {}
-    rows = [("fitness", va.get("fitness"), vb.get("fitness")),
-            ("heldout_fitness", va.get("heldout_fitness"), vb.get("heldout_fitness")),
+    rows = [("fitness", oa.fitness, ob.fitness), ("heldout_fitness", oa.heldout_fitness, ob.heldout_fitness),
             ("size", pa.size, pb.size)]
-    rows += [(k, va.get("metrics", {}).get(k), vb.get("metrics", {}).get(k)) for k in ("accuracy_train", "accuracy_heldout", "auc_train", "traj_ranking_train")]
+    rows += [(k, oa.metrics.get(k), ob.metrics.get(k)) for k in ("accuracy_train", "accuracy_heldout", "auc_train", "traj_ranking_train")]
     for name, x, y in rows:
         fmt = lambda v: "-" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
         t.add_row(name, fmt(x), fmt(y))

@@ -111,9 +111,11 @@ class EvolveConfig:
     llm: LLMConfig = field(default_factory=LLMConfig)
 
     def validate(self) -> EvolveConfig:
+        from grace.fitness.base import FITNESS
+
         checks = [
             (self.proposer in ("offline", "llm", "vllm"), f"proposer must be offline, llm or vllm, not {self.proposer!r}"),
-            (self.fitness in ("offline", "ppo", "ppo-true"), f"fitness must be offline, ppo or ppo-true, not {self.fitness!r}"),
+            (self.fitness in FITNESS, f"fitness must be one of {', '.join(FITNESS)}, not {self.fitness!r}"),
             (self.generations >= 1, "generations must be >= 1"),
             (self.population >= 2, "population must be >= 2"),
             (self.islands >= 1, "islands must be >= 1"),

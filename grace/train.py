@@ -1,8 +1,8 @@
 """`grace train`: PPO on a reward file next to the true-reward PPO baseline, trained the same way.
 
-Both run in one compiled batch (`grace.fitness.ppo.train_candidates` with the reward and
-`TRUE_REWARD` as two branches; same algorithm, steps and seeds), inside a jax-profile sandbox
-worker when the sandbox pool is available. Reports the true return and success (mean, std over
+The reward is validated and traced first (a bad reward trains nothing). Both then run in one
+compiled batch (`grace.fitness.ppo.run_ppo` with the reward and `TRUE_REWARD` as two branches;
+same algorithm, steps and seeds) inside a jax-profile sandbox worker. Reports the true return and success (mean, std over
 seeds), writes `summary.json` and `learning_curve.png` (true return vs env steps) to the output
 folder.
 """
@@ -15,65 +15,69 @@ from typing import Any
 
 import numpy as np
 
-from grace.fitness.ppo import TRUE_REWARD, train_candidates
+from grace.fitness.ppo import TRUE_REWARD, check_rewards, open_pool, run_ppo
+from grace.program import ProgramError, RewardProgram
 from grace.tasks import Task, get_task
+from grace.types import PPOJob, PPOResult, TaskRef
 
 WITHIN = 0.05
 """`grace train` calls a reward as good as the true reward when its return is within 5%."""
 
 
-def _run(task: Task, sources: list[str], steps: int, seeds: int, seed: int, n_evals: int,
-         algo_kwargs: dict[str, Any] | None, isolate: bool) -> list[dict[str, Any]]:
-    """Train in a jax-profile sandbox worker when possible (else in this process)."""
-    if isolate:
-        try:
-            from grace.sandbox.pool import SandboxPool
-        except ImportError:
-            SandboxPool = None  # noqa: N806
-        if SandboxPool is not None:
-            with SandboxPool(task.schema, n_workers=1, profile="jax") as pool:
-                out = pool.call("grace.fitness.ppo:train_in_worker", None, task.name, sources,
-                                steps, seeds, seed, algo_kwargs, None, False, n_evals)
-            return out.unwrap()
-    return train_candidates(task, sources, steps, seeds=seeds, seed=seed, algo_kwargs=algo_kwargs,
-                            n_evals=n_evals, keep_trajectories=False)
+class RewardCheckError(ValueError):
+    """The reward cannot be trained: it fails the contract, does not compile or does not trace
+    under JAX. One-line message."""
 
 
-def _side(res: dict[str, Any]) -> dict[str, Any]:
-    if not res["ok"]:
-        return {"ok": False, "error": res["error"]}
+def _side(res: PPOResult) -> dict[str, Any]:
+    if not res.ok:
+        return {"ok": False, "error": res.error}
     keys = ("true_return_mean", "true_return_std", "true_returns", "success_rate", "curve",
             "curve_steps")
-    out = {"ok": True, **{k: res[k] for k in keys}}
-    succ = res.get("success_per_seed")
-    if succ is not None:
-        out["success_std"] = float(np.std(succ))
+    out = {"ok": True, **{k: getattr(res, k) for k in keys}}
+    if res.success_per_seed is not None:
+        out["success_std"] = float(np.std(res.success_per_seed))
     return out
 
 
-def train_reward(file_or_source: str | Path, task: str | Task, steps: int = 500_000,
+def train_reward(file_or_source: str | Path, task: str | Path | Task, steps: int = 500_000,
                  seeds: int = 2, out_dir: str | Path | None = None, seed: int = 0,
-                 algo_kwargs: dict[str, Any] | None = None, n_evals: int = 10,
-                 isolate: bool = True) -> dict[str, Any]:
+                 algo_kwargs: dict[str, Any] | None = None, n_evals: int = 10) -> dict[str, Any]:
     """Train PPO on a reward (file path or source) and on the true reward; compare.
+
+    `task`: a built-in name, a TOML task file, or a Task (e.g. built in Python; its factories
+    must be importable module-level functions). The reward is validated and traced first
+    (RewardCheckError, before anything trains); both then train in one compiled batch in a
+    jax-profile sandbox worker.
 
     Returns the summary dict (also written to `out_dir/summary.json` with the plot
     `out_dir/learning_curve.png` when `out_dir` is given): `reward` and `baseline` entries with
     true return mean/std over seeds, per-seed returns, success rate and the learning curve;
     `ratio` (reward return / baseline return) and `within_5pct`.
     """
-    task = get_task(task)
+    ref = TaskRef.of(task)
+    t = ref.resolve()
     path = Path(str(file_or_source))
     is_file = "\n" not in str(file_or_source) and path.is_file()
     source = path.read_text() if is_file else str(file_or_source)
-    results = _run(task, [source, TRUE_REWARD], steps, seeds, seed, n_evals, algo_kwargs, isolate)
+    try:
+        RewardProgram(source).validate(t.schema)
+    except ProgramError as exc:
+        raise RewardCheckError(f"the reward is not a valid reward program: {exc}") from None
+    job = PPOJob((source, TRUE_REWARD), steps, seeds, seed, algo_kwargs, n_evals=n_evals)
+    with open_pool(ref) as pool:
+        problem = check_rewards(ref, [source], pool=pool)[0]
+        if problem is not None:
+            raise RewardCheckError(f"the reward cannot be trained: {problem}")
+        results = run_ppo(ref, job, pool=pool)
     reward, base = _side(results[0]), _side(results[1])
     summary: dict[str, Any] = {
-        "task": task.name, "reward_file": str(path) if is_file else None, "steps": int(steps),
-        "seeds": int(seeds), "seed": int(seed), "true_reward": task.true_reward_doc,
+        "task": t.name, "reward_file": str(path) if is_file else None, "steps": int(steps),
+        "seeds": int(seeds), "seed": int(seed), "true_reward": t.true_reward_doc,
         "reward": reward, "baseline": base,
-        "env_steps_per_run": results[1].get("env_steps"),
-        "compile_s": results[1].get("compile_s"), "run_s": results[1].get("run_s"),
+        "env_steps_per_run": results[1].env_steps if results[1].ok else None,
+        "compile_s": results[1].compile_s if results[1].ok else None,
+        "run_s": results[1].run_s if results[1].ok else None,
     }
     if reward["ok"] and base["ok"]:
         b, r = base["true_return_mean"], reward["true_return_mean"]
@@ -137,6 +141,9 @@ def train_command(file: str, task: str, steps: int, seeds: int, out: str, json_o
         return 2
     try:
         summary = train_reward(file, t, steps=steps, seeds=seeds, out_dir=out)
+    except RewardCheckError as exc:
+        print(f"error: {exc}")
+        return 2
     except Exception as exc:  # noqa: BLE001 - one line for the user
         print(f"error: training failed: {type(exc).__name__}: {exc}")
         return 2

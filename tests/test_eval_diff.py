@@ -45,7 +45,7 @@ def test_debug_helper_output_reaches_feedback(tmp_path):
     program = RewardProgram(src)
     ctx = resolve_context(program, "cartpole", str(DEMOS / "cartpole.npz"), None)
     out = score_programs([program], ctx)[0]
-    assert out.ok and out.value["debug_output"].startswith("mean |angle| ")
+    assert out.ok and out.debug_output.startswith("mean |angle| ")
 
 
 def test_diff_side_by_side(tmp_path):

@@ -1,15 +1,7 @@
 """The labelled dataset: the ONE builder of labelled transitions (loop, rescoring, report).
 
-`build_offline_data` turns expert demos and negative datasets into one flat dict of numpy
-arrays (shipped once to every sandbox worker).
-
-Data dict (all numpy arrays; row i is one transition):
-    s, s_next   (N, obs_dim) float32      a        (N,) int64 or (N, act_dim) float32
-    label       (N,) int8, 1 = S_e (expert/goal), 0 = S_n
-    train       (N,) bool; held-out rows are whole episodes
-    episode     (N,) int64, unique across sources     step   (N,) int64
-    source      (N,) int16 index into source_names; source_names[0] == "expert"
-    source_names (n_sources,) str
+`build_offline_data` turns expert demos and negative datasets into one `grace.types.Transitions`
+record (shipped once to every sandbox worker; its docstring lists the arrays).
 """
 
 from __future__ import annotations
@@ -20,10 +12,9 @@ import numpy as np
 
 from grace.data.trajectories import Trajectories
 from grace.tasks import Task
+from grace.types import EXPERT, Transitions
 
 Selector = Callable[[Trajectories], np.ndarray]
-
-EXPERT = "expert"
 
 
 def _holdout_episodes(n: int, frac: float, rng: np.random.Generator) -> np.ndarray:
@@ -49,7 +40,7 @@ def build_offline_data(
     seed: int = 0,
     max_per_class: int = 20000,
     selector: Selector | None = None,
-) -> dict[str, np.ndarray]:
+) -> Transitions:
     """Label transitions as S_e / S_n, split whole episodes into train / held-out, subsample.
 
     - S_e: goal tasks: transitions reaching the final state of an expert episode that ended by
@@ -114,13 +105,4 @@ def build_offline_data(
         if len(idx) > max_per_class:
             idx = rng.choice(idx, size=max_per_class, replace=False)
         keep[idx] = True
-    out = {k: v[keep] for k, v in data.items()}
-    out["s"] = out["s"].astype(np.float32)
-    out["s_next"] = out["s_next"].astype(np.float32)
-    out["label"] = out["label"].astype(np.int8)
-    out["train"] = out["train"].astype(bool)
-    out["episode"] = out["episode"].astype(np.int64)
-    out["step"] = out["step"].astype(np.int64)
-    out["source"] = out["source"].astype(np.int16)
-    out["source_names"] = np.array(names, dtype=str)
-    return out
+    return Transitions.from_arrays(names, **{k: v[keep] for k, v in data.items()})

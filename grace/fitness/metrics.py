@@ -233,7 +233,9 @@ def trajectory_ranking(r: np.ndarray, episode: np.ndarray, expert: np.ndarray) -
     e, n = np.sort(means[is_exp]), np.sort(means[~is_exp])
     if e.size == 0 or n.size == 0:
         return float("nan")
-    tol = 1e-9 * float(np.max(np.abs(means)))  # means equal up to rounding are ties
+    # means equal up to rounding are ties; rounding scales with the summed rewards, not the means
+    # (two episodes whose rewards cancel to a mean of 0 must tie after r -> c * r)
+    tol = 1e-9 * float(np.max(np.abs(r)))
     below = np.searchsorted(n, e - tol, side="left")
     equal = np.searchsorted(n, e + tol, side="right") - below
     return float((below.sum() + 0.5 * equal.sum()) / (e.size * n.size))

@@ -8,6 +8,8 @@ constant, invariance to r -> c*r + d) is documented in `grace.fitness.metrics`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -16,7 +18,10 @@ from grace.fitness.batched import CompiledReward, call_reward, check_finite
 from grace.fitness.metrics import calibrate, metrics
 from grace.fitness.params import IMPROVE_TOL
 from grace.fitness.params import fit_params as _fit
+from grace.program import RewardProgram
+from grace.search.executor import Executor
 from grace.tasks import ObsSchema
+from grace.types import EvalResult, Example, Transitions
 
 
 # -- evaluation ------------------------------------------------------------------------------------
@@ -36,11 +41,11 @@ def _value(v: np.ndarray) -> float | list[float]:
 
 def worst_examples(
     r: np.ndarray,
-    data: dict[str, np.ndarray],
+    data: Transitions,
     components: dict[str, np.ndarray],
     n_worst: int = 8,
     schema: ObsSchema | None = None,
-) -> list[dict[str, Any]]:
+) -> list[Example]:
     """The most misclassified train rows: positives with the lowest r, negatives with the
     highest r (half each, the other class filling in when one runs short), worst first."""
     y, train = data["label"].astype(bool), data["train"].astype(bool)
@@ -50,38 +55,30 @@ def worst_examples(
     neg = neg[np.argsort(-r[neg], kind="stable")]
     k_pos = min(len(pos), max(n_worst // 2, n_worst - len(neg)))
     k_neg = min(len(neg), n_worst - k_pos)
-    names = [str(x) for x in data["source_names"]]
-    out = []
-    for i in [*pos[:k_pos], *neg[:k_neg]]:
-        out.append({
-            "label": "expert" if y[i] else "negative",
-            "source": names[int(data["source"][i])],
-            "reward": float(r[i]),
-            "state": _state(data["s_next"][i], schema),
-            "components": {k: _value(v[i]) for k, v in components.items()},
-            "episode": int(data["episode"][i]),
-            "step": int(data["step"][i]),
-        })
-    return out
+    names = data["source_names"]
+    return [Example(
+        label="expert" if y[i] else "negative", source=str(names[int(data["source"][i])]),
+        reward=float(r[i]), state=_state(data["s_next"][i], schema),
+        components={k: _value(v[i]) for k, v in components.items()},
+        episode=int(data["episode"][i]), step=int(data["step"][i]),
+    ) for i in [*pos[:k_pos], *neg[:k_neg]]]
 
 
 def evaluate(
     compiled: CompiledReward,
-    data: dict[str, np.ndarray],
+    data: Transitions,
     params: dict[str, float],
     fit_params: bool = True,
     n_worst: int = 8,
     schema: ObsSchema | None = None,
     seed: int = 0,
-) -> dict[str, Any]:
+) -> EvalResult:
     """Fit PARAMS (optional), score the reward on all data, and collect counterexamples.
 
     `compiled(s_raw, a, s_next_raw, params)` returns the total (B,) or (total, components).
     Exceptions from the reward propagate; non-finite rewards raise ValueError with the count.
-    Returns {"fitness" (train), "heldout_fitness", "metrics" (floats, see
-    `grace.fitness.metrics.metrics`), "params" (fitted, 4 significant digits), "worst",
-    "calibration" ({alpha, beta, centre, scale}: D(s) = sigma(alpha * (r - centre) / scale + beta)),
-    "n_evals" (reward calls, fitting included)}.
+    Returns an EvalResult: train and held-out fitness, metrics (`grace.fitness.metrics.metrics`),
+    fitted params, worst examples, calibration and the number of reward calls.
     """
     params = {k: float(v) for k, v in (params or {}).items()}
     n_evals = 0
@@ -103,15 +100,11 @@ def evaluate(
     check_finite(r)
     m = metrics(r, y, data["episode"], train, expert=data["source"] == 0)
     cal = calibrate(r[train], y[train])
-    return {
-        "fitness": m["fitness_train"],
-        "heldout_fitness": m["fitness_heldout"],
-        "metrics": m,
-        "params": fitted,
-        "worst": worst_examples(r, data, comps, n_worst, schema),
-        "calibration": {k: cal[k] for k in ("alpha", "beta", "centre", "scale")},
-        "n_evals": n_evals,
-    }
+    return EvalResult(
+        fitness=m["fitness_train"], heldout_fitness=m["fitness_heldout"], metrics=m, params=fitted,
+        worst=tuple(worst_examples(r, data, comps, n_worst, schema)),
+        calibration={k: cal[k] for k in ("alpha", "beta", "centre", "scale")}, n_evals=n_evals,
+    )
 
 
 def evaluate_in_worker(
@@ -121,23 +114,23 @@ def evaluate_in_worker(
     params: dict[str, float] | None = None,
     fit_params: bool = True,
     seed: int = 0,
-) -> dict[str, Any]:
+) -> EvalResult:
     """Sandbox-pool entry point (`fn(ctx, compiled, *args, **kwargs)`): reads the shipped data
     from `ctx.data[data_key]` and the observation schema from `ctx.schema`."""
     data = ctx.data[data_key]
     out = evaluate(compiled, data, params or {}, fit_params=fit_params,
                    schema=getattr(ctx, "schema", None), seed=seed)
     if getattr(compiled, "has_debug", False):
-        out["debug_output"] = debug_output(compiled, data, out["params"], out["worst"])
+        out = replace(out, debug_output=debug_output(compiled, data, out.params, out.worst))
     return out
 
 
-def debug_output(compiled: CompiledReward, data: dict[str, np.ndarray], params: dict[str, float],
-                 worst: list[dict[str, Any]]) -> str:
+def debug_output(compiled: CompiledReward, data: Transitions, params: dict[str, float],
+                 worst: Sequence[Example]) -> str:
     """GRACE's print helper: the program's own `debug()` on its worst-scored examples.
 
     Goes back to the proposer only, never into the score. Errors are reported as text."""
-    keys = {(w.get("episode"), w.get("step")) for w in worst}
+    keys = {(w.episode, w.step) for w in worst}
     rows = np.flatnonzero([(e, t) in keys for e, t in zip(data["episode"], data["step"], strict=True)])
     if len(rows) == 0:
         rows = np.arange(min(8, len(data["label"])))
@@ -145,3 +138,38 @@ def debug_output(compiled: CompiledReward, data: dict[str, np.ndarray], params: 
         return str(compiled.debug(data["s"][rows], data["a"][rows], data["s_next"][rows], params))
     except Exception as exc:  # the program's own helper failed: tell the proposer, do not fail
         return f"debug() raised {type(exc).__name__}: {exc}"
+
+
+# -- the offline Fitness (grace.fitness.base) ---------------------------------------------------------
+WORKER_FN = "grace.fitness.offline:evaluate_in_worker"
+DATA_KEY = "offline"
+
+
+class OfflineFitness:
+    """GRACE's offline discrimination, scored in the executor's sandbox workers."""
+
+    name = "offline"
+
+    def __init__(self, executor: Executor, fit_params: bool = True, timeout: float | None = None) -> None:
+        self.executor, self.fit_params, self.timeout = executor, fit_params, timeout
+
+    def prepare(self, data: Transitions, return_range: tuple[float, float] | None = None) -> None:
+        self.executor.put(DATA_KEY, data)
+
+    async def score(self, program: RewardProgram, seed: int) -> EvalResult:
+        out = await self.executor.call(WORKER_FN, program.source, data_key=DATA_KEY, params=program.params,
+                                       fit_params=self.fit_params, seed=seed, timeout=self.timeout)
+        if not out.ok:
+            return EvalResult.failed(out.error.kind, str(out.error), out.seconds)
+        if not isinstance(out.value, EvalResult):  # only a compromised worker answers otherwise
+            return EvalResult.failed("crash", f"malformed worker reply: {type(out.value).__name__}", out.seconds)
+        return replace(out.value, seconds=out.seconds)
+
+    def describe(self, fitness: float, heldout: float | None, metrics: dict[str, Any],
+                 negatives_version: int) -> str:
+        held = heldout if heldout is not None else float("nan")
+        return (f"{fitness:.4f} train, {held:.4f} held-out (offline GRACE discrimination, "
+                f"negatives v{negatives_version})")
+
+    def close(self) -> None:
+        pass

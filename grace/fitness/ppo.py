@@ -1,6 +1,9 @@
 """Quick PPO fitness on JAX: many candidate rewards trained in one compiled program.
 
-`train_candidates(task, sources, steps, seeds)` compiles every source with the sandbox's
+`run_ppo(task, job)` is THE way the host trains PPO: it sends a `grace.types.PPOJob` and the
+task (as a `TaskRef`) to a jax-profile sandbox worker, where `train_candidates` runs.
+
+`train_candidates(task, job)` compiles every source with the sandbox's
 restricted compiler (jax-backed `xp`), checks that each traces (`jax.eval_shape`), puts the good
 ones into one `lax.switch` program vmapped over (candidate x seed) (`grace.fitness.ppo_batch`),
 and scores each trained policy:
@@ -10,10 +13,8 @@ and scores each trained policy:
 - IRL mode (`ppo`): `score_states(obs_batch) -> scores`, a discriminator fixed per round that does
   not depend on the candidate; the mean score of the policy's visited states.
 
-It runs in the calling process: call it inside a jax-profile sandbox worker (`train_in_worker`),
-never in the main process (reward code, and JAX after fork, belong in a spawned worker).
-`collect_policy_rollouts` trains on one reward and returns the policy's episodes as
-`grace.data.trajectories.Trajectories` (GRACE's active negatives).
+`train_candidates` runs in the calling process: the host calls `run_ppo` (or `check_rewards`),
+never `train_candidates` itself (reward code, and JAX after fork, belong in a spawned worker).
 """
 
 from __future__ import annotations
@@ -25,10 +26,15 @@ import numpy as np
 
 from grace.data.trajectories import Episode, Trajectories
 from grace.program import RewardProgram
-from grace.tasks import Task, get_task
+from grace.tasks import Task
+from grace.types import PPOJob, PPOResult, TaskRef
+
+WORKER_FN = "grace.fitness.ppo:train_in_worker"
+CHECK_FN = "grace.fitness.ppo:check_in_worker"
 
 TRUE_REWARD = "<true reward>"
 """A `sources` entry that trains on the env's own reward (the baseline of `grace train`)."""
+
 
 def _compile(source: str, schema: Any) -> Any:
     """Compile reward code to a jax-traceable `compiled(s_raw, a, s_next_raw, params)` through
@@ -68,39 +74,13 @@ def _episodes(final: dict[str, np.ndarray], act_dim: int | None) -> list[Episode
     return out
 
 
-def train_candidates(
-    task: Task | str,
-    sources: Sequence[str],
-    steps: int,
-    seeds: int = 2,
-    seed: int = 0,
-    algo_kwargs: dict[str, Any] | None = None,
-    score_states: Callable[[np.ndarray], np.ndarray] | None = None,
-    n_evals: int = 1,
-    eval_episodes: int = 8,
-    keep_trajectories: bool = True,
-) -> list[dict[str, Any]]:
-    """Train PPO on every candidate reward (one compile), `seeds` runs each; score the policies.
+def _branches(task: Task, env: Any, env_params: Any, sources: Sequence[str]
+              ) -> tuple[list[str | None], list[Callable[..., Any]], list[int]]:
+    """Compile and trace every source: (error per source, good branches, their indices)."""
+    from grace.fitness.ppo_batch import action_spec, check_branch
 
-    Returns one dict per source, in order: `ok`, `error` (why a candidate could not run),
-    `true_return_mean` / `true_return_std` (over seeds of the per-seed mean episode return),
-    `true_returns` (per seed), `success_rate` (task.success over all eval episodes, None if the
-    task has no metric) and `success_per_seed`, `irl_score` (mean `score_states` over visited states, or None),
-    `curve` (seeds x n_evals mean true return; `curve_steps` its x axis), `env_steps` (per run),
-    `compile_s` / `run_s` (shared by the batch), and `trajectories` (the final policy's episodes
-    over all seeds) when `keep_trajectories`.
-    """
-    import jax
-
-    from grace.fitness.ppo_batch import action_spec, build_trainer, check_branch, run_batch
-
-    task = get_task(task)
-    if task.make_jax_env is None:
-        raise ValueError(f"task {task.name!r} has no JAX env; PPO fitness needs one")
-    env, env_params = task.make_jax_env()
-    discrete = task.action.kind == "discrete"
     act = action_spec(env, env_params)
-    results: list[dict[str, Any]] = [{"ok": False, "error": None} for _ in sources]
+    errors: list[str | None] = [None] * len(sources)
     branches, index = [], []
     for i, src in enumerate(sources):
         if src == TRUE_REWARD:
@@ -110,19 +90,42 @@ def train_candidates(
                 prog = RewardProgram(src).validate(task.schema)
                 branch = _branch(_compile(src, task.schema), prog.params)
             except Exception as exc:  # noqa: BLE001 - reported per candidate
-                results[i]["error"] = f"{type(exc).__name__}: {exc}"
+                errors[i] = f"{type(exc).__name__}: {exc}"
                 continue
-        err = check_branch(branch, task.obs_dim, act)
-        if err:
-            results[i]["error"] = err
-            continue
-        branches.append(branch)
-        index.append(i)
+        errors[i] = check_branch(branch, task.obs_dim, act)
+        if errors[i] is None:
+            branches.append(branch)
+            index.append(i)
+    return errors, branches, index
+
+
+def _jax_env(task: Task) -> tuple[Any, Any]:
+    if task.make_jax_env is None:
+        raise ValueError(f"task {task.name!r} has no JAX env; PPO needs one (a TOML task: jax_env = \"module:factory\")")
+    return task.make_jax_env()
+
+
+def train_candidates(task: Task | TaskRef | str, job: PPOJob) -> list[PPOResult]:
+    """Train PPO on every source of `job` (one compile), `job.seeds` runs each; score the policies.
+
+    One PPOResult per source, in order (`error` says why a candidate could not run). Runs in
+    this process: call it inside a jax-profile sandbox worker (`run_ppo`).
+    """
+    import jax
+
+    from grace.fitness.ppo_batch import build_trainer, run_batch
+
+    task = TaskRef.of(task).resolve() if not isinstance(task, Task) else task
+    env, env_params = _jax_env(task)
+    discrete = task.action.kind == "discrete"
+    errors, branches, index = _branches(task, env, env_params, job.sources)
+    results = [PPOResult(error=e or "not trained") for e in errors]
     if not branches:
         return results
-    fn, info = build_trainer(env, env_params, branches, discrete, steps, task.max_steps,
-                             algo_kwargs, n_evals=n_evals, final_episodes=eval_episodes)
-    curve, final, compile_s, run_s = run_batch(fn, len(branches), seeds, seed)
+    fn, info = build_trainer(env, env_params, branches, discrete, job.steps, task.max_steps,
+                             job.algo_kwargs, n_evals=job.n_evals, final_episodes=job.eval_episodes)
+    seeds = job.seeds
+    curve, final, compile_s, run_s = run_batch(fn, len(branches), seeds, job.seed)
     for j, i in enumerate(index):
         per_seed = {k: np.asarray(v[j]) for k, v in final.items()}
         act_dim = None if discrete else task.action.dim
@@ -134,54 +137,62 @@ def train_candidates(
                              for ep in eps], dtype=float).reshape(seeds, -1)
             success, success_seeds = float(hits.mean()), hits.mean(axis=1).tolist()
         irl = None
-        if score_states is not None:
+        if job.score_states is not None:
             states = np.concatenate([ep.obs[1:] for ep in eps])
-            irl = float(np.mean(np.asarray(score_states(states), dtype=np.float64)))
-        res = {
-            "ok": True, "error": None, "true_return_mean": float(seed_means.mean()),
-            "true_return_std": float(seed_means.std()), "true_returns": seed_means.tolist(),
-            "success_rate": success, "success_per_seed": success_seeds, "irl_score": irl,
-            "curve": np.asarray(curve[j]).reshape(seeds, -1).tolist(),
-            "curve_steps": info["curve_steps"], "env_steps": info["env_steps"],
-            "compile_s": compile_s, "run_s": run_s, "batch_size": len(branches),
-        }
-        if keep_trajectories:
-            res["trajectories"] = Trajectories.from_episodes(
-                eps, meta={"task": task.name, "policy": "ppo", "steps": info["env_steps"],
-                           "seed": seed, "reward": "true" if sources[i] == TRUE_REWARD
-                           else RewardProgram(sources[i]).program_id})
-        results[i] = res
+            irl = float(np.mean(np.asarray(job.score_states(states), dtype=np.float64)))
+        traj = None
+        if job.keep_trajectories:
+            src = job.sources[i]
+            traj = Trajectories.from_episodes(
+                eps, meta={"task": task.name, "policy": "ppo", "steps": info["env_steps"], "seed": job.seed,
+                           "reward": "true" if src == TRUE_REWARD else RewardProgram(src).program_id})
+        results[i] = PPOResult(
+            true_return_mean=float(seed_means.mean()), true_return_std=float(seed_means.std()),
+            true_returns=seed_means.tolist(), success_rate=success, success_per_seed=success_seeds,
+            irl_score=irl, curve=np.asarray(curve[j]).reshape(seeds, -1).tolist(),
+            curve_steps=list(info["curve_steps"]), env_steps=int(info["env_steps"]),
+            compile_s=compile_s, run_s=run_s, batch_size=len(branches), trajectories=traj)
     jax.clear_caches()
     return results
 
 
-def collect_policy_rollouts(task: Task | str, source: str, steps: int, seeds: int = 1,
-                            seed: int = 0, episodes: int = 16,
-                            algo_kwargs: dict[str, Any] | None = None) -> Trajectories:
-    """Train PPO on `source` and return the trained policy's episodes (GRACE's active negatives).
-
-    `episodes` per seed; `meta["env_steps"]` is the PPO budget spent (it counts in a run's
-    env-step budget). Raises ValueError if the reward cannot be trained.
-    """
-    res = train_candidates(task, [source], steps, seeds=seeds, seed=seed, algo_kwargs=algo_kwargs,
-                           eval_episodes=episodes)[0]
-    if not res["ok"]:
-        raise ValueError(f"cannot train PPO on this reward: {res['error']}")
-    traj: Trajectories = res["trajectories"]
-    traj.meta.update(env_steps=res["env_steps"] * seeds, true_return_mean=res["true_return_mean"])
-    return traj
+# -- worker entry points (trusted code run by a jax-profile sandbox worker) ---------------------------
+def train_in_worker(ctx: Any, compiled_unused: Any, task: TaskRef, job: PPOJob) -> list[PPOResult]:
+    """`fn(ctx, compiled, *args)` for the sandbox pool: the task travels as a TaskRef and
+    `job.score_states` must be picklable (arguments cross a spawn boundary)."""
+    return train_candidates(task, job)
 
 
-def train_in_worker(ctx: Any, compiled_unused: Any, task_name: str, sources: Sequence[str],
-                    steps: int, seeds: int = 2, seed: int = 0,
-                    algo_kwargs: dict[str, Any] | None = None,
-                    score_states: Callable[[np.ndarray], np.ndarray] | None = None,
-                    keep_trajectories: bool = False, n_evals: int = 1) -> list[dict[str, Any]]:
-    """Trusted entry point for a jax-profile sandbox worker (`fn(ctx, compiled, *args)`).
+def check_in_worker(ctx: Any, compiled_unused: Any, task: TaskRef, sources: Sequence[str]) -> list[str | None]:
+    """Compile and trace each source for PPO without training: None, or why it cannot run."""
+    t = task.resolve()
+    env, env_params = _jax_env(t)
+    return _branches(t, env, env_params, list(sources))[0]
 
-    The task travels by name and `score_states` must be picklable (a module-level function or a
-    fitted model object), since arguments cross a spawn boundary.
-    """
-    return train_candidates(task_name, list(sources), steps, seeds=seeds, seed=seed,
-                            algo_kwargs=algo_kwargs, score_states=score_states,
-                            keep_trajectories=keep_trajectories, n_evals=n_evals)
+
+# -- the host side ------------------------------------------------------------------------------------
+def open_pool(task: TaskRef) -> Any:
+    """A one-worker jax-profile sandbox pool that can build `task` (its TOML folder importable)."""
+    from grace.sandbox.pool import SandboxPool
+
+    return SandboxPool(task.resolve().schema, n_workers=1, profile="jax", pythonpath=list(task.import_paths()))
+
+
+def _on_pool(task: TaskRef, pool: Any, fn: str, *args: Any, timeout: float) -> Any:
+    if pool is not None:
+        return pool.call(fn, None, task, *args, timeout=timeout).unwrap()
+    with open_pool(task) as own:
+        return own.call(fn, None, task, *args, timeout=timeout).unwrap()
+
+
+def run_ppo(task: Task | TaskRef | str, job: PPOJob, *, timeout: float = 3600.0, pool: Any = None) -> list[PPOResult]:
+    """THE PPO worker call: train `job` in a jax-profile sandbox worker (`pool`, or a fresh one
+    closed afterwards). One PPOResult per source; raises SandboxError if the worker fails as a
+    whole (timeout, memory, crash)."""
+    return _on_pool(TaskRef.of(task), pool, WORKER_FN, job, timeout=timeout)
+
+
+def check_rewards(task: Task | TaskRef | str, sources: Sequence[str], *, timeout: float = 600.0,
+                  pool: Any = None) -> list[str | None]:
+    """Compile and trace each source for PPO in a jax-profile worker, without training."""
+    return _on_pool(TaskRef.of(task), pool, CHECK_FN, list(sources), timeout=timeout)

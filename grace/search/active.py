@@ -14,53 +14,39 @@ import numpy as np
 from grace.config import EvolveConfig
 from grace.data.trajectories import Episode, Trajectories
 from grace.fitness.discriminator import ExpertSimilarity
+from grace.fitness.ppo import run_ppo
 from grace.tasks import Task
-
-PPO_FN = "grace.fitness.ppo:train_in_worker"
-
-
-def task_spec(task: Task) -> str:
-    """How a task travels to a worker: its TOML path for user tasks, else its name."""
-    return str(task.extra.get("toml", task.name))
-
-
-def _train(task: Task, sources: list[str], steps: int, seeds: int, seed: int, keep: bool,
-           score_states: Any = None, timeout: float = 3600.0) -> list[dict[str, Any]]:
-    from grace.sandbox.pool import SandboxPool
-
-    with SandboxPool(task.schema, n_workers=1, profile="jax") as pool:
-        out = pool.call(PPO_FN, None, task_spec(task), sources, steps, seeds, seed, None, score_states,
-                        keep, 1, timeout=timeout)
-    return out.unwrap()
+from grace.types import PPOJob, Transitions
 
 
 async def collect_active_negatives(task: Task, source: str, cfg: EvolveConfig, rnd: int,
-                                   data: dict[str, np.ndarray] | None = None) -> tuple[Trajectories, dict[str, Any]]:
+                                   data: Transitions | None = None) -> tuple[Trajectories, dict[str, Any]]:
     """Train PPO on `source`; return the trained policy's episodes and what the run measured."""
     disc = ExpertSimilarity.from_data(data, seed=cfg.seed) if data is not None else None
-    res = (await asyncio.to_thread(_train, task, [source], cfg.ppo_steps, cfg.ppo_seeds,
-                                   cfg.seed + 7919 * rnd, True, disc))[0]
-    if not res["ok"]:
-        raise RuntimeError(f"active negatives: PPO could not train on the best reward: {res['error']}")
-    traj: Trajectories = res["trajectories"]
+    job = PPOJob((source,), cfg.ppo_steps, cfg.ppo_seeds, cfg.seed + 7919 * rnd, score_states=disc,
+                 keep_trajectories=True)
+    res = (await asyncio.to_thread(run_ppo, task, job))[0]
+    if not res.ok or res.trajectories is None:
+        raise RuntimeError(f"active negatives: PPO could not train on the best reward: {res.error}")
+    traj = res.trajectories
     rollout_steps, threshold = traj.n_transitions, None
     if disc is not None and cfg.active_off_expert:
         traj, threshold = off_expert_segments(traj, disc, data)
-    expert_like = res.get("irl_score")
-    reference = float(np.mean(disc(data["s_next"][data["label"].astype(bool) & ~data["train"].astype(bool)]))) \
-        if disc is not None and np.any(data["label"].astype(bool) & ~data["train"].astype(bool)) else None
+    held_pos = None if data is None else data["label"].astype(bool) & ~data["train"].astype(bool)
+    reference = float(np.mean(disc(data["s_next"][held_pos]))) \
+        if disc is not None and held_pos is not None and held_pos.any() else None
     info = {
-        "env_steps": int(res["env_steps"]) * cfg.ppo_seeds, "episodes": traj.n_episodes,
+        "env_steps": int(res.env_steps) * cfg.ppo_seeds, "episodes": traj.n_episodes,
         "rollout_transitions": rollout_steps, "kept_transitions": traj.n_transitions,
         "off_expert_threshold": threshold,
-        "policy_expert_likeness": expert_like, "heldout_expert_likeness": reference,
+        "policy_expert_likeness": res.irl_score, "heldout_expert_likeness": reference,
         # true return: recorded for benchmarks and the report only; the search never reads it
-        "true_return_mean": res["true_return_mean"], "success_rate": res["success_rate"],
+        "true_return_mean": res.true_return_mean, "success_rate": res.success_rate,
     }
     return traj, info
 
 
-def off_expert_segments(traj: Trajectories, disc: ExpertSimilarity, data: dict[str, np.ndarray],
+def off_expert_segments(traj: Trajectories, disc: ExpertSimilarity, data: Transitions | dict[str, np.ndarray],
                         quantile: float = 0.05) -> tuple[Trajectories, float]:
     """The part of the policy's rollouts that does not look expert: transitions whose s_next is
     less expert-like than all but `quantile` of the held-out expert positives (opt-in,

@@ -19,6 +19,7 @@ import numpy as np
 import grace
 from grace.config import EvolveConfig
 from grace.data.trajectories import load_demos
+from grace.fitness.base import Fitness
 from grace.program import ProgramError, RewardProgram
 from grace.proposers.base import Feedback, Proposal, Proposer, TaskContext
 from grace.search import negatives as rundata
@@ -26,6 +27,7 @@ from grace.search.archive import Archive, ProgramRow
 from grace.search.executor import Executor
 from grace.search.select import SlotPlan, migrate, penalised, plan_generation, truncate
 from grace.tasks import Task
+from grace.types import Example, Transitions
 
 
 class BudgetExhausted(RuntimeError):
@@ -85,15 +87,15 @@ def _seed(cfg: EvolveConfig, rnd: int, gen: int, slot: int) -> int:
 
 class Evolution:
     def __init__(self, cfg: EvolveConfig, run_dir: Path, archive: Archive, task: Task,
-                 proposer: Proposer, executor: Executor, progress: Any = None) -> None:
+                 proposer: Proposer, executor: Executor, fitness: Fitness, progress: Any = None) -> None:
         self.cfg, self.run_dir, self.archive, self.task = cfg, run_dir, archive, task
-        self.proposer, self.executor, self.progress = proposer, executor, progress
+        self.proposer, self.executor, self.fitness, self.progress = proposer, executor, fitness, progress
         self.stats = RunStats()
         self.demos = load_demos(cfg.demos, task)
         self.neg_version = 0
         self.ctx: TaskContext | None = None
         self.best: ProgramRow | None = None
-        self.data: dict[str, np.ndarray] = {}
+        self.data: Transitions | None = None
         # the built-in operator is cheap and deterministic: re-ask it (new seed) when it proposes
         # logic that was already scored; an LLM's duplicate costs a call, so it is kept as is
         self.dedupe_retries = 3 if getattr(proposer, "name", "") == "offline" else 0
@@ -112,10 +114,8 @@ class Evolution:
         data = build_offline_data(self.task, self.demos, negs, holdout=cfg.holdout, seed=cfg.seed,
                                   selector=selector)
         self.data = data
-        self.executor.put("offline", data)
+        self.fitness.prepare(data, rundata.return_range(self.demos, negs))
         self.ctx = rundata.task_context(self.task, data, seed=cfg.seed)
-        if hasattr(self.executor, "set_return_range"):
-            self.executor.set_return_range(*rundata.return_range(self.demos, negs))
 
     async def label_goals(self) -> None:
         """GRACE step 1 (opt-in): the LLM labels which expert states solve the task. The labels
@@ -134,7 +134,7 @@ class Evolution:
     # -- one slot --------------------------------------------------------------------------
     def _feedback(self, row: ProgramRow) -> Feedback:
         return Feedback(program=RewardProgram(row.best_source), fitness=row.fitness, metrics=row.metrics,
-                        worst=row.worst, error=row.error, debug_output=row.debug_output,
+                        worst=[Example.from_dict(w) for w in row.worst], error=row.error, debug_output=row.debug_output,
                         program_id=row.program_id)
 
     async def _propose(self, plan: SlotPlan, seed: int) -> Proposal:
@@ -221,24 +221,23 @@ class Evolution:
             return
         self.stats.overlap.enter("eval")
         try:
-            out = await self.executor.score(row.source, data_key="offline", fit_params=self.cfg.fit_params,
-                                            seed=seed, params=program.params)
+            res = await self.fitness.score(program, seed)
         finally:
             self.stats.overlap.leave("eval")
         self.stats.evaluated += 1
-        self.stats.eval_seconds += out.seconds
-        if not out.ok:
+        self.stats.eval_seconds += res.seconds
+        if not res.ok:
             self.stats.errors += 1
-            self.archive.set_result(row_id, status="error", error_kind=out.error.kind, error=str(out.error),
-                                    negatives_version=self.neg_version, eval_seconds=out.seconds)
+            self.archive.set_result(row_id, status="error", error_kind=res.error_kind, error=res.error,
+                                    negatives_version=self.neg_version, eval_seconds=res.seconds)
             return
-        res = out.value
-        fitted = program.with_params(res["params"]) if res.get("params") else program
+        assert res.fitness is not None
+        fitted = program.with_params(res.params) if res.params else program
         self.archive.set_result(
-            row_id, status="ok", fitness=res["fitness"], heldout=res.get("heldout_fitness"),
-            score=penalised(res["fitness"], program.size, self.cfg.parsimony), metrics=res.get("metrics", {}),
-            worst=res.get("worst", []), fitted_source=fitted.source, debug_output=res.get("debug_output"),
-            negatives_version=self.neg_version, eval_seconds=out.seconds)
+            row_id, status="ok", fitness=res.fitness, heldout=res.heldout_fitness,
+            score=penalised(res.fitness, program.size, self.cfg.parsimony), metrics=res.metrics,
+            worst=[w.to_dict() for w in res.worst], fitted_source=fitted.source, debug_output=res.debug_output,
+            negatives_version=self.neg_version, eval_seconds=res.seconds)
 
     async def _slot(self, rnd: int, gen: int, plan: SlotPlan, existing: ProgramRow | None,
                     init: Proposal | None) -> None:
@@ -344,14 +343,7 @@ class Evolution:
         return path
 
     def _fitness_line(self, b: ProgramRow) -> str:
-        held = b.heldout if b.heldout is not None else float("nan")
-        if self.cfg.fitness == "offline":
-            return f"{b.fitness:.4f} train, {held:.4f} held-out (offline GRACE discrimination, negatives v{b.negatives_version})"
-        m = b.metrics
-        kind = ("ppo: expert-likeness of the PPO policy's states (IRL)" if self.cfg.fitness == "ppo"
-                else "ppo-true: normalised TRUE return of the PPO policy (reward-design mode, not IRL)")
-        return (f"{b.fitness:.4f} {kind}; offline {m.get('offline_fitness', float('nan')):.4f}, "
-                f"{self.cfg.ppo_steps} PPO steps x {self.cfg.ppo_seeds} seeds, negatives v{b.negatives_version}")
+        return self.fitness.describe(b.fitness, b.heldout, b.metrics, b.negatives_version)
 
     def _wants_shaping(self, rnd: int) -> bool:
         if not hasattr(self.proposer, "shaping"):

@@ -7,6 +7,8 @@ kind = "keepalive"                         # or "goal"
 env = "CartPole-v1"                        # a gymnasium id, or "package.module:factory"
 max_steps = 500
 expert = "package.module:make_policy"      # optional: returns pi(obs, rng) -> action
+jax_env = "package.module:make_jax_env"    # optional: returns a gymnax-style (env, env_params);
+                                           # PPO (grace train, --fitness ppo, active rounds) needs it
 [action]
 kind = "discrete"                          # or "continuous" with shape = [k], low, high
 n = 2
@@ -21,7 +23,9 @@ size = 1                                   # > 1 for a vector field
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
+from dataclasses import dataclass
 import tomllib
 from functools import partial
 from pathlib import Path
@@ -44,6 +48,34 @@ def resolve(spec: str, base_dir: Path | None = None) -> Any:
         return getattr(module, attr)
     except (ImportError, AttributeError) as exc:
         raise SchemaError(f"cannot load {spec!r}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class LazyFactory:
+    """`spec` ("module:attr") imported and called only when the task needs it: a JAX env factory
+    is imported in the PPO worker, never in the host (no JAX in the main process). Picklable."""
+
+    spec: str
+    base_dir: str
+
+    def __call__(self) -> Any:
+        return resolve(self.spec, Path(self.base_dir))()
+
+
+def _lazy(spec: str, base_dir: Path) -> LazyFactory:
+    """Check that the module of `spec` exists (without importing it)."""
+    mod_name = spec.partition(":")[0]
+    if ":" not in spec or not spec.partition(":")[2]:
+        raise SchemaError(f"{spec!r} is not of the form 'module:attribute'")
+    if str(base_dir) not in sys.path:
+        sys.path.insert(0, str(base_dir))
+    try:
+        found = importlib.util.find_spec(mod_name)
+    except (ImportError, ValueError):
+        found = None
+    if found is None:
+        raise SchemaError(f"cannot load {spec!r}: no module named {mod_name!r}")
+    return LazyFactory(spec, str(base_dir.resolve()))
 
 
 def _gym_env(env_id: str, max_steps: int) -> gym.Env:
@@ -80,9 +112,11 @@ def load_task_toml(path: str | Path) -> Task:
         resolve(env_spec, path.parent) if ":" in env_spec else partial(_gym_env, env_spec, max_steps)
     )
     expert = resolve(data["expert"], path.parent) if "expert" in data else None
+    jax_env = _lazy(str(data["jax_env"]), path.parent) if "jax_env" in data else None
     return Task(
         name=data["name"], description=data["description"], schema=ObsSchema(fields),
         action=action, kind=data.get("kind", "keepalive"), make_env=make_env,
+        make_jax_env=jax_env, jax_backend="gymnax" if jax_env else "",
         max_steps=max_steps, expert=expert, expert_doc=data.get("expert_doc", data.get("expert", "")),
         extra={"toml": str(path)},
     )

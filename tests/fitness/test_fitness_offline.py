@@ -24,6 +24,7 @@ from grace.fitness import (
 from grace.fitness.metrics import best_threshold
 from grace.sandbox.views import view
 from grace.tasks import ActionSpace, Field, ObsSchema, Task
+from grace.types import EvalResult, Example
 
 SCHEMA = ObsSchema((Field("x"), Field("v", size=2)))
 
@@ -229,15 +230,17 @@ def test_fitting_moves_a_mis_set_threshold():
     data = synthetic_data()
     start = evaluate(threshold_reward, data, {"t": 0.2}, fit_params=False)
     fitted = evaluate(threshold_reward, data, {"t": 0.2}, fit_params=True, n_worst=4, schema=SCHEMA)
-    assert fitted["params"]["t"] != 0.2 and 0.8 < fitted["params"]["t"] <= 1.05
-    assert fitted["fitness"] > start["fitness"] + 0.2 and fitted["fitness"] > 0.9
-    assert fitted["heldout_fitness"] > 0.8
-    assert 1 < fitted["n_evals"] <= 160
-    assert all(isinstance(v, float) for v in fitted["metrics"].values())
-    assert set(fitted) >= {"fitness", "heldout_fitness", "metrics", "params", "worst", "n_evals"}
+    assert fitted.params["t"] != 0.2 and 0.8 < fitted.params["t"] <= 1.05
+    assert fitted.fitness > start.fitness + 0.2 and fitted.fitness > 0.9
+    assert fitted.heldout_fitness > 0.8
+    assert 1 < fitted.n_evals <= 160
+    assert all(isinstance(v, float) for v in fitted.metrics.values())
+    assert isinstance(fitted, EvalResult) and fitted.ok and len(fitted.worst) == 4
+    assert all(isinstance(w, Example) for w in fitted.worst)
+    assert set(fitted.calibration) == {"alpha", "beta", "centre", "scale"}
     # already right: nothing improves, the initial value is kept
     right = evaluate(threshold_reward, data, {"t": 1.0}, fit_params=True)
-    assert right["params"] == {"t": 1.0}
+    assert right.params == {"t": 1.0}
 
 
 def test_fitting_cannot_win_by_rescaling():
@@ -247,13 +250,13 @@ def test_fitting_cannot_win_by_rescaling():
         return (s_next[:, 0] * p["w"]).astype(np.float32)  # float32: rounding differs per w
 
     res = evaluate(scaled_only, data, {"w": 0.37}, fit_params=True)
-    assert res["params"] == {"w": 0.37}
+    assert res.params == {"w": 0.37}
 
 
 def test_worst_examples_are_the_most_misclassified():
     data = synthetic_data(seed=1)
     res = evaluate(threshold_reward, data, {"t": 0.5}, fit_params=False, n_worst=6, schema=SCHEMA)
-    worst = res["worst"]
+    worst = res.worst
     assert len(worst) == 6
     exp = [w for w in worst if w["label"] == "expert"]
     neg = [w for w in worst if w["label"] == "negative"]
@@ -281,9 +284,9 @@ def test_worst_ranks_by_reward_value():
     tr, y = data["train"], data["label"] == 1
     neg_top = np.sort(x[tr & ~y])[::-1][:2]
     pos_low = np.sort(x[tr & y])[:2]
-    got = [w["reward"] for w in res["worst"]]
+    got = [w["reward"] for w in res.worst]
     assert np.allclose(got, np.r_[pos_low, neg_top])
-    assert "raw" in res["worst"][0]["state"]  # no schema: the raw vector
+    assert "raw" in res.worst[0]["state"]  # no schema: the raw vector
 
 
 def test_nan_rewards_raise_and_exceptions_propagate():
@@ -307,14 +310,14 @@ def test_evaluate_in_worker_reads_ctx():
     data = synthetic_data(n_pos=40, n_neg=200)
     ctx = SimpleNamespace(data={"offline": data}, schema=SCHEMA)
     res = evaluate_in_worker(ctx, threshold_reward, params={"t": 1.0}, fit_params=False)
-    assert res["fitness"] > 0.95 and res["params"] == {"t": 1.0}
-    assert set(res["worst"][0]["state"]) == {"x", "v"}
+    assert res.fitness > 0.95 and res.params == {"t": 1.0}
+    assert set(res.worst[0]["state"]) == {"x", "v"}
 
 
 def test_scalar_total_is_broadcast_and_scores_zero():
     data = synthetic_data(n_pos=40, n_neg=200)
     res = evaluate(lambda s, a, s2, p: 1.0, data, {}, fit_params=False)
-    assert res["fitness"] == 0.0 and res["metrics"]["auc_train"] == 0.5
+    assert res.fitness == 0.0 and res.metrics["auc_train"] == 0.5
 
 
 def test_random_negatives_rollout():
@@ -337,5 +340,5 @@ def test_fitted_threshold_is_centred_in_the_gap_between_classes():
     data = build_offline_data(toy_task("keepalive"), demos, [("random", neg)], seed=5)
     for start in (0.25, 0.55):  # both inside the gap, near either edge
         res = evaluate(threshold_reward, data, {"t": start}, fit_params=True)
-        assert 0.3 < res["params"]["t"] < 0.5, (start, res["params"])
-        assert res["fitness"] > 0.99
+        assert 0.3 < res.params["t"] < 0.5, (start, res.params)
+        assert res.fitness > 0.99

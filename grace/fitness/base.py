@@ -1,0 +1,91 @@
+"""The Fitness protocol ("what to measure") and its registry.
+
+A fitness is prepared once per negatives version with the labelled dataset, then scores reward
+programs one by one (each `score` is awaited by its own slot of the search, so a fitness may
+batch candidates that arrive together, as the PPO fitnesses do). Where the work runs is the
+executor's business (`grace.search.executor`: the local sandbox pool, later a cluster).
+
+    FITNESS["offline"]   GRACE's offline discrimination (`grace.fitness.offline`)
+    FITNESS["ppo"]       IRL: PPO on the reward, then how expert-like the policy's states are
+    FITNESS["ppo-true"]  reward design: PPO on the reward, then the normalised TRUE return
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from grace.program import RewardProgram
+from grace.search.executor import Executor
+from grace.tasks import Task
+from grace.types import EvalResult, Transitions
+
+
+class Fitness(Protocol):
+    name: str
+    """Its key in FITNESS."""
+
+    def prepare(self, data: Transitions, return_range: tuple[float, float] | None = None) -> None:
+        """Make `data` resident where programs are scored (called again when negatives change).
+        `return_range` = (R_random, R_expert), mean true returns (only `ppo-true` reads it)."""
+
+    async def score(self, program: RewardProgram, seed: int) -> EvalResult:
+        """Score one validated program (PARAMS fitted when the fitness fits them). Never raises
+        for a program's failure: it comes back as `EvalResult.error`."""
+
+    def describe(self, fitness: float, heldout: float | None, metrics: dict[str, Any],
+                 negatives_version: int) -> str:
+        """One line for a reward file's provenance: what the number means."""
+
+    def close(self) -> None:
+        """Release what the fitness started itself (not the executor it was given)."""
+
+
+class Settings(Protocol):
+    """What the fitnesses read from a run's configuration (`grace.config.EvolveConfig`)."""
+
+    @property
+    def fit_params(self) -> bool: ...
+
+    @property
+    def ppo_steps(self) -> int: ...
+
+    @property
+    def ppo_seeds(self) -> int: ...
+
+    @property
+    def seed(self) -> int: ...
+
+
+FitnessFactory = Callable[[Task, Executor, Settings], Fitness]
+
+
+def _offline(task: Task, executor: Executor, cfg: Settings) -> Fitness:
+    from grace.fitness.offline import OfflineFitness
+
+    return OfflineFitness(executor, fit_params=cfg.fit_params)
+
+
+def _ppo(mode: str) -> FitnessFactory:
+    def make(task: Task, executor: Executor, cfg: Settings) -> Fitness:
+        from grace.fitness.offline import OfflineFitness
+        from grace.fitness.ppo_fitness import PPOFitness
+
+        return PPOFitness(task, OfflineFitness(executor, fit_params=cfg.fit_params), mode=mode,
+                          steps=cfg.ppo_steps, seeds=cfg.ppo_seeds, seed=cfg.seed)
+
+    return make
+
+
+FITNESS: dict[str, FitnessFactory] = {
+    "offline": _offline,
+    "ppo": _ppo("ppo"),
+    "ppo-true": _ppo("ppo-true"),
+}
+"""Fitness name (`--fitness`, `EvolveConfig.fitness`) -> factory(task, executor, settings)."""
+
+
+def make_fitness(name: str, task: Task, executor: Executor, cfg: Settings) -> Fitness:
+    if name not in FITNESS:
+        raise ValueError(f"unknown fitness {name!r}; use one of {', '.join(FITNESS)}")
+    return FITNESS[name](task, executor, cfg)
