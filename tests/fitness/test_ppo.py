@@ -10,6 +10,7 @@ import pytest
 from grace.data.trajectories import Trajectories  # noqa: E402
 from grace.fitness import ppo, ppo_batch  # noqa: E402
 from grace.tasks import get_task  # noqa: E402
+from grace.types import PPOJob, PPOResult  # noqa: E402
 
 TINY = {"num_envs": 4, "num_steps": 32, "num_epochs": 1, "num_minibatches": 2}
 UPRIGHT = "def reward(s, a, s_next, p):\n    return 1.0 - xp.abs(s_next.pole_angle)\n"
@@ -35,26 +36,28 @@ def test_batch_compiles_once_and_reports_failures_per_candidate(monkeypatch: pyt
         return -np.abs(states[:, 2])
 
     sources = [UPRIGHT, NO_TRACE, CENTRE, BAD_FIELD, ACTION]
-    res = ppo.train_candidates("cartpole_fixed", sources, steps=256, seeds=2, algo_kwargs=TINY,
-                               score_states=disc, eval_episodes=2)
+    job = PPOJob(tuple(sources), steps=256, seeds=2, algo_kwargs=TINY, score_states=disc,
+                 keep_trajectories=True, eval_episodes=2)
+    res = ppo.train_candidates("cartpole_fixed", job)
     assert builds == [3]  # one traced program for the three good candidates
-    assert [r["ok"] for r in res] == [True, False, True, False, True]
-    assert "trace" in res[1]["error"] and "Bool" in res[1]["error"]
-    assert "no_such_field" in res[3]["error"]
+    assert all(isinstance(r, PPOResult) for r in res)
+    assert [r.ok for r in res] == [True, False, True, False, True]
+    assert "trace" in res[1].error and "Bool" in res[1].error
+    assert "no_such_field" in res[3].error
     good = [res[i] for i in (0, 2, 4)]
-    assert len({r["compile_s"] for r in good}) == 1 and all(r["batch_size"] == 3 for r in good)
+    assert len({r.compile_s for r in good}) == 1 and all(r.batch_size == 3 for r in good)
     for r in good:
-        assert len(r["true_returns"]) == 2 and 0 <= r["true_return_mean"] <= 500
-        assert 0.0 <= r["success_rate"] <= 1.0 and r["irl_score"] is not None
-        traj = r["trajectories"]
+        assert len(r.true_returns) == 2 and 0 <= r.true_return_mean <= 500
+        assert 0.0 <= r.success_rate <= 1.0 and r.irl_score is not None
+        traj = r.trajectories
         assert isinstance(traj, Trajectories) and traj.n_episodes == 4 and traj.obs_dim == 4
-        assert np.allclose(traj.returns().reshape(2, 2).mean(1), r["true_returns"])
+        assert np.allclose(traj.returns().reshape(2, 2).mean(1), r.true_returns)
     assert len(scores) == 3
 
 
 def test_all_candidates_fail_without_training() -> None:
-    res = ppo.train_candidates("cartpole_fixed", [NO_TRACE, "not python ("], steps=256, seeds=1)
-    assert [r["ok"] for r in res] == [False, False]
+    res = ppo.train_candidates("cartpole_fixed", PPOJob((NO_TRACE, "not python ("), steps=256, seeds=1))
+    assert [r.ok for r in res] == [False, False]
 
 
 def test_check_branch_shapes() -> None:
@@ -75,9 +78,11 @@ def test_config_defaults_and_overrides() -> None:
 
 
 @pytest.mark.slow
-def test_collect_policy_rollouts_are_negatives() -> None:
-    traj = ppo.collect_policy_rollouts("cartpole_fixed", UPRIGHT, steps=20_000, episodes=3)
-    assert traj.n_episodes == 3 and traj.meta["policy"] == "ppo" and traj.meta["env_steps"] > 0
+def test_policy_rollouts_from_the_worker_are_negatives() -> None:
+    job = PPOJob((UPRIGHT,), steps=20_000, seeds=1, keep_trajectories=True, eval_episodes=3)
+    res = ppo.run_ppo("cartpole_fixed", job)[0]
+    traj = res.trajectories
+    assert traj.n_episodes == 3 and traj.meta["policy"] == "ppo" and res.env_steps > 0
     traj.validate(get_task("cartpole_fixed"), "negatives")
 
 
