@@ -16,9 +16,10 @@ import platform
 import time
 from pathlib import Path
 
-from grace.fitness.ppo import train_candidates
+from grace.fitness.ppo import run_ppo
 from grace.program import RewardProgram
 from grace.tasks import get_task
+from grace.types import PPOJob
 
 
 def candidates(n: int) -> list[str]:
@@ -29,13 +30,13 @@ def candidates(n: int) -> list[str]:
 
 def run(sources: list[str], steps: int, seeds: int) -> dict[str, float]:
     t0 = time.perf_counter()
-    res = train_candidates("cartpole_fixed", sources, steps, seeds=seeds, keep_trajectories=False)
+    res = run_ppo("cartpole_fixed", PPOJob(tuple(sources), steps, seeds=seeds))
     wall = time.perf_counter() - t0
     r = res[0]
-    assert all(x["ok"] for x in res), [x["error"] for x in res]
-    return {"compile_s": r["compile_s"], "run_s": r["run_s"], "wall_s": wall,
-            "env_steps": r["env_steps"] * len(sources) * seeds,
-            "return": sum(x["true_return_mean"] for x in res) / len(res)}
+    assert all(x.ok for x in res), [x.error for x in res]
+    return {"compile_s": r.compile_s, "run_s": r.run_s, "wall_s": wall,
+            "env_steps": r.env_steps * len(sources) * seeds,
+            "return": sum(x.true_return_mean for x in res) / len(res)}
 
 
 def main() -> None:

@@ -25,8 +25,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from dataclasses import dataclass
 import tomllib
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 import grace
-from grace.tasks import ActionSpace, Field, ObsSchema, Task, get_task
-from grace.tasks import jax_envs
+from grace.tasks import ActionSpace, Field, ObsSchema, Task, get_task, jax_envs
 from grace.train import RewardCheckError
 from tests.conftest import ROOT, run_cli
 
