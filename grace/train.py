@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from grace.fitness.ppo import TRUE_REWARD, train_candidates
+from grace.program import read_reward_file
 from grace.tasks import Task, get_task
 
 WITHIN = 0.05
@@ -65,7 +66,7 @@ def train_reward(file_or_source: str | Path, task: str | Task, steps: int = 500_
     task = get_task(task)
     path = Path(str(file_or_source))
     is_file = "\n" not in str(file_or_source) and path.is_file()
-    source = path.read_text() if is_file else str(file_or_source)
+    source = read_reward_file(path) if is_file else str(file_or_source)
     results = _run(task, [source, TRUE_REWARD], steps, seeds, seed, n_evals, algo_kwargs, isolate)
     reward, base = _side(results[0]), _side(results[1])
     summary: dict[str, Any] = {
