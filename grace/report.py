@@ -213,11 +213,6 @@ def _resolve(spec: str, run_dir: Path) -> str:
     return spec
 
 
-def _actions(a: np.ndarray, discrete: bool) -> np.ndarray:
-    a = np.asarray(a)
-    return a.reshape(len(a)).astype(np.int64) if discrete else a.reshape(len(a), -1).astype(np.float32)
-
-
 def _trajectories(run_dir: Path, archive: Archive, cfg: dict[str, Any], best: ProgramRow) -> dict[str, Any]:
     from grace.data.trajectories import load_demos
     from grace.sandbox.pool import SandboxPool
@@ -225,8 +220,9 @@ def _trajectories(run_dir: Path, archive: Archive, cfg: dict[str, Any], best: Pr
     from grace.tasks import get_task
 
     task = get_task(_resolve(str(cfg.get("task", "")), run_dir))
-    sets = [("expert", load_demos(_resolve(str(cfg.get("demos", "")), run_dir), task))]
-    sets += rundata.negative_sets(archive, run_dir, task, rundata.negatives_version(archive))
+    inputs = rundata.read_run_inputs(archive, run_dir, task,
+                                     load_demos(_resolve(str(cfg.get("demos", "")), run_dir), task))
+    sets = [("expert", inputs.demos), *inputs.negatives]
     discrete = task.action.kind == "discrete"
     parts, spans = [], []  # spans: (set index, episode, start, length)
     offset = 0
@@ -238,7 +234,7 @@ def _trajectories(run_dir: Path, archive: Archive, cfg: dict[str, Any], best: Pr
             spans.append((k, ep, offset, int(n)))
             offset += int(n)
     batch = {key: np.concatenate([p[key] for p in parts]) for key in ("s", "s_next")}
-    batch["a"] = _actions(np.concatenate([p["a"] for p in parts]), discrete)
+    batch["a"] = task.action.batch(np.concatenate([p["a"] for p in parts]))
     batch = {k: np.ascontiguousarray(v, dtype=np.int64 if k == "a" and discrete else np.float32)
              for k, v in batch.items()}
     with SandboxPool(schema=task.schema, n_workers=1, profile="numpy") as pool:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from grace.program import RewardProgram
+from grace.tasks.spec import prompt_info
 
 
 class BudgetExhausted(RuntimeError):
@@ -33,10 +34,7 @@ class TaskContext:
     """Per field: mean/std/min/max over positives ("pos_*") and negatives ("neg_*")."""
 
     def prompt_info(self) -> dict[str, str]:
-        return {
-            "name": self.name, "description": self.description,
-            "schema": self.schema.describe(), "action": self.action.describe(), "kind": self.kind,
-        }
+        return prompt_info(self)
 
 
 @dataclass

@@ -97,16 +97,12 @@ class Evolution:
 
     # -- data ------------------------------------------------------------------------------
     def load_data(self) -> None:
-        from grace.data.dataset import build_offline_data
-
         cfg = self.cfg
         rundata.ensure_random_negatives(self.archive, self.run_dir, self.task, cfg.random_negative_episodes,
                                         cfg.seed, cfg.negatives)
-        self.neg_version = rundata.negatives_version(self.archive)
-        negs = rundata.negative_sets(self.archive, self.run_dir, self.task, self.neg_version)
-        selector = rundata.goal_selector(self.archive.get_meta("goal_labels"))
-        data = build_offline_data(self.task, self.demos, negs, holdout=cfg.holdout, seed=cfg.seed,
-                                  selector=selector)
+        inputs = rundata.read_run_inputs(self.archive, self.run_dir, self.task, self.demos)
+        self.neg_version, negs = inputs.version, inputs.negatives
+        data = inputs.dataset(cfg.holdout, cfg.seed)
         self.data = data
         self.executor.put("offline", data)
         self.ctx = rundata.task_context(self.task, data, seed=cfg.seed)
