@@ -124,8 +124,10 @@ def _from_d4rl(path: Path, data: dict[str, np.ndarray]) -> DemoArrays:
     if acts.ndim == 0 or obs.ndim == 0:
         raise DemoError(f"{path}: observations and actions must be arrays with one row per transition")
     n = len(acts)
-    if obs.ndim < 1 or len(obs) != n:
-        raise DemoError(f"{path}: observations has {len(obs) if obs.ndim else 0} rows, actions {n}; "
+    if n == 0:
+        raise DemoError(f"{path}: no transitions (empty D4RL arrays)")
+    if len(obs) != n:
+        raise DemoError(f"{path}: observations has {len(obs)} rows, actions {n}; "
                         "D4RL arrays need one row per transition")
     flags = {}
     for k in ("terminals", "timeouts", "rewards", "next_observations"):

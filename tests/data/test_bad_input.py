@@ -98,6 +98,7 @@ DEMO_CASES: list[tuple[str, Callable[[Path], None], str | None, str]] = [
      "far outside the task's bounds"),
     ("width-mismatch", lambda p: _npz(p, PENDULUM), "cartpole", "width 3"),
     ("d4rl-ragged", _d4rl_ragged, None, "one row per transition"),
+    ("d4rl-empty", lambda p: np.savez(p, observations=np.zeros((0, 4)), actions=np.zeros(0)), None, "no transitions"),
     ("hdf5-garbage", _bad_hdf5, None, "not a readable HDF5"),
     ("plain-folder", _not_hf_folder, None, "not a HuggingFace"),
     ("missing", lambda p: None, None, "does not exist"),
