@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +50,15 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except _user_errors() as exc:
             typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except (OSError, sqlite3.Error) as exc:
+            from grace.search.archive import storage_error
+
+            message = storage_error(exc)
+            if message is None:
+                raise
+            typer.echo(f"error: {message} (nothing accepted is lost; free space or fix permissions, "
+                       "then resume with --resume)", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             typer.echo("interrupted: everything accepted so far is in the archive (resume with --resume)", err=True)

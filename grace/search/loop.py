@@ -59,6 +59,8 @@ class RunStats:
     errors: int = 0
     duplicates: int = 0
     duplicates_avoided: int = 0
+    retried: int = 0
+    """Evaluations retried once because their sandbox worker crashed (killed from outside)."""
     invalid: int = 0
     eval_seconds: float = 0.0
     propose_seconds: float = 0.0
@@ -85,6 +87,7 @@ class Evolution:
         self.cfg, self.run_dir, self.archive, self.task = cfg, run_dir, archive, task
         self.proposer, self.executor, self.progress = proposer, executor, progress
         self.stats = RunStats()
+        self._events: dict[tuple[int, int, int, str], asyncio.Event] = {}
         self.demos = load_demos(cfg.demos, task)
         self.neg_version = 0
         self.ctx: TaskContext | None = None
@@ -201,13 +204,41 @@ class Evolution:
             operator=prop.operator, parents=parents, proposer=self.proposer.name, source=source,
             size=program.size, meta=prop.meta)
 
-    async def _evaluate(self, row_id: int, seed: int) -> None:
+    async def _twin(self, row: ProgramRow, lower_slots: list[int]) -> ProgramRow | None:
+        """The row this one duplicates, decided in (round, generation, slot) order, never in
+        completion order: a program scored in an earlier generation on these negatives, else the
+        lowest earlier slot of this generation with the same logic (waiting for its score).
+        Kill + resume, and any evaluation order, give the same archive."""
+        earlier = self.archive.scored_in_earlier_generation(row.program_id, self.neg_version,
+                                                            row.round, row.generation)
+        if earlier is not None:
+            return earlier
+        await asyncio.gather(*(self._event(row.round, row.generation, s, "persisted").wait()
+                               for s in lower_slots))
+        slots = self.archive.slots(row.round, row.generation)
+        same = [slots[s] for s in sorted(lower_slots) if s in slots and slots[s].program_id == row.program_id]
+        if not same:
+            return None
+        await self._event(row.round, row.generation, same[0].slot, "scored").wait()
+        first = self.archive.program(same[0].id)  # it had no earlier twin either: ok or failed
+        return first if first.status == "ok" else None
+
+    def _event(self, rnd: int, gen: int, slot: int, what: str) -> asyncio.Event:
+        return self._events.setdefault((rnd, gen, slot, what), asyncio.Event())
+
+    async def _evaluate(self, row_id: int, seed: int, lower_slots: list[int]) -> None:
         row = self.archive.program(row_id)
-        if row.status != "pending":
-            return
+        try:
+            if row.status == "pending":
+                await self._evaluate_pending(row, seed, lower_slots)
+        finally:
+            self._event(row.round, row.generation, row.slot, "scored").set()
+
+    async def _evaluate_pending(self, row: ProgramRow, seed: int, lower_slots: list[int]) -> None:
+        row_id = row.id
         program = RewardProgram(row.source)
-        dup = self.archive.find_scored(row.program_id, self.neg_version)
-        if dup is not None and dup.id != row_id:
+        dup = await self._twin(row, lower_slots)
+        if dup is not None:
             self.stats.duplicates += 1
             self.archive.set_result(row_id, status="duplicate", fitness=dup.fitness, heldout=dup.heldout,
                                     score=dup.score, negatives_version=self.neg_version,
@@ -217,6 +248,10 @@ class Evolution:
         try:
             out = await self.executor.score(row.source, data_key="offline", fit_params=self.cfg.fit_params,
                                             seed=seed, params=program.params)
+            if not out.ok and out.error.kind == "crash":  # a worker killed from outside: once more
+                self.stats.retried += 1
+                out = await self.executor.score(row.source, data_key="offline", fit_params=self.cfg.fit_params,
+                                                seed=seed, params=program.params)
         finally:
             self.stats.overlap.leave("eval")
         self.stats.evaluated += 1
@@ -235,7 +270,7 @@ class Evolution:
             negatives_version=self.neg_version, eval_seconds=out.seconds)
 
     async def _slot(self, rnd: int, gen: int, plan: SlotPlan, existing: ProgramRow | None,
-                    init: Proposal | None) -> None:
+                    init: Proposal | None, lower_slots: list[int]) -> None:
         seed = _seed(self.cfg, rnd, gen, plan.slot)
         if existing is None:
             prop = init if init is not None else await self._propose(plan, seed)
@@ -247,7 +282,8 @@ class Evolution:
             row_id = self._persist(rnd, gen, plan, prop)
         else:
             row_id = existing.id
-        await self._evaluate(row_id, seed)
+        self._event(rnd, gen, plan.slot, "persisted").set()
+        await self._evaluate(row_id, seed, lower_slots)
         if self.progress is not None:
             self.progress.advance(self)
 
@@ -286,7 +322,9 @@ class Evolution:
             if gen == 1 and rnd > 0 and self._wants_shaping(rnd) and self.best is not None:
                 plans = [SlotPlan(p.slot, p.island, "shaping", (self.best,)) if p.slot < cfg.islands else p
                          for p in plans]
-        await asyncio.gather(*(self._slot(rnd, gen, p, existing.get(p.slot), inits.get(p.slot)) for p in plans))
+        slots = sorted(p.slot for p in plans)
+        await asyncio.gather(*(self._slot(rnd, gen, p, existing.get(p.slot), inits.get(p.slot),
+                                          [s for s in slots if s < p.slot]) for p in plans))
         return self._boundary(rnd, gen, pop, time.time() - t0)
 
     def _boundary(self, rnd: int, gen: int, pop: dict[int, list[ProgramRow]], seconds: float) -> dict[int, list[ProgramRow]]:
