@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +51,15 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except _user_errors() as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+        except (OSError, sqlite3.Error) as exc:
+            from grace.search.archive import storage_error
+
+            message = storage_error(exc)
+            if message is None:
+                raise
+            typer.echo(f"error: {message} (nothing accepted is lost; free space or fix permissions, "
+                       "then resume with --resume)", err=True)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             typer.echo("interrupted: everything accepted so far is in the archive (resume with --resume)", err=True)
             raise typer.Exit(130) from None
@@ -62,7 +72,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 @user_errors
 def evolve(
     task: Annotated[str | None, typer.Option(help="Built-in task name or a task .toml file.")] = None,
-    demos: Annotated[str | None, typer.Option(help="Expert demos (.npz, imitation .npz, minari:<id>).")] = None,
+    demos: Annotated[str | None, typer.Option(help="Expert demos (.npz, imitation .npz or datasets folder, D4RL .npz/.hdf5, minari:<id>).")] = None,
     negatives: Annotated[list[str] | None, typer.Option(help="Extra negative datasets (repeatable).")] = None,
     init: Annotated[list[str] | None, typer.Option(help="Reward files that seed the population (repeatable).")] = None,
     out: Annotated[str | None, typer.Option(help="Run directory.")] = None,
@@ -118,6 +128,14 @@ def evolve(
                 from grace.config import ConfigError
 
                 raise ConfigError(f"--init file {spec} does not exist")
+            from grace.program import read_reward_file
+
+            read_reward_file(spec)  # not UTF-8 -> one line before the run starts
+        if cfg.demos:
+            from grace.data.trajectories import load_demos
+            from grace.tasks import get_task
+
+            load_demos(cfg.demos, get_task(cfg.task))  # bad demos: one line, no run dir left behind
         result = run_evolve(cfg, overwrite=overwrite, progress=not quiet)
     st = result.stats
     best = result.best
@@ -152,8 +170,8 @@ def show(run: Annotated[Path, typer.Argument(help="Run directory.")],
                   f"{r.heldout:.4f}" if r.heldout is not None else "-", f"{r.metrics.get('accuracy_train', float('nan')):.3f}",
                   f"{r.metrics.get('auc_train', float('nan')):.3f}", str(r.size))
     console.print(t)
-    counts = archive.db.execute("SELECT status, COUNT(*) FROM programs GROUP BY status").fetchall()
-    console.print("programs: " + ", ".join(f"{s} {n}" for s, n in counts))
+    counts = archive.status_counts()
+    console.print("programs: " + ", ".join(f"{s} {n}" for s, n in counts.items()))
     calls = archive.call_stats()
     if calls:
         ct = Table(title="proposer calls")
@@ -288,8 +306,19 @@ def export(file: Annotated[Path, typer.Argument(help="A reward file.")],
         text = export_program(program, t, to)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    output.write_text(text)
+    _write_text(output, text)
     console.print(f"wrote {output} ({to})")
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write a user-named output file, creating its folder; an OS failure is one line."""
+    from grace.config import ConfigError
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 @app.command()
@@ -312,19 +341,24 @@ def demos_collect(task: Annotated[str, typer.Option(help="Task.")],
                   seed: Annotated[int, typer.Option(help="Seed.")] = 0,
                   imitation: Annotated[bool, typer.Option(help="Write imitation's npz layout instead.")] = False) -> None:
     """Collect expert demos with the task's scripted or trained expert."""
+    from grace.config import ConfigError
     from grace.data.rollout import collect_expert
     from grace.tasks import get_task
 
     t = get_task(task)
     traj = collect_expert(t, episodes, seed)
-    (traj.save_imitation if imitation else traj.save)(out_file)
+    try:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        (traj.save_imitation if imitation else traj.save)(out_file)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {out_file}: {exc.strerror or exc}") from None
     console.print(f"wrote {out_file}: {traj.n_episodes} episodes, {traj.n_transitions} transitions, "
               f"expert return {traj.meta['mean_return']:.2f} +- {traj.meta['std_return']:.2f}")
 
 
 @demos_app.command("show")
 @user_errors
-def demos_show(file: Annotated[str, typer.Argument(help="A demo file (.npz) or minari:<id>.")],
+def demos_show(file: Annotated[str, typer.Argument(help="A demo file (.npz, .hdf5), an imitation datasets folder, or minari:<id>.")],
                task: Annotated[str | None, typer.Option(help="Validate against this task's schema.")] = None,
                json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Summarise a demo file: episodes, lengths, expert return, provenance."""

@@ -105,7 +105,7 @@ def export_file(path: str | Path, task: Task | str, target: str, out: str | Path
     text = export_program(RewardProgram.from_file(path), get_task(task), target)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    out.write_text(text, encoding="utf-8")
     return out
 
 

@@ -202,7 +202,19 @@ class RewardProgram:
 
     @classmethod
     def from_file(cls, path: str | Path) -> RewardProgram:
-        return cls(Path(path).read_text())
+        return cls(read_reward_file(path))
+
+
+def read_reward_file(path: str | Path) -> str:
+    """A reward file's text (UTF-8); a missing, unreadable or non-UTF-8 file is a ProgramError."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ProgramError(f"cannot read reward file {path}: {exc.strerror or exc}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProgramError(f"reward file {path} is not UTF-8 text (byte {exc.start})") from None
 
 
 def format_params(params: dict[str, float]) -> str:

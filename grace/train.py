@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from grace.fitness.ppo import TRUE_REWARD, check_rewards, open_pool, run_ppo
-from grace.program import ProgramError, RewardProgram
+from grace.program import ProgramError, RewardProgram, read_reward_file
 from grace.tasks import Task, get_task
 from grace.types import PPOJob, PPOResult, TaskRef
 
@@ -59,8 +59,8 @@ def train_reward(file_or_source: str | Path, task: str | Path | Task, steps: int
     t = ref.resolve()
     path = Path(str(file_or_source))
     is_file = "\n" not in str(file_or_source) and path.is_file()
-    source = path.read_text() if is_file else str(file_or_source)
     try:
+        source = read_reward_file(path) if is_file else str(file_or_source)
         RewardProgram(source).validate(t.schema)
     except ProgramError as exc:
         raise RewardCheckError(f"the reward is not a valid reward program: {exc}") from None

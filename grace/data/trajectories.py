@@ -1,4 +1,5 @@
-"""Trajectory datasets: one type, read/written as grace npz, imitation npz or Minari.
+"""Trajectory datasets: one type, read/written as grace npz, imitation npz or Minari; also read
+from D4RL-style flat arrays (npz, HDF5) and imitation's HuggingFace folder (grace.data.formats).
 
 Layout (episodes concatenated): episode i has T_i transitions and T_i + 1 observations.
 - obs:         (sum(T_i + 1), obs_dim) float
@@ -20,11 +21,16 @@ from typing import Any
 
 import numpy as np
 
+from grace.data.demo_files import DemoError
+from grace.data.formats import DemoArrays, check_arrays, read_demo_file
 from grace.tasks import SchemaError, Task
 
+__all__ = ["DemoError", "Episode", "Trajectories", "load_demos", "load_minari", "save_minari", "summarise"]
 
-class DemoError(ValueError):
-    """A dataset is missing, unreadable, or does not match the task. One-line message."""
+ACTION_MARGIN = 1.0
+"""Continuous actions further outside [low, high] than this many times (high - low) are refused:
+such demos were recorded for another task or in other units. Closer ones are accepted (envs clip)
+and counted in meta["actions_outside_bounds"]."""
 
 
 @dataclass
@@ -137,6 +143,7 @@ class Trajectories:
         return Trajectories.from_episodes(eps, meta=parts[0].meta if parts else {})
 
     def validate(self, task: Task, source: str = "demos") -> Trajectories:
+        """Check the arrays against `task`: observation width, action shape, kind and range."""
         try:
             task.schema.check(self.obs, f"{source} observations")
             task.action.check(np.asarray(self.actions))
@@ -144,7 +151,29 @@ class Trajectories:
             raise DemoError(f"{source}: {exc}") from None
         if not np.all(np.isfinite(self.obs)):
             raise DemoError(f"{source}: observations contain NaN or inf")
+        acts = np.asarray(self.actions)
+        if acts.dtype.kind not in "biuf" or (acts.dtype.kind == "f" and not np.all(np.isfinite(acts))):
+            raise DemoError(f"{source}: actions must be finite numbers, got dtype {acts.dtype}")
+        if task.action.kind == "discrete":
+            self.actions = _discrete_actions(acts, task.action.n, source)
+        else:
+            self._check_bounds(acts, task.action.low, task.action.high, source)
         return self
+
+    def _check_bounds(self, acts: np.ndarray, low: float, high: float, source: str) -> None:
+        if not len(acts):
+            return
+        margin = ACTION_MARGIN * (high - low)
+        far = (acts < low - margin) | (acts > high + margin)
+        if far.any():
+            row = int(np.flatnonzero(far.reshape(len(acts), -1).any(axis=1))[0])
+            raise DemoError(
+                f"{source}: action {acts[row].tolist()} at row {row} is far outside the task's "
+                f"bounds [{low:g}, {high:g}] (demos of another task, or other units?)"
+            )
+        outside = int(((acts < low) | (acts > high)).sum())
+        if outside:
+            self.meta["actions_outside_bounds"] = outside
 
     # -- files -----------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -177,47 +206,40 @@ class Trajectories:
 
 
 def load_demos(path: str | Path, task: Task | None = None) -> Trajectories:
-    """Read a grace npz, an imitation npz, or a Minari dataset (`minari:<dataset_id>`)."""
+    """Read demos: a grace npz, an imitation npz, D4RL-style flat arrays (npz or HDF5),
+    imitation's HuggingFace `datasets` folder, or a Minari dataset (`minari:<dataset_id>`).
+    The layout is detected from the file; every array is checked. Errors are `DemoError`."""
     spec = str(path)
     if spec.startswith("minari:"):
         traj = load_minari(spec.removeprefix("minari:"))
+        check_arrays(DemoArrays(traj.obs, traj.actions, traj.lengths, traj.terminated,
+                                traj.truncated, traj.rewards), spec)
     else:
-        p = Path(spec)
-        if not p.exists():
-            raise DemoError(f"demo file {p} does not exist")
-        try:
-            data = np.load(p, allow_pickle=False)
-            keys = set(data.files)
-        except (OSError, ValueError) as exc:
-            raise DemoError(f"{p} is not a readable .npz dataset ({exc})") from None
-        if {"obs", "actions", "lengths"} <= keys:
-            traj = Trajectories(
-                obs=data["obs"], actions=data["actions"], lengths=data["lengths"],
-                terminated=data["terminated"], truncated=data["truncated"],
-                rewards=data["rewards"] if "rewards" in keys else None,
-                meta=json.loads(str(data["meta_json"])) if "meta_json" in keys else {},
-            )
-        elif {"obs", "acts", "indices"} <= keys:
-            traj = _from_imitation(data, keys)
-        else:
-            raise DemoError(f"{p}: unknown dataset layout (keys: {', '.join(sorted(keys))})")
-        traj.meta.setdefault("path", str(p))
+        arrays = read_demo_file(Path(spec))
+        traj = Trajectories(
+            obs=arrays.obs, actions=arrays.actions, lengths=arrays.lengths,
+            terminated=arrays.terminated, truncated=arrays.truncated, rewards=arrays.rewards,
+            meta=arrays.meta,
+        )
     if task is not None:
-        traj.validate(task, source=str(path))
+        traj.validate(task, source=spec)
     return traj
 
 
-def _from_imitation(data: Any, keys: set[str]) -> Trajectories:
-    indices = data["indices"].astype(np.int64)
-    n_eps = len(indices) + 1
-    bounds = np.concatenate([[0], indices, [len(data["acts"])]])
-    lengths = np.diff(bounds)
-    terminal = data["terminal"].astype(bool) if "terminal" in keys else np.ones(n_eps, bool)
-    return Trajectories(
-        obs=data["obs"].astype(np.float32), actions=data["acts"], lengths=lengths,
-        terminated=terminal, truncated=~terminal,
-        rewards=data["rews"] if "rews" in keys else None, meta={"format": "imitation"},
-    )
+def _discrete_actions(acts: np.ndarray, n: int, source: str) -> np.ndarray:
+    """Whole numbers in 0..n-1 (n = 0: no upper bound known), as int64."""
+    if acts.dtype.kind == "f":
+        frac = acts != np.round(acts)
+        if frac.any():
+            row = int(np.flatnonzero(frac)[0])
+            raise DemoError(f"{source}: discrete action {acts[row]:g} at row {row} is not a whole number")
+    acts = acts.astype(np.int64)
+    bad = (acts < 0) | (acts >= n) if n > 0 else acts < 0
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        allowed = f"0..{n - 1} (the task has {n} actions)" if n > 0 else ">= 0"
+        raise DemoError(f"{source}: discrete action {acts[row]} at row {row} is outside {allowed}")
+    return acts
 
 
 def _minari():

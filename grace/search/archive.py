@@ -3,11 +3,20 @@
 Every proposal is written the moment it exists (status "pending"), then updated with its
 evaluation; every external proposer call is written before its reply is used. A run killed at
 any point resumes from this file alone.
+
+One writer at a time: a writing `Archive` holds an exclusive lock (`archive.sqlite.lock`, which
+names its holder) for as long as it is open, so a second `grace evolve` on a live run is refused
+with one line. Readers (`create=False`: show, report, eval, reply caches) open the file
+read-only and never take the lock; a run directory on a read-only medium is still readable.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import os
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -20,7 +29,43 @@ SCHEMA_VERSION = 1
 
 
 class ArchiveError(ValueError):
-    """The run directory's archive is missing, corrupt or from an incompatible version."""
+    """The run directory's archive is missing, corrupt or from an incompatible version, or it is
+    in use by another writer. One-line message."""
+
+
+def storage_error(exc: BaseException) -> str | None:
+    """A one-line message when `exc` means the run directory cannot be written (disk full,
+    read-only medium, no permission, I/O error); None for anything else."""
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc)
+        if any(k in text for k in ("disk is full", "readonly database", "disk I/O error", "unable to open")):
+            return f"cannot write the run archive: {text}"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EIO):
+        return f"cannot write {exc.filename or 'the run directory'}: {os.strerror(exc.errno)}"
+    return None
+
+
+class RunLock:
+    """An exclusive, non-blocking lock on a run's archive (released when closed or when the
+    process dies: the kernel drops flock locks of dead processes)."""
+
+    def __init__(self, archive_path: Path) -> None:
+        self.path = Path(str(archive_path) + ".lock")
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(self.fd)
+            raise ArchiveError(f"{archive_path.parent} is in use by {holder}: wait for it to finish or stop "
+                               "it (a stopped run resumes with --resume)") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"grace pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 _SCHEMA = """
@@ -96,15 +141,25 @@ class ProgramRow:
 
 class Archive:
     def __init__(self, path: str | Path, create: bool = True) -> None:
+        """`create=True`: open for writing (creating it if needed) and hold the run's lock;
+        `create=False`: open an existing archive read-only."""
         self.path = Path(path)
-        if not create and not self.path.exists():
-            raise ArchiveError(f"no archive at {self.path}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        self.readonly = not create
+        self.lock: RunLock | None = None
+        if self.readonly:
+            if not self.path.exists():
+                raise ArchiveError(f"no archive at {self.path}")
+            self.db = self._open_readonly()
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.lock = RunLock(self.path)
+            self.db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
         version = self._schema_version()
+        if version is None and self.readonly:
+            raise ArchiveError(f"{self.path} is not a grace archive (no schema version)")
         if version is None:
             self.db.executescript(_SCHEMA)  # executescript manages its own transaction
             self.set_meta("schema_version", SCHEMA_VERSION)
@@ -112,6 +167,18 @@ class Archive:
             raise ArchiveError(
                 f"{self.path} was written by archive schema v{version}; this grace reads v{SCHEMA_VERSION}"
             )
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        """Read-only; on a read-only medium (where SQLite cannot create the WAL index) the file
+        is opened as immutable, which is exact as long as nobody writes it meanwhile."""
+        uri = self.path.resolve().as_uri()
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30.0, isolation_level=None)
+        try:
+            db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            return db
+        except sqlite3.OperationalError:
+            db.close()
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
 
     def _schema_version(self) -> int | None:
         try:
@@ -134,6 +201,8 @@ class Archive:
 
     def close(self) -> None:
         self.db.close()
+        if self.lock is not None:
+            self.lock.release()
 
     # -- meta ------------------------------------------------------------------------------
     def set_meta(self, key: str, value: Any) -> None:
@@ -175,17 +244,27 @@ class Archive:
             raise ArchiveError(f"no program #{row_id} in {self.path}")
         return self._row(r)
 
-    def programs(self, where: str = "1", params: tuple = (), order: str = "id") -> list[ProgramRow]:
-        rows = self.db.execute(f"SELECT * FROM programs WHERE {where} ORDER BY {order}", params)
+    def programs(self, *, round: int | None = None, generation: int | None = None,
+                 status: str | None = None, operator: str | None = None,
+                 best_first: bool = False) -> list[ProgramRow]:
+        """Programs matching every given filter, in proposal order (or best score first)."""
+        filters = {"round": round, "generation": generation, "status": status, "operator": operator}
+        given = {k: v for k, v in filters.items() if v is not None}
+        where = " AND ".join(f"{k}=?" for k in given) or "1"
+        order = "score DESC, id" if best_first else "id"
+        rows = self.db.execute(f"SELECT * FROM programs WHERE {where} ORDER BY {order}", tuple(given.values()))
         return [self._row(r) for r in rows]
 
     def slots(self, round: int, generation: int) -> dict[int, ProgramRow]:
-        return {p.slot: p for p in self.programs("round=? AND generation=?", (round, generation))}
+        return {p.slot: p for p in self.programs(round=round, generation=generation)}
 
-    def find_scored(self, program_id: str, negatives_version: int) -> ProgramRow | None:
+    def scored_in_earlier_generation(self, program_id: str, negatives_version: int, round: int,
+                                     generation: int) -> ProgramRow | None:
+        """The first program with this logic scored ok on these negatives before (round, generation)."""
         r = self.db.execute(
             "SELECT * FROM programs WHERE program_id=? AND negatives_version=? AND status='ok'"
-            " ORDER BY id LIMIT 1", (program_id, negatives_version)).fetchone()
+            " AND (round < ? OR (round = ? AND generation < ?)) ORDER BY round, generation, slot LIMIT 1",
+            (program_id, negatives_version, round, round, generation)).fetchone()
         return self._row(r) if r else None
 
     def scored_before(self, program_id: str, negatives_version: int, round: int, generation: int) -> bool:
@@ -204,8 +283,7 @@ class Archive:
         return self._row(r) if r else None
 
     def top(self, n: int = 10, round: int | None = None) -> list[ProgramRow]:
-        where, params = ("status='ok'", ()) if round is None else ("status='ok' AND round=?", (round,))
-        return self.programs(where, params, order="score DESC, id")[:n]
+        return self.programs(status="ok", round=round, best_first=True)[:n]
 
     # -- population and generations --------------------------------------------------------
     def set_population(self, round: int, generation: int, members: dict[int, list[int]]) -> None:
@@ -276,6 +354,31 @@ class Archive:
             " COALESCE(SUM(completion_tokens),0) AS completion_tokens, COALESCE(AVG(latency),0) AS latency"
             " FROM calls GROUP BY operator ORDER BY operator").fetchall()
         return [dict(r) for r in rows]
+
+    # -- summaries (what `grace show` and the report read; no SQL outside this class) ----------
+    def status_counts(self) -> dict[str, int]:
+        """Programs per status (ok, error, invalid, duplicate, pending)."""
+        return dict(self.db.execute("SELECT status, COUNT(*) FROM programs GROUP BY status").fetchall())
+
+    def timing(self) -> dict[str, float | None]:
+        """first: when the first program was created; last: when the last generation completed;
+        generation_seconds: the sum of the generations' wall-clock seconds."""
+        first = self.db.execute("SELECT MIN(created) FROM programs").fetchone()[0]
+        last = self.db.execute("SELECT MAX(completed) FROM generations").fetchone()[0]
+        seconds = self.db.execute("SELECT SUM(seconds) FROM generations").fetchone()[0]
+        return {"first": first, "last": last, "generation_seconds": seconds}
+
+    def population_members(self) -> list[tuple[int, int, int, str, float | None, float | None, float | None]]:
+        """Every population member of every generation: (round, generation, island, program_id,
+        fitness, heldout, score)."""
+        return [tuple(r) for r in self.db.execute(
+            "SELECT p.round, p.generation, p.island, q.program_id, q.fitness, q.heldout, q.score"
+            " FROM population p JOIN programs q ON q.id = p.program").fetchall()]
+
+    def proposal_outcomes(self) -> list[tuple[str, dict[str, Any], str, float | None]]:
+        """(operator, meta, status, fitness) of every proposal, in proposal order."""
+        rows = self.db.execute("SELECT operator, meta, status, fitness FROM programs ORDER BY id")
+        return [(op, json.loads(meta or "{}") or {}, status, fit) for op, meta, status, fit in rows]
 
     def lineage(self, row_id: int, depth: int = 50) -> list[ProgramRow]:
         """The program and its first-parent ancestors, newest first."""

@@ -21,17 +21,13 @@ from grace.config import EvolveConfig
 from grace.data.trajectories import load_demos
 from grace.fitness.base import Fitness
 from grace.program import ProgramError, RewardProgram
-from grace.proposers.base import Feedback, Proposal, Proposer, TaskContext
+from grace.proposers.base import BudgetExhausted, Feedback, Proposal, Proposer, TaskContext
 from grace.search import negatives as rundata
 from grace.search.archive import Archive, ProgramRow
 from grace.search.executor import Executor
 from grace.search.select import SlotPlan, migrate, penalised, plan_generation, truncate
 from grace.tasks import Task
 from grace.types import Example, Transitions
-
-
-class BudgetExhausted(RuntimeError):
-    """A proposer budget (calls, tokens) ran out: the run stops cleanly and can be resumed."""
 
 
 class Overlap:
@@ -65,6 +61,8 @@ class RunStats:
     errors: int = 0
     duplicates: int = 0
     duplicates_avoided: int = 0
+    retried: int = 0
+    """Evaluations retried once because their sandbox worker crashed (killed from outside)."""
     invalid: int = 0
     eval_seconds: float = 0.0
     propose_seconds: float = 0.0
@@ -91,28 +89,25 @@ class Evolution:
         self.cfg, self.run_dir, self.archive, self.task = cfg, run_dir, archive, task
         self.proposer, self.executor, self.fitness, self.progress = proposer, executor, fitness, progress
         self.stats = RunStats()
+        self._events: dict[tuple[int, int, int, str], asyncio.Event] = {}
         self.demos = load_demos(cfg.demos, task)
         self.neg_version = 0
         self.ctx: TaskContext | None = None
         self.best: ProgramRow | None = None
         self.data: Transitions | None = None
-        # the built-in operator is cheap and deterministic: re-ask it (new seed) when it proposes
-        # logic that was already scored; an LLM's duplicate costs a call, so it is kept as is
-        self.dedupe_retries = 3 if getattr(proposer, "name", "") == "offline" else 0
-        self._propose_sem = asyncio.Semaphore(max(1, cfg.llm.concurrency if cfg.proposer != "offline" else 2 * cfg.workers))
+        # a cheap deterministic proposer is re-asked (new seed) when it repeats scored logic;
+        # an LLM's duplicate costs a call, so it is kept as is (the proposer says which)
+        self.dedupe_retries = int(proposer.reask_duplicates)
+        self._propose_sem = asyncio.Semaphore(max(1, proposer.concurrency or 2 * cfg.workers))
 
     # -- data ------------------------------------------------------------------------------
     def load_data(self) -> None:
-        from grace.data.dataset import build_offline_data
-
         cfg = self.cfg
         rundata.ensure_random_negatives(self.archive, self.run_dir, self.task, cfg.random_negative_episodes,
                                         cfg.seed, cfg.negatives)
-        self.neg_version = rundata.negatives_version(self.archive)
-        negs = rundata.negative_sets(self.archive, self.run_dir, self.task, self.neg_version)
-        selector = rundata.goal_selector(self.archive.get_meta("goal_labels"))
-        data = build_offline_data(self.task, self.demos, negs, holdout=cfg.holdout, seed=cfg.seed,
-                                  selector=selector)
+        inputs = rundata.read_run_inputs(self.archive, self.run_dir, self.task, self.demos)
+        self.neg_version, negs = inputs.version, inputs.negatives
+        data = inputs.dataset(cfg.holdout, cfg.seed)
         self.data = data
         self.fitness.prepare(data, rundata.return_range(self.demos, negs))
         self.ctx = rundata.task_context(self.task, data, seed=cfg.seed)
@@ -121,12 +116,14 @@ class Evolution:
         """GRACE step 1 (opt-in): the LLM labels which expert states solve the task. The labels
         are persisted, so a resumed run uses the same positives."""
         if (not self.cfg.llm.label_goals or self.task.kind != "goal"
-                or self.archive.get_meta("goal_labels") is not None or not hasattr(self.proposer, "label_goals")):
+                or self.archive.get_meta("goal_labels") is not None):
             return
         assert self.ctx is not None
         cands, keys = rundata.goal_candidates(self.demos, self.task, seed=self.cfg.seed)
         chosen = await self.proposer.label_goals(self.ctx, cands, self.cfg.seed)
-        labels = [keys[i] for i in chosen] if chosen else []
+        if chosen is None:  # this proposer does not label: keep the task's default positives
+            return
+        labels = [keys[i] for i in chosen]
         self.archive.set_meta("goal_labels", labels)
         if labels:
             self.load_data()
@@ -207,13 +204,41 @@ class Evolution:
             operator=prop.operator, parents=parents, proposer=self.proposer.name, source=source,
             size=program.size, meta=prop.meta)
 
-    async def _evaluate(self, row_id: int, seed: int) -> None:
+    async def _twin(self, row: ProgramRow, lower_slots: list[int]) -> ProgramRow | None:
+        """The row this one duplicates, decided in (round, generation, slot) order, never in
+        completion order: a program scored in an earlier generation on these negatives, else the
+        lowest earlier slot of this generation with the same logic (waiting for its score).
+        Kill + resume, and any evaluation order, give the same archive."""
+        earlier = self.archive.scored_in_earlier_generation(row.program_id, self.neg_version,
+                                                            row.round, row.generation)
+        if earlier is not None:
+            return earlier
+        await asyncio.gather(*(self._event(row.round, row.generation, s, "persisted").wait()
+                               for s in lower_slots))
+        slots = self.archive.slots(row.round, row.generation)
+        same = [slots[s] for s in sorted(lower_slots) if s in slots and slots[s].program_id == row.program_id]
+        if not same:
+            return None
+        await self._event(row.round, row.generation, same[0].slot, "scored").wait()
+        first = self.archive.program(same[0].id)  # it had no earlier twin either: ok or failed
+        return first if first.status == "ok" else None
+
+    def _event(self, rnd: int, gen: int, slot: int, what: str) -> asyncio.Event:
+        return self._events.setdefault((rnd, gen, slot, what), asyncio.Event())
+
+    async def _evaluate(self, row_id: int, seed: int, lower_slots: list[int]) -> None:
         row = self.archive.program(row_id)
-        if row.status != "pending":
-            return
+        try:
+            if row.status == "pending":
+                await self._evaluate_pending(row, seed, lower_slots)
+        finally:
+            self._event(row.round, row.generation, row.slot, "scored").set()
+
+    async def _evaluate_pending(self, row: ProgramRow, seed: int, lower_slots: list[int]) -> None:
+        row_id = row.id
         program = RewardProgram(row.source)
-        dup = self.archive.find_scored(row.program_id, self.neg_version)
-        if dup is not None and dup.id != row_id:
+        dup = await self._twin(row, lower_slots)
+        if dup is not None:
             self.stats.duplicates += 1
             self.archive.set_result(row_id, status="duplicate", fitness=dup.fitness, heldout=dup.heldout,
                                     score=dup.score, negatives_version=self.neg_version,
@@ -222,6 +247,9 @@ class Evolution:
         self.stats.overlap.enter("eval")
         try:
             res = await self.fitness.score(program, seed)
+            if not res.ok and res.error_kind == "crash":  # a worker killed from outside: once more
+                self.stats.retried += 1
+                res = await self.fitness.score(program, seed)
         finally:
             self.stats.overlap.leave("eval")
         self.stats.evaluated += 1
@@ -240,7 +268,7 @@ class Evolution:
             negatives_version=self.neg_version, eval_seconds=res.seconds)
 
     async def _slot(self, rnd: int, gen: int, plan: SlotPlan, existing: ProgramRow | None,
-                    init: Proposal | None) -> None:
+                    init: Proposal | None, lower_slots: list[int]) -> None:
         seed = _seed(self.cfg, rnd, gen, plan.slot)
         if existing is None:
             prop = init if init is not None else await self._propose(plan, seed)
@@ -252,7 +280,8 @@ class Evolution:
             row_id = self._persist(rnd, gen, plan, prop)
         else:
             row_id = existing.id
-        await self._evaluate(row_id, seed)
+        self._event(rnd, gen, plan.slot, "persisted").set()
+        await self._evaluate(row_id, seed, lower_slots)
         if self.progress is not None:
             self.progress.advance(self)
 
@@ -291,12 +320,14 @@ class Evolution:
             if gen == 1 and rnd > 0 and self._wants_shaping(rnd) and self.best is not None:
                 plans = [SlotPlan(p.slot, p.island, "shaping", (self.best,)) if p.slot < cfg.islands else p
                          for p in plans]
-        await asyncio.gather(*(self._slot(rnd, gen, p, existing.get(p.slot), inits.get(p.slot)) for p in plans))
+        slots = sorted(p.slot for p in plans)
+        await asyncio.gather(*(self._slot(rnd, gen, p, existing.get(p.slot), inits.get(p.slot),
+                                          [s for s in slots if s < p.slot]) for p in plans))
         return self._boundary(rnd, gen, pop, time.time() - t0)
 
     def _boundary(self, rnd: int, gen: int, pop: dict[int, list[ProgramRow]], seconds: float) -> dict[int, list[ProgramRow]]:
         cfg = self.cfg
-        rows = self.archive.programs("round=? AND generation=? AND status='ok'", (rnd, gen))
+        rows = self.archive.programs(round=rnd, generation=gen, status="ok")
         new_pop: dict[int, list[ProgramRow]] = {}
         for isl in range(cfg.islands):
             keep = [] if gen == 0 else pop.get(isl, [])
@@ -346,8 +377,6 @@ class Evolution:
         return self.fitness.describe(b.fitness, b.heldout, b.metrics, b.negatives_version)
 
     def _wants_shaping(self, rnd: int) -> bool:
-        if not hasattr(self.proposer, "shaping"):
-            return False
         row = next((r for r in self.archive.negatives() if r["version"] == rnd), None)
         return bool(row and row["info"].get("needs_shaping"))
 

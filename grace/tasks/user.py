@@ -84,15 +84,11 @@ def _gym_env(env_id: str, max_steps: int) -> gym.Env:
 
 def load_task_toml(path: str | Path) -> Task:
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise SchemaError(f"task file {path} does not exist") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise SchemaError(f"task file {path} is not valid TOML: {exc}") from exc
+    data = _read_toml(path)
     missing = [k for k in ("name", "description", "env", "fields", "action") if k not in data]
     if missing:
         raise SchemaError(f"task file {path} lacks: {', '.join(missing)}")
+    _check_types(path, data)
     try:
         fields = tuple(
             Field(f["name"], int(f.get("size", 1)), f.get("unit", ""), f.get("doc", ""))
@@ -108,6 +104,8 @@ def load_task_toml(path: str | Path) -> Task:
     )
     max_steps = int(data.get("max_steps", 500))
     env_spec = data["env"]
+    if ":" not in env_spec:
+        _check_gym_id(path, env_spec)
     make_env = (
         resolve(env_spec, path.parent) if ":" in env_spec else partial(_gym_env, env_spec, max_steps)
     )
@@ -120,3 +118,80 @@ def load_task_toml(path: str | Path) -> Task:
         max_steps=max_steps, expert=expert, expert_doc=data.get("expert_doc", data.get("expert", "")),
         extra={"toml": str(path)},
     )
+
+
+# -- validation (one clear line per mistake) ---------------------------------------------------
+_MAX_TOML_BYTES = 1 << 20
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise SchemaError(f"task file {path} does not exist") from None
+    except OSError as exc:
+        raise SchemaError(f"cannot read task file {path}: {exc.strerror or exc}") from None
+    if len(raw) > _MAX_TOML_BYTES:
+        raise SchemaError(f"task file {path} is {len(raw)} bytes; a task file is under 1 MiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SchemaError(f"task file {path} is not UTF-8 text (byte {exc.start})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SchemaError(f"task file {path} is not valid TOML: {exc}") from None
+
+
+def _want(path: Path, where: str, value: Any, kind: type | tuple[type, ...], what: str) -> None:
+    ok = isinstance(value, kind) and not (kind in (int, float, (int, float)) and isinstance(value, bool))
+    if not ok:
+        raise SchemaError(f"task file {path}: {where} must be {what}, got {value!r}"[:300])
+
+
+def _check_types(path: Path, data: dict[str, Any]) -> None:
+    for key in ("name", "description", "env", "kind", "expert", "expert_doc"):
+        if key in data:
+            _want(path, key, data[key], str, "a string")
+    if "kind" in data and data["kind"] not in ("keepalive", "goal"):
+        raise SchemaError(f"task file {path}: kind must be 'keepalive' or 'goal', got {data['kind']!r}")
+    if "max_steps" in data:
+        _want(path, "max_steps", data["max_steps"], int, "an integer")
+        if data["max_steps"] < 1:
+            raise SchemaError(f"task file {path}: max_steps must be >= 1, got {data['max_steps']}")
+    fields = data["fields"]
+    if not isinstance(fields, list) or not fields:
+        raise SchemaError(f"task file {path}: fields must be a non-empty list of [[fields]] tables")
+    for i, f in enumerate(fields):
+        _want(path, f"fields[{i}]", f, dict, "a [[fields]] table")
+        if "name" not in f:
+            raise SchemaError(f"task file {path}: every [[fields]] entry needs a name (fields[{i}])")
+        _want(path, f"fields[{i}].name", f["name"], str, "a string")
+        if "size" in f:
+            _want(path, f"fields[{i}].size", f["size"], int, "an integer")
+        for key in ("unit", "doc"):
+            if key in f:
+                _want(path, f"fields[{i}].{key}", f[key], str, "a string")
+    act = data["action"]
+    _want(path, "action", act, dict, "an [action] table")
+    if "n" in act:
+        _want(path, "action.n", act["n"], int, "an integer")
+    for key in ("low", "high"):
+        if key in act:
+            _want(path, f"action.{key}", act[key], (int, float), "a number")
+    if "shape" in act:
+        shape = act["shape"]
+        if not isinstance(shape, list) or not all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in shape):
+            raise SchemaError(f"task file {path}: action.shape must be a list of positive integers, got {shape!r}")
+    for key in ("kind", "doc"):
+        if key in act:
+            _want(path, f"action.{key}", act[key], str, "a string")
+    if act.get("kind", "discrete") == "discrete" and act.get("n", 0) < 1:
+        raise SchemaError(f"task file {path}: a discrete [action] needs n >= 1")
+
+
+def _check_gym_id(path: Path, env_id: str) -> None:
+    try:
+        gym.spec(env_id)
+    except gym.error.Error as exc:
+        raise SchemaError(f"task file {path}: env {env_id!r} is not a registered gymnasium id ({exc})") from None

@@ -1,0 +1,1 @@
+"""The evolutionary search: archive, selection, negatives, active rounds and the async loop."""

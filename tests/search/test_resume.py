@@ -1,0 +1,158 @@
+"""Kill + resume gives the same archive as an uninterrupted run (issue: deterministic resume).
+
+Duplicate status and every selection input are decided in (round, generation, slot) order, not in
+completion order, so neither a SIGKILL at any point nor the order in which sandbox workers finish
+can change which programs the run keeps.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import DEMOS, ROOT, run_cli
+
+ARGS = ["--task", "cartpole", "--demos", str(DEMOS / "cartpole.npz"), "--generations", "4",
+        "--population", "4", "--islands", "2", "--quiet"]
+
+
+def _rows(run: Path) -> list[tuple]:
+    db = sqlite3.connect(run / "archive.sqlite")
+    try:
+        return db.execute("SELECT round, generation, slot, program_id, source, status, round(fitness, 9)"
+                          " FROM programs ORDER BY round, generation, slot").fetchall()
+    finally:
+        db.close()
+
+
+def _scored(run: Path) -> int:
+    try:
+        return sum(r[5] != "pending" for r in _rows(run))
+    except sqlite3.OperationalError:
+        return 0
+
+
+def _run_and_kill(run: Path, after: int, resume: bool) -> None:
+    """Start (or resume) the run, SIGKILL its whole process group once `after` programs are scored."""
+    cmd = [sys.executable, "-m", "grace.cli", "evolve", *(["--resume", str(run), "--quiet"] if resume
+                                                          else [*ARGS, "--out", str(run)])]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        if (run / "archive.sqlite").exists() and _scored(run) >= after:
+            break
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_kill_at_several_points_then_resume_equals_uninterrupted(tmp_path):
+    whole = tmp_path / "whole"
+    res = run_cli("evolve", *ARGS, "--out", str(whole))
+    assert res.returncode == 0, res.stderr
+    reference = _rows(whole)
+    assert len(reference) == 5 * 8
+
+    killed = tmp_path / "killed"
+    _run_and_kill(killed, after=6, resume=False)  # inside generation 0
+    n_first = _scored(killed)
+    _run_and_kill(killed, after=n_first + 13, resume=True)  # a later generation
+    assert _scored(killed) < len(reference), "the run finished before the second kill"
+    res = run_cli("evolve", "--resume", str(killed), "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert _rows(killed) == reference
+
+
+# -- completion order -------------------------------------------------------------------------------
+SAME = '''"""The same logic, proposed twice in one generation."""
+
+PARAMS = {"w": 1.0}
+
+
+def reward(s, a, s_next, p):
+    return -p["w"] * xp.abs(s_next.pole_angle)
+'''
+OTHER = SAME.replace("pole_angle", "cart_position")
+
+
+class _Proposer:
+    """Proposes SAME in slots 0 and 1 of every generation and OTHER elsewhere."""
+
+    name = "scripted"
+    reask_duplicates = 0
+    concurrency = None
+
+    async def init(self, ctx, n, seed):
+        from grace.proposers.base import Proposal
+
+        return [Proposal(SAME if i < 2 else OTHER, "init") for i in range(n)]
+
+    async def mutate(self, ctx, parent, seed):
+        from grace.proposers.base import Proposal
+
+        return Proposal(OTHER, "mutate")
+
+    crossover = simplify = shaping = None
+
+    async def label_goals(self, ctx, candidates, seed):
+        return None
+
+
+class _Executor:
+    """Scores every program 0.5 after a delay chosen per source and call: controls completion order."""
+
+    def __init__(self, slow_first: bool) -> None:
+        self.slow_first, self.calls = slow_first, 0
+
+    def put(self, key, value):
+        pass
+
+    async def score(self, source, *, data_key, fit_params, seed, params):
+        import asyncio
+
+        from grace.sandbox.pool import Outcome
+
+        self.calls += 1
+        first_call = self.calls == 1
+        await asyncio.sleep(0.3 if first_call == self.slow_first else 0.0)
+        return Outcome(ok=True, value={"fitness": 0.5, "heldout_fitness": 0.5, "metrics": {}, "worst": [],
+                                       "params": dict(params)}, seconds=0.0)
+
+    async def rewards(self, source, batch):
+        return None
+
+    def close(self):
+        pass
+
+
+def _statuses(tmp_path, slow_first: bool) -> list[tuple[int, str]]:
+    import asyncio
+
+    from grace.config import EvolveConfig
+    from grace.search.archive import Archive
+    from grace.search.loop import Evolution
+    from grace.tasks import get_task
+
+    run = tmp_path / ("slow" if slow_first else "fast")
+    run.mkdir()
+    cfg = EvolveConfig(task="cartpole", demos=str(DEMOS / "cartpole.npz"), out=str(run), generations=0,
+                       population=2, islands=2, random_negative_episodes=4, report=False, fit_params=False)
+    archive = Archive(run / "archive.sqlite")
+    evo = Evolution(cfg, run, archive, get_task("cartpole"), _Proposer(), _Executor(slow_first))
+    asyncio.run(evo.run())
+    rows = archive.slots(0, 0)
+    return [(slot, rows[slot].status) for slot in sorted(rows)]
+
+
+def test_duplicate_status_does_not_depend_on_completion_order(tmp_path):
+    """Slots 0 and 1 hold the same logic: slot 0 is scored and slot 1 is its duplicate, whichever
+    sandbox evaluation finishes first."""
+    slow, fast = _statuses(tmp_path, slow_first=True), _statuses(tmp_path, slow_first=False)
+    assert slow == fast == [(0, "ok"), (1, "duplicate"), (2, "ok"), (3, "duplicate")]
