@@ -105,25 +105,42 @@ class _Proposer:
         return None
 
 
-class _Executor:
+class _Fitness:
     """Scores every program 0.5 after a delay chosen per source and call: controls completion order."""
+
+    name = "fake"
 
     def __init__(self, slow_first: bool) -> None:
         self.slow_first, self.calls = slow_first, 0
 
-    def put(self, key, value):
+    def prepare(self, data, return_range=None):
         pass
 
-    async def score(self, source, *, data_key, fit_params, seed, params):
+    async def score(self, program, seed):
         import asyncio
 
-        from grace.sandbox.pool import Outcome
+        from grace.types import EvalResult
 
         self.calls += 1
         first_call = self.calls == 1
         await asyncio.sleep(0.3 if first_call == self.slow_first else 0.0)
-        return Outcome(ok=True, value={"fitness": 0.5, "heldout_fitness": 0.5, "metrics": {}, "worst": [],
-                                       "params": dict(params)}, seconds=0.0)
+        return EvalResult(fitness=0.5, heldout_fitness=0.5, params=dict(program.params))
+
+    def describe(self, fitness, heldout, metrics, negatives_version):
+        return f"{fitness} (fake)"
+
+    def close(self):
+        pass
+
+
+class _Executor:
+    """Nothing runs here: the fake fitness scores without it."""
+
+    def put(self, key, value):
+        pass
+
+    async def call(self, fn, source, *args, timeout=None, **kwargs):
+        raise AssertionError("the fake fitness needs no executor")
 
     async def rewards(self, source, batch):
         return None
@@ -145,7 +162,7 @@ def _statuses(tmp_path, slow_first: bool) -> list[tuple[int, str]]:
     cfg = EvolveConfig(task="cartpole", demos=str(DEMOS / "cartpole.npz"), out=str(run), generations=0,
                        population=2, islands=2, random_negative_episodes=4, report=False, fit_params=False)
     archive = Archive(run / "archive.sqlite")
-    evo = Evolution(cfg, run, archive, get_task("cartpole"), _Proposer(), _Executor(slow_first))
+    evo = Evolution(cfg, run, archive, get_task("cartpole"), _Proposer(), _Executor(), _Fitness(slow_first))
     asyncio.run(evo.run())
     rows = archive.slots(0, 0)
     return [(slot, rows[slot].status) for slot in sorted(rows)]
