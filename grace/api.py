@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from grace.config import ConfigError, EvolveConfig
+from grace.config import ConfigError, DataConfig, EvolveConfig, FitSettings
 from grace.data.trajectories import load_demos
 from grace.program import RewardProgram
 from grace.search import negatives as rundata
@@ -24,11 +24,11 @@ from grace.tasks import Task, get_task
 
 
 def make_proposer(cfg: EvolveConfig, archive: Archive) -> Any:
-    if cfg.proposer == "offline":
+    if cfg.proposer.kind == "offline":
         from grace.proposers.offline.operator import OfflineProposer
 
-        return OfflineProposer()
-    if cfg.proposer == "llm":
+        return OfflineProposer(max_terms=cfg.proposer.max_terms)
+    if cfg.proposer.kind == "llm":
         from grace.proposers.llm.chat import LLMProposer
 
         return LLMProposer(cfg.llm, recorder=archive)
@@ -44,8 +44,8 @@ def prepare_run(cfg: EvolveConfig | None, out: str | Path | None = None, *, resu
         run_dir = Path(out or (cfg.out if cfg else ""))
         if not (run_dir / "archive.sqlite").exists():
             raise ArchiveError(f"nothing to resume: {run_dir} has no archive.sqlite")
-        saved = EvolveConfig.load(run_dir / "config.toml")
-        cfg = saved if cfg is None else saved.override(**_resume_overrides(cfg, saved))
+        saved = EvolveConfig.load(run_dir / "config.toml")  # a first-wave flat file loads too
+        cfg = saved if cfg is None else saved.override(_resume_overrides(cfg, saved))
     else:
         assert cfg is not None
         run_dir = Path(out or cfg.out)
@@ -62,22 +62,22 @@ def prepare_run(cfg: EvolveConfig | None, out: str | Path | None = None, *, resu
     return cfg, run_dir, archive
 
 
-_RESUMABLE = ("generations", "rounds", "max_wall_time", "target_fitness", "workers", "report")
+RESUMABLE = ("search.generations", "search.rounds", "search.max_wall_time", "search.target_fitness",
+             "sandbox.workers", "report", "llm.max_calls", "llm.max_tokens_total", "llm.base_url")
+"""Keys a resume may change (budgets, where to run): the search itself stays as it was."""
 
 
 def _resume_overrides(given: EvolveConfig, saved: EvolveConfig) -> dict[str, Any]:
-    """On resume only budgets may change; the search itself stays as it was."""
+    """The resumable keys that `given` sets to something other than the default."""
     default = EvolveConfig()
-    out = {k: getattr(given, k) for k in _RESUMABLE if getattr(given, k) != getattr(default, k)}
-    llm = {f"llm_{k}": getattr(given.llm, k) for k in ("max_calls", "max_tokens_total", "base_url")
-           if getattr(given.llm, k) != getattr(default.llm, k)}
-    return out | llm
+    return {k: given.get(k) for k in RESUMABLE if given.get(k) != default.get(k)}
 
 
 def evolve(cfg: EvolveConfig | None = None, *, resume: bool = False, overwrite: bool = False,
            progress: bool = True, task: Task | str | None = None, **overrides: Any) -> RunResult:
-    """Run (or resume) an evolution job. `overrides` are EvolveConfig fields; `task` may be a
-    task name / TOML path (like `--task`) or a Task object (e.g. one built in Python)."""
+    """Run (or resume) an evolution job. `overrides` are config keys: top-level fields, or a
+    section with a dict (`search={"generations": 3}`); `task` may be a task name / TOML path (like
+    `--task`) or a Task object (e.g. one built in Python)."""
     if isinstance(task, str):
         overrides["task"], task = task, None
     elif task is not None:
@@ -85,22 +85,23 @@ def evolve(cfg: EvolveConfig | None = None, *, resume: bool = False, overwrite: 
     if cfg is None and not resume:
         cfg = EvolveConfig()
     if cfg is not None and overrides:
-        cfg = cfg.override(**overrides)
+        cfg = cfg.override(overrides)
     out = overrides.get("out") if resume else None
     cfg, run_dir, archive = prepare_run(cfg, out, resume=resume, overwrite=overwrite)
     task = task or get_task(cfg.task)
     from grace.search.executor import LocalExecutor
 
-    executor: Any = LocalExecutor(task, workers=cfg.workers, timeout=cfg.eval_timeout)
-    if cfg.fitness in ("ppo", "ppo-true"):
+    executor: Any = LocalExecutor(task, workers=cfg.sandbox.workers, timeout=cfg.sandbox.eval_timeout)
+    if cfg.fitness.kind in ("ppo", "ppo-true"):
         from grace.search.executor import PPOExecutor
 
-        executor = PPOExecutor(task, executor, cfg.fitness, cfg.ppo_steps, cfg.ppo_seeds, cfg.seed)
+        executor = PPOExecutor(task, executor, cfg.fitness.kind, cfg.ppo, cfg.seed,
+                               disc_max_ref=cfg.fitness.disc_max_ref)
     try:
         proposer = make_proposer(cfg, archive)
         evo = Evolution(cfg, run_dir, archive, task, proposer, executor)
-        per_round = (cfg.generations + 1) * cfg.population * cfg.islands
-        with RunProgress(per_round * cfg.rounds, enabled=progress) as prog:
+        per_round = (cfg.search.generations + 1) * cfg.search.population * cfg.search.islands
+        with RunProgress(per_round * cfg.search.rounds, enabled=progress) as prog:
             evo.progress = prog
             result = asyncio.run(evo.run())
         archive.set_meta("status", result.stats.stopped_because or "finished")
@@ -127,7 +128,8 @@ class ScoreContext:
     demos: str
     run_dir: Path | None
     seed: int = 0
-    holdout: float = 0.25
+    data: DataConfig = field(default_factory=DataConfig)
+    fit: FitSettings = field(default_factory=FitSettings)
 
     @property
     def task(self) -> Task:
@@ -160,13 +162,13 @@ def resolve_context(program: RewardProgram, task: str | None, demos: str | None,
         archive = Archive(run_dir / "archive.sqlite", create=False)
         inputs = rundata.read_run_inputs(archive, run_dir, t, demos_traj)
         archive.close()
-    seed, holdout = (cfg.seed, cfg.holdout) if cfg else (0, 0.25)
+    cfg = cfg or EvolveConfig()
     if inputs is None or not inputs.negatives:
         from grace.data.rollout import random_negatives
 
-        negatives = [("random", random_negatives(t, EvolveConfig().random_negative_episodes, seed))]
+        negatives = [("random", random_negatives(t, cfg.data.random_negative_episodes, cfg.seed))]
         inputs = rundata.RunInputs(t, demos_traj, negatives)
-    return ScoreContext(inputs, demo_spec, run_dir, seed, holdout)
+    return ScoreContext(inputs, demo_spec, run_dir, cfg.seed, cfg.data, cfg.fit)
 
 
 def score_programs(programs: list[RewardProgram], ctx: ScoreContext, fit: bool = False,
@@ -176,14 +178,15 @@ def score_programs(programs: list[RewardProgram], ctx: ScoreContext, fit: bool =
 
     for p in programs:
         p.validate(ctx.task.schema)
-    data = ctx.inputs.dataset(ctx.holdout, ctx.seed)
+    data = ctx.inputs.dataset(ctx.data, ctx.seed)
     ex = LocalExecutor(ctx.task, workers=min(2, len(programs)), timeout=timeout)
     try:
         ex.put("offline", data)
 
         async def go() -> list[Any]:
             return await asyncio.gather(*(
-                ex.score(p.source, data_key="offline", fit_params=fit, seed=ctx.seed, params=p.params)
+                ex.score(p.source, data_key="offline", fit=replace(ctx.fit, params=fit), seed=ctx.seed,
+                         params=p.params)
                 for p in programs))
 
         return asyncio.run(go())

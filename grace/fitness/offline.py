@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from grace.config import FitSettings
 from grace.fitness.batched import CompiledReward, call_reward, check_finite
 from grace.fitness.metrics import calibrate, metrics
-from grace.fitness.params import IMPROVE_TOL
 from grace.fitness.params import fit_params as _fit
 from grace.tasks import ObsSchema
 
@@ -69,12 +69,12 @@ def evaluate(
     compiled: CompiledReward,
     data: dict[str, np.ndarray],
     params: dict[str, float],
-    fit_params: bool = True,
-    n_worst: int = 8,
+    fit: FitSettings | None = None,
     schema: ObsSchema | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Fit PARAMS (optional), score the reward on all data, and collect counterexamples.
+    """Fit PARAMS (when `fit.params`), score the reward on all data, and collect `fit.n_worst`
+    counterexamples. `fit` is the run's `[fit]` section (defaults when None).
 
     `compiled(s_raw, a, s_next_raw, params)` returns the total (B,) or (total, components).
     Exceptions from the reward propagate; non-finite rewards raise ValueError with the count.
@@ -83,21 +83,22 @@ def evaluate(
     "calibration" ({alpha, beta, centre, scale}: D(s) = sigma(alpha * (r - centre) / scale + beta)),
     "n_evals" (reward calls, fitting included)}.
     """
+    fit = fit or FitSettings()
     params = {k: float(v) for k, v in (params or {}).items()}
     n_evals = 0
     fitted = dict(params)
-    if fit_params and params:
-        fitted, n_evals = _fit(compiled, data, params, seed)
+    if fit.params and params:
+        fitted, n_evals = _fit(compiled, data, params, seed, fit)
     train, y = data["train"].astype(bool), data["label"].astype(bool)
-    r, comps = call_reward(compiled, data, fitted)
+    r, comps = call_reward(compiled, data, fitted, fit.chunk)
     n_evals += 1
     if fitted != params:  # the subsample may mislead: keep the initial values if train got worse
         # (fit_params only moves constants for a real gain, or to the middle of a plateau)
-        r0, comps0 = call_reward(compiled, data, params)
+        r0, comps0 = call_reward(compiled, data, params, fit.chunk)
         n_evals += 1
         if np.all(np.isfinite(r0)) and not (
             np.all(np.isfinite(r))
-            and calibrate(r[train], y[train])["fitness"] >= calibrate(r0[train], y[train])["fitness"] - IMPROVE_TOL
+            and calibrate(r[train], y[train])["fitness"] >= calibrate(r0[train], y[train])["fitness"] - fit.improve_tol
         ):
             fitted, r, comps = dict(params), r0, comps0
     check_finite(r)
@@ -108,7 +109,7 @@ def evaluate(
         "heldout_fitness": m["fitness_heldout"],
         "metrics": m,
         "params": fitted,
-        "worst": worst_examples(r, data, comps, n_worst, schema),
+        "worst": worst_examples(r, data, comps, fit.n_worst, schema),
         "calibration": {k: cal[k] for k in ("alpha", "beta", "centre", "scale")},
         "n_evals": n_evals,
     }
@@ -119,14 +120,14 @@ def evaluate_in_worker(
     compiled: CompiledReward,
     data_key: str = "offline",
     params: dict[str, float] | None = None,
-    fit_params: bool = True,
+    fit: FitSettings | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Sandbox-pool entry point (`fn(ctx, compiled, *args, **kwargs)`): reads the shipped data
-    from `ctx.data[data_key]` and the observation schema from `ctx.schema`."""
+    from `ctx.data[data_key]` and the observation schema from `ctx.schema`; `fit` is the run's
+    `[fit]` section, sent with every call."""
     data = ctx.data[data_key]
-    out = evaluate(compiled, data, params or {}, fit_params=fit_params,
-                   schema=getattr(ctx, "schema", None), seed=seed)
+    out = evaluate(compiled, data, params or {}, fit=fit, schema=getattr(ctx, "schema", None), seed=seed)
     if getattr(compiled, "has_debug", False):
         out["debug_output"] = debug_output(compiled, data, out["params"], out["worst"])
     return out

@@ -148,7 +148,7 @@ class SandboxPool:
         self.backend = profile
         self.limits = limits or Limits.for_profile(profile)
         self.n_workers = max(1, int(n_workers))
-        pkg_parent = str(Path(__file__).resolve().parent.parent)
+        pkg_parent = str(Path(__file__).resolve().parents[2])  # the dir holding `grace`
         self._paths = [pkg_parent, *(str(Path(p).resolve()) for p in (pythonpath or []))]
         self._extra_env = env
         if drop_privileges is None:  # jax imports lazily from places 'nobody' may not read

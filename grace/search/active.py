@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from grace.config import EvolveConfig
+from grace.config import ActiveConfig, EvolveConfig
 from grace.data.trajectories import Episode, Trajectories
 from grace.fitness.discriminator import ExpertSimilarity
 from grace.tasks import Task
@@ -25,11 +25,12 @@ def task_spec(task: Task) -> str:
 
 
 def _train(task: Task, sources: list[str], steps: int, seeds: int, seed: int, keep: bool,
-           score_states: Any = None, timeout: float = 3600.0) -> list[dict[str, Any]]:
+           score_states: Any = None, timeout: float = 3600.0,
+           algo_kwargs: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     from grace.sandbox.pool import SandboxPool
 
     with SandboxPool(task.schema, n_workers=1, profile="jax") as pool:
-        out = pool.call(PPO_FN, None, task_spec(task), sources, steps, seeds, seed, None, score_states,
+        out = pool.call(PPO_FN, None, task_spec(task), sources, steps, seeds, seed, algo_kwargs, score_states,
                         keep, 1, timeout=timeout)
     return out.unwrap()
 
@@ -37,20 +38,21 @@ def _train(task: Task, sources: list[str], steps: int, seeds: int, seed: int, ke
 async def collect_active_negatives(task: Task, source: str, cfg: EvolveConfig, rnd: int,
                                    data: dict[str, np.ndarray] | None = None) -> tuple[Trajectories, dict[str, Any]]:
     """Train PPO on `source`; return the trained policy's episodes and what the run measured."""
-    disc = ExpertSimilarity.from_data(data, seed=cfg.seed) if data is not None else None
-    res = (await asyncio.to_thread(_train, task, [source], cfg.ppo_steps, cfg.ppo_seeds,
-                                   cfg.seed + 7919 * rnd, True, disc))[0]
+    ppo = cfg.ppo
+    disc = ExpertSimilarity.from_data(data, seed=cfg.seed, max_ref=cfg.fitness.disc_max_ref) if data is not None else None
+    res = (await asyncio.to_thread(_train, task, [source], ppo.steps, ppo.seeds, cfg.seed + 7919 * rnd, True,
+                                   disc, ppo.timeout, ppo.algo_kwargs(task.action.kind == "discrete")))[0]
     if not res["ok"]:
         raise RuntimeError(f"active negatives: PPO could not train on the best reward: {res['error']}")
     traj: Trajectories = res["trajectories"]
     rollout_steps, threshold = traj.n_transitions, None
-    if disc is not None and cfg.active_off_expert:
-        traj, threshold = off_expert_segments(traj, disc, data)
+    if disc is not None and cfg.active.off_expert:
+        traj, threshold = off_expert_segments(traj, disc, data, cfg.active.off_expert_quantile)
     expert_like = res.get("irl_score")
     reference = float(np.mean(disc(data["s_next"][data["label"].astype(bool) & ~data["train"].astype(bool)]))) \
         if disc is not None and np.any(data["label"].astype(bool) & ~data["train"].astype(bool)) else None
     info = {
-        "env_steps": int(res["env_steps"]) * cfg.ppo_seeds, "episodes": traj.n_episodes,
+        "env_steps": int(res["env_steps"]) * ppo.seeds, "episodes": traj.n_episodes,
         "rollout_transitions": rollout_steps, "kept_transitions": traj.n_transitions,
         "off_expert_threshold": threshold,
         "policy_expert_likeness": expert_like, "heldout_expert_likeness": reference,
@@ -64,7 +66,7 @@ def off_expert_segments(traj: Trajectories, disc: ExpertSimilarity, data: dict[s
                         quantile: float = 0.05) -> tuple[Trajectories, float]:
     """The part of the policy's rollouts that does not look expert: transitions whose s_next is
     less expert-like than all but `quantile` of the held-out expert positives (opt-in,
-    `active_off_expert`). Motivation: once PPO imitates well, labelling all its states negative
+    `active.off_expert`; `quantile` is active.off_expert_quantile). Motivation: once PPO imitates well, labelling all its states negative
     asks the reward to separate experts from near-experts. Measured on cartpole_fixed
     (benchmarks/results/active_rounds.md) it did NOT help: the round-1 reward trained worse than
     with the paper's rule. Kept runs of consecutive off-expert transitions become (truncated)
@@ -93,10 +95,12 @@ def off_expert_segments(traj: Trajectories, disc: ExpertSimilarity, data: dict[s
     return Trajectories.from_episodes(eps, meta=dict(traj.meta, filtered="off-expert", threshold=threshold)), threshold
 
 
-def needs_shaping(best_fitness: float | None, info: dict[str, Any], threshold: float = 0.8) -> bool:
-    """GRACE step 7: offline fitness is high but the PPO policy on the best reward is not
-    expert-like (by the fixed discriminator, never the true reward)."""
+def needs_shaping(best_fitness: float | None, info: dict[str, Any], active: ActiveConfig | None = None) -> bool:
+    """GRACE step 7: offline fitness is high (>= active.shaping_min_fitness) but the PPO policy
+    on the best reward is not expert-like (below active.shaping_ratio of the held-out experts, by
+    the fixed discriminator, never the true reward)."""
+    active = active or ActiveConfig()
     policy, reference = info.get("policy_expert_likeness"), info.get("heldout_expert_likeness")
     if best_fitness is None or policy is None or not reference:
         return False
-    return best_fitness >= threshold and policy < 0.5 * reference
+    return best_fitness >= active.shaping_min_fitness and policy < active.shaping_ratio * reference

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from grace.config import FitSettings, PPOConfig
 from grace.tasks import Task
 
 OFFLINE_FN = "grace.fitness.offline:evaluate_in_worker"
@@ -19,9 +20,10 @@ class Executor(Protocol):
     def put(self, key: str, value: Any) -> None:
         """Make data resident wherever evaluations run."""
 
-    async def score(self, source: str, *, data_key: str, fit_params: bool, seed: int,
+    async def score(self, source: str, *, data_key: str, fit: FitSettings, seed: int,
                     params: dict[str, float]) -> Any:
-        """Evaluate one program; returns the sandbox's Outcome (ok, value, error, seconds)."""
+        """Evaluate one program with the run's `[fit]` settings; returns the sandbox's Outcome
+        (ok, value, error, seconds)."""
 
     def close(self) -> None: ...
 
@@ -38,10 +40,10 @@ class LocalExecutor:
     def put(self, key: str, value: Any) -> None:
         self.pool.put(key, value)
 
-    async def score(self, source: str, *, data_key: str, fit_params: bool, seed: int,
+    async def score(self, source: str, *, data_key: str, fit: FitSettings, seed: int,
                     params: dict[str, float]) -> Any:
         return await self.pool.acall(OFFLINE_FN, source, data_key=data_key, params=params,
-                                     fit_params=fit_params, seed=seed, timeout=self.timeout)
+                                     fit=fit, seed=seed, timeout=self.timeout)
 
     async def rewards(self, source: str, batch: dict[str, Any]) -> Any:
         """Per-transition totals of `source` on a small batch (None if the program fails)."""
@@ -64,12 +66,13 @@ class PPOExecutor:
     (R_expert - R_random); marked so in provenance and never used for IRL benchmark rows.
     """
 
-    def __init__(self, task: Task, offline: Executor, mode: str, steps: int, seeds: int = 2,
-                 seed: int = 0, window: float = 1.0, timeout: float = 3600.0) -> None:
+    def __init__(self, task: Task, offline: Executor, mode: str, ppo: PPOConfig, seed: int = 0,
+                 disc_max_ref: int = 2000) -> None:
         if mode not in ("ppo", "ppo-true"):
             raise ValueError(f"PPO fitness mode must be 'ppo' or 'ppo-true', not {mode!r}")
-        self.task, self.offline, self.mode = task, offline, mode
-        self.steps, self.seeds, self.seed, self.window, self.timeout = steps, seeds, seed, window, timeout
+        self.task, self.offline, self.mode, self.ppo = task, offline, mode, ppo
+        self.steps, self.seeds, self.seed, self.window, self.timeout = ppo.steps, ppo.seeds, seed, ppo.batch_window, ppo.timeout
+        self.disc_max_ref = disc_max_ref
         self._queue: list[tuple[str, Any]] = []
         self._flusher: Any = None
         self._pool: Any = None
@@ -82,7 +85,7 @@ class PPOExecutor:
         if key == "offline":
             from grace.fitness.discriminator import ExpertSimilarity
 
-            self.disc = ExpertSimilarity.from_data(value, seed=self.seed)
+            self.disc = ExpertSimilarity.from_data(value, seed=self.seed, max_ref=self.disc_max_ref)
 
     async def rewards(self, source: str, batch: dict[str, Any]) -> Any:
         return await self.offline.rewards(source, batch)
@@ -90,14 +93,14 @@ class PPOExecutor:
     def set_return_range(self, random_return: float, expert_return: float) -> None:
         self.returns = (random_return, expert_return)
 
-    async def score(self, source: str, *, data_key: str, fit_params: bool, seed: int,
+    async def score(self, source: str, *, data_key: str, fit: FitSettings, seed: int,
                     params: dict[str, float]) -> Any:
         import asyncio
 
         from grace.program import RewardProgram
         from grace.sandbox.pool import Outcome
 
-        off = await self.offline.score(source, data_key=data_key, fit_params=fit_params, seed=seed, params=params)
+        off = await self.offline.score(source, data_key=data_key, fit=fit, seed=seed, params=params)
         if not off.ok:
             return off
         fitted = RewardProgram(source).with_params(off.value["params"]) if off.value.get("params") else RewardProgram(source)
@@ -150,8 +153,9 @@ class PPOExecutor:
 
         if self._pool is None:
             self._pool = SandboxPool(self.task.schema, n_workers=1, profile="jax")
+        algo_kwargs = self.ppo.algo_kwargs(self.task.action.kind == "discrete")
         out = self._pool.call(PPO_FN, None, task_spec(self.task), sources, self.steps, self.seeds, self.seed,
-                              None, self.disc if self.mode == "ppo" else None, False, 1, timeout=self.timeout)
+                              algo_kwargs, self.disc if self.mode == "ppo" else None, False, 1, timeout=self.timeout)
         return out.unwrap()
 
     def close(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 
@@ -54,8 +55,6 @@ def parent(error: str | None = None) -> Feedback:
 def make(server: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, archive: Archive | None = None,
          **cfg: object) -> tuple[LLMProposer, Archive]:
     monkeypatch.setenv("GRACE_TEST_KEY", SECRET)
-    monkeypatch.delenv("GRACE_LLM_CACHE", raising=False)
-    monkeypatch.delenv("GRACE_LLM_REPLAY_ONLY", raising=False)
     archive = archive or Archive(tmp_path / "archive.sqlite")
     settings = {"base_url": server.url, "model": "fake", "api_key_env": "GRACE_TEST_KEY", "timeout": 2.0,
                 "retries": 3, "concurrency": 4} | cfg
@@ -268,12 +267,16 @@ def test_cache_and_replay_with_server_stopped(tmp_path: Path, monkeypatch) -> No
     assert prop2.calls == 0 and all(r["cached"] == 1 for r in calls(archive2)) and len(calls(archive2)) == 6
     with pytest.raises(ReplayMissing, match="no cached reply"):
         asyncio.run(prop2.mutate(ctx(), parent(), seed=999))
-    # env-var route used by grace.api.evolve
-    monkeypatch.setenv("GRACE_LLM_CACHE", str(tmp_path / "run1"))
-    monkeypatch.setenv("GRACE_LLM_REPLAY_ONLY", "1")
-    prop3 = LLMProposer(prop.cfg, recorder=Archive(tmp_path / "run3" / "archive.sqlite"))
+    # the config route used by grace.api.evolve (llm.cache_from, llm.replay_only)
+    replay_cfg = dataclasses.replace(prop.cfg, cache_from=str(tmp_path / "run1"), replay_only=True)
+    prop3 = LLMProposer(replay_cfg, recorder=Archive(tmp_path / "run3" / "archive.sqlite"))
     assert isinstance(prop3.cache, ReplyCache) and prop3.cache.replay_only
     assert asyncio.run(sequence(prop3)) == first
+    # no environment variable overrides the config: the old ones do nothing
+    monkeypatch.setenv("GRACE_LLM_CACHE", str(tmp_path / "run1"))
+    monkeypatch.setenv("GRACE_LLM_REPLAY_ONLY", "1")
+    prop4 = LLMProposer(prop.cfg, recorder=Archive(tmp_path / "run4" / "archive.sqlite"))
+    assert not prop4.cache.replay_only and not prop4.cache.sources
 
 
 def test_request_key_depends_on_everything() -> None:

@@ -96,9 +96,8 @@ class ChatProposer:
         self.model = cfg.model
         self.prompts = PromptLibrary(cfg.prompts_dir or None)
         self.concurrency: int | None = max(1, int(cfg.concurrency))
-        replay = bool(getattr(cfg, "replay_only", False)) or os.environ.get("GRACE_LLM_REPLAY_ONLY", "") not in ("", "0")
-        cache_from = getattr(cfg, "cache_from", "") or os.environ.get("GRACE_LLM_CACHE", "")
-        self.cache = cache if cache is not None else make_cache(recorder, cache_from, replay)
+        # the config alone decides (llm.cache_from, llm.replay_only): no environment override
+        self.cache = cache if cache is not None else make_cache(recorder, cfg.cache_from, cfg.replay_only)
         self.calls = 0
         """Requests sent to a model (failed attempts included; cache hits excluded)."""
         self.prompt_tokens = 0
