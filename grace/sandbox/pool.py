@@ -210,7 +210,9 @@ class SandboxPool:
         slot.recv = Connection(r_parent, writable=False)
         slot.kill_reason = None
         init = {"schema": self.schema, "limits": self.limits, "backend": self.backend,
-                "drop_uid": NOBODY if self._drop else None, "preload": self._preload}
+                "drop_uid": NOBODY if self._drop else None, "preload": self._preload,
+                # the kernel's parent-death signal follows the launching *thread*: only the main one
+                "pdeathsig": threading.current_thread() is threading.main_thread()}
         slot.preloaded = frozenset(self._preload)
         slot.send.send_bytes(pickle.dumps(init))
 

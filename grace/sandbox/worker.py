@@ -87,7 +87,7 @@ def _drop_privileges(uid: int, preload: tuple[str, ...]) -> None:
     first. Afterwards the worker cannot write outside its temp dir (owned by `uid`), its
     /proc/self/environ is unreadable (non-dumpable) and RLIMIT_NPROC applies.
     """
-    for name in ("grace.sandbox.worker", "json", "math", "random", "statistics", "unicodedata", *preload):
+    for name in ("grace.sandbox.worker", "json", "math", "random", "statistics", "unicodedata", "ctypes", *preload):
         importlib.import_module(name)
     os.setgroups([])
     os.setgid(uid)
@@ -134,6 +134,21 @@ def _watchdog(parent: int, inbox_fd: int, rss_cap_mb: int) -> None:
             os._exit(EXIT_MEMORY)
 
 
+def _set_parent_death_signal(parent: int) -> None:
+    """Linux: SIGKILL this worker when its parent dies, even while a job holds the GIL (the
+    watchdog thread covers other platforms and workers launched from short-lived threads)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (ImportError, OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+
 def worker_main() -> None:
     """Entry point of a worker process (argv: read fd, write fd)."""
     rfd, wfd, shm_fd = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
@@ -163,6 +178,8 @@ def worker_main() -> None:
         jnp.zeros(1).block_until_ready()
     if init.get("drop_uid") is not None:
         _drop_privileges(int(init["drop_uid"]), init.get("preload", ()))
+    if init.get("pdeathsig"):
+        _set_parent_death_signal(parent)
     budget = _set_limits(limits)
     ctx = WorkerContext({}, init["schema"], backend, limits, os.getcwd())
     fns: dict[str, Any] = {}
