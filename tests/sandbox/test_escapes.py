@@ -7,6 +7,7 @@ import ast
 import subprocess
 import sys
 import textwrap
+import traceback
 from pathlib import Path
 
 import pytest
@@ -79,16 +80,29 @@ def test_the_marker_check_catches_a_line_based_rewrite(tmp_path):
     assert (tmp_path / "grace_marker_docstring").exists(), "the control did not run the hidden code"
 
 
-def test_best_reward_of_a_run_keeps_smuggled_code_inert(tmp_path):
+def test_best_reward_of_a_run_keeps_smuggled_code_inert(tmp_path, monkeypatch):
+    """...and the host parses the candidate's text once along the loop's evaluation path."""
     import grace
     from grace.config import EvolveConfig
 
     init = tmp_path / "init.py"
-    init.write_text((CORPUS / "params_continuation_smuggle.py").read_text())
+    source = (CORPUS / "params_continuation_smuggle.py").read_text() + f"# {tmp_path.name}\n"
+    init.write_text(source)
+    calls: list[str] = []  # parses outside the proposers (which mutate their own copy of a parent)
+    real = ast.parse
+
+    def counting(src, *args, **kwargs):
+        if not any("/proposers/" in frame.filename for frame in traceback.extract_stack()):
+            calls.append(src)
+        return real(src, *args, **kwargs)
+
+    monkeypatch.setattr(ast, "parse", counting)
     res = grace.evolve(EvolveConfig(task="cartpole", demos=str(DEMOS / "cartpole.npz"), out=str(tmp_path / "r"),
                                     init=(str(init),), generations=1, population=2, islands=1,
                                     random_negative_episodes=8, report=False), progress=False)
     assert res.best_path is not None
+    monkeypatch.undo()
+    assert calls.count(source) == 1
     texts = [res.best_path.read_text()]
     from grace.search.archive import Archive
 
