@@ -120,12 +120,18 @@ def evolve(cfg: EvolveConfig | None = None, *, resume: bool = False, overwrite: 
 # -- re-scoring (grace eval / grace diff) ---------------------------------------------------------
 @dataclass
 class ScoreContext:
-    task: Task
+    """What `grace eval` / `grace diff` score against: a run's inputs (or demos + fresh random
+    negatives), with the run's seed and held-out fraction."""
+
+    inputs: rundata.RunInputs
     demos: str
     run_dir: Path | None
-    negatives: list
     seed: int = 0
     holdout: float = 0.25
+
+    @property
+    def task(self) -> Task:
+        return self.inputs.task
 
 
 def resolve_context(program: RewardProgram, task: str | None, demos: str | None, run: str | None) -> ScoreContext:
@@ -150,17 +156,19 @@ def resolve_context(program: RewardProgram, task: str | None, demos: str | None,
     if not demo_spec:
         raise ConfigError("no demos: pass --demos (or --run, or a file with grace provenance)")
     t = get_task(task_spec)
-    negatives: list = []
+    demos_traj = load_demos(demo_spec, t)
+    inputs = None
     if run_dir is not None and (run_dir / "archive.sqlite").exists():
         archive = Archive(run_dir / "archive.sqlite", create=False)
-        negatives = rundata.negative_sets(archive, run_dir, t, rundata.negatives_version(archive))
+        inputs = rundata.read_run_inputs(archive, run_dir, t, demos_traj)
         archive.close()
     seed, holdout = (cfg.seed, cfg.holdout) if cfg else (0, 0.25)
-    if not negatives:
+    if inputs is None or not inputs.negatives:
         from grace.data.rollout import random_negatives
 
         negatives = [("random", random_negatives(t, EvolveConfig().random_negative_episodes, seed))]
-    return ScoreContext(t, demo_spec, run_dir, negatives, seed, holdout)
+        inputs = rundata.RunInputs(t, demos_traj, negatives)
+    return ScoreContext(inputs, demo_spec, run_dir, seed, holdout)
 
 
 def provenance_task(spec: str | None) -> str | None:
@@ -177,13 +185,11 @@ def provenance_task(spec: str | None) -> str | None:
 def score_programs(programs: list[RewardProgram], ctx: ScoreContext, fit: bool = False,
                    timeout: float = 60.0) -> list[Any]:
     """Score programs in the sandbox; returns the sandbox Outcomes (value = fitness dict)."""
-    from grace.data.dataset import build_offline_data
     from grace.search.executor import LocalExecutor
 
     for p in programs:
         p.validate(ctx.task.schema)
-    demos = load_demos(ctx.demos, ctx.task)
-    data = build_offline_data(ctx.task, demos, ctx.negatives, holdout=ctx.holdout, seed=ctx.seed)
+    data = ctx.inputs.dataset(ctx.holdout, ctx.seed)
     ex = LocalExecutor(ctx.task, workers=min(2, len(programs)), timeout=timeout)
     try:
         ex.put("offline", data)

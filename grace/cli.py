@@ -154,8 +154,8 @@ def show(run: Annotated[Path, typer.Argument(help="Run directory.")],
                   f"{r.heldout:.4f}" if r.heldout is not None else "-", f"{r.metrics.get('accuracy_train', float('nan')):.3f}",
                   f"{r.metrics.get('auc_train', float('nan')):.3f}", str(r.size))
     console.print(t)
-    counts = archive.db.execute("SELECT status, COUNT(*) FROM programs GROUP BY status").fetchall()
-    console.print("programs: " + ", ".join(f"{s} {n}" for s, n in counts))
+    counts = archive.status_counts()
+    console.print("programs: " + ", ".join(f"{s} {n}" for s, n in counts.items()))
     calls = archive.call_stats()
     if calls:
         ct = Table(title="proposer calls")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import difflib
 import io
-import json
 import time
 import tomllib
 from collections import defaultdict
@@ -83,11 +82,9 @@ def _fmt(v: Any, digits: int = 4) -> str:
 
 # ------------------------------------------------------------------------------------ header
 def _header(run_dir: Path, archive: Archive, cfg: dict[str, Any]) -> dict[str, Any]:
-    db = archive.db
-    counts = {r[0]: r[1] for r in db.execute("SELECT status, COUNT(*) FROM programs GROUP BY status")}
-    first = db.execute("SELECT MIN(created) FROM programs").fetchone()[0]
-    last = db.execute("SELECT MAX(completed) FROM generations").fetchone()[0]
-    gen_seconds = db.execute("SELECT SUM(seconds) FROM generations").fetchone()[0]
+    counts = archive.status_counts()
+    timing = archive.timing()
+    first, last, gen_seconds = timing["first"], timing["last"], timing["generation_seconds"]
     wall = (last - first) if first and last else gen_seconds
     keys = ("task", "demos", "proposer", "fitness", "generations", "population", "islands",
             "rounds", "migrate_every", "seed", "holdout", "parsimony", "fit_params", "workers")
@@ -112,9 +109,7 @@ def _evolution(archive: Archive) -> dict[str, Any]:
     if not gens:
         return {"error": "no completed generation in this run"}
     index = {(g["round"], g["generation"]): i for i, g in enumerate(gens)}
-    rows = archive.db.execute(
-        "SELECT p.round, p.generation, p.island, q.program_id, q.fitness, q.heldout, q.score"
-        " FROM population p JOIN programs q ON q.id = p.program").fetchall()
+    rows = archive.population_members()
     Member = tuple[str, float, float | None, float]
     pops: dict[int, dict[int, list[Member]]] = defaultdict(lambda: defaultdict(list))
     for rnd, gen, isl, pid, fit, held, score in rows:
@@ -218,11 +213,6 @@ def _resolve(spec: str, run_dir: Path) -> str:
     return spec
 
 
-def _actions(a: np.ndarray, discrete: bool) -> np.ndarray:
-    a = np.asarray(a)
-    return a.reshape(len(a)).astype(np.int64) if discrete else a.reshape(len(a), -1).astype(np.float32)
-
-
 def _trajectories(run_dir: Path, archive: Archive, cfg: dict[str, Any], best: ProgramRow) -> dict[str, Any]:
     from grace.data.trajectories import load_demos
     from grace.sandbox.pool import SandboxPool
@@ -230,8 +220,9 @@ def _trajectories(run_dir: Path, archive: Archive, cfg: dict[str, Any], best: Pr
     from grace.tasks import get_task
 
     task = get_task(_resolve(str(cfg.get("task", "")), run_dir))
-    sets = [("expert", load_demos(_resolve(str(cfg.get("demos", "")), run_dir), task))]
-    sets += rundata.negative_sets(archive, run_dir, task, rundata.negatives_version(archive))
+    inputs = rundata.read_run_inputs(archive, run_dir, task,
+                                     load_demos(_resolve(str(cfg.get("demos", "")), run_dir), task))
+    sets = [("expert", inputs.demos), *inputs.negatives]
     discrete = task.action.kind == "discrete"
     parts, spans = [], []  # spans: (set index, episode, start, length)
     offset = 0
@@ -243,7 +234,7 @@ def _trajectories(run_dir: Path, archive: Archive, cfg: dict[str, Any], best: Pr
             spans.append((k, ep, offset, int(n)))
             offset += int(n)
     batch = {key: np.concatenate([p[key] for p in parts]) for key in ("s", "s_next")}
-    batch["a"] = _actions(np.concatenate([p["a"] for p in parts]), discrete)
+    batch["a"] = task.action.batch(np.concatenate([p["a"] for p in parts]))
     batch = {k: np.ascontiguousarray(v, dtype=np.int64 if k == "a" and discrete else np.float32)
              for k, v in batch.items()}
     with SandboxPool(schema=task.schema, n_workers=1, profile="numpy") as pool:
@@ -317,8 +308,8 @@ def _calls(archive: Archive) -> dict[str, Any]:
     totals = {k: sum(int(s[k] or 0) for s in stats)
               for k in ("calls", "errors", "cached", "prompt_tokens", "completion_tokens")}
     groups: dict[tuple[str, str], dict[str, Any]] = {}
-    for op, meta, status, fit in archive.db.execute("SELECT operator, meta, status, fitness FROM programs"):
-        kind = (json.loads(meta or "{}") or {}).get("mutation", "–")
+    for op, meta, status, fit in archive.proposal_outcomes():
+        kind = meta.get("mutation", "–")
         g = groups.setdefault((op, str(kind)), {"operator": op, "kind": str(kind), "proposals": 0, "ok": 0,
                                                  "error": 0, "invalid": 0, "duplicate": 0, "best": None})
         g["proposals"] += 1

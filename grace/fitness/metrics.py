@@ -170,11 +170,17 @@ def auc(r: np.ndarray, label: np.ndarray) -> float:
     """P(r(pos) > r(neg)) over all positive/negative pairs, ties counting half; nan if a class is empty."""
     r = np.asarray(r, np.float64)
     y = np.asarray(label).astype(bool)
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    return auc_pos_neg(r[y], r[~y])
+
+
+def auc_pos_neg(vp: np.ndarray, vn: np.ndarray, empty: float = float("nan")) -> float:
+    """AUC of positive scores `vp` against negative scores `vn` (ties count half); `empty` if a
+    class has no scores. The one AUC of grace (fitness metrics and the offline operator)."""
+    n_pos, n_neg = len(vp), len(vn)
     if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(r)
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+        return empty
+    ranks = rankdata(np.concatenate([np.asarray(vp, np.float64), np.asarray(vn, np.float64)]))
+    return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def best_threshold(r: np.ndarray, label: np.ndarray) -> tuple[float, float]:

@@ -11,8 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from grace.program import RewardProgram
+from grace.tasks.spec import prompt_info
 
-OPERATORS = ("init", "mutate", "crossover", "simplify", "shaping")
+
+class BudgetExhausted(RuntimeError):
+    """A proposer budget (calls, tokens) ran out: the run stops cleanly and can be resumed."""
 
 
 @dataclass(frozen=True)
@@ -31,10 +34,7 @@ class TaskContext:
     """Per field: mean/std/min/max over positives ("pos_*") and negatives ("neg_*")."""
 
     def prompt_info(self) -> dict[str, str]:
-        return {
-            "name": self.name, "description": self.description,
-            "schema": self.schema.describe(), "action": self.action.describe(), "kind": self.kind,
-        }
+        return prompt_info(self)
 
 
 @dataclass
@@ -67,7 +67,17 @@ class Proposal:
 
 @runtime_checkable
 class Proposer(Protocol):
+    """Every operator the loop may call. A proposer that cannot do one says so in its reply
+    (`Proposal(None, op, error=...)`, or `None` from `label_goals`), never by lacking the method.
+    """
+
     name: str
+    """Recorded with every proposal ("offline", "llm", ...)."""
+    reask_duplicates: int
+    """How often the loop may re-ask (with a new seed) when a proposal repeats logic that was
+    already scored: cheap deterministic proposers say a few, an LLM (each call costs) says 0."""
+    concurrency: int | None
+    """Proposals in flight at once; None = as many as the sandbox evaluates in parallel."""
 
     async def init(self, ctx: TaskContext, n: int, seed: int) -> list[Proposal]:
         """`n` fresh programs from the task description and sample states."""
@@ -80,6 +90,16 @@ class Proposer(Protocol):
 
     async def simplify(self, ctx: TaskContext, parent: Feedback, seed: int) -> Proposal:
         """A shorter program with the same behaviour."""
+
+    async def shaping(self, ctx: TaskContext, parent: Feedback, trajectories: list[dict[str, Any]],
+                      seed: int) -> Proposal:
+        """GRACE step 7: a reward that rises along whole expert trajectories.
+        `trajectories`: [{"states": [{field: value}, ...], "rewards": [float, ...], "steps": [...]}]."""
+
+    async def label_goals(self, ctx: TaskContext, candidates: list[dict[str, Any]],
+                          seed: int) -> list[int] | None:
+        """GRACE step 1: indices of `candidates` ([{"state": {...}}]) that solve the task;
+        None = this proposer does not label (the task's default positives are used)."""
 
 
 class CallRecorder(Protocol):

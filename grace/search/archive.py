@@ -175,12 +175,19 @@ class Archive:
             raise ArchiveError(f"no program #{row_id} in {self.path}")
         return self._row(r)
 
-    def programs(self, where: str = "1", params: tuple = (), order: str = "id") -> list[ProgramRow]:
-        rows = self.db.execute(f"SELECT * FROM programs WHERE {where} ORDER BY {order}", params)
+    def programs(self, *, round: int | None = None, generation: int | None = None,
+                 status: str | None = None, operator: str | None = None,
+                 best_first: bool = False) -> list[ProgramRow]:
+        """Programs matching every given filter, in proposal order (or best score first)."""
+        filters = {"round": round, "generation": generation, "status": status, "operator": operator}
+        given = {k: v for k, v in filters.items() if v is not None}
+        where = " AND ".join(f"{k}=?" for k in given) or "1"
+        order = "score DESC, id" if best_first else "id"
+        rows = self.db.execute(f"SELECT * FROM programs WHERE {where} ORDER BY {order}", tuple(given.values()))
         return [self._row(r) for r in rows]
 
     def slots(self, round: int, generation: int) -> dict[int, ProgramRow]:
-        return {p.slot: p for p in self.programs("round=? AND generation=?", (round, generation))}
+        return {p.slot: p for p in self.programs(round=round, generation=generation)}
 
     def find_scored(self, program_id: str, negatives_version: int) -> ProgramRow | None:
         r = self.db.execute(
@@ -204,8 +211,7 @@ class Archive:
         return self._row(r) if r else None
 
     def top(self, n: int = 10, round: int | None = None) -> list[ProgramRow]:
-        where, params = ("status='ok'", ()) if round is None else ("status='ok' AND round=?", (round,))
-        return self.programs(where, params, order="score DESC, id")[:n]
+        return self.programs(status="ok", round=round, best_first=True)[:n]
 
     # -- population and generations --------------------------------------------------------
     def set_population(self, round: int, generation: int, members: dict[int, list[int]]) -> None:
@@ -276,6 +282,31 @@ class Archive:
             " COALESCE(SUM(completion_tokens),0) AS completion_tokens, COALESCE(AVG(latency),0) AS latency"
             " FROM calls GROUP BY operator ORDER BY operator").fetchall()
         return [dict(r) for r in rows]
+
+    # -- summaries (what `grace show` and the report read; no SQL outside this class) ----------
+    def status_counts(self) -> dict[str, int]:
+        """Programs per status (ok, error, invalid, duplicate, pending)."""
+        return dict(self.db.execute("SELECT status, COUNT(*) FROM programs GROUP BY status").fetchall())
+
+    def timing(self) -> dict[str, float | None]:
+        """first: when the first program was created; last: when the last generation completed;
+        generation_seconds: the sum of the generations' wall-clock seconds."""
+        first = self.db.execute("SELECT MIN(created) FROM programs").fetchone()[0]
+        last = self.db.execute("SELECT MAX(completed) FROM generations").fetchone()[0]
+        seconds = self.db.execute("SELECT SUM(seconds) FROM generations").fetchone()[0]
+        return {"first": first, "last": last, "generation_seconds": seconds}
+
+    def population_members(self) -> list[tuple[int, int, int, str, float | None, float | None, float | None]]:
+        """Every population member of every generation: (round, generation, island, program_id,
+        fitness, heldout, score)."""
+        return [tuple(r) for r in self.db.execute(
+            "SELECT p.round, p.generation, p.island, q.program_id, q.fitness, q.heldout, q.score"
+            " FROM population p JOIN programs q ON q.id = p.program").fetchall()]
+
+    def proposal_outcomes(self) -> list[tuple[str, dict[str, Any], str, float | None]]:
+        """(operator, meta, status, fitness) of every proposal, in proposal order."""
+        rows = self.db.execute("SELECT operator, meta, status, fitness FROM programs ORDER BY id")
+        return [(op, json.loads(meta or "{}") or {}, status, fit) for op, meta, status, fit in rows]
 
     def lineage(self, row_id: int, depth: int = 50) -> list[ProgramRow]:
         """The program and its first-parent ancestors, newest first."""

@@ -20,16 +20,12 @@ import grace
 from grace.config import EvolveConfig
 from grace.data.trajectories import load_demos
 from grace.program import ProgramError, RewardProgram
-from grace.proposers.base import Feedback, Proposal, Proposer, TaskContext
+from grace.proposers.base import BudgetExhausted, Feedback, Proposal, Proposer, TaskContext
 from grace.search import negatives as rundata
 from grace.search.archive import Archive, ProgramRow
 from grace.search.executor import Executor
 from grace.search.select import SlotPlan, migrate, penalised, plan_generation, truncate
 from grace.tasks import Task
-
-
-class BudgetExhausted(RuntimeError):
-    """A proposer budget (calls, tokens) ran out: the run stops cleanly and can be resumed."""
 
 
 class Overlap:
@@ -94,23 +90,19 @@ class Evolution:
         self.ctx: TaskContext | None = None
         self.best: ProgramRow | None = None
         self.data: dict[str, np.ndarray] = {}
-        # the built-in operator is cheap and deterministic: re-ask it (new seed) when it proposes
-        # logic that was already scored; an LLM's duplicate costs a call, so it is kept as is
-        self.dedupe_retries = 3 if getattr(proposer, "name", "") == "offline" else 0
-        self._propose_sem = asyncio.Semaphore(max(1, cfg.llm.concurrency if cfg.proposer != "offline" else 2 * cfg.workers))
+        # a cheap deterministic proposer is re-asked (new seed) when it repeats scored logic;
+        # an LLM's duplicate costs a call, so it is kept as is (the proposer says which)
+        self.dedupe_retries = int(proposer.reask_duplicates)
+        self._propose_sem = asyncio.Semaphore(max(1, proposer.concurrency or 2 * cfg.workers))
 
     # -- data ------------------------------------------------------------------------------
     def load_data(self) -> None:
-        from grace.data.dataset import build_offline_data
-
         cfg = self.cfg
         rundata.ensure_random_negatives(self.archive, self.run_dir, self.task, cfg.random_negative_episodes,
                                         cfg.seed, cfg.negatives)
-        self.neg_version = rundata.negatives_version(self.archive)
-        negs = rundata.negative_sets(self.archive, self.run_dir, self.task, self.neg_version)
-        selector = rundata.goal_selector(self.archive.get_meta("goal_labels"))
-        data = build_offline_data(self.task, self.demos, negs, holdout=cfg.holdout, seed=cfg.seed,
-                                  selector=selector)
+        inputs = rundata.read_run_inputs(self.archive, self.run_dir, self.task, self.demos)
+        self.neg_version, negs = inputs.version, inputs.negatives
+        data = inputs.dataset(cfg.holdout, cfg.seed)
         self.data = data
         self.executor.put("offline", data)
         self.ctx = rundata.task_context(self.task, data, seed=cfg.seed)
@@ -121,12 +113,14 @@ class Evolution:
         """GRACE step 1 (opt-in): the LLM labels which expert states solve the task. The labels
         are persisted, so a resumed run uses the same positives."""
         if (not self.cfg.llm.label_goals or self.task.kind != "goal"
-                or self.archive.get_meta("goal_labels") is not None or not hasattr(self.proposer, "label_goals")):
+                or self.archive.get_meta("goal_labels") is not None):
             return
         assert self.ctx is not None
         cands, keys = rundata.goal_candidates(self.demos, self.task, seed=self.cfg.seed)
         chosen = await self.proposer.label_goals(self.ctx, cands, self.cfg.seed)
-        labels = [keys[i] for i in chosen] if chosen else []
+        if chosen is None:  # this proposer does not label: keep the task's default positives
+            return
+        labels = [keys[i] for i in chosen]
         self.archive.set_meta("goal_labels", labels)
         if labels:
             self.load_data()
@@ -306,7 +300,7 @@ class Evolution:
 
     def _boundary(self, rnd: int, gen: int, pop: dict[int, list[ProgramRow]], seconds: float) -> dict[int, list[ProgramRow]]:
         cfg = self.cfg
-        rows = self.archive.programs("round=? AND generation=? AND status='ok'", (rnd, gen))
+        rows = self.archive.programs(round=rnd, generation=gen, status="ok")
         new_pop: dict[int, list[ProgramRow]] = {}
         for isl in range(cfg.islands):
             keep = [] if gen == 0 else pop.get(isl, [])
@@ -363,8 +357,6 @@ class Evolution:
                 f"{self.cfg.ppo_steps} PPO steps x {self.cfg.ppo_seeds} seeds, negatives v{b.negatives_version}")
 
     def _wants_shaping(self, rnd: int) -> bool:
-        if not hasattr(self.proposer, "shaping"):
-            return False
         row = next((r for r in self.archive.negatives() if r["version"] == rnd), None)
         return bool(row and row["info"].get("needs_shaping"))
 

@@ -1,8 +1,13 @@
-"""Run inputs: expert demos, versioned negative sets, the offline dataset and the task context."""
+"""Run inputs: expert demos, versioned negative sets, the offline dataset and the task context.
+
+`RunInputs` (read with `read_run_inputs`) is the one assembly of what a run's fitness is computed
+on; the loop, re-scoring (`grace eval`, `grace diff`) and the report all use it.
+"""
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +60,8 @@ def negatives_version(archive: Archive) -> int:
 
 
 def state_dict(row: np.ndarray, task: Task) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for f in task.schema.fields:
-        v = row[task.schema.slices[f.name]]
-        out[f.name] = round(float(v[0]), 4) if f.size == 1 else [round(float(x), 4) for x in v]
-    return out
+    """A state as proposers see it: {field: value}, 4 decimals."""
+    return task.schema.state_dict(row, digits=4)
 
 
 def task_context(task: Task, data: dict[str, np.ndarray], n_examples: int = 6, seed: int = 0) -> TaskContext:
@@ -123,3 +125,29 @@ def goal_selector(labels: list[list[int]] | None):
 
     return select
 
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """What a run's fitness is computed on: the task, the expert demos, the negative sets up to
+    `version` and the persisted goal labels (GRACE step 1), if any."""
+
+    task: Task
+    demos: Trajectories
+    negatives: list[tuple[str, Trajectories]]
+    version: int = 0
+    goal_labels: list[list[int]] | None = None
+
+    def dataset(self, holdout: float, seed: int) -> dict[str, np.ndarray]:
+        """The labelled transitions (train / held-out split by `holdout`, deterministic in `seed`)."""
+        from grace.data.dataset import build_offline_data
+
+        return build_offline_data(self.task, self.demos, self.negatives, holdout=holdout, seed=seed,
+                                  selector=goal_selector(self.goal_labels))
+
+
+def read_run_inputs(archive: Archive, run_dir: Path, task: Task, demos: Trajectories) -> RunInputs:
+    """The run's current inputs: every negative set up to the latest version, and goal labels."""
+    version = negatives_version(archive)
+    return RunInputs(task, demos, negative_sets(archive, run_dir, task, version), version,
+                     archive.get_meta("goal_labels"))

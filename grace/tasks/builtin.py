@@ -127,10 +127,6 @@ def _returns_at_least(threshold: float):
     return lambda ret, terminated, obs: bool(ret >= threshold)
 
 
-def _terminated(ret, terminated, obs) -> bool:
-    return bool(terminated)
-
-
 def _pendulum_upright(ret, terminated, obs) -> bool:
     tail = obs[-len(obs) // 4 :]
     return bool(np.mean(tail[:, 0] > 0.9) > 0.9)
@@ -165,7 +161,6 @@ def builtin_tasks() -> dict[str, Task]:
             expert=experts.cartpole, expert_doc="scripted linear state feedback",
             true_reward_doc="+1 per step while the pole is within +-12 deg and the cart within +-2.4 m",
             success=_returns_at_least(475), reference_reward=REWARDS / "cartpole.py",
-            fixed_horizon=True,
         ),
         Task(
             name="mountaincar", description=MOUNTAINCAR_DESC, schema=MOUNTAINCAR_SCHEMA,
@@ -185,7 +180,7 @@ def builtin_tasks() -> dict[str, Task]:
             make_jax_env=partial(_gymnax, "MountainCar-v0", True), jax_backend="gymnax", max_steps=200,
             expert=experts.mountaincar, expert_doc="scripted energy pumping (push along velocity)",
             true_reward_doc="0 per step at the flag (position >= 0.5), else -1",
-            success=_mc_reached, reference_reward=REWARDS / "mountaincar.py", fixed_horizon=True,
+            success=_mc_reached, reference_reward=REWARDS / "mountaincar.py",
         ),
         Task(
             name="acrobot", description=ACROBOT_DESC, schema=ACROBOT_SCHEMA,
@@ -204,7 +199,7 @@ def builtin_tasks() -> dict[str, Task]:
             make_jax_env=partial(_gymnax, "Acrobot-v1", True), jax_backend="gymnax", max_steps=500,
             expert=experts.acrobot, expert_doc="scripted energy pumping on the second joint",
             true_reward_doc="0 per step with the tip above the line, else -1",
-            success=_acrobot_reached, reference_reward=REWARDS / "acrobot.py", fixed_horizon=True,
+            success=_acrobot_reached, reference_reward=REWARDS / "acrobot.py",
         ),
         Task(
             name="pendulum", description=PENDULUM_DESC, schema=PENDULUM_SCHEMA,
@@ -213,7 +208,7 @@ def builtin_tasks() -> dict[str, Task]:
             make_jax_env=partial(_gymnax, "Pendulum-v1"), jax_backend="gymnax", max_steps=200,
             expert=experts.pendulum, expert_doc="scripted energy-based swing-up + PD balance",
             true_reward_doc="-(theta^2 + 0.1 theta_dot^2 + 0.001 u^2) per step",
-            success=_pendulum_upright, reference_reward=REWARDS / "pendulum.py", fixed_horizon=True,
+            success=_pendulum_upright, reference_reward=REWARDS / "pendulum.py",
         ),
         Task(
             name="inverted_pendulum", description=IP_DESC, schema=IP_SCHEMA,

@@ -10,7 +10,14 @@ has to carry the information itself. The reward they report is the natural fixed
 from __future__ import annotations
 
 import gymnasium as gym
-import numpy as np
+
+FIXED_HORIZON_REWARDS: dict[str, tuple[float, float]] = {
+    # env_id: (reward when the original termination test holds, reward otherwise); the one table
+    # for the gymnasium wrappers here and the gymnax ones in grace.tasks.jax_envs
+    "CartPole-v1": (0.0, 1.0),
+    "MountainCar-v0": (0.0, -1.0),
+    "Acrobot-v1": (0.0, -1.0),
+}
 
 
 class NoTermination(gym.Wrapper):
@@ -31,22 +38,18 @@ class NoTermination(gym.Wrapper):
         return obs, float(reward), False, truncated, info
 
 
-def _make(env_id: str, on_terminal: float, otherwise: float, max_steps: int) -> gym.Env:
+def _make(env_id: str, max_steps: int) -> gym.Env:
     env = gym.make(env_id, max_episode_steps=max_steps, disable_env_checker=True)
-    return NoTermination(env, on_terminal, otherwise)
+    return NoTermination(env, *FIXED_HORIZON_REWARDS[env_id])
 
 
 def cartpole_fixed(max_steps: int = 500) -> gym.Env:
-    return _make("CartPole-v1", 0.0, 1.0, max_steps)
+    return _make("CartPole-v1", max_steps)
 
 
 def mountaincar_fixed(max_steps: int = 200) -> gym.Env:
-    return _make("MountainCar-v0", 0.0, -1.0, max_steps)
+    return _make("MountainCar-v0", max_steps)
 
 
 def acrobot_fixed(max_steps: int = 500) -> gym.Env:
-    return _make("Acrobot-v1", 0.0, -1.0, max_steps)
-
-
-def upright_fraction(obs: np.ndarray, cos_col: int) -> float:
-    return float(np.mean(obs[:, cos_col] > 0.9))
+    return _make("Acrobot-v1", max_steps)

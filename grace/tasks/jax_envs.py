@@ -19,15 +19,11 @@ import jax
 import jax.numpy as jnp
 from gymnax.environments import environment
 
+from grace.tasks.fixed_horizon import FIXED_HORIZON_REWARDS
+
 _NEVER = 2**30
 """max_steps used to evaluate an env's own termination test without its time limit."""
 
-FIXED_HORIZON_REWARDS: dict[str, tuple[float, float]] = {
-    # env_id: (reward when the original termination test holds, reward otherwise)
-    "CartPole-v1": (0.0, 1.0),
-    "MountainCar-v0": (0.0, -1.0),
-    "Acrobot-v1": (0.0, -1.0),
-}
 
 
 class FixedHorizon(environment.Environment):

@@ -67,6 +67,18 @@ class ObsSchema:
             out[f.name] = sl.start if f.size == 1 else list(range(sl.start, sl.stop))
         return out
 
+    def state_dict(self, row: np.ndarray, digits: int | None = None) -> dict[str, Any]:
+        """One observation (obs_dim,) as {field: value} (a float, or a list for vector fields),
+        rounded to `digits` when given: how states are shown to proposers and in examples."""
+        def num(x: Any) -> float:
+            return float(x) if digits is None else round(float(x), digits)
+
+        out: dict[str, Any] = {}
+        for f in self.fields:
+            v = row[self.slices[f.name]]
+            out[f.name] = num(v[0]) if f.size == 1 else [num(x) for x in v]
+        return out
+
     def describe(self) -> str:
         return "\n".join(f"- s.{f.describe()}" for f in self.fields)
 
@@ -112,6 +124,14 @@ class ActionSpace:
             f"(a has shape (B, {self.dim})). {self.doc}"
         ).strip()
 
+    def batch(self, actions: np.ndarray) -> np.ndarray:
+        """Actions as reward code receives them: (B,) int64 for discrete, (B, act_dim) float32
+        for continuous tasks (whatever shape they were stored in)."""
+        a = np.asarray(actions)
+        if self.kind == "discrete":
+            return a.reshape(len(a)).astype(np.int64)
+        return a.reshape(len(a), -1).astype(np.float32)
+
     def check(self, actions: np.ndarray) -> None:
         if self.kind == "discrete":
             if actions.ndim != 1:
@@ -154,7 +174,6 @@ class Task:
     success: Callable[[float, bool, np.ndarray], bool] | None = None
     """success(episode_return, terminated, obs_of_episode) -> bool (benchmarks only)."""
     reference_reward: Path | None = None
-    fixed_horizon: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -166,11 +185,16 @@ class Task:
         return self.schema.width
 
     def prompt_info(self) -> dict[str, str]:
-        """What a proposer may see about the task (never the true reward)."""
-        return {
-            "name": self.name,
-            "description": self.description,
-            "schema": self.schema.describe(),
-            "action": self.action.describe(),
-            "kind": self.kind,
-        }
+        return prompt_info(self)
+
+
+def prompt_info(task: Any) -> dict[str, str]:
+    """What a proposer may see about a task (never the true reward): for a Task or a proposer's
+    TaskContext alike (anything with name, description, schema, action and kind)."""
+    return {
+        "name": task.name,
+        "description": task.description,
+        "schema": task.schema.describe(),
+        "action": task.action.describe(),
+        "kind": task.kind,
+    }

@@ -102,7 +102,7 @@ def test_shaping_runs_after_a_poor_ppo_round(tmp_path: Path, monkeypatch: pytest
     finally:
         server.stop()
     archive = Archive(tmp_path / "r" / "archive.sqlite", create=False)
-    shaped = archive.programs("operator='shaping'")
+    shaped = archive.programs(operator="shaping")
     assert shaped and shaped[0].round == 1
     negs = archive.negatives()
     assert [n["version"] for n in negs] == [0, 1] and negs[1]["info"]["needs_shaping"] is True

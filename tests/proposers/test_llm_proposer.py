@@ -10,12 +10,11 @@ import pytest
 
 from grace.config import ConfigError, LLMConfig
 from grace.program import RewardProgram
-from grace.proposers.base import Feedback, TaskContext
+from grace.proposers.base import BudgetExhausted, Feedback, TaskContext
 from grace.proposers.llm.cache import ReplayMissing, ReplayOnly, ReplyCache, request_key
 from grace.proposers.llm.chat import LLMProposer, parse_goal_indices
 from grace.proposers.llm.prompts import TEMPLATES, PromptLibrary, builtin_prompts_dir
 from grace.search.archive import Archive
-from grace.search.loop import BudgetExhausted
 from grace.tasks import get_task
 from tests.fake_openai import (
     BROKEN,

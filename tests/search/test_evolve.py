@@ -37,7 +37,7 @@ def test_small_run_api(tmp_path):
     gens = archive.completed_generations()
     assert [(g["round"], g["generation"]) for g in gens] == [(0, 0), (0, 1), (0, 2)]
     assert len(archive.programs()) == 3 * 8
-    assert all(p.negatives_version == 0 for p in archive.programs("status='ok'"))
+    assert all(p.negatives_version == 0 for p in archive.programs(status="ok"))
     # the written file re-scores to the archived fitness (PARAMS written back exactly)
     out = run_cli("eval", str(res.best_path), "--json")
     assert out.returncode == 0, out.stderr

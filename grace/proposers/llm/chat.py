@@ -26,7 +26,7 @@ from typing import Any
 
 from grace.config import ConfigError, LLMConfig
 from grace.program import ProgramError, extract_program, strip_reasoning
-from grace.proposers.base import CallRecorder, Feedback, Proposal, TaskContext
+from grace.proposers.base import BudgetExhausted, CallRecorder, Feedback, Proposal, TaskContext
 from grace.proposers.llm.cache import ReplyCache, make_cache, request_key
 from grace.proposers.llm.prompts import PromptLibrary, context_vars, feedback_vars
 
@@ -87,12 +87,15 @@ class ChatProposer:
     """Transport-independent LLM proposer (see module docstring). Subclasses define `_request`."""
 
     name = "llm"
+    reask_duplicates = 0
+    """Every call costs: a duplicate is kept (and scored as a duplicate), not re-asked."""
 
     def __init__(self, cfg: LLMConfig, recorder: CallRecorder | None = None, cache: ReplyCache | None = None) -> None:
         self.cfg = cfg
         self.recorder = recorder
         self.model = cfg.model
         self.prompts = PromptLibrary(cfg.prompts_dir or None)
+        self.concurrency: int | None = max(1, int(cfg.concurrency))
         replay = bool(getattr(cfg, "replay_only", False)) or os.environ.get("GRACE_LLM_REPLAY_ONLY", "") not in ("", "0")
         cache_from = getattr(cfg, "cache_from", "") or os.environ.get("GRACE_LLM_CACHE", "")
         self.cache = cache if cache is not None else make_cache(recorder, cache_from, replay)
@@ -133,7 +136,6 @@ class ChatProposer:
     # -- budgets, accounting, recording ----------------------------------------------------
     def check_budget(self) -> None:
         """Raise BudgetExhausted if another call would exceed max_calls or max_tokens_total."""
-        from grace.search.loop import BudgetExhausted
 
         cfg = self.cfg
         if cfg.max_calls and self.calls >= cfg.max_calls:

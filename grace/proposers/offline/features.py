@@ -17,8 +17,8 @@ from itertools import combinations
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
 
+from grace.fitness.metrics import auc_pos_neg
 from grace.proposers.offline.terms import Feature, Term, rnd
 
 N_SYNTH = 256
@@ -30,12 +30,8 @@ COMPLEXITY = {"field": 0.0, "norm": 0.004, "vsum": 0.004, "angle": 0.004, "prod"
 
 
 def auc(vp: np.ndarray, vn: np.ndarray) -> float:
-    """Probability that a positive scores above a negative (ties count half)."""
-    if len(vp) == 0 or len(vn) == 0:
-        return 0.5
-    r = rankdata(np.concatenate([vp, vn]))
-    n1, n0 = len(vp), len(vn)
-    return float((r[:n1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+    """Probability that a positive scores above a negative (ties count half); 0.5 if a class is empty."""
+    return auc_pos_neg(vp, vn, empty=0.5)
 
 
 def states_to_arrays(states: list[dict[str, Any]], schema: Any) -> dict[str, np.ndarray] | None:

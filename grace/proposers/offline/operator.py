@@ -40,6 +40,9 @@ class OfflineProposer:
     """Built-in operator (name "offline"): a real search over typed reward terms, no LLM."""
 
     name = "offline"
+    reask_duplicates = 3
+    """Cheap and deterministic: re-asked with a new seed when it repeats scored logic."""
+    concurrency = None
 
     def __init__(self, max_terms: int = 6) -> None:
         self.max_terms = max(1, int(max_terms))
@@ -323,6 +326,18 @@ class OfflineProposer:
                     merged, meta = [new], {"mutation": "simpler_shape", "from": t.shape, "to": "abs"}
         return Proposal(render(merged), "simplify", (pid,), meta=meta)
 
+
+    async def shaping(self, ctx: TaskContext, parent: Feedback, trajectories: list[dict[str, Any]],
+                      seed: int) -> Proposal:
+        """No potential search yet: a shaping slot gets an ordinary mutation (recorded as such)."""
+        prop = await self.mutate(ctx, parent, seed)
+        prop.meta.setdefault("note", "shaping slot: the offline operator mutated instead")
+        return prop
+
+    async def label_goals(self, ctx: TaskContext, candidates: list[dict[str, Any]],
+                          seed: int) -> list[int] | None:
+        """The offline operator does not label goals: the task's default positives apply."""
+        return None
 
 def _magnitudes(fb: Feedback) -> dict[str, float]:
     """Mean |component| over the worst-scored examples (how much each term moved them)."""

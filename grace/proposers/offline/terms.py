@@ -27,7 +27,6 @@ import numpy as np
 
 from grace.program import format_params
 
-SHAPES = ("abs", "square", "gauss", "above", "below", "linear", "cos")
 _SHAPE_CODE = {
     "abs": "-{w} * xp.abs({v} - {c})",
     "square": "-{w} * ({v} - {c}) ** 2",
