@@ -15,7 +15,7 @@ from typing import Any
 
 from grace.config import ConfigError, DataConfig, EvolveConfig, FitSettings
 from grace.data.trajectories import load_demos
-from grace.program import RewardProgram
+from grace.program import RewardProgram, printable
 from grace.search import negatives as rundata
 from grace.search.archive import Archive, ArchiveError
 from grace.search.loop import Evolution, RunResult
@@ -149,7 +149,9 @@ def resolve_context(program: RewardProgram, task: str | None, demos: str | None,
         if not (run_dir / "config.toml").exists():
             raise ConfigError(f"{run_dir} is not a grace run directory (no config.toml)")
         cfg = EvolveConfig.load(run_dir / "config.toml")
-    task_spec = task or (cfg.task if cfg else None) or prov.get("task")
+    task_spec = task or (cfg.task if cfg and run else None)
+    if not task_spec:  # from the file's provenance (directly, or via the run it names)
+        task_spec = provenance_task((cfg.task if cfg else None) or prov.get("task"))
     demo_spec = demos or (cfg.demos if cfg else None) or prov.get("demos", "").split(" (sha256")[0] or None
     if not task_spec:
         raise ConfigError("no task: pass --task (or --run, or a file with grace provenance)")
@@ -169,6 +171,17 @@ def resolve_context(program: RewardProgram, task: str | None, demos: str | None,
         negatives = [("random", random_negatives(t, cfg.data.random_negative_episodes, cfg.seed))]
         inputs = rundata.RunInputs(t, demos_traj, negatives)
     return ScoreContext(inputs, demo_spec, run_dir, cfg.seed, cfg.data, cfg.fit)
+
+
+def provenance_task(spec: str | None) -> str | None:
+    """A task named by a file's provenance: built-in tasks only. A TOML task (and the code its
+    `env = "module:factory"` names) is loaded only when the user passes it with --task."""
+    from grace.tasks import task_names
+
+    if spec and spec not in task_names():
+        raise ConfigError(f"the file's provenance names task {printable(spec)[:200]!r}, which is not a built-in "
+                          "task; task files are loaded only when named with --task")
+    return spec
 
 
 def score_programs(programs: list[RewardProgram], ctx: ScoreContext, fit: bool = False,

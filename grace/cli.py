@@ -50,7 +50,9 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except _user_errors() as exc:
-            typer.echo(f"error: {exc}", err=True)
+            from grace.program import printable
+
+            typer.echo(f"error: {printable(exc)}", err=True)
             raise typer.Exit(2) from None
         except (OSError, sqlite3.Error) as exc:
             from grace.search.archive import storage_error
@@ -224,7 +226,9 @@ def show(run: Annotated[Path, typer.Argument(help="Run directory.")],
         if code:
             from rich.syntax import Syntax
 
-            console.print(Syntax(rows[0].best_source, "python"))
+            from grace.program import printable
+
+            console.print(Syntax(printable(rows[0].best_source), "python"))
 
 
 def _score_one(file: Path, task: str | None, demos: str | None, run: str | None, fit: bool) -> tuple[Any, Any]:
@@ -252,7 +256,9 @@ def eval_cmd(file: Annotated[Path, typer.Argument(help="A reward file.")],
     """Re-score any reward file (e.g. a hand-edited one) with the run's offline fitness."""
     program, outcome = _score_one(file, task, demos, run, fit)
     if not outcome.ok:
-        typer.echo(f"error: {outcome.error}", err=True)
+        from grace.program import printable
+
+        typer.echo(f"error: {printable(outcome.error)}", err=True)
         raise typer.Exit(2)
     res = outcome.value
     m = res.get("metrics", {})
@@ -302,10 +308,13 @@ def diff(a: Annotated[Path, typer.Argument(help="First reward file.")],
     for name, x, y in rows:
         fmt = lambda v: "-" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
         t.add_row(name, fmt(x), fmt(y))
-    console.print(Columns([Syntax(pa.source, "python"), Syntax(pb.source, "python")], equal=True, expand=True))
+    from grace.program import printable
+
+    console.print(Columns([Syntax(printable(pa.source), "python"), Syntax(printable(pb.source), "python")],
+                          equal=True, expand=True))
     console.print(t)
     udiff = "".join(difflib.unified_diff(pa.source.splitlines(True), pb.source.splitlines(True), str(a), str(b)))
-    console.print(Syntax(udiff or "(identical)", "diff"))
+    console.print(Syntax(printable(udiff) or "(identical)", "diff"))
 
 
 # -- train / export / report ----------------------------------------------------------------------
@@ -330,6 +339,7 @@ def export(file: Annotated[Path, typer.Argument(help="A reward file.")],
            output: Annotated[Path, typer.Option("-o", "--output", help="Output .py file.")] = Path("reward_export.py"),
            task: Annotated[str | None, typer.Option(help="Task (default: the file's provenance).")] = None) -> None:
     """A standalone reward module (no grace dependency) for other RL codebases."""
+    from grace.api import provenance_task
     from grace.config import ConfigError
     from grace.export import export_program
     from grace.program import RewardProgram
@@ -338,7 +348,7 @@ def export(file: Annotated[Path, typer.Argument(help="A reward file.")],
     if not file.is_file():
         raise ConfigError(f"{file} does not exist")
     program = RewardProgram.from_file(file)
-    task_spec = task or program.provenance.get("task")
+    task_spec = task or provenance_task(program.provenance.get("task"))
     if not task_spec:
         raise ConfigError("no task: pass --task (the file has no grace provenance)")
     t = get_task(task_spec)

@@ -10,8 +10,8 @@ dtypes are accepted (never pickles). Any failure is a `DemoError` with one line.
 from __future__ import annotations
 
 import zipfile
-from contextvars import ContextVar
 import zlib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 

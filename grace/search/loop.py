@@ -266,7 +266,12 @@ class Evolution:
                                     negatives_version=self.neg_version, eval_seconds=out.seconds)
             return
         res = out.value
-        fitted = program.with_params(res["params"]) if res.get("params") else program
+        try:  # the write-back is re-validated; a refusal is recorded, never a host crash
+            fitted = program.with_params(res["params"]) if res.get("params") else program
+        except ProgramError as exc:
+            self.archive.set_result(row_id, status="error", error_kind="invalid", error=str(exc),
+                                    negatives_version=self.neg_version, eval_seconds=out.seconds)
+            return
         self.archive.set_result(
             row_id, status="ok", fitness=res["fitness"], heldout=res.get("heldout_fitness"),
             score=penalised(res["fitness"], program.size, self.cfg.search.parsimony), metrics=res.get("metrics", {}),
@@ -296,7 +301,11 @@ class Evolution:
         assert self.ctx is not None
         seeded = []
         for path in self.cfg.init:
-            src = Path(path).read_text()
+            try:  # size-capped, UTF-8; a bad file is recorded invalid, the run goes on
+                src = RewardProgram.from_file(path).source
+            except ProgramError as exc:
+                seeded.append(Proposal(None, "init-file", error=str(exc), meta={"file": str(path)}))
+                continue
             seeded.append(Proposal(source=src, operator="init-file", meta={"file": str(path)}))
         rest = max(0, n - len(seeded))
         made = await self.proposer.init(self.ctx, rest, _seed(self.cfg, 0, 0, 0)) if rest else []
