@@ -17,7 +17,7 @@ from grace.config import ConfigError, DataConfig, EvolveConfig, FitSettings
 from grace.data.trajectories import load_demos
 from grace.program import RewardProgram, printable
 from grace.search import negatives as rundata
-from grace.search.archive import Archive, ArchiveError
+from grace.search.archive import Archive, ArchiveError, open_reply_source
 from grace.search.loop import Evolution, RunResult
 from grace.search.progress import RunProgress
 from grace.tasks import Task, get_task
@@ -31,10 +31,10 @@ def make_proposer(cfg: EvolveConfig, archive: Archive) -> Any:
     if cfg.proposer.kind == "llm":
         from grace.proposers.llm.chat import LLMProposer
 
-        return LLMProposer(cfg.llm, recorder=archive)
+        return LLMProposer(cfg.llm, recorder=archive, open_source=open_reply_source)
     from grace.proposers.llm.vllm import VLLMProposer
 
-    return VLLMProposer(cfg.llm, recorder=archive)
+    return VLLMProposer(cfg.llm, recorder=archive, open_source=open_reply_source)
 
 
 def prepare_run(cfg: EvolveConfig | None, out: str | Path | None = None, *, resume: bool = False,

@@ -137,11 +137,6 @@ class Trajectories:
         eps = list(self.episodes())
         return Trajectories.from_episodes([eps[i] for i in indices], meta=self.meta)
 
-    @staticmethod
-    def concat(parts: list[Trajectories]) -> Trajectories:
-        eps = [e for p in parts for e in p.episodes()]
-        return Trajectories.from_episodes(eps, meta=parts[0].meta if parts else {})
-
     def validate(self, task: Task, source: str = "demos") -> Trajectories:
         """Check the arrays against `task`: observation width, action shape, kind and range."""
         try:

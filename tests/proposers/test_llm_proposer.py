@@ -15,7 +15,7 @@ from grace.proposers.base import BudgetExhausted, Feedback, TaskContext
 from grace.proposers.llm.cache import ReplayMissing, ReplayOnly, ReplyCache, request_key
 from grace.proposers.llm.chat import LLMProposer, parse_goal_indices
 from grace.proposers.llm.prompts import TEMPLATES, PromptLibrary, builtin_prompts_dir
-from grace.search.archive import Archive
+from grace.search.archive import Archive, open_reply_source
 from grace.tasks import get_task
 from tests.fake_openai import (
     BROKEN,
@@ -262,14 +262,15 @@ def test_cache_and_replay_with_server_stopped(tmp_path: Path, monkeypatch) -> No
     assert len(set(first)) == 6
     # replay into a new archive with the server stopped
     archive2 = Archive(tmp_path / "run2" / "archive.sqlite")
-    prop2 = LLMProposer(prop.cfg, recorder=archive2, cache=ReplayOnly(archive2, [Archive(tmp_path / "run1" / "archive.sqlite")]))
+    prop2 = LLMProposer(prop.cfg, recorder=archive2, cache=ReplayOnly(archive2, [Archive(tmp_path / "run1" / "archive.sqlite", create=False)]))
     assert asyncio.run(sequence(prop2)) == first
     assert prop2.calls == 0 and all(r["cached"] == 1 for r in calls(archive2)) and len(calls(archive2)) == 6
     with pytest.raises(ReplayMissing, match="no cached reply"):
         asyncio.run(prop2.mutate(ctx(), parent(), seed=999))
     # the config route used by grace.api.evolve (llm.cache_from, llm.replay_only)
     replay_cfg = dataclasses.replace(prop.cfg, cache_from=str(tmp_path / "run1"), replay_only=True)
-    prop3 = LLMProposer(replay_cfg, recorder=Archive(tmp_path / "run3" / "archive.sqlite"))
+    prop3 = LLMProposer(replay_cfg, recorder=Archive(tmp_path / "run3" / "archive.sqlite"),
+                        open_source=open_reply_source)
     assert isinstance(prop3.cache, ReplyCache) and prop3.cache.replay_only
     assert asyncio.run(sequence(prop3)) == first
     # no environment variable overrides the config: the old ones do nothing
