@@ -23,7 +23,7 @@ install-dev: $(VENV)/.installed-dev
 
 ## make demo: evolve a CartPole reward from the committed demos with the offline operator (no LLM)
 demo: install
-	$(BIN)/grace evolve --task cartpole --demos demos/cartpole.npz --out runs/demo --generations 12 --seed 0 --overwrite
+	$(BIN)/grace evolve --task cartpole --demos demos/cartpole.npz --out runs/demo --search-generations 12 --seed 0 --overwrite
 	@echo "--- the evolved reward, re-scored (grace eval):"
 	$(BIN)/grace eval runs/demo/best_reward.py --run runs/demo
 	@echo "--- the hand-written reference reward, same fitness, same data:"

@@ -53,9 +53,9 @@ def main() -> None:
         label = f"{name} (off-expert)" if off_expert else name
         run = ROOT / "runs" / f"bench-active-{name}{'-offexpert' if off_expert else ''}"
         t0 = time.time()
-        cfg = EvolveConfig(task=name, demos=str(ROOT / "demos" / f"{name}.npz"), out=str(run), rounds=args.rounds,
-                           generations=args.generations, ppo_steps=args.ppo_steps, report=False,
-                           active_off_expert=off_expert)
+        cfg = EvolveConfig(task=name, demos=str(ROOT / "demos" / f"{name}.npz"), out=str(run), report=False).override({
+            "search.rounds": args.rounds, "search.generations": args.generations, "ppo.steps": args.ppo_steps,
+            "active.off_expert": off_expert})
         grace.evolve(cfg, overwrite=True, progress=False)
         archive = Archive(run / "archive.sqlite", create=False)
         gens = archive.completed_generations()
@@ -66,7 +66,9 @@ def main() -> None:
             if rnd + 1 in negs:
                 info = negs[rnd + 1]["info"]
             else:  # the last round's best: train it the same way
-                res = _train(get_task(name), [best.best_source], args.ppo_steps, 2, cfg.seed + 7919 * (rnd + 1), False)[0]
+                task = get_task(name)
+                res = _train(task, [best.best_source], cfg.ppo.steps, cfg.ppo.seeds, cfg.seed + 7919 * (rnd + 1), False,
+                             timeout=cfg.ppo.timeout, algo_kwargs=cfg.ppo.algo_kwargs(task.action.kind == "discrete"))[0]
                 info = {"true_return_mean": res.get("true_return_mean"), "success_rate": res.get("success_rate")}
             like, ref = info.get("policy_expert_likeness"), info.get("heldout_expert_likeness")
             fmt = lambda v, f=".3f": "-" if v is None else format(v, f)  # noqa: E731

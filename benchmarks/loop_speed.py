@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def run(task: str, workers: int, generations: int, fit: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = EvolveConfig(task=task, demos=str(ROOT / "demos" / f"{task}.npz"), out=str(Path(tmp) / "r"),
-                           generations=generations, population=16, islands=2, workers=workers, report=False,
-                           fit_params=fit)
+                           report=False).override({
+                               "search.generations": generations, "search.population": 16, "search.islands": 2,
+                               "sandbox.workers": workers, "fit.params": fit})
         t0 = time.perf_counter()
         res = grace.evolve(cfg, progress=False)
         wall = time.perf_counter() - t0

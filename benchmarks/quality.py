@@ -117,10 +117,10 @@ def evolve_task(task_name: str, n_demos: int, args: argparse.Namespace) -> dict[
         sub = load_demos(demos_path).select(list(range(n_demos)))
         demos_path = sub.save(RUNS / "demos" / f"{task_name}-n{n_demos}.npz")
     llm = LLMConfig(base_url=args.llm_base_url, model=args.llm_model) if args.llm_base_url else LLMConfig()
-    cfg = EvolveConfig(task=task_name, demos=str(demos_path), out=str(RUNS / key),
-                       proposer="llm" if args.llm_base_url else "offline",
-                       generations=args.generations, rounds=args.rounds, seed=args.seed,
-                       workers=args.workers, report=False, llm=llm)
+    cfg = EvolveConfig(task=task_name, demos=str(demos_path), out=str(RUNS / key), seed=args.seed, report=False,
+                       llm=llm).override({"proposer.kind": "llm" if args.llm_base_url else "offline",
+                                          "search.generations": args.generations, "search.rounds": args.rounds,
+                                          "sandbox.workers": args.workers})
     t0 = time.time()
     res = evolve(cfg, overwrite=True, progress=False)
     wall = time.time() - t0
@@ -135,8 +135,9 @@ def evolve_task(task_name: str, n_demos: int, args: argparse.Namespace) -> dict[
     shutil.copy(res.best_path, CACHE / key / "best_reward.py")
     m = best.metrics
     out = {
-        "task": task_name, "n_demos": n_demos, "proposer": cfg.proposer, "generations": cfg.generations,
-        "population": cfg.population, "islands": cfg.islands, "rounds": cfg.rounds, "seed": cfg.seed,
+        "task": task_name, "n_demos": n_demos, "proposer": cfg.proposer.kind, "generations": cfg.search.generations,
+        "population": cfg.search.population, "islands": cfg.search.islands, "rounds": cfg.search.rounds,
+        "seed": cfg.seed,
         "wall_s": wall, "proposals": proposals,
         "llm_calls": int(sum(c["calls"] for c in calls)) if calls else None,
         "evaluated": res.stats.evaluated, "duplicates": res.stats.duplicates, "invalid": res.stats.invalid,

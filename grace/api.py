@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from grace.config import ConfigError, EvolveConfig
+from grace.config import ConfigError, DataConfig, EvolveConfig, FitSettings
 from grace.data.trajectories import load_demos
-from grace.program import RewardProgram
+from grace.fitness.base import check_kind
+from grace.program import RewardProgram, printable
 from grace.search import negatives as rundata
-from grace.search.archive import Archive, ArchiveError
+from grace.search.archive import Archive, ArchiveError, open_reply_source
 from grace.search.loop import Evolution, RunResult
 from grace.search.progress import RunProgress
 from grace.tasks import Task, get_task
@@ -25,17 +26,17 @@ from grace.types import EvalResult
 
 
 def make_proposer(cfg: EvolveConfig, archive: Archive) -> Any:
-    if cfg.proposer == "offline":
+    if cfg.proposer.kind == "offline":
         from grace.proposers.offline.operator import OfflineProposer
 
-        return OfflineProposer()
-    if cfg.proposer == "llm":
+        return OfflineProposer(max_terms=cfg.proposer.max_terms)
+    if cfg.proposer.kind == "llm":
         from grace.proposers.llm.chat import LLMProposer
 
-        return LLMProposer(cfg.llm, recorder=archive)
+        return LLMProposer(cfg.llm, recorder=archive, open_source=open_reply_source)
     from grace.proposers.llm.vllm import VLLMProposer
 
-    return VLLMProposer(cfg.llm, recorder=archive)
+    return VLLMProposer(cfg.llm, recorder=archive, open_source=open_reply_source)
 
 
 def prepare_run(cfg: EvolveConfig | None, out: str | Path | None = None, *, resume: bool = False,
@@ -45,8 +46,8 @@ def prepare_run(cfg: EvolveConfig | None, out: str | Path | None = None, *, resu
         run_dir = Path(out or (cfg.out if cfg else ""))
         if not (run_dir / "archive.sqlite").exists():
             raise ArchiveError(f"nothing to resume: {run_dir} has no archive.sqlite")
-        saved = EvolveConfig.load(run_dir / "config.toml")
-        cfg = saved if cfg is None else saved.override(**_resume_overrides(cfg, saved))
+        saved = EvolveConfig.load(run_dir / "config.toml")  # a first-wave flat file loads too
+        cfg = saved if cfg is None else saved.override(_resume_overrides(cfg, saved))
     else:
         assert cfg is not None
         run_dir = Path(out or cfg.out)
@@ -55,6 +56,7 @@ def prepare_run(cfg: EvolveConfig | None, out: str | Path | None = None, *, resu
                 raise ConfigError(f"{run_dir} already holds a run: use --resume {run_dir}, --overwrite, or another --out")
             shutil.rmtree(run_dir)
     cfg = cfg.override(out=str(run_dir)).validate()
+    check_kind(cfg.fitness.kind)  # the registry knows the fitness names (grace.fitness.base)
     run_dir.mkdir(parents=True, exist_ok=True)
     archive = Archive(run_dir / "archive.sqlite")
     if not resume:
@@ -63,22 +65,22 @@ def prepare_run(cfg: EvolveConfig | None, out: str | Path | None = None, *, resu
     return cfg, run_dir, archive
 
 
-_RESUMABLE = ("generations", "rounds", "max_wall_time", "target_fitness", "workers", "report")
+RESUMABLE = ("search.generations", "search.rounds", "search.max_wall_time", "search.target_fitness",
+             "sandbox.workers", "report", "llm.max_calls", "llm.max_tokens_total", "llm.base_url")
+"""Keys a resume may change (budgets, where to run): the search itself stays as it was."""
 
 
 def _resume_overrides(given: EvolveConfig, saved: EvolveConfig) -> dict[str, Any]:
-    """On resume only budgets may change; the search itself stays as it was."""
+    """The resumable keys that `given` sets to something other than the default."""
     default = EvolveConfig()
-    out = {k: getattr(given, k) for k in _RESUMABLE if getattr(given, k) != getattr(default, k)}
-    llm = {f"llm_{k}": getattr(given.llm, k) for k in ("max_calls", "max_tokens_total", "base_url")
-           if getattr(given.llm, k) != getattr(default.llm, k)}
-    return out | llm
+    return {k: given.get(k) for k in RESUMABLE if given.get(k) != default.get(k)}
 
 
 def evolve(cfg: EvolveConfig | None = None, *, resume: bool = False, overwrite: bool = False,
            progress: bool = True, task: Task | str | None = None, **overrides: Any) -> RunResult:
-    """Run (or resume) an evolution job. `overrides` are EvolveConfig fields; `task` may be a
-    task name / TOML path (like `--task`) or a Task object (e.g. one built in Python)."""
+    """Run (or resume) an evolution job. `overrides` are config keys: top-level fields, or a
+    section with a dict (`search={"generations": 3}`); `task` may be a task name / TOML path (like
+    `--task`) or a Task object (e.g. one built in Python)."""
     if isinstance(task, str):
         overrides["task"], task = task, None
     elif task is not None:
@@ -86,21 +88,21 @@ def evolve(cfg: EvolveConfig | None = None, *, resume: bool = False, overwrite: 
     if cfg is None and not resume:
         cfg = EvolveConfig()
     if cfg is not None and overrides:
-        cfg = cfg.override(**overrides)
+        cfg = cfg.override(overrides)
     out = overrides.get("out") if resume else None
     cfg, run_dir, archive = prepare_run(cfg, out, resume=resume, overwrite=overwrite)
     task = task or get_task(cfg.task)
     from grace.fitness.base import make_fitness
     from grace.search.executor import LocalExecutor
 
-    executor = LocalExecutor(task, workers=cfg.workers, timeout=cfg.eval_timeout)
+    executor = LocalExecutor(task, workers=cfg.sandbox.workers, timeout=cfg.sandbox.eval_timeout)
     fitness = None
     try:
-        fitness = make_fitness(cfg.fitness, task, executor, cfg)
+        fitness = make_fitness(cfg.fitness.kind, task, executor, cfg)
         proposer = make_proposer(cfg, archive)
         evo = Evolution(cfg, run_dir, archive, task, proposer, executor, fitness)
-        per_round = (cfg.generations + 1) * cfg.population * cfg.islands
-        with RunProgress(per_round * cfg.rounds, enabled=progress) as prog:
+        per_round = (cfg.search.generations + 1) * cfg.search.population * cfg.search.islands
+        with RunProgress(per_round * cfg.search.rounds, enabled=progress) as prog:
             evo.progress = prog
             result = asyncio.run(evo.run())
         archive.set_meta("status", result.stats.stopped_because or "finished")
@@ -129,7 +131,8 @@ class ScoreContext:
     demos: str
     run_dir: Path | None
     seed: int = 0
-    holdout: float = 0.25
+    data: DataConfig = field(default_factory=DataConfig)
+    fit: FitSettings = field(default_factory=FitSettings)
 
     @property
     def task(self) -> Task:
@@ -149,7 +152,9 @@ def resolve_context(program: RewardProgram, task: str | None, demos: str | None,
         if not (run_dir / "config.toml").exists():
             raise ConfigError(f"{run_dir} is not a grace run directory (no config.toml)")
         cfg = EvolveConfig.load(run_dir / "config.toml")
-    task_spec = task or (cfg.task if cfg else None) or prov.get("task")
+    task_spec = task or (cfg.task if cfg and run else None)
+    if not task_spec:  # from the file's provenance (directly, or via the run it names)
+        task_spec = provenance_task((cfg.task if cfg else None) or prov.get("task"))
     demo_spec = demos or (cfg.demos if cfg else None) or prov.get("demos", "").split(" (sha256")[0] or None
     if not task_spec:
         raise ConfigError("no task: pass --task (or --run, or a file with grace provenance)")
@@ -162,13 +167,24 @@ def resolve_context(program: RewardProgram, task: str | None, demos: str | None,
         archive = Archive(run_dir / "archive.sqlite", create=False)
         inputs = rundata.read_run_inputs(archive, run_dir, t, demos_traj)
         archive.close()
-    seed, holdout = (cfg.seed, cfg.holdout) if cfg else (0, 0.25)
+    cfg = cfg or EvolveConfig()
     if inputs is None or not inputs.negatives:
         from grace.data.rollout import random_negatives
 
-        negatives = [("random", random_negatives(t, EvolveConfig().random_negative_episodes, seed))]
+        negatives = [("random", random_negatives(t, cfg.data.random_negative_episodes, cfg.seed))]
         inputs = rundata.RunInputs(t, demos_traj, negatives)
-    return ScoreContext(inputs, demo_spec, run_dir, seed, holdout)
+    return ScoreContext(inputs, demo_spec, run_dir, cfg.seed, cfg.data, cfg.fit)
+
+
+def provenance_task(spec: str | None) -> str | None:
+    """A task named by a file's provenance: built-in tasks only. A TOML task (and the code its
+    `env = "module:factory"` names) is loaded only when the user passes it with --task."""
+    from grace.tasks import task_names
+
+    if spec and spec not in task_names():
+        raise ConfigError(f"the file's provenance names task {printable(spec)[:200]!r}, which is not a built-in "
+                          "task; task files are loaded only when named with --task")
+    return spec
 
 
 def score_programs(programs: list[RewardProgram], ctx: ScoreContext, fit: bool = False,
@@ -179,10 +195,10 @@ def score_programs(programs: list[RewardProgram], ctx: ScoreContext, fit: bool =
 
     for p in programs:
         p.validate(ctx.task.schema)
-    data = ctx.inputs.dataset(ctx.holdout, ctx.seed)
+    data = ctx.inputs.dataset(ctx.data, ctx.seed)
     ex = LocalExecutor(ctx.task, workers=min(2, len(programs)), timeout=timeout)
     try:
-        fitness = OfflineFitness(ex, fit_params=fit)
+        fitness = OfflineFitness(ex, replace(ctx.fit, params=fit))
         fitness.prepare(data)
 
         async def go() -> list[EvalResult]:

@@ -6,6 +6,7 @@ Every command turns bad input into one line on stderr and exit code 2.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import sqlite3
 import sys
@@ -49,7 +50,9 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except _user_errors() as exc:
-            typer.echo(f"error: {exc}", err=True)
+            from grace.program import printable
+
+            typer.echo(f"error: {printable(exc)}", err=True)
             raise typer.Exit(2) from None
         except (OSError, sqlite3.Error) as exc:
             from grace.search.archive import storage_error
@@ -68,65 +71,93 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # -- evolve ---------------------------------------------------------------------------------------
-@app.command()
-@user_errors
-def evolve(
-    task: Annotated[str | None, typer.Option(help="Built-in task name or a task .toml file.")] = None,
-    demos: Annotated[str | None, typer.Option(help="Expert demos (.npz, imitation .npz or datasets folder, D4RL .npz/.hdf5, minari:<id>).")] = None,
-    negatives: Annotated[list[str] | None, typer.Option(help="Extra negative datasets (repeatable).")] = None,
-    init: Annotated[list[str] | None, typer.Option(help="Reward files that seed the population (repeatable).")] = None,
-    out: Annotated[str | None, typer.Option(help="Run directory.")] = None,
-    resume: Annotated[str | None, typer.Option(help="Continue the run in this directory.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing run in --out.")] = False,
-    config: Annotated[Path | None, typer.Option(help="run.toml with any EvolveConfig fields.")] = None,
-    generations: Annotated[int | None, typer.Option(help="Generations per round.")] = None,
-    population: Annotated[int | None, typer.Option(help="Programs per island.")] = None,
-    islands: Annotated[int | None, typer.Option(help="Number of islands.")] = None,
-    rounds: Annotated[int | None, typer.Option(help="Active-negative rounds (PPO on the best reward between rounds).")] = None,
-    ppo_steps: Annotated[int | None, typer.Option(help="Env steps per PPO run.")] = None,
-    fitness: Annotated[str | None, typer.Option(help="offline | ppo | ppo-true.")] = None,
-    proposer: Annotated[str | None, typer.Option(help="offline (built-in, no LLM) | llm | vllm.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Sandbox worker processes.")] = None,
-    target_fitness: Annotated[float | None, typer.Option(help="Stop once the best fitness reaches this.")] = None,
-    max_wall_time: Annotated[float | None, typer.Option(help="Stop (resumably) after this many seconds.")] = None,
-    llm_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (e.g. vLLM's).")] = None,
-    llm_model: Annotated[str | None, typer.Option(help="Model name on that server.")] = None,
-    llm_api_key_env: Annotated[str | None, typer.Option(help="Env var holding the API key.")] = None,
-    llm_local_model: Annotated[str | None, typer.Option(help="Local model path for --proposer vllm.")] = None,
-    llm_n: Annotated[int | None, typer.Option(help="Samples per request.")] = None,
-    llm_concurrency: Annotated[int | None, typer.Option(help="LLM requests in flight.")] = None,
-    llm_prompts_dir: Annotated[str | None, typer.Option("--prompts", help="Folder of prompt templates.")] = None,
-    max_llm_calls: Annotated[int | None, typer.Option(help="Stop after this many LLM calls.")] = None,
-    max_tokens_total: Annotated[int | None, typer.Option(help="Stop after this many LLM tokens.")] = None,
-    label_goals: Annotated[bool | None, typer.Option(help="Let the LLM label goal states (GRACE step 1).")] = None,
-    llm_cache_from: Annotated[str | None, typer.Option("--llm-cache-from", help="Reuse replies recorded in this run directory.")] = None,
-    replay_only: Annotated[bool | None, typer.Option(help="Replay replies from the cache only (no server calls).")] = None,
-    quiet: Annotated[bool, typer.Option(help="No progress display.")] = False,
-) -> None:
+EVOLVE_FLAGS = (
+    "task", "demos", "negatives", "init", "out", "seed", "report",
+    "search.generations", "search.population", "search.islands", "search.rounds",
+    "search.target_fitness", "search.max_wall_time", "proposer.kind", "fitness.kind",
+    "ppo.steps", "ppo.seeds", "sandbox.workers", "sandbox.eval_timeout", "fit.params",
+    "llm.base_url", "llm.model", "llm.api_key_env", "llm.local_model", "llm.n", "llm.concurrency",
+    "llm.prompts_dir", "llm.max_calls", "llm.max_tokens_total", "llm.label_goals", "llm.cache_from",
+    "llm.replay_only",
+)
+"""Config keys with a dedicated `grace evolve` flag (named by `grace.config.flag_name`); every
+other key is reachable with `--set KEY=VALUE`."""
+
+HIDDEN_ALIASES = {
+    "--generations": "search.generations", "--population": "search.population",
+    "--islands": "search.islands", "--rounds": "search.rounds",
+    "--target-fitness": "search.target_fitness", "--max-wall-time": "search.max_wall_time",
+    "--proposer": "proposer.kind", "--fitness": "fitness.kind", "--workers": "sandbox.workers",
+    "--max-llm-calls": "llm.max_calls", "--max-tokens-total": "llm.max_tokens_total",
+    "--label-goals": "llm.label_goals", "--replay-only": "llm.replay_only", "--prompts": "llm.prompts_dir",
+}
+"""Flag names of earlier versions, still accepted (not shown in --help)."""
+
+
+def _option_type(tp: Any) -> Any:
+    return list[str] if getattr(tp, "__origin__", None) is tuple else tp
+
+
+def _evolve_params() -> tuple[list[inspect.Parameter], dict[str, str]]:
+    """The generated options of `grace evolve`: python name -> config key."""
+    from grace.config import EvolveConfig, field_docs, flag_name, leaf_types
+
+    types, docs = leaf_types(EvolveConfig), field_docs(EvolveConfig)
+    params, names = [], {}
+
+    def add(name: str, key: str, flag: str, hidden: bool) -> None:
+        tp = _option_type(types[key])
+        help_text = docs.get(key, "") + (" (repeatable)" if tp is list[str] else "")
+        decl = flag if tp is not bool else f"{flag}/--no-{flag[2:]}"
+        opt = typer.Option(decl, help=help_text, hidden=hidden, show_default=False)
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                        annotation=Annotated[tp | None, opt]))
+        names[name] = key
+
+    for key in EVOLVE_FLAGS:
+        add("opt_" + key.replace(".", "__"), key, flag_name(key), False)
+    for flag, key in HIDDEN_ALIASES.items():
+        add("alias_" + flag[2:].replace("-", "_"), key, flag, True)
+    return params, names
+
+
+_FIXED = [
+    inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+        str | None, typer.Option(help="Continue the run in this directory (only budgets may change).")]),
+    inspect.Parameter("overwrite", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
+        bool, typer.Option(help="Replace an existing run in --out.")]),
+    inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+        Path | None, typer.Option(help="A TOML file of config keys (a run's config.toml is one).")]),
+    inspect.Parameter("set_", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+        list[str] | None, typer.Option("--set", help="Set any config key: --set llm.timeout=300 --set "
+                                       "ppo.discrete.gamma=0.9 (repeatable; applied after --config, "
+                                       "before the dedicated flags).")]),
+    inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
+        bool, typer.Option(help="No progress display.")]),
+]
+
+
+def _evolve(**kwargs: Any) -> None:
     """Evolve a reward program from expert demos (resumable)."""
     from grace.api import evolve as run_evolve
-    from grace.config import EvolveConfig
+    from grace.config import ConfigError, EvolveConfig
 
+    config, assignments = kwargs.pop("config"), kwargs.pop("set_") or []
+    resume, overwrite, quiet = kwargs.pop("resume"), kwargs.pop("overwrite"), kwargs.pop("quiet")
+    flags: dict[str, Any] = {}
+    for name in sorted(kwargs, key=lambda n: not n.startswith("alias_")):  # dedicated flags win
+        value = kwargs[name]
+        if value is not None:
+            flags[_EVOLVE_NAMES[name]] = tuple(value) if isinstance(value, list) else value
     cfg = EvolveConfig.load(config) if config else EvolveConfig()
-    cfg = cfg.override(
-        task=task, demos=demos, negatives=tuple(negatives) if negatives else None,
-        init=tuple(init) if init else None, out=out, generations=generations, population=population,
-        islands=islands, rounds=rounds, ppo_steps=ppo_steps, fitness=fitness, proposer=proposer,
-        seed=seed, workers=workers, target_fitness=target_fitness, max_wall_time=max_wall_time,
-        llm_base_url=llm_base_url, llm_model=llm_model, llm_api_key_env=llm_api_key_env,
-        llm_local_model=llm_local_model, llm_n=llm_n, llm_concurrency=llm_concurrency,
-        llm_prompts_dir=llm_prompts_dir, llm_max_calls=max_llm_calls,
-        llm_max_tokens_total=max_tokens_total, llm_label_goals=label_goals,
-        llm_cache_from=llm_cache_from, llm_replay_only=replay_only,
-    )
+    for assignment in assignments:
+        cfg = cfg.set(assignment)
+    cfg = cfg.override(flags)
     if resume:
         result = run_evolve(cfg, resume=True, progress=not quiet, out=resume)
     else:
         for spec in cfg.init:
             if not Path(spec).is_file():
-                from grace.config import ConfigError
-
                 raise ConfigError(f"--init file {spec} does not exist")
             from grace.program import read_reward_file
 
@@ -135,7 +166,7 @@ def evolve(
             from grace.data.trajectories import load_demos
             from grace.tasks import get_task
 
-            load_demos(cfg.demos, get_task(cfg.task))  # bad demos: one line, no run dir left behind
+            load_demos(cfg.demos, get_task(cfg.task), cfg.data.max_demo_mb)  # bad demos: one line, no run dir
         result = run_evolve(cfg, overwrite=overwrite, progress=not quiet)
     st = result.stats
     best = result.best
@@ -149,6 +180,14 @@ def evolve(
     console.print(f"best fitness {best.fitness:.4f} (held-out {held:.4f}), "
                   f"accuracy {best.metrics.get('accuracy_train', float('nan')):.3f} (held-out {best.metrics.get('accuracy_heldout', float('nan')):.3f})")
     console.print(f"best reward: {result.best_path}")
+
+
+_generated, _EVOLVE_NAMES = _evolve_params()
+_ordered = ([p for p in _generated if "__" not in p.name and p.name.startswith("opt_")] + _FIXED
+            + [p for p in _generated if "__" in p.name or not p.name.startswith("opt_")])
+_evolve.__signature__ = inspect.Signature(_ordered)  # type: ignore[attr-defined]
+_evolve.__annotations__ = {p.name: p.annotation for p in _ordered}
+app.command("evolve")(user_errors(_evolve))
 
 
 # -- show / eval / diff ---------------------------------------------------------------------------
@@ -187,7 +226,9 @@ def show(run: Annotated[Path, typer.Argument(help="Run directory.")],
         if code:
             from rich.syntax import Syntax
 
-            console.print(Syntax(rows[0].best_source, "python"))
+            from grace.program import printable
+
+            console.print(Syntax(printable(rows[0].best_source), "python"))
 
 
 def _score_one(file: Path, task: str | None, demos: str | None, run: str | None, fit: bool) -> tuple[Any, Any]:
@@ -215,7 +256,9 @@ def eval_cmd(file: Annotated[Path, typer.Argument(help="A reward file.")],
     """Re-score any reward file (e.g. a hand-edited one) with the run's offline fitness."""
     program, res = _score_one(file, task, demos, run, fit)
     if not res.ok:
-        typer.echo(f"error: {res.error}", err=True)
+        from grace.program import printable
+
+        typer.echo(f"error: {printable(res.error)}", err=True)
         raise typer.Exit(2)
     m = res.metrics
     summary = {"file": str(file), "program_id": program.program_id, "fitness": res.fitness,
@@ -261,10 +304,13 @@ def diff(a: Annotated[Path, typer.Argument(help="First reward file.")],
     for name, x, y in rows:
         fmt = lambda v: "-" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
         t.add_row(name, fmt(x), fmt(y))
-    console.print(Columns([Syntax(pa.source, "python"), Syntax(pb.source, "python")], equal=True, expand=True))
+    from grace.program import printable
+
+    console.print(Columns([Syntax(printable(pa.source), "python"), Syntax(printable(pb.source), "python")],
+                          equal=True, expand=True))
     console.print(t)
     udiff = "".join(difflib.unified_diff(pa.source.splitlines(True), pb.source.splitlines(True), str(a), str(b)))
-    console.print(Syntax(udiff or "(identical)", "diff"))
+    console.print(Syntax(printable(udiff) or "(identical)", "diff"))
 
 
 # -- train / export / report ----------------------------------------------------------------------
@@ -289,6 +335,7 @@ def export(file: Annotated[Path, typer.Argument(help="A reward file.")],
            output: Annotated[Path, typer.Option("-o", "--output", help="Output .py file.")] = Path("reward_export.py"),
            task: Annotated[str | None, typer.Option(help="Task (default: the file's provenance).")] = None) -> None:
     """A standalone reward module (no grace dependency) for other RL codebases."""
+    from grace.api import provenance_task
     from grace.config import ConfigError
     from grace.export import export_program
     from grace.program import RewardProgram
@@ -297,7 +344,7 @@ def export(file: Annotated[Path, typer.Argument(help="A reward file.")],
     if not file.is_file():
         raise ConfigError(f"{file} does not exist")
     program = RewardProgram.from_file(file)
-    task_spec = task or program.provenance.get("task")
+    task_spec = task or provenance_task(program.provenance.get("task"))
     if not task_spec:
         raise ConfigError("no task: pass --task (the file has no grace provenance)")
     t = get_task(task_spec)
@@ -360,12 +407,13 @@ def demos_collect(task: Annotated[str, typer.Option(help="Task.")],
 @user_errors
 def demos_show(file: Annotated[str, typer.Argument(help="A demo file (.npz, .hdf5), an imitation datasets folder, or minari:<id>.")],
                task: Annotated[str | None, typer.Option(help="Validate against this task's schema.")] = None,
+               max_mb: Annotated[float, typer.Option(help="Refuse files over this many MiB uncompressed.")] = 1024.0,
                json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Summarise a demo file: episodes, lengths, expert return, provenance."""
     from grace.data.trajectories import load_demos, summarise
     from grace.tasks import get_task
 
-    traj = load_demos(file, get_task(task) if task else None)
+    traj = load_demos(file, get_task(task) if task else None, max_mb=max_mb)
     s = summarise(traj)
     if json_out:
         typer.echo(json.dumps(s, indent=2, default=str))

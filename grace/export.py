@@ -22,7 +22,7 @@ import re
 import tokenize
 from pathlib import Path
 
-from grace.program import RewardProgram
+from grace.program import ProgramError, RewardProgram, string_literal
 from grace.tasks import Task, get_task
 
 TARGETS = ("module", "gymnasium", "brax", "gymnax", "imitation")
@@ -69,8 +69,8 @@ def export_program(program: RewardProgram, task: Task, target: str) -> str:
     program.validate(task.schema)
     tree = program.tree
     lines = program.source.splitlines()
-    doc_node = _docstring_node(tree)
-    params_node = program._params_node
+    doc_node = program.docstring_node
+    params_node = program.params_node
     taken: set[int] = set()
     if doc_node is not None:
         taken.update(range(doc_node.lineno, (doc_node.end_lineno or doc_node.lineno) + 1))
@@ -97,7 +97,50 @@ def export_program(program: RewardProgram, task: Task, target: str) -> str:
     ]
     if target != "module":
         parts.append(_WRAPPERS[target].strip("\n"))
-    return "\n\n\n".join(p.strip("\n") for p in parts) + "\n"
+    text = "\n\n\n".join(p.strip("\n") for p in parts) + "\n"
+    verify_export(text, program)
+    return text
+
+
+_TEMPLATE_NAMES = {"Obs", "_WithExtras", "GraceReward", "make_reward", "reward_and_components", "reward_fn",
+                   "imitation_reward"}
+
+
+def verify_export(text: str, program: RewardProgram) -> None:
+    """Parse an export again and check that it embeds exactly the validated program: the same
+    PARAMS, `make_reward` holding the program's statements and nothing else, and at module level
+    only the docstring, imports, PARAMS and the template's own classes and functions."""
+    def refuse(why: str) -> ProgramError:
+        return ProgramError(f"the export does not embed the program faithfully ({why}); refused", kind="forbidden")
+
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, RecursionError, MemoryError, ValueError) as exc:
+        raise refuse(f"it does not parse: {str(exc)[:120]}") from None
+    body = tree.body
+    if not (body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)):
+        raise refuse("no module docstring")
+    seen: list[str] = []
+    for node in body[1:]:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            continue
+        if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name in _TEMPLATE_NAMES:
+            seen.append(node.name)
+        elif isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["PARAMS"]:
+            seen.append("PARAMS")
+        else:
+            raise refuse(f"unexpected module-level {type(node).__name__} on line {node.lineno}")
+    if len(seen) != len(set(seen)) or "PARAMS" not in seen or "make_reward" not in seen:
+        raise refuse("module-level names are duplicated or missing")
+    if RewardProgram(ast.unparse(next(n for n in body if isinstance(n, ast.Assign)))).params != program.params:
+        raise refuse("PARAMS differ")
+    make = next(n for n in body if isinstance(n, ast.FunctionDef) and n.name == "make_reward")
+    inner = make.body[1:-1]  # docstring ... `return reward`
+    if inner and ast.unparse(inner[0]) == "xp = _WithExtras(xp)":
+        inner = inner[1:]
+    if "\n".join(ast.dump(n) for n in inner) != program.logic_dump:
+        raise refuse("the reward code differs from the validated program")
 
 
 def export_file(path: str | Path, task: Task | str, target: str, out: str | Path) -> Path:
@@ -110,13 +153,6 @@ def export_file(path: str | Path, task: Task | str, target: str, out: str | Path
 
 
 # -- pieces ------------------------------------------------------------------------------------
-def _docstring_node(tree: ast.Module) -> ast.Expr | None:
-    first = tree.body[0] if tree.body else None
-    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
-        return first
-    return None
-
-
 def _module_docstring(program: RewardProgram, task: Task, target: str) -> str:
     head = program.docstring.strip() or f"Reward for task {task.name}."
     usage = _USAGE[target].replace("ENV_ID", repr(_env_id(task, target)))
@@ -127,9 +163,7 @@ def _module_docstring(program: RewardProgram, task: Task, target: str) -> str:
         "`make_reward` holds the reward code exactly as evolved; `xp` is numpy or jax.numpy.\n\n"
         f"Usage:\n{usage}"
     )
-    text = f"{head}\n\n{note}".replace('"""', "'''")
-    prefix = "r" if "\\" in text else ""  # keep backslashes (LaTeX, paths) as written
-    return f'{prefix}"""{text}\n"""'
+    return string_literal(f"{head}\n\n{note}\n")
 
 
 def _env_id(task: Task, target: str) -> str:

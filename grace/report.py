@@ -86,12 +86,15 @@ def _header(run_dir: Path, archive: Archive, cfg: dict[str, Any]) -> dict[str, A
     timing = archive.timing()
     first, last, gen_seconds = timing["first"], timing["last"], timing["generation_seconds"]
     wall = (last - first) if first and last else gen_seconds
-    keys = ("task", "demos", "proposer", "fitness", "generations", "population", "islands",
-            "rounds", "migrate_every", "seed", "holdout", "parsimony", "fit_params", "workers")
-    summary = [(k, cfg[k]) for k in keys if k in cfg]
-    if cfg.get("proposer") in ("llm", "vllm"):
-        llm = cfg.get("llm", {})
-        summary.append(("model", llm.get("model") or llm.get("local_model") or "?"))
+    from grace.config import EvolveConfig
+
+    conf = EvolveConfig.from_dict(cfg)  # nested, or the flat layout of first-wave runs
+    keys = ("task", "demos", "proposer.kind", "fitness.kind", "search.generations", "search.population",
+            "search.islands", "search.rounds", "search.migrate_every", "seed", "data.holdout",
+            "search.parsimony", "fit.params", "sandbox.workers")
+    summary = [(k, conf.get(k)) for k in keys]
+    if conf.proposer.kind in ("llm", "vllm"):
+        summary.append(("model", conf.llm.model or conf.llm.local_model or "?"))
     return {
         "run": str(run_dir), "task": cfg.get("task", "?"), "demos": cfg.get("demos", "?"),
         "status": archive.get_meta("status") or "unfinished (no status recorded)",

@@ -39,8 +39,19 @@ def test_parse_and_validate():
     ("def reward(s, a, s_next, p):\n    return p['k']\n", r"p\['k'\] is used but PARAMS has no such key"),
     ("def reward(s, a, s_next, p)\n    return 1\n", "line 1: syntax error"),
     ("def reward(s, a, s_next, p):\n    return 1\ndef debug(s):\n    return ''\n", "`debug` must take exactly 4"),
+    ('"""doc"""; x = 1\ndef reward(s, a, s_next, p):\n    return 1\n', "line 1: the docstring must stand on lines of its own"),
+    ('PARAMS = {"w": 1.0}; x = 1\ndef reward(s, a, s_next, p):\n    return 1\n', "line 1: PARAMS must stand on lines of its own"),
+    ("for i in []:\n    pass\ndef reward(s, a, s_next, p):\n    return 1\n", "line 1: module-level For statements are not allowed"),
+    ("@w\ndef reward(s, a, s_next, p):\n    return 1\n", "line 2: decorators are not allowed"),
+    ('PARAMS = {"w": 1.0, "w": 2.0}\ndef reward(s, a, s_next, p):\n    return 1\n', "line 1: PARAMS key 'w' appears twice"),
+    ('PARAMS = {"w": -1e13}\ndef reward(s, a, s_next, p):\n    return 1\n', r"line 1: PARAMS\['w'\] is out of range"),
+    ('PARAMS = {**D}\ndef reward(s, a, s_next, p):\n    return 1\n', r"line 1: PARAMS cannot unpack"),
+    ('LIMIT = 2 * 0.5\nNAMES = ("a", "b")\nPARAMS = {"w": -1.0}\ndef reward(s, a, s_next, p):\n    return x\n', None),
 ])
 def test_validation_messages(source, message):
+    if message is None:  # constants and a negative PARAMS value are part of the contract
+        assert RewardProgram(source).validate(SCHEMA).params == {"w": -1.0}
+        return
     with pytest.raises(ProgramError, match=message):
         RewardProgram(source).validate(SCHEMA)
 

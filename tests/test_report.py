@@ -69,8 +69,8 @@ def make_run(tmp: Path, best_src: str = BEST_SRC) -> tuple[Path, RewardProgram]:
     rng = np.random.default_rng(0)
     demos = _trajectories(rng, 4, 30, 0.02).save(tmp / "demos.npz")
     negs = _trajectories(rng, 4, 20, 0.3).save(run / "negatives" / "random.npz")
-    EvolveConfig(task="cartpole", demos=str(demos), out=str(run), generations=1, population=2,
-                 islands=2).save(run / "config.toml")
+    EvolveConfig(task="cartpole", demos=str(demos), out=str(run)).override(
+        search={"generations": 1, "population": 2, "islands": 2}).save(run / "config.toml")
     ar = Archive(run / "archive.sqlite")
     ar.add_negatives(0, str(negs.relative_to(run)), "random", 4, 80)
     seed, best = RewardProgram(SEED_SRC), RewardProgram(best_src)

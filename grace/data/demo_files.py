@@ -2,22 +2,24 @@
 
 Every array is read here, inside the error handling, and nothing is inflated before its declared
 size is known: a zip member's declared size and its .npy header must agree, the total must stay
-under a cap (`GRACE_DEMO_MAX_MB`, default 1024 MiB), and only plain numeric / bool / string
+under a cap (`load_demos(..., max_mb=)`, default 1024 MiB; `grace demos show --max-mb`,
+`--set data.max_demo_mb=` for a run), and only plain numeric / bool / string
 dtypes are accepted (never pickles). Any failure is a `DemoError` with one line.
 """
 
 from __future__ import annotations
 
-import os
 import zipfile
 import zlib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-MAX_MB_ENV = "GRACE_DEMO_MAX_MB"
-DEFAULT_MAX_MB = 1024
+DEFAULT_MAX_MB = 1024.0
+MAX_MB: ContextVar[float] = ContextVar("grace_demo_max_mb", default=DEFAULT_MAX_MB)
+"""The cap of the read in progress (set by `grace.data.trajectories.load_demos`)."""
 _KINDS = "biuf"  # numeric and bool arrays; "U"/"S" only for 0-d strings (meta_json)
 _ZIP_MAGIC = b"PK\x03\x04"
 _EMPTY_ZIP_MAGIC = b"PK\x05\x06"
@@ -30,21 +32,17 @@ class DemoError(ValueError):
 
 
 def max_bytes() -> int:
-    """The cap on a demo file's uncompressed arrays, from `GRACE_DEMO_MAX_MB`."""
-    raw = os.environ.get(MAX_MB_ENV, "")
-    try:
-        mb = float(raw) if raw else DEFAULT_MAX_MB
-    except ValueError:
-        raise DemoError(f"{MAX_MB_ENV}={raw!r} is not a number of MiB") from None
+    """The cap on a demo file's uncompressed arrays, in bytes."""
+    mb = MAX_MB.get()
     if not mb > 0:
-        raise DemoError(f"{MAX_MB_ENV}={raw!r} must be a positive number of MiB")
+        raise DemoError(f"the demo size cap must be a positive number of MiB, not {mb!r}")
     return int(mb * 2**20)
 
 
 def _too_big(path: Path | str, n: int, cap: int) -> DemoError:
     return DemoError(
         f"{path}: its arrays would take {n / 2**20:.0f} MiB in memory, over the "
-        f"{cap / 2**20:.0f} MiB limit (raise it with {MAX_MB_ENV}=...)"
+        f"{cap / 2**20:.0f} MiB limit (raise it with --max-mb, or --set data.max_demo_mb=...)"
     )
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from grace.data.demo_files import DemoError
+from grace.data.demo_files import DEFAULT_MAX_MB, MAX_MB, DemoError
 from grace.data.formats import DemoArrays, check_arrays, read_demo_file
 from grace.tasks import SchemaError, Task
 
@@ -137,11 +137,6 @@ class Trajectories:
         eps = list(self.episodes())
         return Trajectories.from_episodes([eps[i] for i in indices], meta=self.meta)
 
-    @staticmethod
-    def concat(parts: list[Trajectories]) -> Trajectories:
-        eps = [e for p in parts for e in p.episodes()]
-        return Trajectories.from_episodes(eps, meta=parts[0].meta if parts else {})
-
     def validate(self, task: Task, source: str = "demos") -> Trajectories:
         """Check the arrays against `task`: observation width, action shape, kind and range."""
         try:
@@ -205,11 +200,19 @@ class Trajectories:
         return path
 
 
-def load_demos(path: str | Path, task: Task | None = None) -> Trajectories:
+def load_demos(path: str | Path, task: Task | None = None, max_mb: float = DEFAULT_MAX_MB) -> Trajectories:
     """Read demos: a grace npz, an imitation npz, D4RL-style flat arrays (npz or HDF5),
     imitation's HuggingFace `datasets` folder, or a Minari dataset (`minari:<dataset_id>`).
-    The layout is detected from the file; every array is checked. Errors are `DemoError`."""
-    spec = str(path)
+    The layout is detected from the file; every array is checked, and nothing over `max_mb`
+    MiB (uncompressed) is inflated. Errors are `DemoError`."""
+    token = MAX_MB.set(float(max_mb))
+    try:
+        return _load_demos(str(path), task)
+    finally:
+        MAX_MB.reset(token)
+
+
+def _load_demos(spec: str, task: Task | None) -> Trajectories:
     if spec.startswith("minari:"):
         traj = load_minari(spec.removeprefix("minari:"))
         check_arrays(DemoArrays(traj.obs, traj.actions, traj.lengths, traj.terminated,

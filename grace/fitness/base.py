@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from grace.config import ConfigError, EvolveConfig
 from grace.program import RewardProgram
 from grace.search.executor import Executor
 from grace.tasks import Task
@@ -41,38 +42,22 @@ class Fitness(Protocol):
         """Release what the fitness started itself (not the executor it was given)."""
 
 
-class Settings(Protocol):
-    """What the fitnesses read from a run's configuration (`grace.config.EvolveConfig`)."""
-
-    @property
-    def fit_params(self) -> bool: ...
-
-    @property
-    def ppo_steps(self) -> int: ...
-
-    @property
-    def ppo_seeds(self) -> int: ...
-
-    @property
-    def seed(self) -> int: ...
+FitnessFactory = Callable[[Task, Executor, EvolveConfig], Fitness]
 
 
-FitnessFactory = Callable[[Task, Executor, Settings], Fitness]
-
-
-def _offline(task: Task, executor: Executor, cfg: Settings) -> Fitness:
+def _offline(task: Task, executor: Executor, cfg: EvolveConfig) -> Fitness:
     from grace.fitness.offline import OfflineFitness
 
-    return OfflineFitness(executor, fit_params=cfg.fit_params)
+    return OfflineFitness(executor, cfg.fit)
 
 
 def _ppo(mode: str) -> FitnessFactory:
-    def make(task: Task, executor: Executor, cfg: Settings) -> Fitness:
+    def make(task: Task, executor: Executor, cfg: EvolveConfig) -> Fitness:
         from grace.fitness.offline import OfflineFitness
         from grace.fitness.ppo_fitness import PPOFitness
 
-        return PPOFitness(task, OfflineFitness(executor, fit_params=cfg.fit_params), mode=mode,
-                          steps=cfg.ppo_steps, seeds=cfg.ppo_seeds, seed=cfg.seed)
+        return PPOFitness(task, OfflineFitness(executor, cfg.fit), mode, cfg.ppo, seed=cfg.seed,
+                          disc_max_ref=cfg.fitness.disc_max_ref)
 
     return make
 
@@ -82,10 +67,15 @@ FITNESS: dict[str, FitnessFactory] = {
     "ppo": _ppo("ppo"),
     "ppo-true": _ppo("ppo-true"),
 }
-"""Fitness name (`--fitness`, `EvolveConfig.fitness`) -> factory(task, executor, settings)."""
+"""`fitness.kind` (`--fitness-kind`) -> factory(task, executor, run config)."""
 
 
-def make_fitness(name: str, task: Task, executor: Executor, cfg: Settings) -> Fitness:
-    if name not in FITNESS:
-        raise ValueError(f"unknown fitness {name!r}; use one of {', '.join(FITNESS)}")
-    return FITNESS[name](task, executor, cfg)
+def check_kind(kind: str) -> None:
+    """ConfigError (one line) unless `kind` names a registered fitness."""
+    if kind not in FITNESS:
+        raise ConfigError(f"fitness.kind must be one of {', '.join(FITNESS)}, not {kind!r}")
+
+
+def make_fitness(kind: str, task: Task, executor: Executor, cfg: EvolveConfig) -> Fitness:
+    check_kind(kind)
+    return FITNESS[kind](task, executor, cfg)

@@ -7,17 +7,20 @@ from typing import Any
 
 import numpy as np
 
+from grace.config import FitSettings
+
 CompiledReward = Callable[[np.ndarray, Any, np.ndarray, dict[str, float]], Any]
-CHUNK = 65536
 
 
-def call_reward(compiled: CompiledReward, data: dict[str, np.ndarray],
-          params: dict[str, float]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Rewards (float64, (N,)) and components (each broadcast to (N,) or (N, k)), in chunks."""
+def call_reward(compiled: CompiledReward, data: dict[str, np.ndarray], params: dict[str, float],
+                chunk: int | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Rewards (float64, (N,)) and components (each broadcast to (N,) or (N, k)), in chunks of
+    `chunk` transitions (default `fit.chunk`)."""
     n = len(data["s"])
+    size = int(chunk or FitSettings().chunk)
     totals, comps = [], []
-    for lo in range(0, max(n, 1), CHUNK):
-        s, a, s2 = data["s"][lo : lo + CHUNK], data["a"][lo : lo + CHUNK], data["s_next"][lo : lo + CHUNK]
+    for lo in range(0, max(n, 1), size):
+        s, a, s2 = data["s"][lo : lo + size], data["a"][lo : lo + size], data["s_next"][lo : lo + size]
         b = len(s)
         with np.errstate(all="ignore"):
             out = compiled(s, a, s2, dict(params))

@@ -26,9 +26,10 @@ class ExpertSimilarity:
         self.ref = ((pos - self.mean) / self.scale).astype(np.float32)
 
     @classmethod
-    def from_data(cls, data: dict[str, np.ndarray], seed: int = 0) -> ExpertSimilarity:
+    def from_data(cls, data: dict[str, np.ndarray], seed: int = 0, max_ref: int = 2000) -> ExpertSimilarity:
+        """From the train positives of the offline dataset (`max_ref`: the run's fitness.disc_max_ref)."""
         mask = data["label"].astype(bool) & data["train"].astype(bool)
-        return cls(data["s_next"][mask], seed=seed)
+        return cls(data["s_next"][mask], max_ref=max_ref, seed=seed)
 
     def __call__(self, states: np.ndarray) -> np.ndarray:
         x = ((np.asarray(states, dtype=np.float64) - self.mean) / self.scale).astype(np.float32)

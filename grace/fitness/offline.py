@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from grace.config import FitSettings
 from grace.fitness.batched import CompiledReward, call_reward, check_finite
 from grace.fitness.metrics import calibrate, metrics
-from grace.fitness.params import IMPROVE_TOL
 from grace.fitness.params import fit_params as _fit
 from grace.program import RewardProgram
 from grace.search.executor import Executor
@@ -68,33 +68,34 @@ def evaluate(
     compiled: CompiledReward,
     data: Transitions,
     params: dict[str, float],
-    fit_params: bool = True,
-    n_worst: int = 8,
+    fit: FitSettings | None = None,
     schema: ObsSchema | None = None,
     seed: int = 0,
 ) -> EvalResult:
-    """Fit PARAMS (optional), score the reward on all data, and collect counterexamples.
+    """Fit PARAMS (when `fit.params`), score the reward on all data, and collect `fit.n_worst`
+    counterexamples. `fit` is the run's `[fit]` section (defaults when None).
 
     `compiled(s_raw, a, s_next_raw, params)` returns the total (B,) or (total, components).
     Exceptions from the reward propagate; non-finite rewards raise ValueError with the count.
     Returns an EvalResult: train and held-out fitness, metrics (`grace.fitness.metrics.metrics`),
     fitted params, worst examples, calibration and the number of reward calls.
     """
+    fit = fit or FitSettings()
     params = {k: float(v) for k, v in (params or {}).items()}
     n_evals = 0
     fitted = dict(params)
-    if fit_params and params:
-        fitted, n_evals = _fit(compiled, data, params, seed)
+    if fit.params and params:
+        fitted, n_evals = _fit(compiled, data, params, seed, fit)
     train, y = data["train"].astype(bool), data["label"].astype(bool)
-    r, comps = call_reward(compiled, data, fitted)
+    r, comps = call_reward(compiled, data, fitted, fit.chunk)
     n_evals += 1
     if fitted != params:  # the subsample may mislead: keep the initial values if train got worse
         # (fit_params only moves constants for a real gain, or to the middle of a plateau)
-        r0, comps0 = call_reward(compiled, data, params)
+        r0, comps0 = call_reward(compiled, data, params, fit.chunk)
         n_evals += 1
         if np.all(np.isfinite(r0)) and not (
             np.all(np.isfinite(r))
-            and calibrate(r[train], y[train])["fitness"] >= calibrate(r0[train], y[train])["fitness"] - IMPROVE_TOL
+            and calibrate(r[train], y[train])["fitness"] >= calibrate(r0[train], y[train])["fitness"] - fit.improve_tol
         ):
             fitted, r, comps = dict(params), r0, comps0
     check_finite(r)
@@ -102,7 +103,7 @@ def evaluate(
     cal = calibrate(r[train], y[train])
     return EvalResult(
         fitness=m["fitness_train"], heldout_fitness=m["fitness_heldout"], metrics=m, params=fitted,
-        worst=tuple(worst_examples(r, data, comps, n_worst, schema)),
+        worst=tuple(worst_examples(r, data, comps, fit.n_worst, schema)),
         calibration={k: cal[k] for k in ("alpha", "beta", "centre", "scale")}, n_evals=n_evals,
     )
 
@@ -112,14 +113,14 @@ def evaluate_in_worker(
     compiled: CompiledReward,
     data_key: str = "offline",
     params: dict[str, float] | None = None,
-    fit_params: bool = True,
+    fit: FitSettings | None = None,
     seed: int = 0,
 ) -> EvalResult:
     """Sandbox-pool entry point (`fn(ctx, compiled, *args, **kwargs)`): reads the shipped data
-    from `ctx.data[data_key]` and the observation schema from `ctx.schema`."""
+    from `ctx.data[data_key]` and the observation schema from `ctx.schema`; `fit` is the run's
+    `[fit]` section, sent with every call."""
     data = ctx.data[data_key]
-    out = evaluate(compiled, data, params or {}, fit_params=fit_params,
-                   schema=getattr(ctx, "schema", None), seed=seed)
+    out = evaluate(compiled, data, params or {}, fit=fit, schema=getattr(ctx, "schema", None), seed=seed)
     if getattr(compiled, "has_debug", False):
         out = replace(out, debug_output=debug_output(compiled, data, out.params, out.worst))
     return out
@@ -150,15 +151,17 @@ class OfflineFitness:
 
     name = "offline"
 
-    def __init__(self, executor: Executor, fit_params: bool = True, timeout: float | None = None) -> None:
-        self.executor, self.fit_params, self.timeout = executor, fit_params, timeout
+    def __init__(self, executor: Executor, fit: FitSettings | None = None, timeout: float | None = None) -> None:
+        """`fit`: the run's `[fit]` section (sent with every call); `timeout`: seconds per call
+        (None: the executor's default)."""
+        self.executor, self.fit, self.timeout = executor, fit or FitSettings(), timeout
 
     def prepare(self, data: Transitions, return_range: tuple[float, float] | None = None) -> None:
         self.executor.put(DATA_KEY, data)
 
     async def score(self, program: RewardProgram, seed: int) -> EvalResult:
         out = await self.executor.call(WORKER_FN, program.source, data_key=DATA_KEY, params=program.params,
-                                       fit_params=self.fit_params, seed=seed, timeout=self.timeout)
+                                       fit=self.fit, seed=seed, timeout=self.timeout)
         if not out.ok:
             return EvalResult.failed(out.error.kind, str(out.error), out.seconds)
         if not isinstance(out.value, EvalResult):  # only a compromised worker answers otherwise

@@ -10,15 +10,14 @@ from collections.abc import Callable
 
 import numpy as np
 
+from grace.config import FitSettings
 from grace.fitness.batched import CompiledReward, call_reward
 from grace.fitness.metrics import calibrate
 
-FIT_SUBSAMPLE = 4000
-FIT_BUDGET = 120
-IMPROVE_TOL = 1e-4
-"""Fitted PARAMS must beat the initial ones by more than this: smaller "gains" are float noise
-on a scale-invariant objective (float32 rewards round at ~1e-7) and only make constants drift
-(e.g. a weight creeping to 1e8)."""
+# The search's settings (budget, subsample, improve_tol, centre_budget, chunk) are the run's
+# `[fit]` config section (grace.config.FitSettings). improve_tol: fitted PARAMS must beat the
+# initial ones by more than this: smaller "gains" are float noise on a scale-invariant objective
+# (float32 rewards round at ~1e-7) and only make constants drift (e.g. a weight creeping to 1e8).
 
 
 def _fit_subsample(data: dict[str, np.ndarray], rng: np.random.Generator, size: int) -> np.ndarray:
@@ -42,8 +41,7 @@ def fit_params(
     data: dict[str, np.ndarray],
     params: dict[str, float],
     seed: int = 0,
-    budget: int = FIT_BUDGET,
-    subsample: int = FIT_SUBSAMPLE,
+    fit: FitSettings | None = None,
 ) -> tuple[dict[str, float], int]:
     """Derivative-free search of PARAMS maximising train fitness; returns (params, n_evals).
 
@@ -51,15 +49,19 @@ def fit_params(
     and centres can cross zero. A coordinate scan over u in +-{0.1, 0.3, 0.75, 1.5} (robust for step-like
     thresholds) is followed by Nelder-Mead on the rest of the budget, on a class-stratified
     subsample of train rows. Points where the reward is non-finite or raises count as worst.
-    The initial values are returned unless something beat them by more than IMPROVE_TOL. The
-    objective is invariant to the reward's scale, so inflating a weight cannot win.
+    The initial values are returned unless something beat them by more than `fit.improve_tol`.
+    The objective is invariant to the reward's scale, so inflating a weight cannot win. Budgets
+    and sizes come from `fit` (the run's `[fit]` section; defaults when None).
     """
     from scipy.optimize import minimize
+
+    fit = fit or FitSettings()
+    budget, tol = fit.budget, fit.improve_tol
 
     names = list(params)
     v0 = np.array([params[k] for k in names], np.float64)
     rng = np.random.default_rng(seed)
-    rows = _fit_subsample(data, rng, subsample)
+    rows = _fit_subsample(data, rng, fit.subsample)
     label = data["label"][rows].astype(bool)
     sub = {k: data[k][rows] for k in ("s", "a", "s_next")}
     count = 0
@@ -86,7 +88,7 @@ def fit_params(
             return -np.inf
         count += 1
         try:
-            r, _ = call_reward(compiled, sub, p)
+            r, _ = call_reward(compiled, sub, p, fit.chunk)
         except Exception:
             if first:
                 raise
@@ -115,22 +117,19 @@ def fit_params(
     for f, u in seen:  # first best wins: the least-moved point among equals
         if f > best_f:
             best_u, best_f = u, f
-    if not best_f > f0 + IMPROVE_TOL:
+    if not best_f > f0 + tol:
         best_u, best_f = np.zeros(len(names)), f0
-    limit[0] = count + CENTRE_BUDGET
-    centred = _centre_in_plateau(score, best_u, best_f)
+    limit[0] = count + fit.centre_budget
+    centred = _centre_in_plateau(score, best_u, best_f, tol)
     if not np.any(centred != 0):
         return dict(params), count
     return decode(centred), count
 
 
-CENTRE_BUDGET = 80
-"""Extra reward evaluations for moving fitted constants to the middle of their plateau."""
-
-
-def _centre_in_plateau(score: Callable[[np.ndarray], float], u: np.ndarray, best: float) -> np.ndarray:
+def _centre_in_plateau(score: Callable[[np.ndarray], float], u: np.ndarray, best: float,
+                       tol: float) -> np.ndarray:
     """Max-margin step: move each constant to the middle of the interval where fitness stays
-    within IMPROVE_TOL of the best. Step-like constants (thresholds) fitted on a few positives
+    within `tol` of the best (`fit.centre_budget` extra evaluations at most). Step-like constants (thresholds) fitted on a few positives
     otherwise sit at the edge of the gap between the classes and misclassify held-out states;
     on a smooth objective the interval is tiny and nothing moves; a constant whose plateau runs
     past the search range (no effect, or a pure scale) is left where it is."""
@@ -142,7 +141,7 @@ def _centre_in_plateau(score: Callable[[np.ndarray], float], u: np.ndarray, best
             while step <= 5.12:
                 v = u.copy()
                 v[i] += sign * step
-                if score(v) < best - IMPROVE_TOL:
+                if score(v) < best - tol:
                     hi = step
                     break
                 lo, step = step, step * 2
@@ -152,12 +151,12 @@ def _centre_in_plateau(score: Callable[[np.ndarray], float], u: np.ndarray, best
                 mid = (lo + hi) / 2
                 v = u.copy()
                 v[i] += sign * mid
-                lo, hi = (lo, mid) if score(v) < best - IMPROVE_TOL else (mid, hi)
+                lo, hi = (lo, mid) if score(v) < best - tol else (mid, hi)
             edges.append(sign * lo)
         if len(edges) == 2 and edges[1] - edges[0] > 0:
             v = u.copy()
             v[i] += (edges[0] + edges[1]) / 2
-            if score(v) >= best - IMPROVE_TOL:
+            if score(v) >= best - tol:
                 u = v
     return u
 

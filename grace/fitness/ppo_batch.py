@@ -22,6 +22,8 @@ import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
 
+from grace.config import PPOConfig
+
 Branch = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
 """branch(s, a, s_next, r_env) -> float32 scalar reward for one transition."""
 
@@ -32,21 +34,11 @@ REWARD_CLIP = 1e6
 """Candidate rewards are clipped to +-REWARD_CLIP and NaN becomes 0 (one bad lane stays local)."""
 
 PPO_DEFAULTS: dict[str, dict[str, Any]] = {
-    "discrete": {
-        "num_envs": 16, "num_steps": 128, "num_epochs": 8, "num_minibatches": 4,
-        "learning_rate": 1e-3, "max_grad_norm": 0.5, "gamma": 0.99, "gae_lambda": 0.95,
-        "clip_eps": 0.2, "ent_coef": 0.01, "vf_coef": 0.5, "normalize_rewards": True,
-        "reward_transform": "symlog",
-        "agent_kwargs": {"activation": "tanh"},
-    },
-    "continuous": {
-        "num_envs": 32, "num_steps": 64, "num_epochs": 4, "num_minibatches": 8,
-        "learning_rate": 3e-4, "max_grad_norm": 0.5, "gamma": 0.99, "gae_lambda": 0.95,
-        "clip_eps": 0.2, "ent_coef": 0.0, "vf_coef": 0.5, "normalize_rewards": True,
-        "normalize_observations": True, "agent_kwargs": {"activation": "tanh"},
-    },
+    "discrete": PPOConfig().discrete.algo_kwargs(),
+    "continuous": PPOConfig().continuous.algo_kwargs(),
 }
-"""rejax PPO settings per action kind (overridden by `algo_kwargs`)."""
+"""rejax PPO settings per action kind: the defaults of the `[ppo.discrete]` / `[ppo.continuous]`
+config sections (a run sends its own as `algo_kwargs`, which override these)."""
 
 
 @struct.dataclass

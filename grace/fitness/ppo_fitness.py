@@ -16,10 +16,11 @@ import asyncio
 from dataclasses import replace
 from typing import Any
 
+from grace.config import PPOConfig
 from grace.fitness.discriminator import ExpertSimilarity
 from grace.fitness.offline import OfflineFitness
 from grace.fitness.ppo import open_pool, run_ppo
-from grace.program import RewardProgram
+from grace.program import ProgramError, RewardProgram
 from grace.tasks import Task
 from grace.types import EvalResult, PPOJob, PPOResult, TaskRef
 
@@ -30,13 +31,16 @@ MODES = {
 
 
 class PPOFitness:
-    def __init__(self, task: Task, offline: OfflineFitness, mode: str, steps: int, seeds: int = 2,
-                 seed: int = 0, window: float = 1.0, timeout: float = 3600.0) -> None:
+    def __init__(self, task: Task, offline: OfflineFitness, mode: str, ppo: PPOConfig | None = None,
+                 seed: int = 0, disc_max_ref: int = 2000) -> None:
+        """`ppo`: the run's `[ppo]` section (steps, seeds, timeout, batch window, hyperparameters);
+        `disc_max_ref`: fitness.disc_max_ref (expert references of the fixed discriminator)."""
         if mode not in MODES:
             raise ValueError(f"PPO fitness mode must be one of {', '.join(MODES)}, not {mode!r}")
         self.name = mode
-        self.task, self.offline, self.mode = TaskRef.of(task), offline, mode
-        self.steps, self.seeds, self.seed, self.window, self.timeout = steps, seeds, seed, window, timeout
+        self.task, self.offline, self.mode, self.ppo = TaskRef.of(task), offline, mode, ppo or PPOConfig()
+        self.seed, self.disc_max_ref, self.window = seed, disc_max_ref, self.ppo.batch_window
+        self.algo_kwargs = self.ppo.algo_kwargs(task.action.kind == "discrete")
         self.disc: ExpertSimilarity | None = None
         self.returns: tuple[float, float] = (0.0, 1.0)  # (R_random, R_expert), ppo-true only
         self.batches: list[int] = []
@@ -47,7 +51,7 @@ class PPOFitness:
     def prepare(self, data: Any, return_range: tuple[float, float] | None = None) -> None:
         self.offline.prepare(data, return_range)
         if self.mode == "ppo":
-            self.disc = ExpertSimilarity.from_data(data, seed=self.seed)
+            self.disc = ExpertSimilarity.from_data(data, seed=self.seed, max_ref=self.disc_max_ref)
         if return_range is not None:
             self.returns = return_range
 
@@ -55,7 +59,10 @@ class PPOFitness:
         off = await self.offline.score(program, seed)
         if not off.ok:
             return off
-        fitted = program.with_params(off.params) if off.params else program
+        try:  # the write-back is re-validated; a refusal is the candidate's error
+            fitted = program.with_params(off.params) if off.params else program
+        except ProgramError as exc:
+            return EvalResult.failed("invalid", str(exc), off.seconds)
         fut: asyncio.Future[PPOResult] = asyncio.get_running_loop().create_future()
         self._queue.append((fitted.source, fut))
         if self._flusher is None or self._flusher.done():
@@ -96,15 +103,15 @@ class PPOFitness:
     def _train(self, sources: list[str]) -> list[PPOResult]:
         if self._pool is None:
             self._pool = open_pool(self.task)
-        job = PPOJob(tuple(sources), self.steps, self.seeds, self.seed,
+        job = PPOJob(tuple(sources), self.ppo.steps, self.ppo.seeds, self.seed, self.algo_kwargs,
                      score_states=self.disc if self.mode == "ppo" else None)
-        return run_ppo(self.task, job, timeout=self.timeout, pool=self._pool)
+        return run_ppo(self.task, job, timeout=self.ppo.timeout, pool=self._pool)
 
     def describe(self, fitness: float, heldout: float | None, metrics: dict[str, Any],
                  negatives_version: int) -> str:
         return (f"{fitness:.4f} {self.mode}: {MODES[self.mode]}; offline "
-                f"{metrics.get('offline_fitness', float('nan')):.4f}, {self.steps} PPO steps x "
-                f"{self.seeds} seeds, negatives v{negatives_version}")
+                f"{metrics.get('offline_fitness', float('nan')):.4f}, {self.ppo.steps} PPO steps x "
+                f"{self.ppo.seeds} seeds, negatives v{negatives_version}")
 
     def close(self) -> None:
         if self._pool is not None:

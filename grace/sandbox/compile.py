@@ -13,7 +13,6 @@ processes of `grace.sandbox.pool.SandboxPool`, which add OS limits, timeouts and
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ from RestrictedPython import compile_restricted_exec
 from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence
 from RestrictedPython.PrintCollector import PrintCollector
 
+from grace.program import ProgramError, RewardProgram
 from grace.sandbox.errors import (
     ERROR_KINDS,
     FILENAME,
@@ -39,8 +39,8 @@ from grace.sandbox.guards import (
     guarded_inplacevar,
     guarded_write,
     make_getattr,
+    policy_check,
     safe_builtins,
-    static_check,
 )
 from grace.sandbox.policy import Policy, load_policy
 from grace.sandbox.views import view
@@ -57,25 +57,32 @@ class _Compiled:
 _CODE_CACHE: dict[tuple[str, frozenset[str]], _Compiled] = {}
 
 
-def _compile(source: str, policy: Policy, fields: frozenset[str]) -> _Compiled:
+def _compile(source: str, policy: Policy, schema: ObsSchema) -> _Compiled:
+    """Parse once (host-side limits), check the security policy, then THE contract validator
+    (grace.program), then compile that same tree with RestrictedPython."""
+    fields = frozenset(schema.names)
     key = (source, fields)
     hit = _CODE_CACHE.get(key)
     if hit is not None:
         return hit
-    tree = static_check(source, policy, fields)
-    result = compile_restricted_exec(source, FILENAME)
+    try:
+        program, tree = RewardProgram.parsed(source)
+        policy_check(tree, policy, fields)
+        program.validate(schema)
+    except ProgramError as e:
+        raise SandboxError(e.kind, e.reason, e.line) from None
+    has_debug = program.has_debug
+    result = compile_restricted_exec(tree, FILENAME)  # RestrictedPython rewrites the tree in place
     if result.errors or result.code is None:
         msg = result.errors[0] if result.errors else "compilation failed"
         m = RP_LINE.match(msg)
         line = int(m.group(1)) if m else None
         raise SandboxError("forbidden", m.group(2) if m else msg, line)
-    has_debug = any(isinstance(n, ast.FunctionDef) and n.name == "debug" for n in tree.body)
     if len(_CODE_CACHE) > 256:
         _CODE_CACHE.clear()
     compiled = _Compiled(result.code, has_debug)
     _CODE_CACHE[key] = compiled
     return compiled
-
 
 
 # ----------------------------------------------------------------------------- results
@@ -162,7 +169,7 @@ class CompiledReward:
         self.policy = policy or load_policy()
         self.debug_chars = debug_chars
         fields = frozenset(schema.names)
-        compiled = _compile(source, self.policy, fields)
+        compiled = _compile(source, self.policy, schema)
         self.has_debug = compiled.has_debug
         self._getattr = make_getattr(self.policy, fields)
         glb: dict[str, Any] = {

@@ -1,8 +1,10 @@
-"""Guards and static policy checks for restricted reward programs.
+"""Guards and the static security policy for restricted reward programs.
 
-- Static checks (`static_check`) run on the AST before RestrictedPython: imports, classes,
+- The policy check (`policy_check`) runs on the AST before RestrictedPython: imports, classes,
   async code, try/except*, `global`, forbidden names and every attribute name outside the
-  policy's allow-lists are refused with a readable "forbidden: line N: ..." error.
+  policy's allow-lists are refused with a readable "forbidden: line N: ..." error. The reward
+  contract itself (reward/debug signatures, PARAMS, module-level statements, schema fields) is
+  checked by THE contract validator, `grace.program.RewardProgram.validate`, not here.
 - Run-time guards (`_getattr_`, `_write_`, `_inplacevar_`, ...) are what the RestrictedPython
   rewrite calls: attribute reads are allow-listed per kind of object, writes only reach dicts,
   lists and the program's own writable arrays, and `x += y` never mutates `x` in place.
@@ -19,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from grace.sandbox.errors import FILENAME, SandboxError
+from grace.sandbox.errors import SandboxError
 from grace.sandbox.policy import Policy
 from grace.sandbox.views import ObsView
 from grace.sandbox.xp import XPNamespace
@@ -197,27 +199,11 @@ class _PolicyCheck(ast.NodeVisitor):
 RP_LINE = re.compile(r"^Line (\d+): (.*)$")
 
 
-def static_check(source: str, policy: Policy, fields: frozenset[str]) -> ast.Module:
-    try:
-        tree = ast.parse(source, FILENAME)
-    except SyntaxError as e:
-        raise SandboxError("syntax", e.msg, e.lineno) from None
-    except (ValueError, MemoryError, RecursionError) as e:
-        raise SandboxError("syntax", f"cannot parse the program: {e}") from None
+def policy_check(tree: ast.Module, policy: Policy, fields: frozenset[str]) -> None:
+    """Raise SandboxError("forbidden") for the first policy violation in `tree` (with a count)."""
     checker = _PolicyCheck(policy, fields)
     checker.visit(tree)
     if checker.errors:
         first = checker.errors[0]
         extra = f" (and {len(checker.errors) - 1} more)" if len(checker.errors) > 1 else ""
         raise SandboxError("forbidden", first.message + extra, first.line)
-    defs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
-    if "reward" not in defs:
-        raise SandboxError("syntax", "the program defines no top-level function "
-                                     "`reward(s, a, s_next, p)`")
-    for name in ("reward", "debug"):
-        if name in defs:
-            args = defs[name].args
-            if len(args.posonlyargs) + len(args.args) != 4 or args.vararg or args.kwonlyargs:
-                raise SandboxError("syntax", f"`{name}` must take exactly four arguments "
-                                             "(s, a, s_next, p)", defs[name].lineno)
-    return tree

@@ -15,7 +15,8 @@ The parent talks to a worker over two pipes (length-prefixed pickles, stdlib
 `multiprocessing.connection`); large results come back through a per-worker shared-memory
 block. A call that exceeds its wall-clock timeout gets the worker's whole process group
 SIGKILLed; the worker is respawned (resident data re-sent) on next use. The parent unpickles
-replies with an allow-listing unpickler (see grace.sandbox.slots). Profiles:
+replies with an allow-listing unpickler (see grace.sandbox.wire). Workers die with the host:
+a watchdog thread in each worker ends it when its parent goes away (see grace.sandbox.worker). Profiles:
 
 - "numpy": RLIMIT_AS (default 4 GiB), short timeout; the sandbox for scoring programs.
 - "jax": no RLIMIT_AS (it breaks XLA); a watchdog thread in the parent kills a worker whose
@@ -53,7 +54,8 @@ from typing import Any
 
 from grace.sandbox.errors import SandboxError, SandboxUnavailable
 from grace.sandbox.policy import load_policy
-from grace.sandbox.slots import _decode, _safe_loads, _shutdown, _Slot, clean_env
+from grace.sandbox.slots import Slot, clean_env, remove_stale_roots, rss_mb, shutdown
+from grace.sandbox.wire import EXIT_MEMORY, decode_reply, safe_loads
 from grace.tasks.spec import ObsSchema
 
 NOBODY = 65534
@@ -106,21 +108,6 @@ class Outcome:
 
 # ============================================================================ parent side
 
-def _remove_stale_roots() -> None:
-    """Remove pool dirs left by hosts that were killed (SIGKILL skips the cleanup)."""
-    tmp = Path(tempfile.gettempdir())
-    for path in tmp.glob("grace-sandbox-*-*"):
-        pid = path.name.split("-")[2]
-        if not pid.isdigit() or path.stat().st_uid != os.geteuid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
-        except PermissionError:
-            continue
-
-
 class SandboxPool:
     """A pool of sandboxed worker processes that run reward programs on resident data.
 
@@ -158,12 +145,12 @@ class SandboxPool:
         self._data: dict[str, Any] = {}
         self._data_lock = threading.Lock()
         self._closed = False
-        _remove_stale_roots()
+        remove_stale_roots()
         self._root = tempfile.mkdtemp(prefix=f"grace-sandbox-{os.getpid()}-")
         os.chmod(self._root, 0o711)
-        self._slots = [_Slot(i) for i in range(self.n_workers)]
-        self._free: queue.LifoQueue[_Slot] = queue.LifoQueue()  # reuse warm workers
-        self._finalizer = weakref.finalize(self, _shutdown, self._slots, self._root)
+        self._slots = [Slot(i) for i in range(self.n_workers)]
+        self._free: queue.LifoQueue[Slot] = queue.LifoQueue()  # reuse warm workers
+        self._finalizer = weakref.finalize(self, shutdown, self._slots, self._root)
         self._executor = ThreadPoolExecutor(self.n_workers, thread_name_prefix="grace-sandbox")
         try:
             self._start_all()
@@ -186,7 +173,7 @@ class SandboxPool:
         if failed:
             raise RuntimeError(f"sandbox worker failed to start: {self._log_tail(failed[0])}")
 
-    def _launch(self, slot: _Slot) -> None:
+    def _launch(self, slot: Slot) -> None:
         """Start the process of a slot (the handshake is separate, so starts overlap)."""
         slot.workdir = tempfile.mkdtemp(prefix=f"w{slot.index}-", dir=self._root)
         if self._drop:
@@ -199,7 +186,7 @@ class SandboxPool:
         r_child, w_parent = os.pipe()
         r_parent, w_child = os.pipe()
         boot = (f"import sys; sys.path[:0] = {self._paths!r}; "
-                "from grace.sandbox.worker import _worker_main; _worker_main()")
+                "from grace.sandbox.worker import worker_main; worker_main()")
         log = open(os.path.join(self._root, f"w{slot.index}.log"), "ab")  # noqa: SIM115
         try:
             slot.proc = subprocess.Popen(
@@ -223,16 +210,18 @@ class SandboxPool:
         slot.recv = Connection(r_parent, writable=False)
         slot.kill_reason = None
         init = {"schema": self.schema, "limits": self.limits, "backend": self.backend,
-                "drop_uid": NOBODY if self._drop else None, "preload": self._preload}
+                "drop_uid": NOBODY if self._drop else None, "preload": self._preload,
+                # the kernel's parent-death signal follows the launching *thread*: only the main one
+                "pdeathsig": threading.current_thread() is threading.main_thread()}
         slot.preloaded = frozenset(self._preload)
         slot.send.send_bytes(pickle.dumps(init))
 
-    def _handshake(self, slot: _Slot, raise_: bool = True) -> bool:
+    def _handshake(self, slot: Slot, raise_: bool = True) -> bool:
         assert slot.recv is not None and slot.send is not None
         try:
             if not slot.recv.poll(self.limits.startup_s):
                 raise TimeoutError("no answer")
-            msg = _safe_loads(slot.recv.recv_bytes())
+            msg = safe_loads(slot.recv.recv_bytes())
             if msg[0] != "ready":
                 raise RuntimeError(f"unexpected first message {msg[0]!r}")
             slot.uid = int(msg[2])
@@ -248,13 +237,13 @@ class SandboxPool:
         slot.dead = False
         return True
 
-    def _respawn(self, slot: _Slot) -> None:
+    def _respawn(self, slot: Slot) -> None:
         slot.reap()
         shutil.rmtree(slot.workdir, ignore_errors=True)
         self._launch(slot)
         self._handshake(slot)
 
-    def _log_tail(self, slot: _Slot, n: int = 1500) -> str:
+    def _log_tail(self, slot: Slot, n: int = 1500) -> str:
         try:
             data = Path(self._root, f"w{slot.index}.log").read_bytes()[-n:]
             return data.decode("utf-8", "replace").strip() or "(no output)"
@@ -294,13 +283,13 @@ class SandboxPool:
         return next((s.uid for s in self._slots if s.uid >= 0), -1)
 
     # ------------------------------------------------------------------ resident data
-    def _put_one(self, slot: _Slot, key: str, payload: bytes | Any) -> None:
+    def _put_one(self, slot: Slot, key: str, payload: bytes | Any) -> None:
         assert slot.send is not None and slot.recv is not None
         blob = payload if isinstance(payload, bytes) else pickle.dumps(("put", key, payload), protocol=5)
         slot.send.send_bytes(blob)
         if not slot.recv.poll(self.limits.startup_s):
             raise TimeoutError("worker did not acknowledge resident data")
-        msg = _safe_loads(slot.recv.recv_bytes())
+        msg = safe_loads(slot.recv.recv_bytes())
         if msg[0] != "ok":
             raise RuntimeError(f"worker refused resident data {key!r}: {msg[1]}")
 
@@ -323,7 +312,7 @@ class SandboxPool:
                 self._free.put(slot)
 
     # ------------------------------------------------------------------ calls
-    def _acquire(self) -> _Slot:
+    def _acquire(self) -> Slot:
         if self._closed:
             raise RuntimeError("the sandbox pool is closed")
         slot = self._free.get()
@@ -356,7 +345,7 @@ class SandboxPool:
         finally:
             self._free.put(slot)
 
-    def _add_preload(self, slot: _Slot, module: str) -> None:
+    def _add_preload(self, slot: Slot, module: str) -> None:
         """A worker that dropped privileges may not be able to import `module` any more (the
         interpreter's stdlib may be unreadable to `nobody`): restart it with `module` imported
         before the drop. Every later (re)start preloads it too."""
@@ -371,7 +360,7 @@ class SandboxPool:
             self._respawn(slot)
             raise RuntimeError(f"cannot import the trusted module {module!r} in a worker") from None
 
-    def _call_on(self, slot: _Slot, fn: str, source: str | None, args: tuple[Any, ...],
+    def _call_on(self, slot: Slot, fn: str, source: str | None, args: tuple[Any, ...],
                  kwargs: dict[str, Any], timeout: float | None, t0: float) -> Outcome:
         assert slot.send is not None and slot.recv is not None
         limit = self.limits.timeout_s if timeout is None else timeout
@@ -388,7 +377,7 @@ class SandboxPool:
         except (EOFError, OSError, BrokenPipeError):
             return Outcome(False, None, self._death(slot), time.perf_counter() - t0)
         try:
-            status, value, _ = _decode(data, slot.shm)
+            status, value, _ = decode_reply(data, slot.shm)
             if status == "ok":
                 return Outcome(True, value, None, time.perf_counter() - t0)
             kind, message, line = value
@@ -400,11 +389,11 @@ class SandboxPool:
             return Outcome(False, None, SandboxError("crash", f"malformed worker reply: {e}"),
                            time.perf_counter() - t0)
 
-    def _death(self, slot: _Slot) -> SandboxError:
+    def _death(self, slot: Slot) -> SandboxError:
         """The worker died mid-call: reap it and say why."""
         reason = slot.kill_reason
         rc = slot.reap()
-        if reason == "memory":
+        if reason == "memory" or rc == EXIT_MEMORY:
             return SandboxError("memory", f"the worker exceeded its memory cap "
                                           f"({self.limits.rss_watchdog_mb} MiB resident) and was killed")
         if rc == -signal.SIGXCPU:
@@ -442,29 +431,13 @@ class SandboxPool:
                          timeout=timeout)
 
     # ------------------------------------------------------------------ memory watchdog
-    def _rss_mb(self, pid: int) -> float:
-        try:
-            import psutil  # type: ignore[import-not-found]
-
-            return psutil.Process(pid).memory_info().rss / 2**20
-        except ImportError:
-            pass
-        except Exception:  # noqa: BLE001 - process gone
-            return 0.0
-        try:
-            with open(f"/proc/{pid}/statm") as f:
-                pages = int(f.read().split()[1])
-            return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-        except (OSError, ValueError, IndexError):
-            return 0.0
-
     def _watch_rss(self) -> None:
         cap = self.limits.rss_watchdog_mb
         while not self._closed:
             for slot in self._slots:
                 proc = slot.proc
                 if proc is not None and not slot.dead and proc.poll() is None:
-                    if self._rss_mb(proc.pid) > cap:
+                    if rss_mb(proc.pid) > cap:
                         slot.kill("memory")
             time.sleep(0.05)
 

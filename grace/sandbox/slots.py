@@ -1,67 +1,21 @@
-"""Parent-side plumbing of the sandbox pool: worker slots, environment, reply decoding.
-
-Replies from workers are decoded with an allow-listing unpickler (numpy arrays, plain data and
-classes of grace modules only): a worker compromised below the restricted-compile layer still
-cannot run code in the host through pickle. Large buffers arrive through a per-worker shared
-memory block; spans are bounds-checked and copied out before unpickling.
-"""
+"""Parent-side plumbing of the sandbox pool: worker slots, their environment, shutdown and
+housekeeping (stale temp dirs, resident memory). The wire format is in grace.sandbox.wire."""
 
 from __future__ import annotations
 
-import io
 import mmap
 import os
 import pickle
 import shutil
 import signal
-import struct
 import subprocess
+import tempfile
 import time
 from multiprocessing.connection import Connection
-from typing import Any
+from pathlib import Path
 
 _SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL", "AUTH")
 _PASSTHROUGH = {"numpy": (), "jax": ("JAX_", "XLA_", "CUDA_VISIBLE_DEVICES", "TF_CPP_MIN_LOG_LEVEL")}
-
-
-_SAFE_GLOBALS = {
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"), ("numpy.core.numeric", "_frombuffer"),
-    ("numpy._core.numeric", "_frombuffer"), ("builtins", "complex"), ("builtins", "set"),
-    ("builtins", "frozenset"), ("builtins", "slice"), ("builtins", "range"),
-    ("copyreg", "_reconstructor"), ("builtins", "object"), ("collections", "OrderedDict"),
-}
-
-
-class _SafeUnpickler(pickle.Unpickler):
-    """Unpickles worker replies: numpy arrays, plain data, and classes of grace modules."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _SAFE_GLOBALS or module.startswith("numpy.dtypes") or (
-                module.startswith("grace.") and not name.startswith("_")):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"worker reply refers to {module}.{name}, which is not allowed")
-
-
-def _safe_loads(data: bytes | memoryview, buffers: list[bytearray] | None = None) -> Any:
-    return _SafeUnpickler(io.BytesIO(data), buffers=buffers).load()
-
-
-def _decode(data: bytes, shm: mmap.mmap | None) -> Any:
-    """Decode a call reply (see grace.sandbox.worker._encode); bounds-checked, copies first."""
-    if data[:1] == b"P":
-        return _safe_loads(memoryview(data)[1:])
-    if data[:1] != b"B" or shm is None:
-        raise ValueError("unknown reply format")
-    (n,) = struct.unpack_from("<I", data, 1)
-    spans = struct.unpack_from(f"<{2 * n}Q", data, 5)
-    buffers = []
-    for off, length in zip(spans[::2], spans[1::2], strict=True):
-        if off + length > len(shm):
-            raise ValueError("reply buffer out of bounds")
-        buffers.append(bytearray(shm[off:off + length]))
-    return _safe_loads(memoryview(data)[5 + 16 * n:], buffers)
 
 
 def clean_env(workdir: str, profile: str, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -87,7 +41,7 @@ def clean_env(workdir: str, profile: str, extra: dict[str, str] | None = None) -
             if not any(m in k.upper() for m in _SECRET_MARKERS)}
 
 
-class _Slot:
+class Slot:
     """One worker process and its pipes."""
 
     def __init__(self, index: int) -> None:
@@ -139,7 +93,7 @@ class _Slot:
         return rc
 
 
-def _shutdown(slots: list[_Slot], root: str) -> None:
+def shutdown(slots: list[Slot], root: str) -> None:
     for slot in slots:
         if slot.proc is not None and slot.proc.poll() is None and slot.send is not None:
             try:
@@ -155,3 +109,34 @@ def _shutdown(slots: list[_Slot], root: str) -> None:
                 pass
         slot.reap()
     shutil.rmtree(root, ignore_errors=True)
+
+
+def remove_stale_roots() -> None:
+    """Remove pool dirs left by hosts that were killed (SIGKILL skips the cleanup)."""
+    tmp = Path(tempfile.gettempdir())
+    for path in tmp.glob("grace-sandbox-*-*"):
+        pid = path.name.split("-")[2]
+        if not pid.isdigit() or path.stat().st_uid != os.geteuid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:
+            continue
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process in MiB (0.0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import psutil  # type: ignore[import-not-found]
+
+        return float(psutil.Process(pid).memory_info().rss / 2**20)
+    except Exception:  # noqa: BLE001 - no psutil, or the process is gone
+        return 0.0

@@ -1,7 +1,9 @@
 """The worker side of the sandbox pool (runs inside each worker process).
 
-`_worker_main` is the entry point of a worker: it reads its init message (schema, limits,
-backend), imports the backend, applies its rlimits, then serves requests from the parent:
+`worker_main` is the entry point of a worker: it reads its init message (schema, limits,
+backend), imports the backend, starts its watchdog (the worker ends itself, and everything it
+started, as soon as its parent dies or, for the jax profile, when its own resident memory
+exceeds the cap), applies its rlimits, then serves requests from the parent:
 `put`/`drop` resident data and `call` a trusted function on a restricted-compiled program.
 Every failure is turned into a structured error tuple; nothing the program does can make the
 worker reply with anything but a pickle of plain data (or die, which the parent handles).
@@ -14,8 +16,10 @@ import mmap
 import os
 import pickle
 import resource
-import struct
+import select
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -23,6 +27,8 @@ from typing import Any
 
 from grace.sandbox.errors import SandboxError
 from grace.sandbox.pool import Limits
+from grace.sandbox.slots import rss_mb
+from grace.sandbox.wire import EXIT_MEMORY, encode_reply
 from grace.tasks.spec import ObsSchema
 
 
@@ -81,7 +87,7 @@ def _drop_privileges(uid: int, preload: tuple[str, ...]) -> None:
     first. Afterwards the worker cannot write outside its temp dir (owned by `uid`), its
     /proc/self/environ is unreadable (non-dumpable) and RLIMIT_NPROC applies.
     """
-    for name in ("grace.sandbox.worker", "json", "math", "random", "statistics", *preload):
+    for name in ("grace.sandbox.worker", "json", "math", "random", "statistics", "unicodedata", "ctypes", *preload):
         importlib.import_module(name)
     os.setgroups([])
     os.setgid(uid)
@@ -108,36 +114,58 @@ def _resolve(path: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def _encode(obj: Any, shm: mmap.mmap | None) -> bytes:
-    """Pickle a reply. Large contiguous buffers (numpy arrays) go out of band into the shared
-    memory block; the reply is then b"B" + spans header + the in-band pickle stream."""
-    if shm is None:
-        return b"P" + pickle.dumps(obj, protocol=5)
-    buffers: list[pickle.PickleBuffer] = []
-    stream = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
-    views = [b.raw() for b in buffers]
-    if sum(v.nbytes for v in views) > len(shm):
-        return b"P" + pickle.dumps(obj, protocol=5)
-    spans, offset = [], 0
-    for v in views:
-        shm[offset:offset + v.nbytes] = v
-        spans += [offset, v.nbytes]
-        offset += v.nbytes
-    return b"B" + struct.pack(f"<I{len(spans)}Q", len(views), *spans) + stream
+def _watchdog(parent: int, inbox_fd: int, rss_cap_mb: int) -> None:
+    """End this worker (its whole process group) when the parent dies: the parent's end of the
+    request pipe hangs up, or this process is re-parented. With `rss_cap_mb`, also end it (exit
+    code EXIT_MEMORY) when its resident memory exceeds the cap, even with no parent watching."""
+    poller = select.poll()
+    poller.register(inbox_fd, 0)  # POLLHUP/POLLERR are always reported; never consume data
+    period = 0.1 if rss_cap_mb else 0.5
+    while True:
+        hung_up = any(ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, ev in poller.poll(period * 1000))
+        if hung_up or os.getppid() != parent:
+            try:
+                os.killpg(os.getpid(), signal.SIGKILL)
+            finally:
+                os._exit(1)
+        if rss_cap_mb and rss_mb(os.getpid()) > rss_cap_mb:
+            sys.stderr.write(f"worker resident memory over {rss_cap_mb} MiB: stopping\n")
+            sys.stderr.flush()
+            os._exit(EXIT_MEMORY)
 
 
-def _worker_main() -> None:
+def _set_parent_death_signal(parent: int) -> None:
+    """Linux: SIGKILL this worker when its parent dies, even while a job holds the GIL (the
+    watchdog thread covers other platforms and workers launched from short-lived threads)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (ImportError, OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+
+def worker_main() -> None:
     """Entry point of a worker process (argv: read fd, write fd)."""
     rfd, wfd, shm_fd = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     shm = None
     if shm_fd >= 0:  # shared memory for large results (the pipe then carries a small header)
         shm = mmap.mmap(shm_fd, 0)
         os.close(shm_fd)
+    parent = os.getppid()
     inbox, outbox = Connection(rfd, writable=False), Connection(wfd, readable=False)
     init = pickle.loads(inbox.recv_bytes())
     limits: Limits = init["limits"]
     backend: str = init["backend"]
     os.umask(0o077)
+    threading.Thread(target=_watchdog, args=(parent, rfd, int(limits.rss_watchdog_mb)), daemon=True,
+                     name="grace-worker-watchdog").start()
+    import unicodedata  # noqa: F401 - the parser needs it for non-ASCII identifiers
+
     import numpy as np
 
     from grace.sandbox.compile import compile_reward, error_from_exception
@@ -150,6 +178,8 @@ def _worker_main() -> None:
         jnp.zeros(1).block_until_ready()
     if init.get("drop_uid") is not None:
         _drop_privileges(int(init["drop_uid"]), init.get("preload", ()))
+    if init.get("pdeathsig"):
+        _set_parent_death_signal(parent)
     budget = _set_limits(limits)
     ctx = WorkerContext({}, init["schema"], backend, limits, os.getcwd())
     fns: dict[str, Any] = {}
@@ -182,7 +212,7 @@ def _worker_main() -> None:
                 compiled = compile_reward(source, ctx.schema, backend, limits.debug_chars)
             with np.errstate(all="ignore"):
                 value = fns[fn](ctx, compiled, *args, **kwargs)
-            reply = _encode(("ok", value, time.perf_counter() - t0), shm)
+            reply = encode_reply(("ok", value, time.perf_counter() - t0), shm)
             if len(reply) > cap:
                 reply = b"P" + pickle.dumps(("err", ("bad_return", f"output too large: "
                                              f"{len(reply)} bytes > {cap} bytes", None), 0.0))

@@ -7,11 +7,12 @@ only through the restricted compile), never in the main process.
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any
 
 import numpy as np
 
-from grace.config import EvolveConfig
+from grace.config import ActiveConfig, EvolveConfig
 from grace.data.trajectories import Episode, Trajectories
 from grace.fitness.discriminator import ExpertSimilarity
 from grace.fitness.ppo import run_ppo
@@ -22,21 +23,22 @@ from grace.types import PPOJob, Transitions
 async def collect_active_negatives(task: Task, source: str, cfg: EvolveConfig, rnd: int,
                                    data: Transitions | None = None) -> tuple[Trajectories, dict[str, Any]]:
     """Train PPO on `source`; return the trained policy's episodes and what the run measured."""
-    disc = ExpertSimilarity.from_data(data, seed=cfg.seed) if data is not None else None
-    job = PPOJob((source,), cfg.ppo_steps, cfg.ppo_seeds, cfg.seed + 7919 * rnd, score_states=disc,
-                 keep_trajectories=True)
-    res = (await asyncio.to_thread(run_ppo, task, job))[0]
+    ppo = cfg.ppo
+    disc = ExpertSimilarity.from_data(data, seed=cfg.seed, max_ref=cfg.fitness.disc_max_ref) if data is not None else None
+    job = PPOJob((source,), ppo.steps, ppo.seeds, cfg.seed + 7919 * rnd,
+                 ppo.algo_kwargs(task.action.kind == "discrete"), score_states=disc, keep_trajectories=True)
+    res = (await asyncio.to_thread(partial(run_ppo, task, job, timeout=ppo.timeout)))[0]
     if not res.ok or res.trajectories is None:
         raise RuntimeError(f"active negatives: PPO could not train on the best reward: {res.error}")
     traj = res.trajectories
     rollout_steps, threshold = traj.n_transitions, None
-    if disc is not None and cfg.active_off_expert:
-        traj, threshold = off_expert_segments(traj, disc, data)
+    if disc is not None and cfg.active.off_expert:
+        traj, threshold = off_expert_segments(traj, disc, data, cfg.active.off_expert_quantile)
     held_pos = None if data is None else data["label"].astype(bool) & ~data["train"].astype(bool)
     reference = float(np.mean(disc(data["s_next"][held_pos]))) \
         if disc is not None and held_pos is not None and held_pos.any() else None
     info = {
-        "env_steps": int(res.env_steps) * cfg.ppo_seeds, "episodes": traj.n_episodes,
+        "env_steps": int(res.env_steps) * ppo.seeds, "episodes": traj.n_episodes,
         "rollout_transitions": rollout_steps, "kept_transitions": traj.n_transitions,
         "off_expert_threshold": threshold,
         "policy_expert_likeness": res.irl_score, "heldout_expert_likeness": reference,
@@ -50,7 +52,7 @@ def off_expert_segments(traj: Trajectories, disc: ExpertSimilarity, data: Transi
                         quantile: float = 0.05) -> tuple[Trajectories, float]:
     """The part of the policy's rollouts that does not look expert: transitions whose s_next is
     less expert-like than all but `quantile` of the held-out expert positives (opt-in,
-    `active_off_expert`). Motivation: once PPO imitates well, labelling all its states negative
+    `active.off_expert`; `quantile` is active.off_expert_quantile). Motivation: once PPO imitates well, labelling all its states negative
     asks the reward to separate experts from near-experts. Measured on cartpole_fixed
     (benchmarks/results/active_rounds.md) it did NOT help: the round-1 reward trained worse than
     with the paper's rule. Kept runs of consecutive off-expert transitions become (truncated)
@@ -79,10 +81,12 @@ def off_expert_segments(traj: Trajectories, disc: ExpertSimilarity, data: Transi
     return Trajectories.from_episodes(eps, meta=dict(traj.meta, filtered="off-expert", threshold=threshold)), threshold
 
 
-def needs_shaping(best_fitness: float | None, info: dict[str, Any], threshold: float = 0.8) -> bool:
-    """GRACE step 7: offline fitness is high but the PPO policy on the best reward is not
-    expert-like (by the fixed discriminator, never the true reward)."""
+def needs_shaping(best_fitness: float | None, info: dict[str, Any], active: ActiveConfig | None = None) -> bool:
+    """GRACE step 7: offline fitness is high (>= active.shaping_min_fitness) but the PPO policy
+    on the best reward is not expert-like (below active.shaping_ratio of the held-out experts, by
+    the fixed discriminator, never the true reward)."""
+    active = active or ActiveConfig()
     policy, reference = info.get("policy_expert_likeness"), info.get("heldout_expert_likeness")
     if best_fitness is None or policy is None or not reference:
         return False
-    return best_fitness >= threshold and policy < 0.5 * reference
+    return best_fitness >= active.shaping_min_fitness and policy < active.shaping_ratio * reference

@@ -389,3 +389,9 @@ class Archive:
                 break
             chain.append(parent)
         return chain
+
+
+def open_reply_source(path: str | Path) -> Archive:
+    """Another run's recorded LLM replies, read-only: a run directory or its archive.sqlite."""
+    p = Path(path)
+    return Archive(p / "archive.sqlite" if p.is_dir() else p, create=False)

@@ -90,27 +90,29 @@ class Evolution:
         self.proposer, self.executor, self.fitness, self.progress = proposer, executor, fitness, progress
         self.stats = RunStats()
         self._events: dict[tuple[int, int, int, str], asyncio.Event] = {}
-        self.demos = load_demos(cfg.demos, task)
+        self.demos = load_demos(cfg.demos, task, cfg.data.max_demo_mb)
         self.neg_version = 0
         self.ctx: TaskContext | None = None
         self.best: ProgramRow | None = None
         self.data: Transitions | None = None
         # a cheap deterministic proposer is re-asked (new seed) when it repeats scored logic;
-        # an LLM's duplicate costs a call, so it is kept as is (the proposer says which)
-        self.dedupe_retries = int(proposer.reask_duplicates)
-        self._propose_sem = asyncio.Semaphore(max(1, proposer.concurrency or 2 * cfg.workers))
+        # an LLM's duplicate costs a call, so it is kept as is (the proposer says which; the
+        # config says how often: search.dedupe_retries)
+        self.dedupe_retries = cfg.search.dedupe_retries if proposer.reask_duplicates else 0
+        concurrency = cfg.search.propose_concurrency or proposer.concurrency or 2 * cfg.sandbox.workers
+        self._propose_sem = asyncio.Semaphore(max(1, concurrency))
 
     # -- data ------------------------------------------------------------------------------
     def load_data(self) -> None:
         cfg = self.cfg
-        rundata.ensure_random_negatives(self.archive, self.run_dir, self.task, cfg.random_negative_episodes,
+        rundata.ensure_random_negatives(self.archive, self.run_dir, self.task, cfg.data.random_negative_episodes,
                                         cfg.seed, cfg.negatives)
         inputs = rundata.read_run_inputs(self.archive, self.run_dir, self.task, self.demos)
         self.neg_version, negs = inputs.version, inputs.negatives
-        data = inputs.dataset(cfg.holdout, cfg.seed)
+        data = inputs.dataset(cfg.data, cfg.seed)
         self.data = data
         self.fitness.prepare(data, rundata.return_range(self.demos, negs))
-        self.ctx = rundata.task_context(self.task, data, seed=cfg.seed)
+        self.ctx = rundata.task_context(self.task, data, n_examples=cfg.data.context_examples, seed=cfg.seed)
 
     async def label_goals(self) -> None:
         """GRACE step 1 (opt-in): the LLM labels which expert states solve the task. The labels
@@ -119,7 +121,8 @@ class Evolution:
                 or self.archive.get_meta("goal_labels") is not None):
             return
         assert self.ctx is not None
-        cands, keys = rundata.goal_candidates(self.demos, self.task, seed=self.cfg.seed)
+        cands, keys = rundata.goal_candidates(self.demos, self.task, per_episode=self.cfg.data.goal_candidates,
+                                              seed=self.cfg.seed)
         chosen = await self.proposer.label_goals(self.ctx, cands, self.cfg.seed)
         if chosen is None:  # this proposer does not label: keep the task's default positives
             return
@@ -160,8 +163,9 @@ class Evolution:
             return await self.proposer.simplify(self.ctx, fb[0], seed)
         return await self.proposer.mutate(self.ctx, fb[0], seed)
 
-    async def _shaping_trajectories(self, parent: ProgramRow, episodes: int = 2, states: int = 20) -> list[dict[str, Any]]:
+    async def _shaping_trajectories(self, parent: ProgramRow) -> list[dict[str, Any]]:
         """Whole expert episodes with the parent's per-state reward (for GRACE's shaping prompt)."""
+        episodes, states = self.cfg.search.shaping_episodes, self.cfg.search.shaping_states
         out = []
         for ep in list(self.demos.episodes())[:episodes]:
             idx = np.unique(np.linspace(0, ep.length - 1, min(states, ep.length)).astype(int))
@@ -260,10 +264,15 @@ class Evolution:
                                     negatives_version=self.neg_version, eval_seconds=res.seconds)
             return
         assert res.fitness is not None
-        fitted = program.with_params(res.params) if res.params else program
+        try:  # the write-back is re-validated; a refusal is recorded, never a host crash
+            fitted = program.with_params(res.params) if res.params else program
+        except ProgramError as exc:
+            self.archive.set_result(row_id, status="error", error_kind="invalid", error=str(exc),
+                                    negatives_version=self.neg_version, eval_seconds=res.seconds)
+            return
         self.archive.set_result(
             row_id, status="ok", fitness=res.fitness, heldout=res.heldout_fitness,
-            score=penalised(res.fitness, program.size, self.cfg.parsimony), metrics=res.metrics,
+            score=penalised(res.fitness, program.size, self.cfg.search.parsimony), metrics=res.metrics,
             worst=[w.to_dict() for w in res.worst], fitted_source=fitted.source, debug_output=res.debug_output,
             negatives_version=self.neg_version, eval_seconds=res.seconds)
 
@@ -290,14 +299,18 @@ class Evolution:
         assert self.ctx is not None
         seeded = []
         for path in self.cfg.init:
-            src = Path(path).read_text()
+            try:  # size-capped, UTF-8; a bad file is recorded invalid, the run goes on
+                src = RewardProgram.from_file(path).source
+            except ProgramError as exc:
+                seeded.append(Proposal(None, "init-file", error=str(exc), meta={"file": str(path)}))
+                continue
             seeded.append(Proposal(source=src, operator="init-file", meta={"file": str(path)}))
         rest = max(0, n - len(seeded))
         made = await self.proposer.init(self.ctx, rest, _seed(self.cfg, 0, 0, 0)) if rest else []
         return (seeded + list(made))[:n]
 
     async def run_generation(self, rnd: int, gen: int, pop: dict[int, list[ProgramRow]]) -> dict[int, list[ProgramRow]]:
-        cfg = self.cfg
+        cfg = self.cfg.search
         t0 = time.time()
         existing = self.archive.slots(rnd, gen)
         n_slots = cfg.population * cfg.islands
@@ -314,7 +327,7 @@ class Evolution:
             plans = [SlotPlan(i, m.island, "rescore", (m,)) for i, m in enumerate(members)]
             inits = {p.slot: Proposal(source=p.parents[0].best_source, operator="rescore") for p in plans}
         else:
-            rng = np.random.default_rng([cfg.seed, rnd, gen])
+            rng = np.random.default_rng([self.cfg.seed, rnd, gen])
             plans = plan_generation(pop, cfg.population, cfg.temperature, cfg.crossover_rate,
                                     cfg.simplify_rate, rng)
             if gen == 1 and rnd > 0 and self._wants_shaping(rnd) and self.best is not None:
@@ -326,7 +339,7 @@ class Evolution:
         return self._boundary(rnd, gen, pop, time.time() - t0)
 
     def _boundary(self, rnd: int, gen: int, pop: dict[int, list[ProgramRow]], seconds: float) -> dict[int, list[ProgramRow]]:
-        cfg = self.cfg
+        cfg = self.cfg.search
         rows = self.archive.programs(round=rnd, generation=gen, status="ok")
         new_pop: dict[int, list[ProgramRow]] = {}
         for isl in range(cfg.islands):
@@ -381,7 +394,7 @@ class Evolution:
         return bool(row and row["info"].get("needs_shaping"))
 
     def _should_stop(self) -> str:
-        cfg = self.cfg
+        cfg = self.cfg.search
         if cfg.target_fitness and self.best is not None and (self.best.fitness or 0) >= cfg.target_fitness:
             return f"target fitness {cfg.target_fitness} reached"
         if cfg.max_wall_time and time.time() - self.stats.started > cfg.max_wall_time:
@@ -389,7 +402,7 @@ class Evolution:
         return ""
 
     async def run(self) -> RunResult:
-        cfg = self.cfg
+        cfg = self.cfg.search
         self.load_data()
         await self.label_goals()
         done = self.archive.last_completed()
@@ -419,7 +432,7 @@ class Evolution:
 
         assert self.best is not None, "active negatives need a best program"
         traj, info = await collect_active_negatives(self.task, self.best.best_source, self.cfg, rnd, self.data)
-        info["needs_shaping"] = needs_shaping(self.best.fitness, info)
+        info["needs_shaping"] = needs_shaping(self.best.fitness, info, self.cfg.active)
         info["best_program"] = self.best.program_id
         path = traj.save(self.run_dir / "negatives" / f"ppo-round{rnd}.npz")
         self.archive.add_negatives(rnd, str(path.relative_to(self.run_dir)), f"ppo-r{rnd}", traj.n_episodes,

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from grace.config import DataConfig
 from grace.data.trajectories import Trajectories, load_demos
 from grace.proposers.base import TaskContext
 from grace.search.archive import Archive
@@ -139,12 +140,13 @@ class RunInputs:
     version: int = 0
     goal_labels: list[list[int]] | None = None
 
-    def dataset(self, holdout: float, seed: int) -> Transitions:
-        """The labelled transitions (train / held-out split by `holdout`, deterministic in `seed`)."""
+    def dataset(self, data: DataConfig, seed: int) -> Transitions:
+        """The labelled transitions (train / held-out split by `data.holdout`, each class capped at
+        `data.max_per_class`, deterministic in `seed`)."""
         from grace.data.dataset import build_offline_data
 
-        return build_offline_data(self.task, self.demos, self.negatives, holdout=holdout, seed=seed,
-                                  selector=goal_selector(self.goal_labels))
+        return build_offline_data(self.task, self.demos, self.negatives, holdout=data.holdout, seed=seed,
+                                  max_per_class=data.max_per_class, selector=goal_selector(self.goal_labels))
 
 
 def read_run_inputs(archive: Archive, run_dir: Path, task: Task, demos: Trajectories) -> RunInputs:

@@ -1,5 +1,5 @@
-# expect: timeout
-# Infinite loop in the module body (runs at compile/exec time).
+# expect: forbidden
+# Infinite loop in the module body: module-level code is limited to the contract (refused before it runs).
 while True:
     pass
 

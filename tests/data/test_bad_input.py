@@ -237,9 +237,9 @@ def test_zip_bomb_refused_before_inflating(tmp_path):
     np.savez_compressed(bomb, obs=np.zeros((rows, 4), np.float32), actions=np.zeros(rows - 1, np.int32),
                         lengths=np.array([rows - 1]), terminated=np.ones(1, bool), truncated=np.zeros(1, bool))
     assert bomb.stat().st_size < 2 * 2**20  # ~1000:1
-    env = {**os.environ, "COLUMNS": "200", "GRACE_DEMO_MAX_MB": "64"}
-    base_kb, ok = _peak_rss_kb("demos", "show", str(DEMOS / "cartpole.npz"), env=env)
+    env = {**os.environ, "COLUMNS": "200"}
+    base_kb, ok = _peak_rss_kb("demos", "show", str(DEMOS / "cartpole.npz"), "--max-mb", "64", env=env)
     assert ok.returncode == 0, ok.stderr
-    peak_kb, res = _peak_rss_kb("demos", "show", str(bomb), env=env)
+    peak_kb, res = _peak_rss_kb("demos", "show", str(bomb), "--max-mb", "64", env=env)
     _one_error_line(res, "over the 64 MiB limit")
     assert peak_kb < base_kb + 32 * 1024, (peak_kb, base_kb)  # nothing near 256+ MiB was inflated

@@ -144,15 +144,14 @@ def test_hf_folder_with_nan_is_refused(tmp_path, cartpole):
         load_demos(tmp_path / "r")
 
 
-def test_size_cap_is_checked_before_reading(tmp_path, monkeypatch, cartpole):
+def test_size_cap_is_checked_before_reading(tmp_path, cartpole):
     path = tmp_path / "d.npz"
     cartpole.save(path)
-    monkeypatch.setenv("GRACE_DEMO_MAX_MB", "0.001")
     with pytest.raises(DemoError, match="over the 0 MiB limit"):
-        load_demos(path)
+        load_demos(path, max_mb=0.001)
     np.savez(tmp_path / "d4rl.npz", **_d4rl(cartpole))
-    with pytest.raises(DemoError, match="GRACE_DEMO_MAX_MB"):
-        load_demos(tmp_path / "d4rl.npz")
-    monkeypatch.setenv("GRACE_DEMO_MAX_MB", "lots")
-    with pytest.raises(DemoError, match="not a number"):
-        load_demos(path)
+    with pytest.raises(DemoError, match="max_demo_mb"):
+        load_demos(tmp_path / "d4rl.npz", max_mb=0.001)
+    with pytest.raises(DemoError, match="positive number of MiB"):
+        load_demos(path, max_mb=-1)
+    assert load_demos(path).n_episodes == cartpole.n_episodes  # the default cap is back after a read

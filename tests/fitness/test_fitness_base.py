@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from grace.config import ConfigError, EvolveConfig, FitSettings, PPOConfig
 from grace.data.dataset import build_offline_data
 from grace.data.rollout import random_negatives
 from grace.data.trajectories import load_demos
@@ -22,7 +22,7 @@ from tests.conftest import DEMOS, ROOT
 
 REF = RewardProgram.from_file(ROOT / "grace/tasks/rewards/cartpole.py")
 BROKEN = RewardProgram("def reward(s, a, s_next, p):\n    return s_next.pole_angle / 0 + xp.log(-1.0 - xp.abs(s_next.pole_angle))\n")
-SETTINGS = SimpleNamespace(fit_params=False, ppo_steps=1000, ppo_seeds=1, seed=0)
+SETTINGS = EvolveConfig(fit=FitSettings(params=False), ppo=PPOConfig(steps=1000, seeds=1))
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def setup():
 
 def test_registry_names_and_unknown() -> None:
     assert set(FITNESS) == {"offline", "ppo", "ppo-true"}
-    with pytest.raises(ValueError, match="unknown fitness 'nope'"):
+    with pytest.raises(ConfigError, match="fitness.kind must be one of offline, ppo, ppo-true, not 'nope'"):
         make_fitness("nope", get_task("cartpole"), None, SETTINGS)  # type: ignore[arg-type]
 
 
@@ -87,3 +87,13 @@ def test_ppo_fitness_batches_candidates_that_arrive_together(setup, monkeypatch)
     b = asyncio.run(go(true))
     assert np.allclose([b[0].fitness, b[2].fitness], [0.25, 0.5])  # (R - R_random) / (R_expert - R_random)
     assert "TRUE return" in true.describe(0.5, None, b[0].metrics, 1)
+
+
+def test_an_unknown_fitness_is_refused_before_the_run_directory(tmp_path) -> None:
+    from tests.conftest import run_cli
+
+    res = run_cli("evolve", "--task", "cartpole", "--demos", str(DEMOS / "cartpole.npz"),
+                  "--out", str(tmp_path / "run"), "--fitness-kind", "nope")
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1 and "fitness.kind must be one of offline, ppo, ppo-true" in lines[0], res.stderr
+    assert not (tmp_path / "run").exists()

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from grace.config import FitSettings
 from grace.data.dataset import build_offline_data
 from grace.data.trajectories import Episode, Trajectories
 from grace.fitness import (
@@ -228,8 +229,8 @@ def synthetic_data(n_pos: int = 300, n_neg: int = 3000, seed: int = 0) -> dict[s
 
 def test_fitting_moves_a_mis_set_threshold():
     data = synthetic_data()
-    start = evaluate(threshold_reward, data, {"t": 0.2}, fit_params=False)
-    fitted = evaluate(threshold_reward, data, {"t": 0.2}, fit_params=True, n_worst=4, schema=SCHEMA)
+    start = evaluate(threshold_reward, data, {"t": 0.2}, fit=FitSettings(params=False))
+    fitted = evaluate(threshold_reward, data, {"t": 0.2}, fit=FitSettings(n_worst=4), schema=SCHEMA)
     assert fitted.params["t"] != 0.2 and 0.8 < fitted.params["t"] <= 1.05
     assert fitted.fitness > start.fitness + 0.2 and fitted.fitness > 0.9
     assert fitted.heldout_fitness > 0.8
@@ -239,7 +240,7 @@ def test_fitting_moves_a_mis_set_threshold():
     assert all(isinstance(w, Example) for w in fitted.worst)
     assert set(fitted.calibration) == {"alpha", "beta", "centre", "scale"}
     # already right: nothing improves, the initial value is kept
-    right = evaluate(threshold_reward, data, {"t": 1.0}, fit_params=True)
+    right = evaluate(threshold_reward, data, {"t": 1.0}, fit=FitSettings())
     assert right.params == {"t": 1.0}
 
 
@@ -249,13 +250,13 @@ def test_fitting_cannot_win_by_rescaling():
     def scaled_only(s, a, s_next, p):
         return (s_next[:, 0] * p["w"]).astype(np.float32)  # float32: rounding differs per w
 
-    res = evaluate(scaled_only, data, {"w": 0.37}, fit_params=True)
+    res = evaluate(scaled_only, data, {"w": 0.37}, fit=FitSettings())
     assert res.params == {"w": 0.37}
 
 
 def test_worst_examples_are_the_most_misclassified():
     data = synthetic_data(seed=1)
-    res = evaluate(threshold_reward, data, {"t": 0.5}, fit_params=False, n_worst=6, schema=SCHEMA)
+    res = evaluate(threshold_reward, data, {"t": 0.5}, fit=FitSettings(params=False, n_worst=6), schema=SCHEMA)
     worst = res.worst
     assert len(worst) == 6
     exp = [w for w in worst if w["label"] == "expert"]
@@ -279,7 +280,7 @@ def test_worst_ranks_by_reward_value():
     def linear(s, a, s_next, p):
         return s_next[:, 0] * p["w"]
 
-    res = evaluate(linear, data, {"w": 1.0}, fit_params=False, n_worst=4)
+    res = evaluate(linear, data, {"w": 1.0}, fit=FitSettings(params=False, n_worst=4))
     x = data["s_next"][:, 0]
     tr, y = data["train"], data["label"] == 1
     neg_top = np.sort(x[tr & ~y])[::-1][:2]
@@ -297,7 +298,7 @@ def test_nan_rewards_raise_and_exceptions_propagate():
 
     n_nan = int((data["s_next"][:, 0] > 1.5).sum())
     with pytest.raises(ValueError, match=f"non-finite on {n_nan} "):
-        evaluate(some_nan, data, {}, fit_params=False)
+        evaluate(some_nan, data, {}, fit=FitSettings(params=False))
 
     def broken(s, a, s_next, p):
         raise ZeroDivisionError("boom")
@@ -309,14 +310,14 @@ def test_nan_rewards_raise_and_exceptions_propagate():
 def test_evaluate_in_worker_reads_ctx():
     data = synthetic_data(n_pos=40, n_neg=200)
     ctx = SimpleNamespace(data={"offline": data}, schema=SCHEMA)
-    res = evaluate_in_worker(ctx, threshold_reward, params={"t": 1.0}, fit_params=False)
+    res = evaluate_in_worker(ctx, threshold_reward, params={"t": 1.0}, fit=FitSettings(params=False))
     assert res.fitness > 0.95 and res.params == {"t": 1.0}
     assert set(res.worst[0]["state"]) == {"x", "v"}
 
 
 def test_scalar_total_is_broadcast_and_scores_zero():
     data = synthetic_data(n_pos=40, n_neg=200)
-    res = evaluate(lambda s, a, s2, p: 1.0, data, {}, fit_params=False)
+    res = evaluate(lambda s, a, s2, p: 1.0, data, {}, fit=FitSettings(params=False))
     assert res.fitness == 0.0 and res.metrics["auc_train"] == 0.5
 
 
@@ -339,6 +340,6 @@ def test_fitted_threshold_is_centred_in_the_gap_between_classes():
     neg = toy_traj(rng, 40, -1.0, 0.2, terminated=False, lengths=(10, 11))
     data = build_offline_data(toy_task("keepalive"), demos, [("random", neg)], seed=5)
     for start in (0.25, 0.55):  # both inside the gap, near either edge
-        res = evaluate(threshold_reward, data, {"t": start}, fit_params=True)
+        res = evaluate(threshold_reward, data, {"t": start}, fit=FitSettings())
         assert 0.3 < res.params["t"] < 0.5, (start, res.params)
         assert res.fitness > 0.99

@@ -58,14 +58,15 @@ class Script:
         return ok(thinking(program(h // 5)) if h % 2 else fenced(program(h // 5)))
 
 
-def run(out: Path, url: str) -> Any:
+def run(out: Path, url: str, **llm: Any) -> Any:
     import grace.api
     from grace.config import EvolveConfig, LLMConfig
 
     cfg = EvolveConfig(
-        task="cartpole", demos=str(ROOT / "demos" / "cartpole.npz"), out=str(out), generations=2, population=4,
-        islands=1, proposer="llm", workers=1, random_negative_episodes=4, report=False, seed=3,
-        llm=LLMConfig(base_url=url, model="fake", retries=3, timeout=10.0))
+        task="cartpole", demos=str(ROOT / "demos" / "cartpole.npz"), out=str(out), report=False, seed=3,
+        llm=LLMConfig(base_url=url, model="fake", retries=3, timeout=10.0, **llm),
+    ).override({"search.generations": 2, "search.population": 4, "search.islands": 1, "proposer.kind": "llm",
+                "sandbox.workers": 1, "data.random_negative_episodes": 4})
     return grace.api.evolve(cfg, progress=False)
 
 
@@ -82,8 +83,6 @@ def test_evolve_with_llm_then_replay(tmp_path: Path, monkeypatch: pytest.MonkeyP
     from grace.proposers.llm.chat import LLMProposer
 
     monkeypatch.setattr(LLMProposer, "backoff_base", 0.01)
-    monkeypatch.delenv("GRACE_LLM_CACHE", raising=False)
-    monkeypatch.delenv("GRACE_LLM_REPLAY_ONLY", raising=False)
     server = FakeOpenAI(handler=Script()).start()
     url = server.url
     try:
@@ -105,9 +104,7 @@ def test_evolve_with_llm_then_replay(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert len(first) == 12
 
     # replay with the server stopped: same programs in every (round, generation, slot)
-    monkeypatch.setenv("GRACE_LLM_CACHE", str(tmp_path / "run1"))
-    monkeypatch.setenv("GRACE_LLM_REPLAY_ONLY", "1")
-    run(tmp_path / "run2", url)  # nothing listens there any more
+    run(tmp_path / "run2", url, cache_from=str(tmp_path / "run1"), replay_only=True)  # nothing listens there any more
     assert sources(tmp_path / "run2" / "archive.sqlite") == first
     assert (tmp_path / "run2" / "best_reward.py").read_text().split('"""')[2:] == \
         (tmp_path / "run1" / "best_reward.py").read_text().split('"""')[2:]

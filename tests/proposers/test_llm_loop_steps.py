@@ -56,9 +56,9 @@ class Labeller:
 
 def _cfg(out: Path, task: str, url: str, **kw: Any) -> EvolveConfig:
     llm = LLMConfig(base_url=url, model="fake", retries=2, timeout=10.0, label_goals=kw.pop("label_goals", False))
-    return EvolveConfig(task=task, demos=str(ROOT / "demos" / f"{task}.npz"), out=str(out), population=3,
-                        islands=1, proposer="llm", workers=1, random_negative_episodes=8, report=False,
-                        llm=llm, **kw)
+    return EvolveConfig(task=task, demos=str(ROOT / "demos" / f"{task}.npz"), out=str(out), report=False,
+                        llm=llm).override({"search.population": 3, "search.islands": 1, "proposer.kind": "llm",
+                                           "sandbox.workers": 1, "data.random_negative_episodes": 8}, **kw)
 
 
 def test_label_goals_sets_positives_and_persists(tmp_path: Path) -> None:
@@ -67,7 +67,7 @@ def test_label_goals_sets_positives_and_persists(tmp_path: Path) -> None:
     handler = Labeller(MC)
     server = FakeOpenAI(handler=handler).start()
     try:
-        res = grace.api.evolve(_cfg(tmp_path / "r", "mountaincar", server.url, generations=1, label_goals=True),
+        res = grace.api.evolve(_cfg(tmp_path / "r", "mountaincar", server.url, search={"generations": 1}, label_goals=True),
                                progress=False)
     finally:
         server.stop()
@@ -93,12 +93,12 @@ def test_shaping_runs_after_a_poor_ppo_round(tmp_path: Path, monkeypatch: pytest
     import grace.api
     import grace.search.active as active
 
-    monkeypatch.setattr(active, "needs_shaping", lambda best, info, threshold=0.8: True)
+    monkeypatch.setattr(active, "needs_shaping", lambda best, info, active=None: True)
     handler = Labeller(CP)
     server = FakeOpenAI(handler=handler).start()
     try:
-        grace.api.evolve(_cfg(tmp_path / "r", "cartpole_fixed", server.url, generations=1, rounds=2,
-                              ppo_steps=20_000, ppo_seeds=1), progress=False)
+        grace.api.evolve(_cfg(tmp_path / "r", "cartpole_fixed", server.url, search={"generations": 1, "rounds": 2},
+                              ppo={"steps": 20_000, "seeds": 1}), progress=False)
     finally:
         server.stop()
     archive = Archive(tmp_path / "r" / "archive.sqlite", create=False)

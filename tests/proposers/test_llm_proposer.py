@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from grace.proposers.base import BudgetExhausted, Feedback, TaskContext
 from grace.proposers.llm.cache import ReplayMissing, ReplayOnly, ReplyCache, request_key
 from grace.proposers.llm.chat import LLMProposer, parse_goal_indices
 from grace.proposers.llm.prompts import TEMPLATES, PromptLibrary, builtin_prompts_dir
-from grace.search.archive import Archive
+from grace.search.archive import Archive, open_reply_source
 from grace.tasks import get_task
 from tests.fake_openai import (
     BROKEN,
@@ -54,8 +55,6 @@ def parent(error: str | None = None) -> Feedback:
 def make(server: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, archive: Archive | None = None,
          **cfg: object) -> tuple[LLMProposer, Archive]:
     monkeypatch.setenv("GRACE_TEST_KEY", SECRET)
-    monkeypatch.delenv("GRACE_LLM_CACHE", raising=False)
-    monkeypatch.delenv("GRACE_LLM_REPLAY_ONLY", raising=False)
     archive = archive or Archive(tmp_path / "archive.sqlite")
     settings = {"base_url": server.url, "model": "fake", "api_key_env": "GRACE_TEST_KEY", "timeout": 2.0,
                 "retries": 3, "concurrency": 4} | cfg
@@ -263,17 +262,22 @@ def test_cache_and_replay_with_server_stopped(tmp_path: Path, monkeypatch) -> No
     assert len(set(first)) == 6
     # replay into a new archive with the server stopped
     archive2 = Archive(tmp_path / "run2" / "archive.sqlite")
-    prop2 = LLMProposer(prop.cfg, recorder=archive2, cache=ReplayOnly(archive2, [Archive(tmp_path / "run1" / "archive.sqlite")]))
+    prop2 = LLMProposer(prop.cfg, recorder=archive2, cache=ReplayOnly(archive2, [Archive(tmp_path / "run1" / "archive.sqlite", create=False)]))
     assert asyncio.run(sequence(prop2)) == first
     assert prop2.calls == 0 and all(r["cached"] == 1 for r in calls(archive2)) and len(calls(archive2)) == 6
     with pytest.raises(ReplayMissing, match="no cached reply"):
         asyncio.run(prop2.mutate(ctx(), parent(), seed=999))
-    # env-var route used by grace.api.evolve
-    monkeypatch.setenv("GRACE_LLM_CACHE", str(tmp_path / "run1"))
-    monkeypatch.setenv("GRACE_LLM_REPLAY_ONLY", "1")
-    prop3 = LLMProposer(prop.cfg, recorder=Archive(tmp_path / "run3" / "archive.sqlite"))
+    # the config route used by grace.api.evolve (llm.cache_from, llm.replay_only)
+    replay_cfg = dataclasses.replace(prop.cfg, cache_from=str(tmp_path / "run1"), replay_only=True)
+    prop3 = LLMProposer(replay_cfg, recorder=Archive(tmp_path / "run3" / "archive.sqlite"),
+                        open_source=open_reply_source)
     assert isinstance(prop3.cache, ReplyCache) and prop3.cache.replay_only
     assert asyncio.run(sequence(prop3)) == first
+    # no environment variable overrides the config: the old ones do nothing
+    monkeypatch.setenv("GRACE_LLM_CACHE", str(tmp_path / "run1"))
+    monkeypatch.setenv("GRACE_LLM_REPLAY_ONLY", "1")
+    prop4 = LLMProposer(prop.cfg, recorder=Archive(tmp_path / "run4" / "archive.sqlite"))
+    assert not prop4.cache.replay_only and not prop4.cache.sources
 
 
 def test_request_key_depends_on_everything() -> None:

@@ -66,8 +66,6 @@ def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     mod.SamplingParams = SamplingParams  # type: ignore[attr-defined]
     mod.made = made  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "vllm", mod)
-    monkeypatch.delenv("GRACE_LLM_CACHE", raising=False)
-    monkeypatch.delenv("GRACE_LLM_REPLAY_ONLY", raising=False)
     return mod
 
 

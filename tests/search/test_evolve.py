@@ -16,7 +16,8 @@ from grace.program import RewardProgram
 from grace.search.archive import Archive
 from tests.conftest import DEMOS, ROOT, run_cli
 
-SMALL = dict(generations=2, population=4, islands=2, random_negative_episodes=16, report=False)
+SMALL = dict(search={"generations": 2, "population": 4, "islands": 2}, data={"random_negative_episodes": 16},
+             report=False)
 
 
 def _sources(run_dir):
@@ -27,7 +28,7 @@ def _sources(run_dir):
 
 
 def test_small_run_api(tmp_path):
-    res = grace.evolve(EvolveConfig(task="cartpole", demos=str(DEMOS / "cartpole.npz"), out=str(tmp_path / "r"), **SMALL),
+    res = grace.evolve(EvolveConfig(task="cartpole", demos=str(DEMOS / "cartpole.npz"), out=str(tmp_path / "r")).override(SMALL),
                        progress=False)
     assert res.best is not None and res.best_path is not None
     program = RewardProgram.from_file(res.best_path).validate(grace.get_task("cartpole").schema)
@@ -53,7 +54,7 @@ def test_python_api_mirrors_cli(tmp_path):
 
 
 def test_same_seed_same_archive(tmp_path):
-    cfg = EvolveConfig(task="acrobot", demos=str(DEMOS / "acrobot.npz"), **SMALL)
+    cfg = EvolveConfig(task="acrobot", demos=str(DEMOS / "acrobot.npz")).override(SMALL)
     grace.evolve(cfg.override(out=str(tmp_path / "a")), progress=False)
     grace.evolve(cfg.override(out=str(tmp_path / "b")), progress=False)
     a, b = _sources(tmp_path / "a"), _sources(tmp_path / "b")
@@ -72,8 +73,9 @@ def test_existing_run_needs_resume_or_overwrite(tmp_path):
 
 def test_incompatible_archive_refused(tmp_path):
     run = tmp_path / "r"
-    grace.evolve(EvolveConfig(task="cartpole", demos=str(DEMOS / "cartpole.npz"), out=str(run), generations=1,
-                              population=2, islands=1, random_negative_episodes=4, report=False), progress=False)
+    grace.evolve(EvolveConfig(task="cartpole", demos=str(DEMOS / "cartpole.npz"), out=str(run), report=False).override(
+        {"search.generations": 1, "search.population": 2, "search.islands": 1, "data.random_negative_episodes": 4}),
+        progress=False)
     db = sqlite3.connect(run / "archive.sqlite")
     db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
     db.commit()
@@ -86,7 +88,7 @@ def test_incompatible_archive_refused(tmp_path):
 def test_init_file_seeds_population(tmp_path):
     ref = ROOT / "grace/tasks/rewards/pendulum.py"
     res = grace.evolve(EvolveConfig(task="pendulum", demos=str(DEMOS / "pendulum.npz"), out=str(tmp_path / "r"),
-                                    init=(str(ref),), **SMALL), progress=False)
+                                    init=(str(ref),)).override(SMALL), progress=False)
     archive = Archive(tmp_path / "r" / "archive.sqlite", create=False)
     first = archive.slots(0, 0)[0]
     assert first.operator == "init-file" and first.program_id == RewardProgram.from_file(ref).program_id
@@ -96,7 +98,8 @@ def test_init_file_seeds_population(tmp_path):
 def test_user_task_never_seen(tmp_path):
     task = ROOT / "examples/tasks/point_reach.toml"
     res = grace.evolve(EvolveConfig(task=str(task), demos=str(DEMOS / "point_reach.npz"), out=str(tmp_path / "r"),
-                                    generations=3, population=6, islands=2, report=False), progress=False)
+                                    report=False).override(search={"generations": 3, "population": 6, "islands": 2}),
+                       progress=False)
     assert res.best.fitness > 0.5
     assert res.best.metrics["auc_train"] > 0.9
 
@@ -134,7 +137,7 @@ def test_sigkill_then_resume_loses_nothing(tmp_path):
 
 def test_resume_with_more_generations(tmp_path):
     run = tmp_path / "r"
-    cfg = EvolveConfig(task="mountaincar", demos=str(DEMOS / "mountaincar.npz"), out=str(run), **SMALL)
+    cfg = EvolveConfig(task="mountaincar", demos=str(DEMOS / "mountaincar.npz"), out=str(run)).override(SMALL)
     grace.evolve(cfg, progress=False)
     n_before = len(_sources(run))
     res = run_cli("evolve", "--resume", str(run), "--generations", "3", "--quiet")

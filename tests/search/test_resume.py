@@ -159,8 +159,9 @@ def _statuses(tmp_path, slow_first: bool) -> list[tuple[int, str]]:
 
     run = tmp_path / ("slow" if slow_first else "fast")
     run.mkdir()
-    cfg = EvolveConfig(task="cartpole", demos=str(DEMOS / "cartpole.npz"), out=str(run), generations=0,
-                       population=2, islands=2, random_negative_episodes=4, report=False, fit_params=False)
+    cfg = EvolveConfig(task="cartpole", demos=str(DEMOS / "cartpole.npz"), out=str(run), report=False).override(
+        {"search.generations": 0, "search.population": 2, "search.islands": 2,
+         "data.random_negative_episodes": 4, "fit.params": False})
     archive = Archive(run / "archive.sqlite")
     evo = Evolution(cfg, run, archive, get_task("cartpole"), _Proposer(), _Executor(), _Fitness(slow_first))
     asyncio.run(evo.run())

@@ -16,14 +16,15 @@ from grace.config import EvolveConfig
 from grace.search.archive import Archive, ArchiveError
 from tests.conftest import DEMOS, run_cli
 
-SMALL = dict(generations=1, population=2, islands=1, random_negative_episodes=8, report=False)
+SMALL = {"search.generations": 1, "search.population": 2, "search.islands": 1,
+         "data.random_negative_episodes": 8}
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("run") / "r"
-    grace.evolve(EvolveConfig(task="cartpole", demos=str(DEMOS / "cartpole.npz"), out=str(run), **SMALL),
-                 progress=False)
+    grace.evolve(EvolveConfig(task="cartpole", demos=str(DEMOS / "cartpole.npz"), out=str(run),
+                              report=False).override(SMALL), progress=False)
     return run
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
 from grace.proposers.base import CallRecorder
@@ -68,19 +67,16 @@ class ReplayOnly(ReplyCache):
             "replayed never made it (different prompts, model, seeds or sampling settings?)")
 
 
-def open_source(path: str | Path) -> CallRecorder:
-    """A read-only reply source: a run directory or its archive.sqlite."""
-    from grace.search.archive import Archive
-
-    p = Path(path)
-    if p.is_dir():
-        p = p / "archive.sqlite"
-    return Archive(p, create=False)
-
-
-def make_cache(recorder: CallRecorder | None, cache_from: str | list[str] = "", replay_only: bool = False) -> ReplyCache:
-    """A cache over the run archive plus the archives of `cache_from` (path(s); a string may hold several separated by ";")."""
+def cache_paths(cache_from: str | list[str]) -> list[str]:
+    """The run directories / archives named by `llm.cache_from` (a string may hold several,
+    separated by ";")."""
     paths = cache_from.split(";") if isinstance(cache_from, str) else list(cache_from)
-    sources = [open_source(p) for p in paths if p.strip()]
+    return [p.strip() for p in paths if p.strip()]
+
+
+def make_cache(recorder: CallRecorder | None, sources: list[CallRecorder] | None = None,
+               replay_only: bool = False) -> ReplyCache:
+    """A cache over the run archive plus read-only reply `sources` (other runs' archives, opened
+    by the caller: proposers never open the engine's archive themselves)."""
     cls = ReplayOnly if replay_only else ReplyCache
-    return cls(recorder, sources)
+    return cls(recorder, list(sources or []))

@@ -21,13 +21,14 @@ import random
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from grace.config import ConfigError, LLMConfig
 from grace.program import ProgramError, extract_program, strip_reasoning
 from grace.proposers.base import BudgetExhausted, CallRecorder, Feedback, Proposal, TaskContext
-from grace.proposers.llm.cache import ReplyCache, make_cache, request_key
+from grace.proposers.llm.cache import ReplyCache, cache_paths, make_cache, request_key
 from grace.proposers.llm.prompts import PromptLibrary, context_vars, feedback_vars
 
 REPAIR = ("Your reply could not be used: {error}\n\nReply with the corrected, complete program (a module "
@@ -90,15 +91,21 @@ class ChatProposer:
     reask_duplicates = 0
     """Every call costs: a duplicate is kept (and scored as a duplicate), not re-asked."""
 
-    def __init__(self, cfg: LLMConfig, recorder: CallRecorder | None = None, cache: ReplyCache | None = None) -> None:
+    def __init__(self, cfg: LLMConfig, recorder: CallRecorder | None = None, cache: ReplyCache | None = None,
+                 open_source: Callable[[str], CallRecorder] | None = None) -> None:
+        """`open_source(path)` opens another run's recorded replies read-only (for
+        `llm.cache_from`; `grace.api` passes `grace.search.archive.open_reply_source`)."""
         self.cfg = cfg
         self.recorder = recorder
         self.model = cfg.model
         self.prompts = PromptLibrary(cfg.prompts_dir or None)
         self.concurrency: int | None = max(1, int(cfg.concurrency))
-        replay = bool(getattr(cfg, "replay_only", False)) or os.environ.get("GRACE_LLM_REPLAY_ONLY", "") not in ("", "0")
-        cache_from = getattr(cfg, "cache_from", "") or os.environ.get("GRACE_LLM_CACHE", "")
-        self.cache = cache if cache is not None else make_cache(recorder, cache_from, replay)
+        # the config alone decides (llm.cache_from, llm.replay_only): no environment override
+        paths = cache_paths(cfg.cache_from)
+        if cache is None and paths and open_source is None:
+            raise LLMConfigError("llm.cache_from needs a way to open run archives (pass open_source)")
+        sources = [open_source(p) for p in paths] if paths and open_source is not None else []
+        self.cache = cache if cache is not None else make_cache(recorder, sources, cfg.replay_only)
         self.calls = 0
         """Requests sent to a model (failed attempts included; cache hits excluded)."""
         self.prompt_tokens = 0
@@ -315,8 +322,9 @@ class LLMProposer(ChatProposer):
     """Longest wait between attempts (also caps a server's Retry-After)."""
 
     def __init__(self, cfg: LLMConfig, recorder: CallRecorder | None = None, client: Any = None,
-                 cache: ReplyCache | None = None) -> None:
-        super().__init__(cfg, recorder, cache)
+                 cache: ReplyCache | None = None,
+                 open_source: Callable[[str], CallRecorder] | None = None) -> None:
+        super().__init__(cfg, recorder, cache, open_source)
         self._given_client = client
         self._client: Any = client
         self._loop: asyncio.AbstractEventLoop | None = None

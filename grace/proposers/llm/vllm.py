@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from grace.config import ConfigError, LLMConfig
@@ -38,9 +39,10 @@ class VLLMProposer(ChatProposer):
     """Seconds to wait for more requests before starting a batch."""
 
     def __init__(self, cfg: LLMConfig, recorder: CallRecorder | None = None, llm: Any = None,
-                 cache: ReplyCache | None = None) -> None:
+                 cache: ReplyCache | None = None,
+                 open_source: Callable[[str], CallRecorder] | None = None) -> None:
         self._vllm = import_vllm()
-        super().__init__(cfg, recorder, cache)
+        super().__init__(cfg, recorder, cache, open_source)
         self.model = cfg.local_model or cfg.model
         self.llm = llm
         self._pending: list[tuple[list[dict[str, str]], Any, asyncio.Future[Any]]] = []

@@ -1,0 +1,377 @@
+"""The config sections: one frozen dataclass per owner, with today's defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from grace.config.keys import ConfigError, apply, check_values, from_tree, to_tree
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """[search]: the evolutionary loop (grace/search/loop.py, select.py)."""
+
+    generations: int = 12
+    """Generations per round."""
+    population: int = 16
+    """Programs kept per island (and proposals per island per generation)."""
+    islands: int = 2
+    """Independent sub-populations; the best migrate every `migrate_every` generations."""
+    migrate_every: int = 4
+    """Generations between migrations of the best programs across islands (0 = never)."""
+    rounds: int = 1
+    """Active-negative rounds: after each, PPO on the best reward adds its rollouts to the negatives."""
+    temperature: float = 0.05
+    """Softmax temperature of parent selection over fitness."""
+    parsimony: float = 0.0005
+    """Fitness penalty per AST node: at equal fitness, shorter code wins."""
+    crossover_rate: float = 0.2
+    """Share of a generation's slots that cross two parents over."""
+    simplify_rate: float = 0.1
+    """Share of a generation's slots that ask for a simpler parent."""
+    target_fitness: float = 0.0
+    """Stop early once the best train fitness reaches this (0 = never)."""
+    max_wall_time: float = 0.0
+    """Stop (resumably) after this many seconds; 0 = unlimited."""
+    dedupe_retries: int = 3
+    """Times the built-in offline proposer is asked again (new seed) when it proposes logic that
+    was already scored. LLM proposers are never re-asked: an LLM's duplicate costs a call."""
+    propose_concurrency: int = 0
+    """Proposals in flight at once; 0 = llm.concurrency for LLM proposers, 2 x sandbox.workers
+    for the offline proposer."""
+    shaping_episodes: int = 2
+    """Expert episodes shown (with the parent's per-state reward) in a shaping prompt."""
+    shaping_states: int = 20
+    """States per episode shown in a shaping prompt."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """[data]: the labelled dataset and what proposers see of it (grace/data/, search/negatives.py)."""
+
+    holdout: float = 0.25
+    """Fraction of episodes held out to report generalisation."""
+    random_negative_episodes: int = 64
+    """Random-policy episodes generated as negatives."""
+    max_per_class: int = 20000
+    """Each class (S_e, S_n) is subsampled to at most this many transitions."""
+    context_examples: int = 6
+    """Expert and negative states of each class shown to proposers."""
+    goal_candidates: int = 3
+    """Earlier states per expert episode (besides the final one) offered for goal labelling."""
+    max_demo_mb: float = 1024.0
+    """Refuse demo and negative files whose arrays would take more than this many MiB
+    uncompressed (checked before anything is inflated)."""
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """[fit]: fitting PARAMS and scoring a candidate offline (grace/fitness/params.py, offline.py,
+    batched.py). This record travels with every offline evaluation to the sandbox worker."""
+
+    params: bool = True
+    """Fit every candidate's PARAMS numerically (a loop stage, whoever proposed it)."""
+    budget: int = 120
+    """Reward evaluations of the PARAMS search (coordinate scan + Nelder-Mead)."""
+    subsample: int = 4000
+    """Train rows (class-stratified) the PARAMS search scores on."""
+    improve_tol: float = 1e-4
+    """Fitted PARAMS must beat the initial ones by more than this: smaller "gains" are float noise
+    on a scale-invariant objective and only make constants drift."""
+    centre_budget: int = 80
+    """Extra reward evaluations for moving fitted constants to the middle of their plateau."""
+    chunk: int = 65536
+    """Transitions per reward call (the dataset is scored in chunks of this size)."""
+    n_worst: int = 8
+    """Most misclassified train rows returned to the proposer as counterexamples."""
+
+
+@dataclass(frozen=True)
+class FitnessConfig:
+    """[fitness]: what a candidate's fitness measures (grace/fitness/)."""
+
+    kind: str = "offline"
+    """offline (GRACE discrimination) | ppo (IRL: PPO then expert-likeness) | ppo-true (true return)."""
+    disc_max_ref: int = 2000
+    """Expert states kept as references by the fixed discriminator of PPO fitness and active rounds."""
+
+
+@dataclass(frozen=True)
+class ProposerConfig:
+    """[proposer]: who writes candidate programs (grace/proposers/)."""
+
+    kind: str = "offline"
+    """offline (built-in search, no LLM) | llm (OpenAI-compatible server) | vllm (in-process)."""
+    max_terms: int = 6
+    """Most reward terms the built-in offline operator puts in one program."""
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """[llm]: the LLM proposers (grace/proposers/llm/)."""
+
+    base_url: str = ""
+    """OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (vLLM's server)."""
+    model: str = ""
+    """Model name as the server knows it."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Name of the environment variable holding the API key (never the key itself)."""
+    local_model: str = ""
+    """Path of a local model for in-process vLLM (`proposer.kind = vllm`)."""
+    temperature: float = 0.8
+    """Sampling temperature."""
+    max_tokens: int = 2048
+    """Completion tokens per sample."""
+    n: int = 1
+    """Samples per request (falls back to parallel requests if the server rejects n > 1)."""
+    concurrency: int = 4
+    """Requests in flight at once."""
+    timeout: float = 120.0
+    """Seconds per request."""
+    retries: int = 5
+    """Retries on 429/5xx/connection errors, with exponential backoff."""
+    prompts_dir: str = ""
+    """Folder of Jinja2 templates overriding the built-in prompts/."""
+    max_calls: int = 0
+    """Stop (resumably) after this many LLM calls; 0 = unlimited."""
+    max_tokens_total: int = 0
+    """Stop (resumably) after this many prompt + completion tokens; 0 = unlimited."""
+    cache_from: str = ""
+    """Run directories (or archive files, `;`-separated) whose recorded replies are reused for
+    identical requests."""
+    replay_only: bool = False
+    """Never call the server: every reply must come from the cache (exact replay)."""
+    label_goals: bool = False
+    """GRACE step 1: let the LLM label which expert states solve the task."""
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """[sandbox]: where candidates run (grace/sandbox/, search/executor.py)."""
+
+    workers: int = 2
+    """Sandbox worker processes."""
+    eval_timeout: float = 20.0
+    """Seconds per candidate evaluation (including PARAMS fitting) before the worker is killed."""
+
+
+@dataclass(frozen=True)
+class PPOHyper:
+    """rejax PPO hyperparameters of one action kind ([ppo.discrete], [ppo.continuous])."""
+
+    num_envs: int = 32
+    """Parallel environments."""
+    num_steps: int = 64
+    """Env steps per environment per update."""
+    num_epochs: int = 4
+    """Passes over each batch."""
+    num_minibatches: int = 8
+    """Minibatches per epoch."""
+    learning_rate: float = 3e-4
+    """Adam learning rate."""
+    max_grad_norm: float = 0.5
+    """Gradient clipping norm."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    clip_eps: float = 0.2
+    """PPO clipping epsilon."""
+    ent_coef: float = 0.0
+    """Entropy bonus coefficient."""
+    vf_coef: float = 0.5
+    """Value loss coefficient."""
+    normalize_rewards: bool = True
+    """Normalise rewards by a running estimate of the return's spread."""
+    normalize_observations: bool = True
+    """Normalise observations by running statistics."""
+    reward_transform: str = "none"
+    """Per-step transform of the candidate reward seen by PPO: none | symlog."""
+    activation: str = "tanh"
+    """Activation of the actor and critic networks (a flax.linen name)."""
+    hidden_layer_sizes: tuple[int, ...] = (64, 64)
+    """Hidden layer widths of the actor and critic networks."""
+
+    def algo_kwargs(self) -> dict[str, Any]:
+        """The rejax `PPO.create` keyword arguments (`reward_transform` is grace's own)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name not in ("activation", "hidden_layer_sizes")}
+        out["agent_kwargs"] = {"activation": self.activation, "hidden_layer_sizes": tuple(self.hidden_layer_sizes)}
+        return out
+
+
+def _discrete_ppo() -> PPOHyper:
+    return PPOHyper(num_envs=16, num_steps=128, num_epochs=8, num_minibatches=4, learning_rate=1e-3,
+                    ent_coef=0.01, normalize_observations=False, reward_transform="symlog")
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """[ppo]: PPO fitness and active-negative rounds (grace/fitness/ppo.py, ppo_batch.py, search/active.py)."""
+
+    steps: int = 200_000
+    """Env steps of each active-negative PPO run (and of PPO fitness)."""
+    seeds: int = 2
+    """Seeds (independent PPO runs) per reward."""
+    timeout: float = 3600.0
+    """Seconds one batch of PPO runs may take before its worker is killed."""
+    batch_window: float = 1.0
+    """PPO fitness: candidates that arrive within this many seconds of each other train in one batch."""
+    discrete: PPOHyper = field(default_factory=_discrete_ppo)
+    """Hyperparameters for tasks with discrete actions."""
+    continuous: PPOHyper = field(default_factory=PPOHyper)
+    """Hyperparameters for tasks with continuous actions."""
+
+    def algo_kwargs(self, discrete: bool) -> dict[str, Any]:
+        return (self.discrete if discrete else self.continuous).algo_kwargs()
+
+
+@dataclass(frozen=True)
+class ActiveConfig:
+    """[active]: GRACE's outer loop between rounds (grace/search/active.py)."""
+
+    off_expert: bool = False
+    """Keep only the policy's off-expert states as active negatives (default False: all of them,
+    as in the paper). Both rules lowered the PPO return of later rounds on cartpole_fixed in
+    benchmarks/results/active_rounds.md; the paper's rule lowered it less."""
+    off_expert_quantile: float = 0.05
+    """With off_expert: a state is off-expert when it is less expert-like than all but this
+    quantile of the held-out expert positives."""
+    shaping_min_fitness: float = 0.8
+    """Shaping (GRACE step 7) is asked for when the best offline fitness is at least this ..."""
+    shaping_ratio: float = 0.5
+    """... and the PPO policy's expert-likeness is below this fraction of the held-out experts'."""
+
+
+SECTIONS: dict[str, type] = {
+    "search": SearchConfig, "data": DataConfig, "fit": FitSettings, "fitness": FitnessConfig,
+    "proposer": ProposerConfig, "llm": LLMConfig, "sandbox": SandboxConfig, "ppo": PPOConfig,
+    "active": ActiveConfig,
+}
+
+LEGACY_KEYS = {
+    "generations": "search.generations", "population": "search.population", "islands": "search.islands",
+    "migrate_every": "search.migrate_every", "rounds": "search.rounds", "temperature": "search.temperature",
+    "parsimony": "search.parsimony", "crossover_rate": "search.crossover_rate",
+    "simplify_rate": "search.simplify_rate", "target_fitness": "search.target_fitness",
+    "max_wall_time": "search.max_wall_time", "proposer": "proposer.kind", "fitness": "fitness.kind",
+    "ppo_steps": "ppo.steps", "ppo_seeds": "ppo.seeds", "active_off_expert": "active.off_expert",
+    "workers": "sandbox.workers", "eval_timeout": "sandbox.eval_timeout",
+    "random_negative_episodes": "data.random_negative_episodes", "holdout": "data.holdout",
+    "fit_params": "fit.params",
+}
+"""Top-level keys of the flat config.toml written by grace before the sections existed."""
+
+
+@dataclass(frozen=True)
+class EvolveConfig:
+    task: str = "cartpole"
+    """Built-in task name or a task .toml file."""
+    demos: str = ""
+    """Expert demos: grace .npz, imitation .npz or datasets folder, D4RL .npz/.hdf5, or minari:<id>."""
+    negatives: tuple[str, ...] = ()
+    """Extra negative datasets (non-expert trajectories)."""
+    out: str = "runs/grace"
+    """Run directory."""
+    init: tuple[str, ...] = ()
+    """Reward files that seed the initial population (e.g. a hand-edited best_reward.py)."""
+    seed: int = 0
+    """The run's seed: the data split, parent selection, proposals, PARAMS fits and PPO derive from it."""
+    report: bool = True
+    """Write report.html at the end."""
+    search: SearchConfig = field(default_factory=SearchConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    fit: FitSettings = field(default_factory=FitSettings)
+    fitness: FitnessConfig = field(default_factory=FitnessConfig)
+    proposer: ProposerConfig = field(default_factory=ProposerConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    active: ActiveConfig = field(default_factory=ActiveConfig)
+
+    def validate(self) -> EvolveConfig:
+        """Raise ConfigError (one line) on the first bad value; returns self."""
+        check_values(self)
+        s, llm = self.search, self.llm
+        checks = [
+            (self.proposer.kind in ("offline", "llm", "vllm"),
+             f"proposer.kind must be offline, llm or vllm, not {self.proposer.kind!r}"),
+            (s.generations >= 1, "search.generations must be >= 1"),
+            (s.population >= 2, "search.population must be >= 2"),
+            (s.islands >= 1, "search.islands must be >= 1"),
+            (s.rounds >= 1, "search.rounds must be >= 1"),
+            (s.temperature > 0, "search.temperature must be > 0"),
+            (0.0 <= s.crossover_rate <= 1.0 and 0.0 <= s.simplify_rate <= 1.0
+             and s.crossover_rate + s.simplify_rate <= 1.0,
+             "search.crossover_rate and search.simplify_rate must be in [0, 1] and sum to at most 1"),
+            (self.sandbox.workers >= 1, "sandbox.workers must be >= 1"),
+            (self.sandbox.eval_timeout > 0, "sandbox.eval_timeout must be > 0"),
+            (0.0 <= self.data.holdout < 1.0, "data.holdout must be in [0, 1)"),
+            (self.data.max_per_class >= 1, "data.max_per_class must be >= 1"),
+            (self.fit.budget >= 1 and self.fit.subsample >= 2 and self.fit.chunk >= 1,
+             "fit.budget and fit.chunk must be >= 1, fit.subsample >= 2"),
+            (self.ppo.steps >= 1 and self.ppo.seeds >= 1, "ppo.steps and ppo.seeds must be >= 1"),
+            (all(h.reward_transform in ("none", "symlog") for h in (self.ppo.discrete, self.ppo.continuous)),
+             "ppo.*.reward_transform must be none or symlog"),
+            (llm.n >= 1 and llm.concurrency >= 1 and llm.max_tokens >= 1, "llm.n, llm.concurrency and llm.max_tokens must be >= 1"),
+            (self.proposer.kind != "llm" or bool(llm.base_url), "--proposer-kind llm needs --llm-base-url"),
+            (self.proposer.kind != "vllm" or bool(llm.local_model), "--proposer-kind vllm needs --llm-local-model"),
+            (bool(self.demos), "no demos given (--demos FILE)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        return self
+
+    # -- TOML in / out ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, sections as nested tables (what config.toml holds)."""
+        return to_tree(self)
+
+    def save(self, path: Path) -> None:
+        import tomli_w
+
+        path.write_text(tomli_w.dumps(self.to_dict()))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvolveConfig:
+        """From nested tables, or from the flat layout of first-wave runs (mapped by LEGACY_KEYS);
+        missing keys keep their defaults, unknown keys are an error."""
+        return from_tree(cls, data, LEGACY_KEYS)
+
+    @classmethod
+    def load(cls, path: str | Path) -> EvolveConfig:
+        try:
+            return cls.from_dict(tomllib.loads(Path(path).read_text()))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        except ConfigError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+
+    # -- overrides ----------------------------------------------------------------------------
+    def override(self, changes: dict[str, Any] | None = None, /, **kw: Any) -> EvolveConfig:
+        """A copy with settings changed. Keys are dotted (`"search.generations"`) or top-level
+        names; a section name with a dict value sets keys of that section
+        (`search={"generations": 3}`). None means "not given". Values are checked against the
+        field's type (ConfigError on an unknown key or a wrong type)."""
+        return apply(self, {**(changes or {}), **kw}, LEGACY_KEYS)
+
+    def set(self, assignment: str) -> EvolveConfig:
+        """Apply one `section.key=value` (the CLI's `--set`); the value is parsed as the field's type."""
+        from grace.config.keys import parse_assignment
+
+        key, value = parse_assignment(type(self), assignment, LEGACY_KEYS)
+        return apply(self, {key: value})
+
+    def get(self, key: str) -> Any:
+        """The value of a dotted key."""
+        obj: Any = self
+        for part in key.split("."):
+            obj = getattr(obj, part)
+        return obj
