@@ -7,11 +7,13 @@ found (Feedback) when it asks for a mutation.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from grace.program import RewardProgram
 from grace.tasks.spec import prompt_info
+from grace.types import Example
 
 
 class BudgetExhausted(RuntimeError):
@@ -44,9 +46,10 @@ class Feedback:
     program: RewardProgram
     fitness: float | None
     metrics: dict[str, float] = field(default_factory=dict)
-    worst: list[dict[str, Any]] = field(default_factory=list)
-    """Worst-scored examples: {"label": "expert"|"negative", "reward": float,
-    "state": {field: value}, "components": {name: float}}."""
+    worst: Sequence[Example | Mapping[str, Any]] = field(default_factory=list)
+    """Worst-scored examples (`grace.types.Example`, a read-only mapping: "label" ("expert" |
+    "negative"), "reward", "state" {field: value}, "components" {name: float}); plain dicts with
+    those keys work too (tests, hand-built feedback)."""
     error: str | None = None
     debug_output: str | None = None
     program_id: str = ""
