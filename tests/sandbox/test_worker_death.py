@@ -63,3 +63,43 @@ def test_workers_die_when_the_host_is_killed(profile, busy, tmp_path):
         if host.poll() is None:
             host.kill()
             host.wait()
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(c) for c in f.read().split()]
+    except FileNotFoundError:
+        pass
+    return out
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")
+def test_no_orphan_after_the_host_of_grace_train_is_killed(tmp_path):
+    """`grace train` trains in a jax-profile worker: SIGKILL the `grace train` process mid-run and
+    the worker (which would otherwise train for up to its CPU limit) is gone within seconds."""
+    pytest.importorskip("jax")
+    host = subprocess.Popen([sys.executable, "-m", "grace.cli", "train", str(ROOT / "grace/tasks/rewards/cartpole.py"),
+                             "--task", "cartpole_fixed", "--steps", "2000000", "--seeds", "2", "--out", str(tmp_path / "t")],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120.0
+        workers: list[int] = []
+        while time.monotonic() < deadline and host.poll() is None and not workers:
+            time.sleep(0.2)
+            workers = _children(host.pid)
+        assert workers, "grace train never started its worker"
+        time.sleep(3.0)  # let it get busy (compiling / training)
+        workers = [p for p in _children(host.pid) if _alive(p)] or workers
+        os.kill(host.pid, signal.SIGKILL)
+        host.wait(10)
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and any(_alive(p) for p in workers):
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in workers), f"orphaned workers: {[p for p in workers if _alive(p)]}"
+    finally:
+        if host.poll() is None:
+            host.kill()
+            host.wait()
