@@ -41,6 +41,16 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _kill_host_then_no_orphans(host: subprocess.Popen, workers: list[int]) -> None:
+    """SIGKILL the host alone (not its process group) and assert its workers are gone within 5 s."""
+    os.kill(host.pid, signal.SIGKILL)
+    host.wait(10)
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in workers), f"orphaned workers: {[p for p in workers if _alive(p)]}"
+
+
 @pytest.mark.parametrize("busy", ["idle", "busy"])
 @pytest.mark.parametrize("profile", ["numpy", "jax"])
 def test_workers_die_when_the_host_is_killed(profile, busy, tmp_path):
@@ -53,12 +63,7 @@ def test_workers_die_when_the_host_is_killed(profile, busy, tmp_path):
         pids = [int(p) for p in line.split()]
         assert len(pids) == 2, host.stderr.read() if host.poll() is not None else line
         assert all(_alive(p) for p in pids)
-        os.kill(host.pid, signal.SIGKILL)
-        host.wait(10)
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline and any(_alive(p) for p in pids):
-            time.sleep(0.1)
-        assert not any(_alive(p) for p in pids), f"orphaned workers: {[p for p in pids if _alive(p)]}"
+        _kill_host_then_no_orphans(host, pids)
     finally:
         if host.poll() is None:
             host.kill()
@@ -93,12 +98,7 @@ def test_no_orphan_after_the_host_of_grace_train_is_killed(tmp_path):
         assert workers, "grace train never started its worker"
         time.sleep(3.0)  # let it get busy (compiling / training)
         workers = [p for p in _children(host.pid) if _alive(p)] or workers
-        os.kill(host.pid, signal.SIGKILL)
-        host.wait(10)
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline and any(_alive(p) for p in workers):
-            time.sleep(0.1)
-        assert not any(_alive(p) for p in workers), f"orphaned workers: {[p for p in workers if _alive(p)]}"
+        _kill_host_then_no_orphans(host, workers)
     finally:
         if host.poll() is None:
             host.kill()
