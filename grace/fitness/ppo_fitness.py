@@ -44,7 +44,8 @@ class PPOFitness:
         self.disc: ExpertSimilarity | None = None
         self.returns: tuple[float, float] = (0.0, 1.0)  # (R_random, R_expert), ppo-true only
         self.batches: list[int] = []
-        self._queue: list[tuple[str, asyncio.Future[PPOResult]]] = []
+        self._queue: list[tuple[int, str, asyncio.Future[PPOResult]]] = []
+        self._tickets = 0
         self._flusher: asyncio.Task[None] | None = None
         self._pool: Any = None
 
@@ -56,6 +57,7 @@ class PPOFitness:
             self.returns = return_range
 
     async def score(self, program: RewardProgram, seed: int) -> EvalResult:
+        ticket = self._tickets = self._tickets + 1  # the batch is ordered by submission, not by who finished first
         off = await self.offline.score(program, seed)
         if not off.ok:
             return off
@@ -64,7 +66,7 @@ class PPOFitness:
         except ProgramError as exc:
             return EvalResult.failed("invalid", str(exc), off.seconds)
         fut: asyncio.Future[PPOResult] = asyncio.get_running_loop().create_future()
-        self._queue.append((fitted.source, fut))
+        self._queue.append((ticket, fitted.source, fut))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_later())
         res = await fut
@@ -87,14 +89,14 @@ class PPOFitness:
             await asyncio.sleep(self.window)
             if len(self._queue) == n:
                 break
-        batch, self._queue = self._queue, []
+        batch, self._queue = sorted(self._queue, key=lambda item: item[0]), []
         self.batches.append(len(batch))
         try:
-            results = await asyncio.to_thread(self._train, [src for src, _ in batch])
-            for (_, fut), res in zip(batch, results, strict=True):
+            results = await asyncio.to_thread(self._train, [src for _, src, _ in batch])
+            for (_, _, fut), res in zip(batch, results, strict=True):
                 fut.set_result(res)
         except Exception as exc:  # noqa: BLE001 - a whole-batch failure is every candidate's
-            for _, fut in batch:
+            for _, _, fut in batch:
                 if not fut.done():
                     fut.set_result(PPOResult(error=f"{type(exc).__name__}: {exc}"))
         if self._queue:
