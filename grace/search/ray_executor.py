@@ -2,7 +2,8 @@
 
 Each actor (`SandboxHost`) hosts its own grace sandbox pool: the same policy, limits and uid
 drop as the local executor, so untrusted reward code never runs in a Ray worker's own process,
-only in the sandbox workers that the actor starts (an actor runs trusted grace code). The
+only in the sandbox workers that the actor starts (an actor runs trusted grace code, and decodes
+its workers' replies with the sandbox's allow-listing unpickler before Ray sees them). The
 archive, the proposer and every decision stay with the driver; the loop applies results by
 (round, generation, slot), so which actor answers first changes nothing in the archive.
 

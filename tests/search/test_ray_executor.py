@@ -25,7 +25,7 @@ from tests.conftest import DEMOS, ROOT, run_cli
 needs_ray = pytest.mark.skipif(find_spec("ray") is None,
                                reason="ray is not installed (pip install 'grace[ray]')")
 
-SIZES = {"search": {"generations": 2, "population": 4, "islands": 2}}
+SIZES = {"search": {"generations": 2, "population": 4, "islands": 2}, "fit": {"params": False}}
 
 SLOW = '''"""Slow on purpose: long enough to be killed mid-evaluation."""
 
@@ -153,3 +153,51 @@ def test_bad_executor_and_missing_ray_are_one_line_errors(tmp_path, monkeypatch)
     monkeypatch.setitem(sys.modules, "ray", None)  # as if ray were not installed
     with pytest.raises(ConfigError, match=r"sandbox.executor = ray needs Ray: pip install 'grace\[ray\]'"):
         import_ray()
+
+
+def test_ppo_fitness_spreads_its_batch_over_the_actors_in_order(monkeypatch):
+    """PPO fitness hands a batch to an executor's `train_ppo`; the Ray executor splits it into
+    contiguous shares, one per actor, and returns the results in submission order (no JAX here:
+    the actors' PPO is faked; PPO itself is tested in tests/fitness)."""
+    from grace.config import EvolveConfig, FitSettings, PPOConfig
+    from grace.data.dataset import build_offline_data
+    from grace.data.rollout import random_negatives
+    from grace.data.trajectories import load_demos
+    from grace.fitness.base import make_fitness
+    from grace.program import RewardProgram
+    from grace.search.executor import LocalExecutor
+    from grace.search.ray_executor import RayExecutor
+    from grace.tasks import get_task
+    from grace.types import PPOResult
+
+    shares: list[tuple[int, tuple[str, ...]]] = []
+
+    class Spread(LocalExecutor):  # the local pool scores offline; `train_ppo` is the Ray executor's
+        train_ppo = RayExecutor.train_ppo
+
+        async def _on_actor(self, method, task, job, timeout):
+            assert method == "train_ppo"
+            shares.append((len(shares), job.sources))
+            return [PPOResult(irl_score=float(src.split('"""')[1].count("Q")), run_s=0.5) for src in job.sources]
+
+    task = get_task("cartpole")
+    data = build_offline_data(task, load_demos(DEMOS / "cartpole.npz", task),
+                              [("random", random_negatives(task, 16, 0))], seed=0)
+    ex = Spread(task, workers=2)
+    ex.actors = ["a0", "a1"]
+    base = RewardProgram.from_file(ROOT / "grace/tasks/rewards/cartpole.py")
+    progs = [RewardProgram(base.source.replace('"""', '"""' + "Q" * k + " ", 1)) for k in range(3)]
+    try:
+        ppo = make_fitness("ppo", task, ex, EvolveConfig(fit=FitSettings(params=False), ppo=PPOConfig(steps=1000, seeds=1)))
+        ppo.window = 5.0
+        ppo.prepare(data)
+
+        async def go():
+            return await asyncio.gather(*(ppo.score(p, 0) for p in progs))
+
+        res = asyncio.run(go())
+    finally:
+        ex.close()
+    assert ppo.batches == [3]
+    assert [len(s) for _, s in shares] == [2, 1]  # contiguous shares over the 2 actors
+    assert [r.fitness for r in res] == [0.0, 1.0, 2.0]  # each candidate gets its own result back
