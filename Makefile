@@ -28,6 +28,8 @@ demo: install
 	$(BIN)/grace eval runs/demo/best_reward.py --run runs/demo
 	@echo "--- the hand-written reference reward, same fitness, same data:"
 	$(BIN)/grace eval grace/tasks/rewards/cartpole.py --run runs/demo
+	@echo "--- does it teach? PPO on the evolved reward next to PPO on the true reward (grace train):"
+	$(BIN)/grace train runs/demo/best_reward.py --task cartpole --steps 200000 --seeds 2 --out runs/demo/train
 	@echo "Best reward: runs/demo/best_reward.py   report: runs/demo/report.html"
 
 ## make test: the default suite (fast; slow training runs are marked and skipped)

@@ -68,7 +68,7 @@ def main() -> None:
             else:  # the last round's best: train it the same way
                 task = get_task(name)
                 res = _train(task, [best.best_source], cfg.ppo.steps, cfg.ppo.seeds, cfg.seed + 7919 * (rnd + 1), False,
-                             timeout=cfg.ppo.timeout, algo_kwargs=cfg.ppo.algo_kwargs(task.action.kind == "discrete"))[0]
+                             timeout=cfg.ppo.timeout, algo_kwargs=cfg.ppo.overrides(task.action.kind == "discrete"))[0]
                 info = {"true_return_mean": res.get("true_return_mean"), "success_rate": res.get("success_rate")}
             like, ref = info.get("policy_expert_likeness"), info.get("heldout_expert_likeness")
             fmt = lambda v, f=".3f": "-" if v is None else format(v, f)  # noqa: E731

@@ -48,13 +48,8 @@ BRAX = ["inverted_pendulum"]
 BASELINE_TASKS = set(HEADLINE + ORIGINALS)
 ALGOS = ("ppo", "gail", "airl")
 OUT_NAME = "quality"
-PPO_KWARGS: dict[str, dict[str, Any]] = {
-    # rejax PPO settings mirroring the SB3 (rl-zoo-like) ones of baselines_imitation.py for
-    # Pendulum: grace's continuous defaults (gamma 0.99) do not learn it in 200k steps even on the
-    # true reward. Applied identically to PPO on grace's reward and on the true reward.
-    "pendulum": {"num_envs": 16, "num_steps": 256, "num_epochs": 10, "num_minibatches": 16,
-                 "learning_rate": 1e-3, "gamma": 0.9, "gae_lambda": 0.95},
-}
+# PPO settings per task live in the task definitions (`Task.ppo`, e.g. pendulum's rl-zoo settings)
+# and apply identically to PPO on grace's reward and on the true reward.
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -161,10 +156,9 @@ def train_task(task_name: str, n_demos: int, args: argparse.Namespace) -> dict[s
     t0 = time.time()
     steps = args.brax_steps if task_name in BRAX else args.steps
     summary = train_reward(CACHE / key / "best_reward.py", task_name, steps=steps, seeds=args.seeds,
-                           out_dir=RUNS / key / "train", seed=args.seed,
-                           algo_kwargs=PPO_KWARGS.get(task_name))
+                           out_dir=RUNS / key / "train", seed=args.seed)
     out = {"task": task_name, "n_demos": n_demos, "steps": steps, "seeds": args.seeds,
-           "algo_kwargs": PPO_KWARGS.get(task_name, "grace defaults"),
+           "ppo": summary.get("ppo"), "terminal": summary.get("terminal"),
            "wall_s": time.time() - t0, "env_steps_per_run": summary.get("env_steps_per_run"),
            "ratio_raw": summary.get("ratio")}
     for side in ("reward", "baseline"):

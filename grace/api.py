@@ -15,7 +15,7 @@ from typing import Any
 
 from grace.config import ConfigError, DataConfig, EvolveConfig, FitSettings, SandboxConfig
 from grace.data.trajectories import load_demos
-from grace.fitness.base import check_kind
+from grace.fitness.base import check_kind, fit_settings
 from grace.program import RewardProgram, printable
 from grace.search import negatives as rundata
 from grace.search.archive import Archive, ArchiveError, open_reply_source
@@ -185,7 +185,7 @@ def resolve_context(program: RewardProgram, task: str | None, demos: str | None,
 
         negatives = [("random", random_negatives(t, cfg.data.random_negative_episodes, cfg.seed))]
         inputs = rundata.RunInputs(t, demos_traj, negatives)
-    return ScoreContext(inputs, demo_spec, run_dir, cfg.seed, cfg.data, cfg.fit)
+    return ScoreContext(inputs, demo_spec, run_dir, cfg.seed, cfg.data, fit_settings(cfg, t))
 
 
 def provenance_task(spec: str | None) -> str | None:
@@ -210,7 +210,7 @@ def score_programs(programs: list[RewardProgram], ctx: ScoreContext, fit: bool =
     data = ctx.inputs.dataset(ctx.data, ctx.seed)
     ex = LocalExecutor(ctx.task, workers=min(2, len(programs)), timeout=timeout)
     try:
-        fitness = OfflineFitness(ex, replace(ctx.fit, params=fit))
+        fitness = OfflineFitness(ex, replace(ctx.fit, params=fit, terminal=fit))  # no --fit: the file as it is
         fitness.prepare(data)
 
         async def go() -> list[EvalResult]:

@@ -140,15 +140,17 @@ def show(run: Annotated[Path, typer.Argument(help="Run directory.")],
     archive = Archive(run / "archive.sqlite", create=False)
     rows = archive.top(top)
     t = Table(title=f"{run}: top {len(rows)}")
-    for col in ("#", "program", "gen", "op", "fitness", "held-out", "acc", "AUC", "size"):
-        t.add_column(col)
+    for col in ("#", "program", "gen", "op", "fitness", "held-out", "acc", "AUC", "returns", "size"):
+        t.add_column(col)  # returns: share of (expert, negative) episode pairs the expert out-earns
     for r in rows:
         t.add_row(str(r.id), r.program_id, f"{r.round}.{r.generation}", r.operator, f"{r.fitness:.4f}",
                   f"{r.heldout:.4f}" if r.heldout is not None else "-", f"{r.metrics.get('accuracy_train', float('nan')):.3f}",
-                  f"{r.metrics.get('auc_train', float('nan')):.3f}", str(r.size))
+                  f"{r.metrics.get('auc_train', float('nan')):.3f}",
+                  f"{r.metrics.get('return_ranking_train', float('nan')):.3f}", str(r.size))
     console.print(t)
     counts = archive.status_counts()
     console.print("programs: " + ", ".join(f"{s} {n}" for s, n in counts.items()))
+    _show_selection(archive)
     calls = archive.call_stats()
     if calls:
         ct = Table(title="proposer calls")
@@ -181,6 +183,24 @@ def _score_one(file: Path, task: str | None, demos: str | None, run: str | None,
     ctx = resolve_context(program, task, demos, run)
     program.validate(ctx.task.schema)
     return program, score_programs([program], ctx, fit=fit)[0]
+
+
+def _show_selection(archive: Any) -> None:
+    """PPO in the loop: per round, the candidates, their policies' expert-likeness and the cost."""
+    rounds = sorted({g["round"] for g in archive.completed_generations()})
+    for rnd in rounds:
+        rec = archive.get_meta(f"ppo_select_r{rnd}")
+        if not rec:
+            continue
+        st = Table(title=f"PPO in the loop, round {rnd}: {rec['steps']} steps x {rec['seeds']} seeds, "
+                         f"{rec['env_steps']} env steps, {rec['seconds']:.0f} s")
+        for col in ("program", "offline rank", "fitness", "policy expert-likeness", "chosen"):
+            st.add_column(col)
+        for c in rec["candidates"]:
+            like = c["expert_likeness"]
+            st.add_row(c["program_id"], str(c["offline_rank"] + 1), f"{c['fitness']:.4f}",
+                       "failed" if like is None else f"{like:.3f}", "yes" if c["row"] == rec["winner"] else "")
+        console.print(st)
 
 
 @app.command("eval")
@@ -238,7 +258,8 @@ def diff(a: Annotated[Path, typer.Argument(help="First reward file.")],
     t.add_column(str(b))
     rows = [("fitness", oa.fitness, ob.fitness), ("heldout_fitness", oa.heldout_fitness, ob.heldout_fitness),
             ("size", pa.size, pb.size)]
-    rows += [(k, oa.metrics.get(k), ob.metrics.get(k)) for k in ("accuracy_train", "accuracy_heldout", "auc_train", "traj_ranking_train")]
+    rows += [(k, oa.metrics.get(k), ob.metrics.get(k)) for k in ("accuracy_train", "accuracy_heldout", "auc_train", "traj_ranking_train",
+                                                               "return_ranking_train", "return_ranking_heldout")]
     for name, x, y in rows:
         fmt = lambda v: "-" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
         t.add_row(name, fmt(x), fmt(y))
@@ -259,11 +280,13 @@ def train(file: Annotated[Path, typer.Argument(help="A reward file.")],
           steps: Annotated[int, typer.Option(help="Env steps per seed.")] = 200_000,
           seeds: Annotated[int, typer.Option(help="Seeds.")] = 3,
           out_dir: Annotated[str, typer.Option("--out", help="Output folder (plot + summary.json).")] = "runs/train",
-          json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+          json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+          ppo: Annotated[list[str] | None, typer.Option(
+              "--ppo", help="A PPO setting over the task's own, e.g. --ppo gamma=0.9 (repeatable).")] = None) -> None:
     """PPO on a reward file; true return vs true-reward PPO trained the same way."""
     from grace.train import train_command
 
-    raise typer.Exit(train_command(str(file), task, steps, seeds, out_dir, json_out))
+    raise typer.Exit(train_command(str(file), task, steps, seeds, out_dir, json_out, ppo or []))
 
 
 @app.command()

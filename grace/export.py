@@ -102,7 +102,7 @@ def export_program(program: RewardProgram, task: Task, target: str) -> str:
     return text
 
 
-_TEMPLATE_NAMES = {"Obs", "_WithExtras", "GraceReward", "make_reward", "reward_and_components", "reward_fn",
+_TEMPLATE_NAMES = {"Obs", "_WithExtras", "GraceReward", "make_reward", "reward_and_components", "reward_fn", "terminal_value",
                    "imitation_reward"}
 
 
@@ -261,14 +261,28 @@ def reward_and_components(s, a, s_next, xp=numpy):
     return total, dict(components)
 
 
-def reward_fn(s, a, s_next, xp=numpy):
-    """The total reward of transitions (s, a, s_next); see `reward_and_components`."""
-    return reward_and_components(s, a, s_next, xp)[0]
+def reward_fn(s, a, s_next, xp=numpy, terminated=None):
+    """The total reward of transitions (s, a, s_next); see `reward_and_components`.
+
+    `terminated` (bool, batch-shaped): transitions that end their episode by termination, not by
+    a time limit; they also get the terminal value `PARAMS["terminal"]` (the value of the
+    absorbing state the episode enters; 0 when the reward has none), as grace trained with.
+    """
+    total = reward_and_components(s, a, s_next, xp)[0]
+    if terminated is None:
+        return total
+    return total + xp.where(xp.asarray(terminated, dtype=bool), terminal_value(), 0.0)
+
+
+def terminal_value():
+    """`PARAMS["terminal"]`: added to the reward of a transition that terminates its episode."""
+    return float(PARAMS.get("terminal", 0.0))
 '''
 
 _GYMNASIUM = '''
 class GraceReward(gymnasium.Wrapper):
-    """Replaces the env's reward with the exported reward of (obs, action, next_obs).
+    """Replaces the env's reward with the exported reward of (obs, action, next_obs), plus the
+    terminal value when the step terminates the episode (not when it is truncated).
 
     `info["env_reward"]` keeps the env's own reward; `info["grace_components"]` holds the
     reward's components as floats.
@@ -284,6 +298,8 @@ class GraceReward(gymnasium.Wrapper):
         total, components = reward_and_components(
             numpy.asarray(self._obs), numpy.asarray(action), numpy.asarray(obs)
         )
+        if terminated:  # not on truncation: a time limit is not an absorbing state
+            total = total + terminal_value()
         self._obs = obs
         info = dict(info)
         info["env_reward"] = env_reward
@@ -293,7 +309,8 @@ class GraceReward(gymnasium.Wrapper):
 
 _BRAX = '''
 class GraceReward(Wrapper):
-    """Replaces `state.reward` with the exported reward of (obs, action, next obs) (jax.numpy).
+    """Replaces `state.reward` with the exported reward of (obs, action, next obs) (jax.numpy),
+    plus the terminal value when the raw env's `done` (termination) is set.
 
     Wrap the raw env, before any training wrappers (episode, vmap, auto-reset): brax's
     `ppo.train(environment=GraceReward(env))` does that. Works under jit and vmap, batched or
@@ -314,13 +331,15 @@ class GraceReward(Wrapper):
         total, components = reward_and_components(state.obs, action, next_state.obs, jnp)
         metrics = {"env_reward": jnp.asarray(next_state.reward, jnp.float32)}
         metrics.update({f"grace_{k}": jnp.asarray(v, jnp.float32) for k, v in components.items()})
-        reward = jnp.asarray(total, jnp.float32)
+        # the raw env's done is termination (time limits come from the training wrappers around it)
+        reward = jnp.asarray(total + jnp.where(next_state.done > 0.5, terminal_value(), 0.0), jnp.float32)
         return next_state.replace(reward=reward, metrics={**next_state.metrics, **metrics})
 '''
 
 _GYMNAX = '''
 class GraceReward:
-    """gymnax-style wrapper: `step` returns the exported reward of (obs, action, next obs).
+    """gymnax-style wrapper: `step` returns the exported reward of (obs, action, next obs), plus
+    the terminal value on termination (done before the env's time limit).
 
     The reward is computed on the true next observation, before the auto-reset (which
     happens exactly as in `gymnax.environments.environment.Environment.step`).
@@ -344,6 +363,10 @@ class GraceReward:
         obs = self._env.get_obs(state, params)
         obs_st, state_st, env_reward, done, info = self._env.step_env(key_step, state, action, params)
         total, components = reward_and_components(obs, action, obs_st, jnp)
+        terminated = done  # gymnax folds its time limit into done: that is not termination
+        if hasattr(state_st, "time"):
+            terminated = jnp.logical_and(done, state_st.time < params.max_steps_in_episode)
+        total = total + jnp.where(terminated, terminal_value(), 0.0)
         obs_re, state_re = self._env.reset_env(key_reset, params)
         state = jax.tree.map(lambda x, y: jax.lax.select(done, x, y), state_re, state_st)
         obs = jax.lax.select(done, obs_re, obs_st)
@@ -357,9 +380,12 @@ _IMITATION = '''
 def imitation_reward(state, action, next_state, done, /):
     """imitation's `RewardFn`: rewards of a batch of transitions as a float32 array (B,).
 
-    `state`, `next_state`: (B, obs_dim); `action`: (B,) or (B, act_dim); `done` is unused.
+    `state`, `next_state`: (B, obs_dim); `action`: (B,) or (B, act_dim); `done` marks
+    transitions that terminate their episode and get the terminal value (pass terminations
+    only: a time-limit truncation is not an absorbing state).
     """
-    total = reward_fn(numpy.asarray(state), numpy.asarray(action), numpy.asarray(next_state))
+    total = reward_fn(numpy.asarray(state), numpy.asarray(action), numpy.asarray(next_state),
+                      numpy, numpy.asarray(done, dtype=bool))
     return numpy.asarray(total, dtype=numpy.float32)
 '''
 

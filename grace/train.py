@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from grace.fitness.ppo import TRUE_REWARD, check_rewards, open_pool, run_ppo
-from grace.program import ProgramError, RewardProgram, read_reward_file
+from grace.fitness.ppo import TRUE_REWARD, check_rewards, open_pool, ppo_settings, run_ppo
+from grace.program import TERMINAL_KEY, ProgramError, RewardProgram, read_reward_file
 from grace.tasks import Task, get_task
 from grace.types import PPOJob, PPOResult, TaskRef
 
@@ -46,7 +46,9 @@ def train_reward(file_or_source: str | Path, task: str | Path | Task, steps: int
     """Train PPO on a reward (file path or source) and on the true reward; compare.
 
     `task`: a built-in name, a TOML task file, or a Task (e.g. built in Python; its factories
-    must be importable module-level functions). The reward is validated and traced first
+    must be importable module-level functions). `algo_kwargs`: PPO settings over the task's own
+    (`grace.fitness.ppo.ppo_settings`; recorded in the summary's `ppo`). The reward's terminal
+    value (`PARAMS["terminal"]`) is added on terminating transitions, as everywhere. The reward is validated and traced first
     (RewardCheckError, before anything trains); both then train in one compiled batch in a
     jax-profile sandbox worker.
 
@@ -75,6 +77,8 @@ def train_reward(file_or_source: str | Path, task: str | Path | Task, steps: int
         "task": t.name, "reward_file": str(path) if is_file else None, "steps": int(steps),
         "seeds": int(seeds), "seed": int(seed), "true_reward": t.true_reward_doc,
         "reward": reward, "baseline": base,
+        "ppo": {k: (list(v) if isinstance(v, tuple) else v) for k, v in ppo_settings(t, algo_kwargs).items()},
+        "terminal": RewardProgram(source).params.get(TERMINAL_KEY),
         "env_steps_per_run": results[1].env_steps if results[1].ok else None,
         "compile_s": results[1].compile_s if results[1].ok else None,
         "run_s": results[1].run_s if results[1].ok else None,
@@ -126,10 +130,31 @@ def _fmt(side: dict[str, Any], key: str) -> str:
     return "-" if rate is None else f"{rate:.2f}"
 
 
-def train_command(file: str, task: str, steps: int, seeds: int, out: str, json_out: bool) -> int:
+def parse_ppo_settings(items: list[str], task: Task) -> dict[str, Any]:
+    """`--ppo KEY=VALUE` items as PPO settings (values read as TOML: 0.9, true, "symlog", [64, 64]);
+    ValueError (one line) on a malformed item or an unknown key."""
+    import tomllib
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--ppo takes KEY=VALUE, got {item!r}")
+        try:
+            value = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        out[key.strip()] = value
+    ppo_settings(task, out)  # names an unknown key
+    return out
+
+
+def train_command(file: str, task: str, steps: int, seeds: int, out: str, json_out: bool,
+                  ppo: list[str] | None = None) -> int:
     """The body of `grace train`: returns 0, or 2 with one line on bad input / failed reward."""
     try:
         t = get_task(task)
+        settings = parse_ppo_settings(ppo or [], t)
     except ValueError as exc:
         print(f"error: {exc}")
         return 2
@@ -140,7 +165,7 @@ def train_command(file: str, task: str, steps: int, seeds: int, out: str, json_o
         print("error: --steps and --seeds must be positive")
         return 2
     try:
-        summary = train_reward(file, t, steps=steps, seeds=seeds, out_dir=out)
+        summary = train_reward(file, t, steps=steps, seeds=seeds, out_dir=out, algo_kwargs=settings)
     except RewardCheckError as exc:
         print(f"error: {exc}")
         return 2

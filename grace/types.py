@@ -36,6 +36,7 @@ class Transitions(Mapping[str, Any]):
         train        (N,) bool; held-out rows are whole episodes
         episode      (N,) int64, unique across sources      step  (N,) int64
         source       (N,) int16 index into source_names; source_names[0] == "expert"
+        terminal     (N,) bool; the transition ends its episode by termination (not a time limit)
 
     A read-only mapping too (`data["s_next"]`), so batch code takes it or a plain dict of arrays.
     Equality is identity (arrays have no single truth value).
@@ -50,13 +51,17 @@ class Transitions(Mapping[str, Any]):
     step: np.ndarray
     source: np.ndarray
     source_names: tuple[str, ...]
+    terminal: np.ndarray | None = None
+    """None: no transition terminates (all zeros)."""
 
-    ARRAYS = ("s", "a", "s_next", "label", "train", "episode", "step", "source")
+    ARRAYS = ("s", "a", "s_next", "label", "train", "episode", "step", "source", "terminal")
 
     def __post_init__(self) -> None:
         n = len(self.s)
+        if self.terminal is None:
+            object.__setattr__(self, "terminal", np.zeros(n, np.bool_))
         want = {"s": np.float32, "s_next": np.float32, "label": np.int8, "train": np.bool_,
-                "episode": np.int64, "step": np.int64, "source": np.int16}
+                "episode": np.int64, "step": np.int64, "source": np.int16, "terminal": np.bool_}
         for key in self.ARRAYS:
             arr = getattr(self, key)
             if not isinstance(arr, np.ndarray):
@@ -72,7 +77,7 @@ class Transitions(Mapping[str, Any]):
                 raise ValueError(f"discrete actions must be (N,); got {self.a.shape}")
         elif self.a.dtype != np.float32 or self.a.ndim != 2:
             raise TypeError(f"actions must be (N,) int64 or (N, act_dim) float32; got {self.a.shape} {self.a.dtype}")
-        for key in ("label", "train", "episode", "step", "source"):
+        for key in ("label", "train", "episode", "step", "source", "terminal"):
             if getattr(self, key).ndim != 1:
                 raise ValueError(f"Transitions.{key} must be 1-D")
         names = tuple(str(x) for x in self.source_names)
@@ -95,7 +100,9 @@ class Transitions(Mapping[str, Any]):
             s=np.asarray(arrays["s"], np.float32), a=a, s_next=np.asarray(arrays["s_next"], np.float32),
             label=np.asarray(arrays["label"]).astype(np.int8), train=np.asarray(arrays["train"]).astype(bool),
             episode=np.asarray(arrays["episode"], np.int64), step=np.asarray(arrays["step"], np.int64),
-            source=np.asarray(arrays["source"]).astype(np.int16), source_names=tuple(source_names))
+            source=np.asarray(arrays["source"]).astype(np.int16), source_names=tuple(source_names),
+            terminal=(np.asarray(arrays["terminal"]).astype(bool) if arrays.get("terminal") is not None
+                      else None))
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # rebuilt through __init__ on unpickling: checked again and read-only in every worker
@@ -228,7 +235,8 @@ class PPOJob:
     seeds: int = 2
     seed: int = 0
     algo_kwargs: dict[str, Any] | None = None
-    """rejax PPO settings on top of `grace.fitness.ppo_batch.PPO_DEFAULTS`."""
+    """PPO settings (field names of `[ppo.discrete]`/`[ppo.continuous]`) over the task's own and
+    grace's defaults (`grace.fitness.ppo.ppo_settings`)."""
     score_states: Any = None
     """IRL mode: a picklable `score_states(obs_batch) -> scores` (a discriminator fixed per round)."""
     keep_trajectories: bool = False

@@ -88,6 +88,14 @@ class FitSettings:
     """Transitions per reward call (the dataset is scored in chunks of this size)."""
     n_worst: int = 8
     """Most misclassified train rows returned to the proposer as counterexamples."""
+    terminal: bool = True
+    """Learn `PARAMS["terminal"]`, the value of the absorbing state an episode enters when it
+    terminates (grace/fitness/returns.py); off: no terminal value (the ablation)."""
+    returns: bool = True
+    """Fitness = discrimination x return ranking: the share of (expert, negative) episode pairs
+    where the expert episode earns the higher discounted return; off: discrimination alone."""
+    gamma: float = 0.0
+    """Discount of the episode returns and the terminal value; 0 = the task's PPO discount."""
 
 
 @dataclass(frozen=True)
@@ -214,6 +222,21 @@ class PPOHyper:
         out["agent_kwargs"] = {"activation": self.activation, "hidden_layer_sizes": tuple(self.hidden_layer_sizes)}
         return out
 
+    def changed(self, default: PPOHyper) -> dict[str, Any]:
+        """The fields that differ from `default`: what a run (or a user) set on purpose. A task's
+        own PPO settings apply under them (`grace.fitness.ppo.ppo_settings`)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if getattr(self, f.name) != getattr(default, f.name)}
+
+    def with_settings(self, settings: dict[str, Any]) -> PPOHyper:
+        """A copy with `settings` (field names) applied; ValueError names an unknown key."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(settings) - names)
+        if unknown:
+            raise ValueError(f"unknown PPO setting {unknown[0]!r}; known: {', '.join(sorted(names))}")
+        fixed = {k: tuple(v) if k == "hidden_layer_sizes" else v for k, v in settings.items()}
+        return dataclasses.replace(self, **fixed)
+
 
 def _discrete_ppo() -> PPOHyper:
     return PPOHyper(num_envs=16, num_steps=128, num_epochs=8, num_minibatches=4, learning_rate=1e-3,
@@ -232,6 +255,12 @@ class PPOConfig:
     """Seconds one batch of PPO runs may take before its worker is killed."""
     batch_window: float = 1.0
     """PPO fitness: candidates that arrive within this many seconds of each other train in one batch."""
+    select_top: int = 4
+    """PPO in the loop: after each round, PPO trains on the top K distinct candidates in one
+    compile and the winner is the one whose policy is most expert-like (candidate-independent
+    discriminator; never the true reward). 0 = off; skipped when the task has no JAX env."""
+    select_steps: int = 0
+    """Env steps per PPO run of that selection; 0 = ppo.steps."""
     discrete: PPOHyper = field(default_factory=_discrete_ppo)
     """Hyperparameters for tasks with discrete actions."""
     continuous: PPOHyper = field(default_factory=PPOHyper)
@@ -239,6 +268,14 @@ class PPOConfig:
 
     def algo_kwargs(self, discrete: bool) -> dict[str, Any]:
         return (self.discrete if discrete else self.continuous).algo_kwargs()
+
+    def overrides(self, discrete: bool) -> dict[str, Any]:
+        """The PPO settings this config changes from grace's defaults (field names): they win over
+        a task's own settings, which win over the defaults."""
+        default = PPOConfig()
+        if discrete:
+            return self.discrete.changed(default.discrete)
+        return self.continuous.changed(default.continuous)
 
 
 @dataclass(frozen=True)
@@ -329,6 +366,7 @@ class EvolveConfig:
             (self.fit.budget >= 1 and self.fit.subsample >= 2 and self.fit.chunk >= 1,
              "fit.budget and fit.chunk must be >= 1, fit.subsample >= 2"),
             (self.ppo.steps >= 1 and self.ppo.seeds >= 1, "ppo.steps and ppo.seeds must be >= 1"),
+            (self.ppo.select_top >= 0 and self.ppo.select_steps >= 0, "ppo.select_top and ppo.select_steps must be >= 0"),
             (all(h.reward_transform in ("none", "symlog") for h in (self.ppo.discrete, self.ppo.continuous)),
              "ppo.*.reward_transform must be none or symlog"),
             (llm.n >= 1 and llm.concurrency >= 1 and llm.max_tokens >= 1, "llm.n, llm.concurrency and llm.max_tokens must be >= 1"),

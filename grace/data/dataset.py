@@ -80,7 +80,7 @@ def build_offline_data(
     parts: list[dict[str, np.ndarray]] = [{
         "s": tr["s"], "a": _actions(tr["a"], task), "s_next": tr["s_next"], "label": pos,
         "train": ~held[tr["episode"]], "episode": tr["episode"], "step": tr["step"],
-        "source": np.zeros(demos.n_transitions, np.int64),
+        "source": np.zeros(demos.n_transitions, np.int64), "terminal": tr["terminal"].astype(bool),
     }]
     offset = demos.n_episodes
     for tag, traj in negatives:
@@ -95,6 +95,7 @@ def build_offline_data(
             "label": np.zeros(traj.n_transitions, bool), "train": ~held_n[t["episode"]],
             "episode": t["episode"] + offset, "step": t["step"],
             "source": np.full(traj.n_transitions, len(names) - 1, np.int64),
+            "terminal": t["terminal"].astype(bool),
         })
         offset += traj.n_episodes
     data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

@@ -13,9 +13,10 @@ executor's business (`grace.search.executor`: the local sandbox pool, later a cl
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Protocol
 
-from grace.config import ConfigError, EvolveConfig
+from grace.config import ConfigError, EvolveConfig, FitSettings
 from grace.program import RewardProgram
 from grace.search.executor import Executor
 from grace.tasks import Task
@@ -48,7 +49,7 @@ FitnessFactory = Callable[[Task, Executor, EvolveConfig], Fitness]
 def _offline(task: Task, executor: Executor, cfg: EvolveConfig) -> Fitness:
     from grace.fitness.offline import OfflineFitness
 
-    return OfflineFitness(executor, cfg.fit)
+    return OfflineFitness(executor, fit_settings(cfg, task))
 
 
 def _ppo(mode: str) -> FitnessFactory:
@@ -56,7 +57,7 @@ def _ppo(mode: str) -> FitnessFactory:
         from grace.fitness.offline import OfflineFitness
         from grace.fitness.ppo_fitness import PPOFitness
 
-        return PPOFitness(task, OfflineFitness(executor, cfg.fit), mode, cfg.ppo, seed=cfg.seed,
+        return PPOFitness(task, OfflineFitness(executor, fit_settings(cfg, task)), mode, cfg.ppo, seed=cfg.seed,
                           disc_max_ref=cfg.fitness.disc_max_ref)
 
     return make
@@ -74,6 +75,18 @@ def check_kind(kind: str) -> None:
     """ConfigError (one line) unless `kind` names a registered fitness."""
     if kind not in FITNESS:
         raise ConfigError(f"fitness.kind must be one of {', '.join(FITNESS)}, not {kind!r}")
+
+
+def fit_settings(cfg: EvolveConfig, task: Task) -> FitSettings:
+    """The run's `[fit]` section with its discount resolved: `fit.gamma = 0` means the discount
+    PPO trains this task with (`grace.fitness.ppo.ppo_settings`), so the episode returns the
+    fitness ranks and the terminal value it learns are the ones PPO will see."""
+    if cfg.fit.gamma:
+        return cfg.fit
+    from grace.fitness.ppo import ppo_settings
+
+    discrete = task.action.kind == "discrete"
+    return replace(cfg.fit, gamma=float(ppo_settings(task, cfg.ppo.overrides(discrete))["gamma"]))
 
 
 def make_fitness(kind: str, task: Task, executor: Executor, cfg: EvolveConfig) -> Fitness:

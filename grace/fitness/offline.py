@@ -8,6 +8,7 @@ constant, invariance to r -> c*r + d) is documented in `grace.fitness.metrics`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -18,7 +19,8 @@ from grace.config import FitSettings
 from grace.fitness.batched import CompiledReward, call_reward, check_finite
 from grace.fitness.metrics import calibrate, metrics
 from grace.fitness.params import fit_params as _fit
-from grace.program import RewardProgram
+from grace.fitness.returns import DEFAULT_GAMMA, fit_terminal, return_ranking
+from grace.program import TERMINAL_KEY, RewardProgram
 from grace.search.executor import Executor
 from grace.tasks import ObsSchema
 from grace.types import EvalResult, Example, Transitions
@@ -82,6 +84,7 @@ def evaluate(
     """
     fit = fit or FitSettings()
     params = {k: float(v) for k, v in (params or {}).items()}
+    given_terminal = params.pop(TERMINAL_KEY, None)  # learned after the other PARAMS (or kept)
     n_evals = 0
     fitted = dict(params)
     if fit.params and params:
@@ -99,13 +102,38 @@ def evaluate(
         ):
             fitted, r, comps = dict(params), r0, comps0
     check_finite(r)
-    m = metrics(r, y, data["episode"], train, expert=data["source"] == 0)
+    expert = data["source"] == 0
+    m = metrics(r, y, data["episode"], train, expert=expert)
+    fitted, fit_train, fit_held = _whole_episodes(r, data, expert, fitted, m, fit, given_terminal)
     cal = calibrate(r[train], y[train])
     return EvalResult(
-        fitness=m["fitness_train"], heldout_fitness=m["fitness_heldout"], metrics=m, params=fitted,
+        fitness=fit_train, heldout_fitness=fit_held, metrics=m, params=fitted,
         worst=tuple(worst_examples(r, data, comps, fit.n_worst, schema)),
         calibration={k: cal[k] for k in ("alpha", "beta", "centre", "scale")}, n_evals=n_evals,
     )
+
+
+def _whole_episodes(r: np.ndarray, data: Transitions, expert: np.ndarray, params: dict[str, float],
+                    m: dict[str, float], fit: FitSettings, given: float | None
+                    ) -> tuple[dict[str, float], float, float]:
+    """Learn the terminal value on the train split (`fit.terminal`; else keep the `given` one),
+    rank episode returns under it on both splits (into `m`), and combine: (params, train fitness,
+    held-out fitness). See grace.fitness.returns."""
+    gamma = fit.gamma or DEFAULT_GAMMA
+    train = data["train"].astype(bool)
+    cols = (data["episode"], data["step"], data["terminal"], expert)
+    term = fit_terminal(r[train], *(c[train] for c in cols), gamma) if fit.terminal else given
+    if term is not None:
+        term = float(f"{term:.4g}")  # what the file will hold (RewardProgram.with_params rounds alike)
+        params = params | {TERMINAL_KEY: term}
+    out = []
+    for name, rows in (("train", train), ("heldout", ~train)):
+        ranks = return_ranking(r[rows], *(c[rows] for c in cols), term or 0.0, gamma)
+        m.update({f"{k}_{name}": v for k, v in ranks.items()})
+        disc, rank = m[f"fitness_{name}"], ranks["return_ranking"]
+        out.append(disc * rank if fit.returns and not math.isnan(rank) else disc)
+    m["gamma"] = gamma
+    return params, out[0], out[1]
 
 
 def evaluate_in_worker(

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from grace.data.trajectories import Episode, Trajectories
-from grace.program import RewardProgram
+from grace.program import TERMINAL_KEY, RewardProgram
 from grace.tasks import Task
 from grace.types import PPOJob, PPOResult, TaskRef
 
@@ -75,20 +75,23 @@ def _episodes(final: dict[str, np.ndarray], act_dim: int | None) -> list[Episode
 
 
 def _branches(task: Task, env: Any, env_params: Any, sources: Sequence[str]
-              ) -> tuple[list[str | None], list[Callable[..., Any]], list[int]]:
-    """Compile and trace every source: (error per source, good branches, their indices)."""
+              ) -> tuple[list[str | None], list[Callable[..., Any]], list[int], list[float]]:
+    """Compile and trace every source: (error per source, good branches, their indices, their
+    terminal values)."""
     from grace.fitness.ppo_batch import action_spec, check_branch
 
     act = action_spec(env, env_params)
     errors: list[str | None] = [None] * len(sources)
-    branches, index = [], []
+    branches, index, terminals = [], [], []
     for i, src in enumerate(sources):
+        terminal = 0.0
         if src == TRUE_REWARD:
             branch = _true_branch
         else:
             try:
                 prog = RewardProgram(src).validate(task.schema)
                 branch = _branch(_compile(src, task.schema), prog.params)
+                terminal = prog.params.get(TERMINAL_KEY, 0.0)
             except Exception as exc:  # noqa: BLE001 - reported per candidate
                 errors[i] = f"{type(exc).__name__}: {exc}"
                 continue
@@ -96,7 +99,27 @@ def _branches(task: Task, env: Any, env_params: Any, sources: Sequence[str]
         if errors[i] is None:
             branches.append(branch)
             index.append(i)
-    return errors, branches, index
+            terminals.append(terminal)
+    return errors, branches, index, terminals
+
+
+def ppo_settings(task: Task, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The rejax PPO settings a task trains with: grace's defaults for its action kind
+    (`[ppo.discrete]` / `[ppo.continuous]`), the task's own `Task.ppo` over them, and `overrides`
+    (field names, e.g. {"gamma": 0.9}; a run sends `PPOConfig.overrides`) over both.
+    ValueError names an unknown setting."""
+    from grace.config import PPOConfig
+
+    default = PPOConfig()
+    hyper = default.discrete if task.action.kind == "discrete" else default.continuous
+    over = dict(overrides or {})
+    agent = over.pop("agent_kwargs", None)  # rejax's nesting, accepted for old callers
+    if isinstance(agent, dict):
+        over.update(agent)
+    try:
+        return hyper.with_settings(dict(task.ppo)).with_settings(over).algo_kwargs()
+    except TypeError as exc:
+        raise ValueError(f"bad PPO setting: {exc}") from None
 
 
 def _jax_env(task: Task) -> tuple[Any, Any]:
@@ -118,12 +141,13 @@ def train_candidates(task: Task | TaskRef | str, job: PPOJob) -> list[PPOResult]
     task = TaskRef.of(task).resolve() if not isinstance(task, Task) else task
     env, env_params = _jax_env(task)
     discrete = task.action.kind == "discrete"
-    errors, branches, index = _branches(task, env, env_params, job.sources)
+    errors, branches, index, terminals = _branches(task, env, env_params, job.sources)
     results = [PPOResult(error=e or "not trained") for e in errors]
     if not branches:
         return results
     fn, info = build_trainer(env, env_params, branches, discrete, job.steps, task.max_steps,
-                             job.algo_kwargs, n_evals=job.n_evals, final_episodes=job.eval_episodes)
+                             ppo_settings(task, job.algo_kwargs), n_evals=job.n_evals,
+                             final_episodes=job.eval_episodes, terminals=terminals)
     seeds = job.seeds
     curve, final, compile_s, run_s = run_batch(fn, len(branches), seeds, job.seed)
     for j, i in enumerate(index):

@@ -57,10 +57,24 @@ class CandParams:
         return self.inner.max_steps_in_episode
 
 
-class CandidateRewardEnv(environment.Environment):
-    """Wraps a gymnax env; the reward is branch `params.cand` evaluated on (s, a, s_next, r)."""
+def terminated(done: jax.Array, inner: Any, params: Any) -> jax.Array:
+    """`done` by termination, not by the time limit: Brax's `info["truncation"]`, else gymnax's
+    `state.time` against `max_steps_in_episode` (an env with neither never truncates)."""
+    done = jnp.reshape(done, ()).astype(bool)
+    info = getattr(inner, "info", None)
+    if isinstance(info, dict) and "truncation" in info:
+        return jnp.logical_and(done, jnp.reshape(info["truncation"], ()) < 0.5)
+    if hasattr(inner, "time") and hasattr(params, "max_steps_in_episode"):
+        return jnp.logical_and(done, inner.time < params.max_steps_in_episode)
+    return done
 
-    def __init__(self, env: Any, branches: Sequence[Branch], transform: str = "none") -> None:
+
+class CandidateRewardEnv(environment.Environment):
+    """Wraps a gymnax env; the reward is branch `params.cand` evaluated on (s, a, s_next, r), plus
+    the branch's terminal value (`PARAMS["terminal"]`) on a transition that terminates."""
+
+    def __init__(self, env: Any, branches: Sequence[Branch], transform: str = "none",
+                 terminals: Sequence[float] | None = None) -> None:
         super().__init__()
         if not branches:
             raise ValueError("no reward branches")
@@ -69,6 +83,10 @@ class CandidateRewardEnv(environment.Environment):
         self.env = env
         self.branches = tuple(branches)
         self.transform = transform
+        terminals = [0.0] * len(self.branches) if terminals is None else [float(t) for t in terminals]
+        if len(terminals) != len(self.branches):
+            raise ValueError(f"{len(terminals)} terminal values for {len(self.branches)} branches")
+        self.terminals = tuple(terminals)
 
     @property
     def default_params(self) -> CandParams:
@@ -81,6 +99,9 @@ class CandidateRewardEnv(environment.Environment):
             r = self.branches[0](state.obs, action, obs, r_env)
         else:
             r = jax.lax.switch(params.cand, self.branches, state.obs, action, obs, r_env)
+        if any(self.terminals):
+            term = jnp.asarray(self.terminals, jnp.float32)[params.cand]
+            r = r + jnp.where(terminated(done, inner, params.inner), term, 0.0)
         r = jnp.clip(jnp.nan_to_num(jnp.reshape(r, ()).astype(jnp.float32)), -REWARD_CLIP, REWARD_CLIP)
         if self.transform == "symlog":
             r = jnp.sign(r) * jnp.log1p(jnp.abs(r))
@@ -178,7 +199,7 @@ def ppo_config(discrete: bool, steps: int, algo_kwargs: dict[str, Any] | None,
 
 def build_trainer(env: Any, params: Any, branches: Sequence[Branch], discrete: bool, steps: int,
                   max_steps: int, algo_kwargs: dict[str, Any] | None = None, n_evals: int = 1,
-                  curve_episodes: int = 8, final_episodes: int = 8
+                  curve_episodes: int = 8, final_episodes: int = 8, terminals: Sequence[float] | None = None,
                   ) -> tuple[Callable[[jax.Array, jax.Array], tuple[Any, Any]], dict[str, Any]]:
     """A jitted `fn(cand_idx (N,), keys (S, 2)) -> (curve (N, S, E), final rollout (N, S, ...))`.
 
@@ -188,7 +209,7 @@ def build_trainer(env: Any, params: Any, branches: Sequence[Branch], discrete: b
     from rejax import PPO
 
     cfg = ppo_config(discrete, steps, algo_kwargs, n_evals)
-    wrapped = CandidateRewardEnv(env, branches, cfg.pop("reward_transform", "none"))
+    wrapped = CandidateRewardEnv(env, branches, cfg.pop("reward_transform", "none"), terminals)
     algo = PPO.create(env=wrapped, env_params=CandParams(params, jnp.int32(0)), **cfg)
 
     def curve_cb(a: Any, ts: Any, rng: jax.Array) -> jax.Array:

@@ -41,7 +41,7 @@ class PPOFitness:
         self.name = mode
         self.task, self.offline, self.mode, self.ppo = TaskRef.of(task), offline, mode, ppo or PPOConfig()
         self.seed, self.disc_max_ref, self.window = seed, disc_max_ref, self.ppo.batch_window
-        self.algo_kwargs = self.ppo.algo_kwargs(task.action.kind == "discrete")
+        self.algo_kwargs = self.ppo.overrides(task.action.kind == "discrete")  # over the task's own
         self.disc: ExpertSimilarity | None = None
         self.returns: tuple[float, float] = (0.0, 1.0)  # (R_random, R_expert), ppo-true only
         self.batches: list[int] = []

@@ -10,8 +10,14 @@ from collections.abc import Iterable
 from grace.program.parse import PARAM_ABS_MAX, ProgramError
 from grace.tasks.spec import ObsSchema
 
-
 # -- PARAMS ------------------------------------------------------------------------------------------
+TERMINAL_KEY = "terminal"
+"""The one reserved PARAMS key: the reward added to the transition that ends an episode by
+termination (never by a time limit). It is the discounted value of the absorbing state the episode
+enters (as in Discriminator-Actor-Critic), fitted by the offline fitness, and PPO, `grace train`,
+`grace eval` and every export add it identically. Not part of a program's identity."""
+
+
 def assigns_params(node: ast.AST) -> bool:
     targets: list[ast.AST] = []
     if isinstance(node, ast.Assign):

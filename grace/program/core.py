@@ -23,6 +23,7 @@ from functools import cached_property
 from pathlib import Path
 
 from grace.program.contract import (
+    TERMINAL_KEY,
     assigns_params,
     check_fields,
     check_module_statements,
@@ -94,10 +95,13 @@ class RewardProgram:
         """A copy without docstrings and with PARAMS values zeroed (keys sorted)."""
         node = self.params_node
         tree = strip_docstrings(copy.deepcopy(self.tree))
-        for stmt in tree.body:
+        for stmt in list(tree.body):
             if node is not None and isinstance(stmt, ast.Assign) and stmt.lineno == node.lineno and assigns_params(stmt):
-                keys = sorted(self.params)
-                stmt.value = ast.Dict(keys=[ast.Constant(k) for k in keys], values=[ast.Constant(0) for _ in keys])
+                keys = sorted(k for k in self.params if k != TERMINAL_KEY)  # fitted data, not logic
+                if keys or TERMINAL_KEY not in self.params:
+                    stmt.value = ast.Dict(keys=[ast.Constant(k) for k in keys], values=[ast.Constant(0) for _ in keys])
+                else:  # `PARAMS = {"terminal": v}` alone: the same logic as no PARAMS at all
+                    tree.body.remove(stmt)
         return tree
 
     @cached_property

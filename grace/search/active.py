@@ -26,7 +26,7 @@ async def collect_active_negatives(task: Task, source: str, cfg: EvolveConfig, r
     ppo = cfg.ppo
     disc = ExpertSimilarity.from_data(data, seed=cfg.seed, max_ref=cfg.fitness.disc_max_ref) if data is not None else None
     job = PPOJob((source,), ppo.steps, ppo.seeds, cfg.seed + 7919 * rnd,
-                 ppo.algo_kwargs(task.action.kind == "discrete"), score_states=disc, keep_trajectories=True)
+                 ppo.overrides(task.action.kind == "discrete"), score_states=disc, keep_trajectories=True)
     res = (await asyncio.to_thread(partial(run_ppo, task, job, timeout=ppo.timeout)))[0]
     if not res.ok or res.trajectories is None:
         raise RuntimeError(f"active negatives: PPO could not train on the best reward: {res.error}")

@@ -373,6 +373,10 @@ class Evolution:
             "fitness": self._fitness_line(b),
             "accuracy": f"{m.get('accuracy_train', float('nan')):.3f} train, {m.get('accuracy_heldout', float('nan')):.3f} held-out; "
                         f"AUC {m.get('auc_train', float('nan')):.3f} train, {m.get('auc_heldout', float('nan')):.3f} held-out",
+            "episode returns": (f"expert episodes out-earn negative ones in {m.get('return_ranking_train', float('nan')):.3f} "
+                                f"of pairs train, {m.get('return_ranking_heldout', float('nan')):.3f} held-out "
+                                f"(discount {m.get('gamma', float('nan')):.3g}; terminal value {RewardProgram(b.best_source).params.get('terminal', 0.0):.4g})"),
+            **self._selection_line(b),
             "run": f"{self.run_dir} round {b.round} generation {b.generation} slot {b.slot}",
             "program": f"{b.program_id} ({b.operator} by {b.proposer})",
             "lineage": lineage,
@@ -385,6 +389,15 @@ class Evolution:
         tmp.write_text(text)
         os.replace(tmp, path)
         return path
+
+    def _selection_line(self, b: ProgramRow) -> dict[str, str]:
+        rec = self.archive.get_meta(f"ppo_select_r{b.round}")
+        if not rec or rec.get("winner") != b.id:
+            return {}
+        like = next((c["expert_likeness"] for c in rec["candidates"] if c["row"] == b.id), None)
+        return {"selected by": (f"PPO in the loop: the most expert-like policy of the top {len(rec['candidates'])} "
+                                f"(expert-likeness {like if like is None else f'{like:.3f}'}; "
+                                f"{rec['steps']} steps x {rec['seeds']} seeds, {rec['seconds']:.0f} s)")}
 
     def _fitness_line(self, b: ProgramRow) -> str:
         return self.fitness.describe(b.fitness, b.heldout, b.metrics, b.negatives_version)
@@ -422,6 +435,9 @@ class Evolution:
                         self.stats.stopped_because = reason
                         return self._result()
                     pop = await self.run_generation(rnd, gen, pop)
+                await self.ppo_select(rnd)
+            if done is not None and start_round >= cfg.rounds:  # resumed a finished run: its choice stands
+                await self.ppo_select(cfg.rounds - 1)
         except BudgetExhausted as exc:
             self.stats.stopped_because = str(exc)
         return self._result()
@@ -437,6 +453,18 @@ class Evolution:
         path = traj.save(self.run_dir / "negatives" / f"ppo-round{rnd}.npz")
         self.archive.add_negatives(rnd, str(path.relative_to(self.run_dir)), f"ppo-r{rnd}", traj.n_episodes,
                                    int(info.get("env_steps", 0)), info)
+
+    async def ppo_select(self, rnd: int) -> None:
+        """PPO in the loop (grace/search/ppo_select.py): the round's winner is the top candidate
+        whose reward trains the most expert-like policy; it becomes `best` (and best_reward.py)."""
+        from grace.search import ppo_select
+
+        if not ppo_select.enabled(self.cfg, self.task) or self.data is None:
+            return
+        record = await ppo_select.select(self.archive, self.task, self.cfg, rnd, self.data)
+        if record is not None:
+            self.best = self.archive.program(int(record["winner"]))
+            self.write_best()
 
     def _result(self) -> RunResult:
         path = self.run_dir / "best_reward.py"

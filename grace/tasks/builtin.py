@@ -214,6 +214,11 @@ def builtin_tasks() -> dict[str, Task]:
             expert=experts.pendulum, expert_doc="scripted energy-based swing-up + PD balance",
             true_reward_doc="-(theta^2 + 0.1 theta_dot^2 + 0.001 u^2) per step",
             success=_pendulum_upright, reference_reward=REWARDS / "pendulum.py",
+            # rl-zoo's Pendulum-v1 PPO settings (short horizon, gamma 0.9, big batches): grace's
+            # continuous defaults (gamma 0.99) do not learn the swing-up in 200k steps even on the
+            # true reward (benchmarks/results/quality.md, first wave).
+            ppo={"num_envs": 16, "num_steps": 256, "num_epochs": 10, "num_minibatches": 16,
+                 "learning_rate": 1e-3, "gamma": 0.9, "gae_lambda": 0.95},
         ),
         Task(
             name="inverted_pendulum", description=IP_DESC, schema=IP_SCHEMA,

@@ -174,6 +174,10 @@ class Task:
     success: Callable[[float, bool, np.ndarray], bool] | None = None
     """success(episode_return, terminated, obs_of_episode) -> bool (benchmarks only)."""
     reference_reward: Path | None = None
+    ppo: dict[str, Any] = field(default_factory=dict)
+    """PPO settings this task needs (`[ppo.discrete]`/`[ppo.continuous]` field names, e.g.
+    gamma), as RL Zoo keeps per-env hyperparameters: over grace's defaults, under what a run or
+    a user sets (`grace.fitness.ppo.ppo_settings`). Each built-in entry says why in a comment."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

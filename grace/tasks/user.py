@@ -9,6 +9,8 @@ max_steps = 500
 expert = "package.module:make_policy"      # optional: returns pi(obs, rng) -> action
 jax_env = "package.module:make_jax_env"    # optional: returns a gymnax-style (env, env_params);
                                            # PPO (grace train, --fitness ppo, active rounds) needs it
+[ppo]                                      # optional: PPO settings this task needs (why, in a comment)
+gamma = 0.9                                # names as in [ppo.discrete] / [ppo.continuous]
 [action]
 kind = "discrete"                          # or "continuous" with shape = [k], low, high
 n = 2
@@ -116,7 +118,7 @@ def load_task_toml(path: str | Path) -> Task:
         action=action, kind=data.get("kind", "keepalive"), make_env=make_env,
         make_jax_env=jax_env, jax_backend="gymnax" if jax_env else "",
         max_steps=max_steps, expert=expert, expert_doc=data.get("expert_doc", data.get("expert", "")),
-        extra={"toml": str(path)},
+        ppo=dict(data.get("ppo", {})), extra={"toml": str(path)},
     )
 
 
@@ -188,6 +190,28 @@ def _check_types(path: Path, data: dict[str, Any]) -> None:
             _want(path, f"action.{key}", act[key], str, "a string")
     if act.get("kind", "discrete") == "discrete" and act.get("n", 0) < 1:
         raise SchemaError(f"task file {path}: a discrete [action] needs n >= 1")
+    if "ppo" in data:
+        _check_ppo(path, data["ppo"])
+
+
+def _check_ppo(path: Path, ppo: Any) -> None:
+    """`[ppo]`: the task's own PPO settings, by the names of `[ppo.discrete]` / `[ppo.continuous]`."""
+    import dataclasses
+
+    from grace.config import PPOConfig
+
+    _want(path, "ppo", ppo, dict, "a [ppo] table")
+    fields = {f.name: f.default for f in dataclasses.fields(PPOConfig().continuous)}
+    for key, value in ppo.items():
+        if key not in fields:
+            raise SchemaError(f"task file {path}: unknown PPO setting ppo.{key}; known: {', '.join(sorted(fields))}")
+        default = fields[key]
+        if isinstance(default, bool):
+            _want(path, f"ppo.{key}", value, bool, "true or false")
+        elif isinstance(default, int | float):
+            _want(path, f"ppo.{key}", value, (int, float) if isinstance(default, float) else int, "a number")
+        elif isinstance(default, str):
+            _want(path, f"ppo.{key}", value, str, "a string")
 
 
 def _check_gym_id(path: Path, env_id: str) -> None:

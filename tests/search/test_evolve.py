@@ -14,7 +14,7 @@ import grace
 from grace.config import EvolveConfig
 from grace.program import RewardProgram
 from grace.search.archive import Archive
-from tests.conftest import DEMOS, ROOT, run_cli
+from tests.conftest import DEMOS, NO_PPO_SELECT, ROOT, run_cli
 
 SMALL = dict(search={"generations": 2, "population": 4, "islands": 2}, data={"random_negative_episodes": 16},
              report=False)
@@ -107,7 +107,7 @@ def test_user_task_never_seen(tmp_path):
 def test_sigkill_then_resume_loses_nothing(tmp_path):
     run = tmp_path / "r"
     cmd = [sys.executable, "-m", "grace.cli", "evolve", "--task", "cartpole", "--demos", str(DEMOS / "cartpole.npz"),
-           "--out", str(run), "--generations", "6", "--population", "6", "--islands", "2", "--quiet"]
+           "--out", str(run), "--generations", "6", "--population", "6", "--islands", "2", "--quiet", *NO_PPO_SELECT]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
     accepted: list = []

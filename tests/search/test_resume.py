@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import DEMOS, ROOT, run_cli
+from tests.conftest import DEMOS, NO_PPO_SELECT, ROOT, run_cli
 
 ARGS = ["--task", "cartpole", "--demos", str(DEMOS / "cartpole.npz"), "--generations", "4",
         "--population", "4", "--islands", "2", "--quiet"]
@@ -40,7 +40,7 @@ def _scored(run: Path) -> int:
 def _run_and_kill(run: Path, after: int, resume: bool) -> None:
     """Start (or resume) the run, SIGKILL its whole process group once `after` programs are scored."""
     cmd = [sys.executable, "-m", "grace.cli", "evolve", *(["--resume", str(run), "--quiet"] if resume
-                                                          else [*ARGS, "--out", str(run)])]
+                                                          else [*ARGS, *NO_PPO_SELECT, "--out", str(run)])]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 300

@@ -1,0 +1,236 @@
+"""Rewards that teach: PPO on grace's winners vs true-reward PPO, with an ablation, in one run.
+
+For each task, grace evolves a reward from the committed demos with its defaults (offline operator,
+terminal value, episode-return margin, PPO in the loop); on the ablation tasks it evolves again with
+one part switched off at a time. Then ONE compiled PPO batch trains, with the same steps and seeds:
+
+    grace            the run's winner (chosen by PPO in the loop)
+    no PPO select    the same run's best by offline fitness (what the winner would be without it)
+    no terminal      the winner of a run with `fit.terminal = false`
+    no returns       the winner of a run with `fit.returns = false`
+    true reward      the env's own reward
+
+and every policy is scored on the true (or fixed-horizon) return, normalised as
+(R - R_random) / (R_expert - R_random) with quality.py's references. Ratios are to true-reward PPO
+from the same batch. Each stage caches its JSON under benchmarks/results/teach/ (re-runs resume;
+--force redoes); the table is rebuilt from the cache: benchmarks/results/teach.md + teach.json.
+
+    python benchmarks/teach.py --tasks cartpole,acrobot --seeds 5
+    python benchmarks/teach.py --table-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from quality import normalise, references  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+CACHE = RESULTS / "teach"
+RUNS = ROOT / "runs" / "teach"
+WAVE1 = RESULTS / "quality"
+TASKS = ["cartpole", "acrobot", "mountaincar", "cartpole_fixed", "acrobot_fixed", "mountaincar_fixed", "pendulum",
+         "inverted_pendulum"]
+ABLATE = ["cartpole", "acrobot", "mountaincar"]
+VARIANTS = {"full": {}, "no_terminal": {"fit.terminal": False}, "no_returns": {"fit.returns": False}}
+BRANCHES = ("grace", "no_ppo_select", "no_terminal", "no_returns", "true_reward")
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _dump(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, default=float))
+
+
+def evolve_variant(task: str, variant: str, args: argparse.Namespace) -> dict[str, Any]:
+    path = CACHE / task / f"evolve-{variant}.json"
+    if (cached := _load(path)) and not args.force:
+        return cached
+    from grace.api import evolve
+    from grace.config import EvolveConfig
+    from grace.search.archive import Archive
+
+    run = RUNS / f"{task}-{variant}"
+    cfg = EvolveConfig(task=task, demos=str(ROOT / "demos" / f"{task}.npz"), out=str(run), seed=args.seed,
+                       report=False).override({"search.generations": args.generations, "sandbox.workers": args.workers,
+                                               **VARIANTS[variant]})
+    print(f"[teach] evolve {task} {variant}", flush=True)
+    t0 = time.time()
+    res = evolve(cfg, overwrite=True, progress=False)
+    wall = time.time() - t0
+    assert res.best is not None, f"{task} {variant}: no program"
+    archive = Archive(run / "archive.sqlite", create=False)
+    offline_best = archive.top(1)[0]
+    selection = archive.get_meta(f"ppo_select_r{cfg.search.rounds - 1}")
+    archive.close()
+    out = {"task": task, "variant": variant, "overrides": VARIANTS[variant], "wall_s": wall,
+           "generations": args.generations, "evaluated": res.stats.evaluated,
+           "winner": {"program_id": res.best.program_id, "source": res.best.best_source, "fitness": res.best.fitness,
+                      "heldout": res.best.heldout, "size": res.best.size, "metrics": res.best.metrics},
+           "offline_best": {"program_id": offline_best.program_id, "source": offline_best.best_source,
+                            "fitness": offline_best.fitness, "size": offline_best.size},
+           "selection": selection}
+    _dump(path, out)
+    return out
+
+
+def train(task: str, evolved: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    path = CACHE / task / "train.json"
+    if (cached := _load(path)) and not args.force:
+        return cached
+    from grace.fitness.ppo import TRUE_REWARD, ppo_settings, run_ppo
+    from grace.tasks import get_task
+    from grace.types import PPOJob
+
+    full = evolved["full"]
+    sources = {"grace": full["winner"]["source"], "no_ppo_select": full["offline_best"]["source"]}
+    for v in ("no_terminal", "no_returns"):
+        if v in evolved:
+            sources[v] = evolved[v]["winner"]["source"]
+    sources["true_reward"] = TRUE_REWARD
+    names = list(sources)
+    steps = args.brax_steps if task == "inverted_pendulum" else args.steps
+    print(f"[teach] train {task}: {', '.join(names)} x {args.seeds} seeds x {steps} steps", flush=True)
+    t0 = time.time()
+    results = run_ppo(task, PPOJob(tuple(sources[n] for n in names), steps, args.seeds, args.seed), timeout=7200)
+    out: dict[str, Any] = {"task": task, "steps": steps, "seeds": args.seeds, "wall_s": time.time() - t0,
+                           "ppo": {k: (list(v) if isinstance(v, tuple) else v)
+                                   for k, v in ppo_settings(get_task(task)).items() if k != "agent_kwargs"},
+                           "methods": {}}
+    for n, res in zip(names, results, strict=True):
+        out["methods"][n] = ({"ok": True, "returns": res.true_returns, "success": res.success_rate,
+                              "env_steps": res.env_steps} if res.ok else {"ok": False, "error": res.error})
+    _dump(path, out)
+    return out
+
+
+# -- table ------------------------------------------------------------------------------------------
+def _norm(m: dict[str, Any] | None, ref: dict[str, Any]) -> list[float] | None:
+    return [normalise(r, ref) for r in m["returns"]] if m and m.get("ok") else None
+
+
+def _ms(x: list[float] | None) -> str:
+    return "-" if x is None else f"{np.mean(x):.2f} ± {np.std(x):.2f}"
+
+
+def _ratio(x: list[float] | None, base: list[float] | None) -> float | None:
+    if x is None or base is None or abs(np.mean(base)) < 1e-9:
+        return None
+    return float(np.mean(x) / np.mean(base))
+
+
+def _r(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def _wave1(task: str) -> tuple[float | None, int | None]:
+    """First-wave (committed quality.json) grace / PPO ratio and the winner's size."""
+    q = _load(RESULTS / "quality.json")
+    ratio = None
+    for r in (q or {}).get("rows", []):
+        if r.get("task") == task:
+            ratio = (r.get("methods", {}).get("grace") or {}).get("ratio_to_ppo")
+    size = None
+    best = WAVE1 / task / "best_reward.py"
+    if best.exists():
+        from grace.program import RewardProgram
+
+        size = RewardProgram(best.read_text()).size
+    return ratio, size
+
+
+def write_table(tasks: list[str], args: argparse.Namespace) -> None:
+    rows, codes = [], []
+    lines = [
+        "# Rewards that teach: grace's winners vs true-reward PPO, with an ablation", "",
+        f"Produced by `python benchmarks/teach.py` (offline operator, {args.generations} generations x 2 islands x 16, "
+        f"seed {args.seed}; PPO: {args.steps:,} env steps per run ({args.brax_steps:,} on Brax), {args.seeds} seeds, "
+        "every column of a row trained in ONE compiled batch with the task's PPO settings). Normalised return = "
+        "(R - R_random) / (R_expert - R_random) of the per-seed mean true return (quality.py's references); "
+        "mean ± std over seeds. Ratios are to true-reward PPO of the same batch. Ablations (one part off at a "
+        "time): *no PPO select* = the same run's best by offline fitness; *no terminal* / *no returns* = a "
+        "separate run with `fit.terminal = false` / `fit.returns = false` (ablation tasks only). "
+        "wave 1 = the first wave's grace / PPO ratio (benchmarks/results/quality.md, 3 seeds).", "",
+        "| task | true-reward PPO | grace | grace / PPO | no PPO select / PPO | no terminal / PPO | no returns / PPO "
+        "| wave 1 | success grace / PPO | winner size (wave 1) | evolve s (PPO select s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for task in tasks:
+        ref = _load(WAVE1 / task / "reference.json")
+        tr = _load(CACHE / task / "train.json")
+        full = _load(CACHE / task / "evolve-full.json")
+        if ref is None or tr is None or full is None:
+            lines.append(f"| {task} | " + " | ".join(["not run (time)"] * 10) + " |")
+            continue
+        m = tr["methods"]
+        norm = {k: _norm(m.get(k), ref) for k in BRANCHES}
+        base = norm["true_reward"]
+        w1_ratio, w1_size = _wave1(task)
+        succ = " / ".join("-" if not (m.get(k) or {}).get("ok") or m[k]["success"] is None else f"{m[k]['success']:.2f}"
+                          for k in ("grace", "true_reward"))
+        sel = full.get("selection") or {}
+        row = {"task": task, "norm": norm, "ratio": {k: _ratio(norm[k], base) for k in BRANCHES[:-1]},
+               "wave1_ratio": w1_ratio, "size": full["winner"]["size"], "wave1_size": w1_size}
+        rows.append(row)
+        rt = row["ratio"]
+        lines.append(
+            f"| {task} | {_ms(base)} | {_ms(norm['grace'])} | **{_r(rt['grace'])}** | {_r(rt['no_ppo_select'])} | "
+            f"{_r(rt['no_terminal'])} | {_r(rt['no_returns'])} | {_r(w1_ratio)} | {succ} | "
+            f"{full['winner']['size']} ({w1_size if w1_size is not None else '-'}) | "
+            f"{full['wall_s']:.0f} ({sel.get('seconds', 0):.0f}) |")
+        same = full["winner"]["program_id"] == full["offline_best"]["program_id"]
+        codes += [f"### {task}: the winner ({full['winner']['program_id']}, offline fitness "
+                  f"{full['winner']['fitness']:.3f}{'; also the offline best' if same else ''})", "",
+                  "```python", full["winner"]["source"].strip(), "```", ""]
+    lines += ["", "## The winning rewards", ""] + codes
+    notes = CACHE / "notes.md"
+    if notes.exists():
+        lines += [notes.read_text().strip()]
+    (RESULTS / "teach.md").write_text("\n".join(lines) + "\n")
+    _dump(RESULTS / "teach.json", {"steps": args.steps, "seeds": args.seeds, "generations": args.generations,
+                                   "rows": rows})
+    print("\n".join(lines[:len(tasks) + 8]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--ablate", default=",".join(ABLATE), help="tasks that also get the no-terminal / no-returns runs")
+    ap.add_argument("--steps", type=int, default=200_000)
+    ap.add_argument("--brax-steps", type=int, default=100_000)
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--generations", type=int, default=12)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--force", action="store_true")
+    ap.add_argument("--table-only", action="store_true")
+    args = ap.parse_args()
+    tasks = [t for t in args.tasks.split(",") if t]
+    ablate = set(args.ablate.split(","))
+    if not args.table_only:
+        for t in tasks:
+            references(t)
+            evolved = {v: evolve_variant(t, v, args) for v in VARIANTS if v == "full" or t in ablate}
+            train(t, evolved, args)
+            write_table(tasks, args)
+    write_table(tasks, args)
+    prefix = f"{ROOT}/"
+    for p in CACHE.rglob("*.json"):
+        if prefix in (text := p.read_text()):
+            p.write_text(text.replace(prefix, ""))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

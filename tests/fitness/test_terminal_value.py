@@ -1,0 +1,192 @@
+"""The terminal value and the episode-return margin (grace/fitness/returns.py): what they decide
+in a small MDP, and that the sandbox, PPO and every export add the same value at the same steps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from grace.export import export_program
+from grace.fitness.returns import episode_returns, fit_terminal, return_ranking, terminal_value
+from grace.program import TERMINAL_KEY, RewardProgram
+from grace.tasks import get_task
+from tests.test_export import load_module
+
+GAMMA = 0.99
+
+
+# -- a terminating toy MDP ------------------------------------------------------------------------
+# States 0 (good, where the expert stays) and 1 (bad). Actions: 0 = stay in / go to the good state,
+# 1 = drift to the bad state, 2 = quit (the episode terminates). The reward is what a search could
+# recover: it ranks the good state above the bad one, but it is negative everywhere, as the
+# first-wave CartPole winner was.
+R = np.array([-0.5, -1.0])
+
+
+def _optimal_policy(terminal: float) -> np.ndarray:
+    """Value iteration with the reward of the landing state; quitting adds `terminal`."""
+    v = np.zeros(2)
+    for _ in range(5000):
+        q = np.stack([
+            np.full(2, R[0] + GAMMA * v[0]),  # stay good
+            np.full(2, R[1] + GAMMA * v[1]),  # drift bad
+            R + terminal,  # quit from where you are: this state's reward, then the absorbing state
+        ], axis=1)
+        v = q.max(axis=1)
+    return q.argmax(axis=1)
+
+
+def _toy_data() -> dict[str, np.ndarray]:
+    """Expert episodes: 50 steps in the good state, truncated. Negative episodes: wander into the
+    bad state and quit after a few steps (terminated)."""
+    rows: dict[str, list] = {k: [] for k in ("r", "episode", "step", "terminal", "expert")}
+    ep = 0
+    for _ in range(4):
+        for t in range(50):
+            rows["r"].append(R[0]), rows["episode"].append(ep), rows["step"].append(t)
+            rows["terminal"].append(False), rows["expert"].append(True)
+        ep += 1
+    for length in (3, 5, 8, 13):
+        for t in range(length):
+            rows["r"].append(R[1] if t % 2 else R[0]), rows["episode"].append(ep), rows["step"].append(t)
+            rows["terminal"].append(t == length - 1), rows["expert"].append(False)
+        ep += 1
+    return {k: np.asarray(v) for k, v in rows.items()}
+
+
+def test_only_the_learned_terminal_value_makes_the_expert_policy_optimal() -> None:
+    d = _toy_data()
+    learned = fit_terminal(d["r"], d["episode"], d["step"], d["terminal"], d["expert"], GAMMA)
+    assert learned == pytest.approx(terminal_value(R.min(), GAMMA))  # ending = the worst state forever
+    assert list(_optimal_policy(learned)) == [0, 0]  # stay in the good state, never quit
+    assert _optimal_policy(0.0)[0] == 2  # no terminal value: the expert's state is left by quitting
+    with_learned = return_ranking(d["r"], d["episode"], d["step"], d["terminal"], d["expert"], learned, GAMMA)
+    without = return_ranking(d["r"], d["episode"], d["step"], d["terminal"], d["expert"], 0.0, GAMMA)
+    assert with_learned["return_ranking"] == 1.0 and without["return_ranking"] == 0.0
+
+
+def test_a_goal_reached_by_the_experts_gets_the_optimistic_value() -> None:
+    d = _toy_data()
+    flipped = {**d, "expert": ~d["expert"]}  # now the episodes that terminate are the experts'
+    learned = fit_terminal(d["r"], d["episode"], d["step"], d["terminal"], flipped["expert"], GAMMA)
+    assert learned == pytest.approx(terminal_value(R.max(), GAMMA))
+
+
+def test_without_terminations_there_is_no_terminal_value() -> None:
+    d = _toy_data()
+    assert fit_terminal(d["r"], d["episode"], d["step"], np.zeros_like(d["terminal"]), d["expert"], GAMMA) is None
+
+
+def test_returns_are_shift_invariant_with_the_terminal_value() -> None:
+    """With the absorbing state valued as r_abs / (1 - gamma), r -> r + c shifts every episode's
+    return by the same c / (1 - gamma): the ranking, and what is optimal, cannot depend on c."""
+    d = _toy_data()
+    for c in (-3.0, 0.7, 10.0):
+        a = fit_terminal(d["r"], d["episode"], d["step"], d["terminal"], d["expert"], GAMMA)
+        b = fit_terminal(d["r"] + c, d["episode"], d["step"], d["terminal"], d["expert"], GAMMA)
+        _, ga = episode_returns(d["r"], d["episode"], d["step"], d["terminal"], a, GAMMA)
+        _, gb = episode_returns(d["r"] + c, d["episode"], d["step"], d["terminal"], b, GAMMA)
+        ends = np.array([d["step"][d["episode"] == e].max() for e in np.unique(d["episode"])])
+        truncated = ~np.array([d["terminal"][d["episode"] == e].any() for e in np.unique(d["episode"])])
+        # truncated episodes miss the tail c * gamma^T / (1 - gamma) that the data never shows
+        expected = c / (1 - GAMMA) - np.where(truncated, c * GAMMA ** (ends + 1) / (1 - GAMMA), 0.0)
+        np.testing.assert_allclose(gb - ga, expected, rtol=1e-6, atol=1e-6)
+
+
+# -- the same reward everywhere ---------------------------------------------------------------------
+TERMINAL = -37.5
+
+
+@pytest.fixture(scope="module")
+def program() -> RewardProgram:
+    task = get_task("cartpole")
+    return RewardProgram.from_file(task.reference_reward).with_params(
+        RewardProgram.from_file(task.reference_reward).params | {TERMINAL_KEY: TERMINAL})
+
+
+def test_gymnasium_export_adds_the_terminal_value_on_termination_only(program, tmp_path) -> None:
+    import gymnasium
+
+    task = get_task("cartpole")
+    path = tmp_path / "cp_gym.py"
+    path.write_text(export_program(program, task, "gymnasium"))
+    mod = load_module(path)
+    env = mod.GraceReward(gymnasium.make("CartPole-v1", max_episode_steps=15))
+    rng = np.random.default_rng(1)
+    seen = {"terminated": 0, "truncated": 0}
+    obs, _ = env.reset(seed=3)
+    for _ in range(300):
+        action = int(rng.integers(2)) if rng.random() < 0.7 else int(obs[2] > 0)
+        nxt, reward, terminated, truncated, _ = env.step(action)
+        base = float(mod.reward_fn(obs, np.asarray(action), nxt))
+        assert reward == pytest.approx(base + (TERMINAL if terminated else 0.0), abs=1e-5)
+        seen["terminated"] += terminated
+        seen["truncated"] += truncated and not terminated
+        obs = nxt
+        if terminated or truncated:
+            obs, _ = env.reset()
+    assert seen["terminated"] and seen["truncated"]  # both paths ran
+
+
+def test_ppo_env_and_gymnax_export_agree_on_every_step(program, tmp_path) -> None:
+    """The reward PPO trains on (CandidateRewardEnv, through the sandbox's jax compile) and the
+    gymnax export give the same reward at every step, terminations and time limits included."""
+    import jax
+
+    from grace.fitness.ppo import _branches
+    from grace.fitness.ppo_batch import CandidateRewardEnv, CandParams
+    from grace.tasks.jax_envs import make
+
+    task = get_task("cartpole")
+    base, params = make("CartPole-v1")
+    params = params.replace(max_steps_in_episode=12)  # time limits happen too
+    errors, branches, _, terminals = _branches(task, base, params, [program.source])
+    assert errors == [None] and terminals == [TERMINAL]
+    ppo_env = CandidateRewardEnv(base, branches, terminals=terminals)
+    path = tmp_path / "cp_gymnax.py"
+    path.write_text(export_program(program, task, "gymnax"))
+    exported = load_module(path).GraceReward(base)
+    cp = CandParams(params, np.int32(0))
+    key = jax.random.PRNGKey(0)
+    obs, st = ppo_env.reset_env(key, cp)
+    inner = st.inner
+    step_ppo, step_exp = jax.jit(ppo_env.step_env), jax.jit(exported.step)
+    kinds = {"terminated": 0, "truncated": 0}
+    for i in range(120):
+        key, k_act, k_step = jax.random.split(key, 3)
+        action = jax.random.randint(k_act, (), 0, 2)
+        obs2, st2, r_ppo, done, _ = step_ppo(k_step, st, action, cp)
+        _, _, r_exp, done_exp, _ = step_exp(k_step, inner, action, params)
+        assert bool(done) == bool(done_exp)
+        assert float(r_ppo) == pytest.approx(float(r_exp), abs=1e-4), i
+        if bool(done):
+            kinds["truncated" if int(st2.inner.time) >= 12 else "terminated"] += 1
+            obs, st = ppo_env.reset_env(k_act, cp)
+        else:
+            st = st2
+        inner = st.inner
+    assert kinds["terminated"] and kinds["truncated"]
+
+
+def test_the_sandbox_scores_the_same_episode_returns_as_the_export(program, tmp_path) -> None:
+    """`grace eval`'s episode returns (sandbox, numpy) equal the discounted sum of what the
+    imitation export pays on the same transitions (its `done` = termination)."""
+    from grace.fitness.batched import call_reward
+    from grace.sandbox.compile import compile_reward
+
+    task = get_task("cartpole")
+    path = tmp_path / "cp_imitation.py"
+    path.write_text(export_program(program, task, "imitation"))
+    mod = load_module(path)
+    rng = np.random.default_rng(0)
+    s = rng.normal(scale=0.1, size=(40, 4)).astype(np.float32)
+    s2 = rng.normal(scale=0.1, size=(40, 4)).astype(np.float32)
+    a = rng.integers(0, 2, size=40)
+    episode, step = np.repeat(np.arange(4), 10), np.tile(np.arange(10), 4)
+    terminal = (step == 9) & (episode % 2 == 0)
+    compiled = compile_reward(program.source, task.schema)
+    r, _ = call_reward(compiled, {"s": s, "a": a, "s_next": s2}, program.params)
+    _, g = episode_returns(r, episode, step, terminal, program.params[TERMINAL_KEY], GAMMA)
+    paid = mod.imitation_reward(s, a, s2, terminal).astype(np.float64)
+    expected = np.bincount(episode, weights=paid * GAMMA ** step)
+    np.testing.assert_allclose(g, expected, rtol=1e-5, atol=1e-4)
