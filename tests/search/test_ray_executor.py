@@ -178,7 +178,7 @@ def test_ppo_fitness_spreads_its_batch_over_the_actors_in_order(monkeypatch):
         async def _on_actor(self, method, task, job, timeout):
             assert method == "train_ppo"
             shares.append((len(shares), job.sources))
-            return [PPOResult(irl_score=float(src.split('"""')[1].count("Q")), run_s=0.5) for src in job.sources]
+            return [PPOResult(true_return_mean=1.0, irl_score=float(src.split('"""')[1].count("Q")), run_s=0.5) for src in job.sources]
 
     task = get_task("cartpole")
     data = build_offline_data(task, load_demos(DEMOS / "cartpole.npz", task),
@@ -200,4 +200,5 @@ def test_ppo_fitness_spreads_its_batch_over_the_actors_in_order(monkeypatch):
         ex.close()
     assert ppo.batches == [3]
     assert [len(s) for _, s in shares] == [2, 1]  # contiguous shares over the 2 actors
+    assert all(r.ok for r in res), [r.error for r in res]
     assert [r.fitness for r in res] == [0.0, 1.0, 2.0]  # each candidate gets its own result back
