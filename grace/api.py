@@ -68,7 +68,7 @@ def prepare_run(cfg: EvolveConfig | None, out: str | Path | None = None, *, resu
 
 RESUMABLE = ("search.generations", "search.rounds", "search.max_wall_time", "search.target_fitness",
              "sandbox.workers", "sandbox.executor", "sandbox.ray_address", "sandbox.ray_actors",
-             "sandbox.ray_actor_cpus", "sandbox.ray_actor_gpus", "report", "llm.max_calls",
+             "sandbox.ray_actor_cpus", "sandbox.ray_actor_gpus", "ppo.select_top", "report", "llm.max_calls",
              "llm.max_tokens_total", "llm.base_url")
 """Keys a resume may change (budgets, where to run): the search itself stays as it was."""
 

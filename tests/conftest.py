@@ -31,9 +31,10 @@ def _no_ppo_selection_unless_marked(request: pytest.FixtureRequest, monkeypatch:
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the `grace` CLI in a subprocess (as a user would); `grace evolve` without PPO in the
-    loop unless the arguments set `ppo.select_top` themselves (see NO_PPO_SELECT)."""
-    if args and args[0] == "evolve" and not any("select_top" in a for a in args) and "--resume" not in args:
+    """Run the `grace` CLI in a subprocess (as a user would); `grace evolve` (and its --resume:
+    the key is resumable) without PPO in the loop unless the arguments set `ppo.select_top`
+    themselves (see NO_PPO_SELECT)."""
+    if args and args[0] == "evolve" and not any("select_top" in a for a in args):
         args = (*args, *NO_PPO_SELECT)
     return subprocess.run(
         [sys.executable, "-m", "grace.cli", *args], cwd=cwd or ROOT, capture_output=True, text=True,

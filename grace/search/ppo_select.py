@@ -42,8 +42,11 @@ def candidates(archive: Archive, rnd: int, k: int) -> list[ProgramRow]:
 
 async def select(archive: Archive, task: Task, cfg: EvolveConfig, rnd: int, data: Transitions) -> dict[str, Any] | None:
     """Train PPO on the round's top candidates and persist the choice; returns the record, or
-    None when there is nothing to choose between. A record already in the archive is reused."""
-    if (done := archive.get_meta(meta_key(rnd))) is not None:
+    None when there is nothing to choose between. A record made after the same generation is
+    reused (a resumed run keeps its choice; a run resumed with more generations chooses again)."""
+    last = archive.last_completed()
+    after = [rnd, last[1] if last is not None and last[0] == rnd else -1]
+    if (done := archive.get_meta(meta_key(rnd))) is not None and done.get("after") == after:
         return done
     rows = candidates(archive, rnd, cfg.ppo.select_top)
     if len(rows) < 2:
@@ -67,7 +70,7 @@ async def select(archive: Archive, task: Task, cfg: EvolveConfig, rnd: int, data
         winner = scored[0]  # PPO could not train any: keep the offline order
     else:  # most expert-like policy; ties keep the offline order
         winner = max(ok, key=lambda s: (s["expert_likeness"], -s["offline_rank"]))
-    record = {"round": rnd, "winner": winner["row"], "winner_program": winner["program_id"],
+    record = {"round": rnd, "after": after, "winner": winner["row"], "winner_program": winner["program_id"],
               "candidates": scored, "steps": steps, "seeds": cfg.ppo.seeds, "seconds": seconds,
               "env_steps": int(sum(r.env_steps or 0 for r in results)) * cfg.ppo.seeds}
     archive.set_meta(meta_key(rnd), record)

@@ -143,9 +143,8 @@ class RayExecutor:
         if address:
             kwargs["address"] = address
         else:  # a local instance: its workers import the same grace as this process
-            here = str(Path(__file__).resolve().parents[2])
-            path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
-            kwargs |= {"num_cpus": num_cpus, "runtime_env": {"env_vars": {"PYTHONPATH": path}}}
+            here = str(Path(__file__).resolve().parents[2])  # (task folders travel with the pools)
+            kwargs |= {"num_cpus": num_cpus, "runtime_env": {"env_vars": {"PYTHONPATH": here}}}
         try:
             ray.init(**kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
