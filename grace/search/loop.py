@@ -23,6 +23,7 @@ from grace.fitness.base import Fitness
 from grace.program import ProgramError, RewardProgram
 from grace.proposers.base import BudgetExhausted, Feedback, Proposal, Proposer, TaskContext
 from grace.search import negatives as rundata
+from grace.search import shaping
 from grace.search.archive import Archive, ProgramRow
 from grace.search.executor import Executor
 from grace.search.select import SlotPlan, migrate, penalised, plan_generation, truncate
@@ -95,6 +96,8 @@ class Evolution:
         self.ctx: TaskContext | None = None
         self.best: ProgramRow | None = None
         self.data: Transitions | None = None
+        self.shaped: tuple[int, str, dict[str, Any]] | None = None
+        """(winner's row id, its source with the learned potential, metrics): `final_shaping`."""
         # a cheap deterministic proposer is re-asked (new seed) when it repeats scored logic;
         # an LLM's duplicate costs a call, so it is kept as is (the proposer says which; the
         # config says how often: search.dedupe_retries)
@@ -164,17 +167,17 @@ class Evolution:
         return await self.proposer.mutate(self.ctx, fb[0], seed)
 
     async def _shaping_trajectories(self, parent: ProgramRow) -> list[dict[str, Any]]:
-        """Whole expert episodes with the parent's per-state reward (for GRACE's shaping prompt)."""
-        episodes, states = self.cfg.search.shaping_episodes, self.cfg.search.shaping_states
-        out = []
-        for ep in list(self.demos.episodes())[:episodes]:
-            idx = np.unique(np.linspace(0, ep.length - 1, min(states, ep.length)).astype(int))
-            batch = {"s": ep.obs[:-1][idx], "a": ep.actions[idx], "s_next": ep.obs[1:][idx]}
-            res = await self.executor.rewards(parent.best_source, batch)
-            rewards = [round(float(r), 4) for r in res] if res is not None else []
-            out.append({"states": [rundata.state_dict(row, self.task) for row in batch["s_next"]],
-                        "rewards": rewards, "steps": idx.tolist()})
-        return out
+        assert self.data is not None
+        return await shaping.trajectories(self.executor, self.task, self.cfg, self.demos, self.data, parent.best_source)
+
+    async def final_shaping(self) -> None:
+        """`fit.shaping`: the winner gets the potential learned from the demos (grace/search/shaping.py);
+        best_reward.py carries it."""
+        self.shaped = None
+        if self.cfg.fit.shaping and self.best is not None and self.data is not None:
+            trajs = await self._shaping_trajectories(self.best)
+            self.shaped = await shaping.final(self.archive, self.executor, self.task, self.cfg, self.best, trajs)
+            self.write_best()
 
     def _already_scored(self, prop: Proposal, rnd: int, gen: int) -> bool:
         if prop.source is None:
@@ -377,12 +380,13 @@ class Evolution:
                                 f"of pairs train, {m.get('return_ranking_heldout', float('nan')):.3f} held-out "
                                 f"(discount {m.get('gamma', float('nan')):.3g}; terminal value {RewardProgram(b.best_source).params.get('terminal', 0.0):.4g})"),
             **self._selection_line(b),
+            **shaping.provenance(self.shaped, self.archive, b.id),
             "run": f"{self.run_dir} round {b.round} generation {b.generation} slot {b.slot}",
             "program": f"{b.program_id} ({b.operator} by {b.proposer})",
             "lineage": lineage,
             "grace": grace.__version__,
         }
-        program = RewardProgram(b.best_source)
+        program = RewardProgram(self.shaped[1] if self.shaped and self.shaped[0] == b.id else b.best_source)
         text = program.with_provenance(prov, summary=program.summary or f"{self.task.name} reward evolved by grace.").source
         path = self.run_dir / "best_reward.py"
         tmp = path.with_suffix(".tmp")
@@ -433,11 +437,13 @@ class Evolution:
                 for gen in range(start_gen if rnd == start_round else 0, cfg.generations + 1):
                     if (reason := self._should_stop()):
                         self.stats.stopped_because = reason
+                        await self.final_shaping()
                         return self._result()
                     pop = await self.run_generation(rnd, gen, pop)
                 await self.ppo_select(rnd)
             if done is not None and start_round >= cfg.rounds:  # resumed a finished run: its choice stands
                 await self.ppo_select(cfg.rounds - 1)
+            await self.final_shaping()
         except BudgetExhausted as exc:
             self.stats.stopped_because = str(exc)
         return self._result()
