@@ -96,8 +96,8 @@ class Evolution:
         self.ctx: TaskContext | None = None
         self.best: ProgramRow | None = None
         self.data: Transitions | None = None
-        self.shaped: tuple[int, str, dict[str, Any]] | None = None
-        """(winner's row id, its source with the learned potential, metrics): `final_shaping`."""
+        self.shaped: shaping.Shaped | None = None
+        """The winner with its learned potential (`final_shaping`)."""
         # a cheap deterministic proposer is re-asked (new seed) when it repeats scored logic;
         # an LLM's duplicate costs a call, so it is kept as is (the proposer says which; the
         # config says how often: search.dedupe_retries)
@@ -369,24 +369,27 @@ class Evolution:
             return None
         b = self.best
         lineage = " <- ".join(r.program_id or "?" for r in self.archive.lineage(b.id, depth=8))
-        m = b.metrics
+        shaped = self.shaped if self.shaped and self.shaped.row_id == b.id else None
+        program = RewardProgram(shaped.source if shaped else b.best_source)
+        m = shaped.metrics if shaped else b.metrics
+        fitness = (self.fitness.describe(shaped.fitness, shaped.heldout, m, b.negatives_version) + " (with the potential)"
+                   if shaped else self._fitness_line(b))
         prov = {
             "task": self.task.extra.get("toml", self.task.name),
             "demos": f"{self.cfg.demos} (sha256 {rundata.file_digest(self.cfg.demos)})",
-            "fitness": self._fitness_line(b),
+            "fitness": fitness,
             "accuracy": f"{m.get('accuracy_train', float('nan')):.3f} train, {m.get('accuracy_heldout', float('nan')):.3f} held-out; "
                         f"AUC {m.get('auc_train', float('nan')):.3f} train, {m.get('auc_heldout', float('nan')):.3f} held-out",
             "episode returns": (f"expert episodes out-earn negative ones in {m.get('return_ranking_train', float('nan')):.3f} "
                                 f"of pairs train, {m.get('return_ranking_heldout', float('nan')):.3f} held-out "
-                                f"(discount {m.get('gamma', float('nan')):.3g}; terminal value {RewardProgram(b.best_source).params.get('terminal', 0.0):.4g})"),
+                                f"(discount {m.get('gamma', float('nan')):.3g}; terminal value {program.params.get('terminal', 0.0):.4g})"),
             **self._selection_line(b),
-            **shaping.provenance(self.shaped, self.archive, b.id),
+            **shaping.provenance(shaped, self.archive.get_meta("shaping_final")),
             "run": f"{self.run_dir} round {b.round} generation {b.generation} slot {b.slot}",
             "program": f"{b.program_id} ({b.operator} by {b.proposer})",
             "lineage": lineage,
             "grace": grace.__version__,
         }
-        program = RewardProgram(self.shaped[1] if self.shaped and self.shaped[0] == b.id else b.best_source)
         text = program.with_provenance(prov, summary=program.summary or f"{self.task.name} reward evolved by grace.").source
         path = self.run_dir / "best_reward.py"
         tmp = path.with_suffix(".tmp")

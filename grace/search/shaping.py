@@ -4,7 +4,7 @@ whoever proposed the winner."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -18,8 +18,16 @@ from grace.search.executor import Executor
 from grace.tasks import Task
 from grace.types import Transitions
 
-Shaped = tuple[int, str, dict[str, Any]]
-"""(the winner's row id, its source with the learned potential, its metrics with it)."""
+
+@dataclass(frozen=True)
+class Shaped:
+    """The winner (archive row `row_id`) with the learned potential, scored with it."""
+
+    row_id: int
+    source: str
+    fitness: float
+    heldout: float | None
+    metrics: dict[str, Any]
 
 
 async def trajectories(executor: Executor, task: Task, cfg: EvolveConfig, demos: Trajectories, data: Transitions,
@@ -63,20 +71,22 @@ async def final(archive: Archive, executor: Executor, task: Task, cfg: EvolveCon
             out = await executor.call(WORKER_FN, program.source, data_key=DATA_KEY, params=program.params, fit=fit,
                                       seed=cfg.seed)
             if out.ok:
-                shaped = (best.id, program.with_params(out.value.params).source, dict(out.value.metrics))
+                res = out.value
+                shaped = Shaped(best.id, program.with_params(res.params).source, float(res.fitness),
+                                res.heldout_fitness, dict(res.metrics))
             else:
                 record["error"] = str(out.error)
     archive.set_meta("shaping_final", record)
     return shaped
 
 
-def provenance(shaped: Shaped | None, archive: Archive, row_id: int) -> dict[str, str]:
-    """The provenance line of a winner that carries a learned potential ({} otherwise)."""
-    if not shaped or shaped[0] != row_id:
+def provenance(shaped: Shaped | None, record: dict[str, Any] | None) -> dict[str, str]:
+    """The provenance line of a winner that carries a learned potential ({} otherwise);
+    `record`: the archive meta `shaping_final`."""
+    if shaped is None:
         return {}
-    m, rec = shaped[2], archive.get_meta("shaping_final") or {}
-    nan = float("nan")
-    return {"shaping": (f"potential {rec.get('potential')} learned from the demos: rank correlation with time "
-                        f"{m.get('potential_progress_heldout', nan):.2f} on held-out expert episodes; above negative "
+    m, nan = shaped.metrics, float("nan")
+    return {"shaping": (f"potential {(record or {}).get('potential')} learned from the demos: rank correlation with "
+                        f"time {m.get('potential_progress_heldout', nan):.2f} on held-out expert episodes; above negative "
                         f"episodes at equal time in {m.get('potential_above_heldout', nan):.2f} of pairs; discount "
                         f"{m.get('gamma', nan):.3g}")}
