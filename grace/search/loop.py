@@ -158,7 +158,8 @@ class Evolution:
             made = await self.proposer.init(self.ctx, 1, seed)
             return made[0] if made else Proposal(None, "init", error="proposer returned nothing")
         if plan.operator == "shaping":
-            trajs = await self._shaping_trajectories(plan.parents[0])
+            trajs = await shaping.trajectories(self.executor, self.task, self.cfg, self.demos, self.data,
+                                               plan.parents[0].best_source)
             return await self.proposer.shaping(self.ctx, fb[0], trajs, seed)
         if plan.operator == "crossover":
             return await self.proposer.crossover(self.ctx, fb[0], fb[1], seed)
@@ -166,16 +167,13 @@ class Evolution:
             return await self.proposer.simplify(self.ctx, fb[0], seed)
         return await self.proposer.mutate(self.ctx, fb[0], seed)
 
-    async def _shaping_trajectories(self, parent: ProgramRow) -> list[dict[str, Any]]:
-        assert self.data is not None
-        return await shaping.trajectories(self.executor, self.task, self.cfg, self.demos, self.data, parent.best_source)
-
     async def final_shaping(self) -> None:
         """`fit.shaping`: the winner gets the potential learned from the demos (grace/search/shaping.py);
         best_reward.py carries it."""
         self.shaped = None
         if self.cfg.fit.shaping and self.best is not None and self.data is not None:
-            trajs = await self._shaping_trajectories(self.best)
+            trajs = await shaping.trajectories(self.executor, self.task, self.cfg, self.demos, self.data,
+                                               self.best.best_source)
             self.shaped = await shaping.final(self.archive, self.executor, self.task, self.cfg, self.best, trajs)
             self.write_best()
 

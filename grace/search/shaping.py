@@ -30,8 +30,8 @@ class Shaped:
     metrics: dict[str, Any]
 
 
-async def trajectories(executor: Executor, task: Task, cfg: EvolveConfig, demos: Trajectories, data: Transitions,
-                       source: str) -> list[dict[str, Any]]:
+async def trajectories(executor: Executor, task: Task, cfg: EvolveConfig, demos: Trajectories,
+                       data: Transitions | None, source: str) -> list[dict[str, Any]]:
     """Whole expert episodes with the parent's per-state reward (GRACE's shaping prompt), then
     the train-split expert and random episodes a potential search scores on (`"prompt": False`;
     `grace.search.negatives.shaping_trajectories`)."""
@@ -44,7 +44,7 @@ async def trajectories(executor: Executor, task: Task, cfg: EvolveConfig, demos:
         rewards = [round(float(r), 4) for r in res] if res is not None else []
         out.append({"label": "expert", "states": [rundata.state_dict(row, task) for row in batch["s_next"]],
                     "rewards": rewards, "steps": idx.tolist(), "terminated": bool(ep.terminated)})
-    return out + [t | {"prompt": False} for t in rundata.shaping_trajectories(task, data)]
+    return out + ([] if data is None else [t | {"prompt": False} for t in rundata.shaping_trajectories(task, data)])
 
 
 async def final(archive: Archive, executor: Executor, task: Task, cfg: EvolveConfig, best: ProgramRow,
@@ -55,9 +55,16 @@ async def final(archive: Archive, executor: Executor, task: Task, cfg: EvolveCon
     `shaping_final`."""
     from grace.fitness.base import fit_settings
     from grace.fitness.offline import DATA_KEY, WORKER_FN
-    from grace.proposers.offline.potential import reward_spread, search_potential, with_potential
+    from grace.proposers.offline.potential import (
+        HORIZON_CAP,
+        reward_spread,
+        search_potential,
+        with_potential,
+    )
 
-    pot = search_potential([t for t in trajs if not t.get("prompt", True)], task.schema, reward_spread(trajs))
+    fit = replace(fit_settings(cfg, task), params=False)
+    pot = search_potential([t for t in trajs if not t.get("prompt", True)], task.schema, reward_spread(trajs),
+                           horizon=min(HORIZON_CAP, 1.0 / max(1e-6, 1.0 - fit.gamma)))
     record: dict[str, Any] = {"program": best.id, "potential": None}
     shaped: Shaped | None = None
     if pot is not None:
@@ -67,7 +74,6 @@ async def final(archive: Archive, executor: Executor, task: Task, cfg: EvolveCon
         except ProgramError as exc:
             program, record["error"] = None, str(exc)
         if program is not None:
-            fit = replace(fit_settings(cfg, task), params=False)
             out = await executor.call(WORKER_FN, program.source, data_key=DATA_KEY, params=program.params, fit=fit,
                                       seed=cfg.seed)
             if out.ok:

@@ -14,8 +14,9 @@ products and differences), each as itself, as its distance from where the expert
 - the best candidate is kept only when it clearly beats having none (progress >= MIN_PROGRESS,
   above >= MIN_ABOVE);
 - its scale makes the potential's rise along an expert episode about what the reward's spread
-  earns over the episode (a value-function-like size); it is zero where episodes terminate (the
-  absorbing state's potential), else where the experts end.
+  earns over the episode or the discount's horizon, whichever is shorter (a value-function-like
+  size); it is zero where episodes terminate (the absorbing state's potential), else where the
+  experts end.
 
 Deterministic; numpy only (it never runs program code).
 """
@@ -40,7 +41,8 @@ MIN_PROGRESS = 0.5
 MIN_ABOVE = 0.65
 """Share of (expert, negative) pairs at equal time where the expert's Phi is higher."""
 HORIZON_CAP = 100
-"""Steps of reward the potential's rise stands for, at most (about 1 / (1 - gamma))."""
+"""Steps of reward the potential's rise stands for, at most, when the discount is not known (the
+final stage passes 1 / (1 - gamma): a value function's reach)."""
 KEYS = ("potential_scale", "potential_centre", "potential_zero")
 _SHAPES = {"linear": "{v}", "abs": "xp.abs({v} - p[\"potential_centre\"])",
            "square": "({v} - p[\"potential_centre\"]) ** 2"}
@@ -142,11 +144,12 @@ def candidate_features(schema: Any) -> list[Feature]:
     return feats
 
 
-def search_potential(trajectories: list[dict[str, Any]], schema: Any,
-                     reward_spread: float | None = None) -> Potential | None:
+def search_potential(trajectories: list[dict[str, Any]], schema: Any, reward_spread: float | None = None,
+                     horizon: float = HORIZON_CAP) -> Potential | None:
     """The best rising potential over `trajectories` ([{"label": "expert" | "negative",
     "states": [{field: value}], "steps": [...], "terminated": bool}]), or None when no
-    candidate clearly beats having none (or there are no expert or no negative episodes)."""
+    candidate clearly beats having none (or there are no expert or no negative episodes).
+    `reward_spread` and `horizon` (steps, e.g. 1 / (1 - gamma)) set its scale."""
     exp, neg = _episodes(trajectories, schema, "expert"), _episodes(trajectories, schema, "negative")
     if exp is None or neg is None:
         return None
@@ -173,18 +176,18 @@ def search_potential(trajectories: list[dict[str, Any]], schema: Any,
                     best = (score, pot)
     if best is None:
         return None
-    return _sized(best[1], exp, neg, reward_spread)
+    return _sized(best[1], exp, neg, reward_spread, horizon)
 
 
-def _sized(pot: Potential, exp: _Episodes, neg: _Episodes, reward_spread: float | None) -> Potential:
+def _sized(pot: Potential, exp: _Episodes, neg: _Episodes, reward_spread: float | None, horizon: float) -> Potential:
     """Scale and zero: the rise along an expert episode ~ the reward's spread times its length
-    (capped at HORIZON_CAP steps); Phi = 0 where episodes terminate, else where experts end."""
+    (at most `horizon` steps); Phi = 0 where episodes terminate, else where experts end."""
     ge = _shaped(pot.feature.values(exp.arrays), pot.shape, pot.centre)
     gn = _shaped(pot.feature.values(neg.arrays), pot.shape, pot.centre)
     span = float(np.quantile(ge, 0.95) - np.quantile(ge, 0.05)) or float(np.ptp(ge)) or 1.0
     length = float(np.mean([exp.step[exp.episode == e].max() + 1 for e in np.unique(exp.episode)]))
     spread = reward_spread if reward_spread and math.isfinite(reward_spread) and reward_spread > 1e-9 else 1.0
-    scale = pot.scale * spread * min(length, HORIZON_CAP) / span
+    scale = pot.scale * spread * min(length, horizon) / span
     ended = np.concatenate([ge[exp.ends_terminated], gn[neg.ends_terminated]])
     zero = float(np.mean(ended)) if ended.size else float(np.mean(ge[exp.last]))
     return Potential(pot.feature, pot.shape, pot.centre, rnd(zero), float(f"{scale:.4g}"), pot.progress, pot.above)
