@@ -13,12 +13,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from grace.config import ConfigError, DataConfig, EvolveConfig, FitSettings
+from grace.config import ConfigError, DataConfig, EvolveConfig, FitSettings, SandboxConfig
 from grace.data.trajectories import load_demos
 from grace.fitness.base import check_kind, fit_settings
 from grace.program import RewardProgram, printable
 from grace.search import negatives as rundata
 from grace.search.archive import Archive, ArchiveError, open_reply_source
+from grace.search.executor import Executor
 from grace.search.loop import Evolution, RunResult
 from grace.search.progress import RunProgress
 from grace.tasks import Task, get_task
@@ -66,7 +67,9 @@ def prepare_run(cfg: EvolveConfig | None, out: str | Path | None = None, *, resu
 
 
 RESUMABLE = ("search.generations", "search.rounds", "search.max_wall_time", "search.target_fitness",
-             "sandbox.workers", "report", "llm.max_calls", "llm.max_tokens_total", "llm.base_url")
+             "sandbox.workers", "sandbox.executor", "sandbox.ray_address", "sandbox.ray_actors",
+             "sandbox.ray_actor_cpus", "sandbox.ray_actor_gpus", "report", "llm.max_calls",
+             "llm.max_tokens_total", "llm.base_url")
 """Keys a resume may change (budgets, where to run): the search itself stays as it was."""
 
 
@@ -74,6 +77,17 @@ def _resume_overrides(given: EvolveConfig, saved: EvolveConfig) -> dict[str, Any
     """The resumable keys that `given` sets to something other than the default."""
     default = EvolveConfig()
     return {k: given.get(k) for k in RESUMABLE if given.get(k) != default.get(k)}
+
+
+def make_executor(task: Task, sandbox: SandboxConfig) -> Executor:
+    """The executor a run's `[sandbox]` section asks for (`sandbox.executor`: local or ray)."""
+    if sandbox.executor == "ray":
+        from grace.search.ray_executor import make_ray_executor
+
+        return make_ray_executor(task, sandbox)
+    from grace.search.executor import LocalExecutor
+
+    return LocalExecutor(task, workers=sandbox.workers, timeout=sandbox.eval_timeout)
 
 
 def evolve(cfg: EvolveConfig | None = None, *, resume: bool = False, overwrite: bool = False,
@@ -93,9 +107,7 @@ def evolve(cfg: EvolveConfig | None = None, *, resume: bool = False, overwrite: 
     cfg, run_dir, archive = prepare_run(cfg, out, resume=resume, overwrite=overwrite)
     task = task or get_task(cfg.task)
     from grace.fitness.base import make_fitness
-    from grace.search.executor import LocalExecutor
-
-    executor = LocalExecutor(task, workers=cfg.sandbox.workers, timeout=cfg.sandbox.eval_timeout)
+    executor = make_executor(task, cfg.sandbox)
     fitness = None
     try:
         fitness = make_fitness(cfg.fitness.kind, task, executor, cfg)

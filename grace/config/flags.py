@@ -17,7 +17,8 @@ EVOLVE_FLAGS = (
     "task", "demos", "negatives", "init", "out", "seed", "report",
     "search.generations", "search.population", "search.islands", "search.rounds",
     "search.target_fitness", "search.max_wall_time", "proposer.kind", "fitness.kind",
-    "ppo.steps", "ppo.seeds", "sandbox.workers", "sandbox.eval_timeout", "fit.params",
+    "ppo.steps", "ppo.seeds", "sandbox.workers", "sandbox.eval_timeout", "sandbox.executor",
+    "sandbox.ray_address", "sandbox.ray_actors", "fit.params",
     "llm.base_url", "llm.model", "llm.api_key_env", "llm.local_model", "llm.n", "llm.concurrency",
     "llm.prompts_dir", "llm.max_calls", "llm.max_tokens_total", "llm.label_goals", "llm.cache_from",
     "llm.replay_only",
@@ -32,6 +33,7 @@ HIDDEN_ALIASES = {
     "--proposer": "proposer.kind", "--fitness": "fitness.kind", "--workers": "sandbox.workers",
     "--max-llm-calls": "llm.max_calls", "--max-tokens-total": "llm.max_tokens_total",
     "--label-goals": "llm.label_goals", "--replay-only": "llm.replay_only", "--prompts": "llm.prompts_dir",
+    "--executor": "sandbox.executor", "--ray-address": "sandbox.ray_address",
 }
 """Flag names of earlier versions, still accepted (not shown in --help)."""
 

@@ -169,6 +169,17 @@ class SandboxConfig:
     """Sandbox worker processes."""
     eval_timeout: float = 20.0
     """Seconds per candidate evaluation (including PARAMS fitting) before the worker is killed."""
+    executor: str = "local"
+    """Where evaluations run: local (this machine's sandbox pool) or ray (sandbox pools hosted by
+    Ray actors; needs the `ray` extra)."""
+    ray_address: str = ""
+    """With executor ray: the cluster to join (auto, or HOST:PORT); empty starts a local Ray instance."""
+    ray_actors: int = 2
+    """With executor ray: Ray actors, each hosting its own pool of sandbox.workers sandbox workers."""
+    ray_actor_cpus: float = 0.0
+    """With executor ray: CPUs reserved per actor (0 = sandbox.workers)."""
+    ray_actor_gpus: float = 0.0
+    """With executor ray: GPUs reserved per actor (PPO fitness trains its share of a batch there)."""
 
 
 @dataclass(frozen=True)
@@ -351,6 +362,9 @@ class EvolveConfig:
              "search.crossover_rate and search.simplify_rate must be in [0, 1] and sum to at most 1"),
             (self.sandbox.workers >= 1, "sandbox.workers must be >= 1"),
             (self.sandbox.eval_timeout > 0, "sandbox.eval_timeout must be > 0"),
+            (self.sandbox.executor in ("local", "ray"), f"sandbox.executor must be local or ray, not {self.sandbox.executor!r}"),
+            (self.sandbox.ray_actors >= 1 and self.sandbox.ray_actor_cpus >= 0 and self.sandbox.ray_actor_gpus >= 0,
+             "sandbox.ray_actors must be >= 1, sandbox.ray_actor_cpus and sandbox.ray_actor_gpus >= 0"),
             (0.0 <= self.data.holdout < 1.0, "data.holdout must be in [0, 1)"),
             (self.data.max_per_class >= 1, "data.max_per_class must be >= 1"),
             (self.fit.budget >= 1 and self.fit.subsample >= 2 and self.fit.chunk >= 1,

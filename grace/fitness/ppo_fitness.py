@@ -2,7 +2,8 @@
 
 Every candidate is first scored offline (its PARAMS fitted, its worst examples found), then the
 candidates that arrive together train in ONE compiled batch (`grace.fitness.ppo.run_ppo`) in a
-jax-profile sandbox worker kept for the run.
+jax-profile sandbox worker kept for the run (an executor with `train_ppo`, the Ray executor,
+spreads the batch over its actors instead).
 
 - mode "ppo" (IRL): fitness = how expert-like the trained policy's states are under a
   discriminator fixed per negatives version (`ExpertSimilarity`, independent of the candidate).
@@ -91,8 +92,11 @@ class PPOFitness:
                 break
         batch, self._queue = sorted(self._queue, key=lambda item: item[0]), []
         self.batches.append(len(batch))
+        spread = getattr(self.offline.executor, "train_ppo", None)  # a cluster executor's actors
         try:
-            results = await asyncio.to_thread(self._train, [src for _, src, _ in batch])
+            sources = [src for _, src, _ in batch]
+            results = (await spread(self.task, self._job(sources), self.ppo.timeout) if spread is not None
+                       else await asyncio.to_thread(self._train, sources))
             for (_, _, fut), res in zip(batch, results, strict=True):
                 fut.set_result(res)
         except Exception as exc:  # noqa: BLE001 - a whole-batch failure is every candidate's
@@ -102,12 +106,14 @@ class PPOFitness:
         if self._queue:
             self._flusher = asyncio.create_task(self._flush_later())
 
+    def _job(self, sources: list[str]) -> PPOJob:
+        return PPOJob(tuple(sources), self.ppo.steps, self.ppo.seeds, self.seed, self.algo_kwargs,
+                      score_states=self.disc if self.mode == "ppo" else None)
+
     def _train(self, sources: list[str]) -> list[PPOResult]:
         if self._pool is None:
             self._pool = open_pool(self.task)
-        job = PPOJob(tuple(sources), self.ppo.steps, self.ppo.seeds, self.seed, self.algo_kwargs,
-                     score_states=self.disc if self.mode == "ppo" else None)
-        return run_ppo(self.task, job, timeout=self.ppo.timeout, pool=self._pool)
+        return run_ppo(self.task, self._job(sources), timeout=self.ppo.timeout, pool=self._pool)
 
     def describe(self, fitness: float, heldout: float | None, metrics: dict[str, Any],
                  negatives_version: int) -> str:

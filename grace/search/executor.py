@@ -1,8 +1,9 @@
 """Where reward programs run ("where to run"; what to measure is `grace.fitness`).
 
 `Executor` is everything the search and the fitnesses ask of the place programs run;
-`LocalExecutor` is the local sandbox worker pool (numpy profile). A cluster executor (Ray, ...)
-implements the same four methods.
+`LocalExecutor` is the local sandbox worker pool (numpy profile); `RayExecutor`
+(`grace.search.ray_executor`, `sandbox.executor = "ray"`) implements the same four methods over
+Ray actors that each host such a pool (`grace.api.make_executor` picks one from `[sandbox]`).
 """
 
 from __future__ import annotations
@@ -63,3 +64,4 @@ class LocalExecutor:
 
     def close(self) -> None:
         self.pool.close()
+

@@ -8,7 +8,6 @@ numbered (round, generation, slot), so a resumed or replayed run makes the same 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-import grace
 from grace.config import EvolveConfig
 from grace.data.trajectories import load_demos
 from grace.fitness.base import Fitness
@@ -25,6 +23,7 @@ from grace.proposers.base import BudgetExhausted, Feedback, Proposal, Proposer, 
 from grace.search import negatives as rundata
 from grace.search import shaping
 from grace.search.archive import Archive, ProgramRow
+from grace.search.best_file import write_best_file
 from grace.search.executor import Executor
 from grace.search.select import SlotPlan, migrate, penalised, plan_generation, truncate
 from grace.tasks import Task
@@ -363,46 +362,13 @@ class Evolution:
         return new_pop
 
     def write_best(self) -> Path | None:
+        """best_reward.py: the best program with its provenance (grace/search/best_file.py)."""
         if self.best is None:
             return None
-        b = self.best
-        lineage = " <- ".join(r.program_id or "?" for r in self.archive.lineage(b.id, depth=8))
-        shaped = self.shaped if self.shaped and self.shaped.row_id == b.id else None
-        program = RewardProgram(shaped.source if shaped else b.best_source)
-        m = shaped.metrics if shaped else b.metrics
-        fitness = (self.fitness.describe(shaped.fitness, shaped.heldout, m, b.negatives_version) + " (with the potential)"
-                   if shaped else self._fitness_line(b))
-        prov = {
-            "task": self.task.extra.get("toml", self.task.name),
-            "demos": f"{self.cfg.demos} (sha256 {rundata.file_digest(self.cfg.demos)})",
-            "fitness": fitness,
-            "accuracy": f"{m.get('accuracy_train', float('nan')):.3f} train, {m.get('accuracy_heldout', float('nan')):.3f} held-out; "
-                        f"AUC {m.get('auc_train', float('nan')):.3f} train, {m.get('auc_heldout', float('nan')):.3f} held-out",
-            "episode returns": (f"expert episodes out-earn negative ones in {m.get('return_ranking_train', float('nan')):.3f} "
-                                f"of pairs train, {m.get('return_ranking_heldout', float('nan')):.3f} held-out "
-                                f"(discount {m.get('gamma', float('nan')):.3g}; terminal value {program.params.get('terminal', 0.0):.4g})"),
-            **self._selection_line(b),
-            **shaping.provenance(shaped, self.archive.get_meta("shaping_final")),
-            "run": f"{self.run_dir} round {b.round} generation {b.generation} slot {b.slot}",
-            "program": f"{b.program_id} ({b.operator} by {b.proposer})",
-            "lineage": lineage,
-            "grace": grace.__version__,
-        }
-        text = program.with_provenance(prov, summary=program.summary or f"{self.task.name} reward evolved by grace.").source
-        path = self.run_dir / "best_reward.py"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-        return path
-
-    def _selection_line(self, b: ProgramRow) -> dict[str, str]:
-        rec = self.archive.get_meta(f"ppo_select_r{b.round}")
-        if not rec or rec.get("winner") != b.id:
-            return {}
-        like = next((c["expert_likeness"] for c in rec["candidates"] if c["row"] == b.id), None)
-        return {"selected by": (f"PPO in the loop: the most expert-like policy of the top {len(rec['candidates'])} "
-                                f"(expert-likeness {like if like is None else f'{like:.3f}'}; "
-                                f"{rec['steps']} steps x {rec['seeds']} seeds, {rec['seconds']:.0f} s)")}
+        shaped = self.shaped if self.shaped and self.shaped.row_id == self.best.id else None
+        line = (self.fitness.describe(shaped.fitness, shaped.heldout, shaped.metrics, self.best.negatives_version)
+                + " (with the potential)") if shaped else self._fitness_line(self.best)
+        return write_best_file(self.run_dir, self.archive, self.task, self.cfg, self.best, line, shaped)
 
     def _fitness_line(self, b: ProgramRow) -> str:
         return self.fitness.describe(b.fitness, b.heldout, b.metrics, b.negatives_version)
