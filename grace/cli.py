@@ -259,7 +259,8 @@ def diff(a: Annotated[Path, typer.Argument(help="First reward file.")],
     rows = [("fitness", oa.fitness, ob.fitness), ("heldout_fitness", oa.heldout_fitness, ob.heldout_fitness),
             ("size", pa.size, pb.size)]
     rows += [(k, oa.metrics.get(k), ob.metrics.get(k)) for k in ("accuracy_train", "accuracy_heldout", "auc_train", "traj_ranking_train",
-                                                               "return_ranking_train", "return_ranking_heldout")]
+                                                               "return_ranking_train", "return_ranking_heldout",
+                                                               "potential_progress_heldout", "potential_above_heldout")]
     for name, x, y in rows:
         fmt = lambda v: "-" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
         t.add_row(name, fmt(x), fmt(y))

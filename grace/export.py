@@ -3,13 +3,17 @@
 The exported file does not import grace. It holds, in this order:
 
 - the program's docstring (provenance kept) plus a short usage note;
-- `PARAMS`, copied verbatim from the program (the fitted values, no rounding);
+- `PARAMS`, copied verbatim from the program (the fitted values, no rounding), and `GAMMA`, the
+  discount the reward was built for (its shaping and terminal value assume it: the task's PPO
+  discount unless the caller says otherwise);
 - `Obs`, a small read-only view class with one property per observation field
   (`pole_angle = property(lambda self: self.raw[..., 2])`): the field mapping, baked in;
 - `make_reward(xp)`: the program's code, unchanged but indented one level, closed over the
-  array namespace `xp` (numpy or jax.numpy). Nothing is exec'd and there is no module-level
+  array namespace `xp` (numpy or jax.numpy); it returns `(reward, potential or None)`. Nothing is exec'd and there is no module-level
   backend switch, so it is thread-safe and traces cleanly under `jax.jit` / `jax.vmap`;
-- `reward_and_components(s, a, s_next, xp=numpy)` and `reward_fn(s, a, s_next, xp=numpy)`;
+- `reward_and_components(s, a, s_next, xp=numpy)` (the program's own total) and
+  `reward_fn(s, a, s_next, xp=numpy, terminated=None)` (what grace trains with: shaping and the
+  terminal value applied; `export_templates`);
 - per target, the idiomatic wrapper: a `gymnasium.Wrapper`, a `brax.envs.Wrapper`, a
   gymnax-style wrapper, or a function matching imitation's `RewardFn`.
 """
@@ -18,10 +22,12 @@ from __future__ import annotations
 
 import ast
 import io
+import math
 import re
 import tokenize
 from pathlib import Path
 
+from grace.export_templates import CALL, EXTRAS_CLASS, WRAPPERS
 from grace.program import ProgramError, RewardProgram, string_literal
 from grace.tasks import Task, get_task
 
@@ -62,11 +68,18 @@ _USAGE = {
 }
 
 
-def export_program(program: RewardProgram, task: Task, target: str) -> str:
-    """The text of a standalone module exporting `program` for `task` to `target`."""
+def export_program(program: RewardProgram, task: Task, target: str, gamma: float | None = None) -> str:
+    """The text of a standalone module exporting `program` for `task` to `target`. `gamma`: the
+    discount its shaping uses (None: the task's PPO discount, as `grace train` uses)."""
     if target not in TARGETS:
         raise ValueError(f"unknown export target {target!r}; valid targets: {', '.join(TARGETS)}")
     program.validate(task.schema)
+    if gamma is None:
+        from grace.fitness.ppo import ppo_settings
+
+        gamma = float(ppo_settings(task)["gamma"])
+    if not (math.isfinite(gamma) and 0.0 < gamma <= 1.0):
+        raise ValueError(f"the discount must be in (0, 1], not {gamma!r}")
     tree = program.tree
     lines = program.source.splitlines()
     doc_node = program.docstring_node
@@ -87,29 +100,30 @@ def export_program(program: RewardProgram, task: Task, target: str) -> str:
     head = "\n\n".join([
         _module_docstring(program, task, target),
         "from __future__ import annotations\n\nimport functools\n\n" + "\n".join(_IMPORTS[target]),
-        params_text,
+        params_text + f"\nGAMMA = {float(gamma)!r}  # the discount this reward was built for (shaping, terminal value)",
     ])
     parts = [
         head,
         _view_class(task),
-        _make_reward(body, uses_extras=_uses_extras(tree)),
-        _CALL,
+        _make_reward(body, uses_extras=_uses_extras(tree), potential=program.has_potential),
+        CALL,
     ]
     if target != "module":
-        parts.append(_WRAPPERS[target].strip("\n"))
+        parts.append(WRAPPERS[target].strip("\n"))
     text = "\n\n\n".join(p.strip("\n") for p in parts) + "\n"
     verify_export(text, program)
     return text
 
 
 _TEMPLATE_NAMES = {"Obs", "_WithExtras", "GraceReward", "make_reward", "reward_and_components", "reward_fn", "terminal_value",
-                   "imitation_reward"}
+                   "imitation_reward", "potential_fn", "shaping"}
 
 
 def verify_export(text: str, program: RewardProgram) -> None:
     """Parse an export again and check that it embeds exactly the validated program: the same
-    PARAMS, `make_reward` holding the program's statements and nothing else, and at module level
-    only the docstring, imports, PARAMS and the template's own classes and functions."""
+    PARAMS, a discount `GAMMA` in (0, 1], `make_reward` holding the program's statements and
+    returning its reward and potential, and at module level only the docstring, imports, PARAMS,
+    GAMMA and the template's own classes and functions."""
     def refuse(why: str) -> ProgramError:
         return ProgramError(f"the export does not embed the program faithfully ({why}); refused", kind="forbidden")
 
@@ -129,18 +143,27 @@ def verify_export(text: str, program: RewardProgram) -> None:
             seen.append(node.name)
         elif isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["PARAMS"]:
             seen.append("PARAMS")
+        elif isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["GAMMA"]:
+            value = node.value.value if isinstance(node.value, ast.Constant) else None
+            if not (isinstance(value, float) and 0.0 < value <= 1.0):
+                raise refuse("GAMMA must be a number in (0, 1]")
+            seen.append("GAMMA")
         else:
             raise refuse(f"unexpected module-level {type(node).__name__} on line {node.lineno}")
-    if len(seen) != len(set(seen)) or "PARAMS" not in seen or "make_reward" not in seen:
+    if len(seen) != len(set(seen)) or not {"PARAMS", "GAMMA", "make_reward"} <= set(seen):
         raise refuse("module-level names are duplicated or missing")
-    if RewardProgram(ast.unparse(next(n for n in body if isinstance(n, ast.Assign)))).params != program.params:
+    params = next(n for n in body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "PARAMS")
+    if RewardProgram(ast.unparse(params)).params != program.params:
         raise refuse("PARAMS differ")
     make = next(n for n in body if isinstance(n, ast.FunctionDef) and n.name == "make_reward")
-    inner = make.body[1:-1]  # docstring ... `return reward`
+    inner = make.body[1:-1]  # docstring ... `return reward, potential`
     if inner and ast.unparse(inner[0]) == "xp = _WithExtras(xp)":
         inner = inner[1:]
     if "\n".join(ast.dump(n) for n in inner) != program.logic_dump:
         raise refuse("the reward code differs from the validated program")
+    returned = ast.unparse(make.body[-1])
+    if returned != f"return (reward, {'potential' if program.has_potential else 'None'})":
+        raise refuse(f"make_reward ends with `{returned[:60]}`, not the reward and potential")
 
 
 def export_file(path: str | Path, task: Task | str, target: str, out: str | Path) -> Path:
@@ -195,17 +218,18 @@ def _view_class(task: Task) -> str:
 {fields}'''
 
 
-def _make_reward(body: str, uses_extras: bool) -> str:
+def _make_reward(body: str, uses_extras: bool, potential: bool) -> str:
     extras = "    xp = _WithExtras(xp)\n\n" if uses_extras else ""
     code = f'''@functools.cache
 def make_reward(xp):
-    """The reward program, with the array namespace `xp` (numpy or jax.numpy) bound."""
+    """The reward program, with the array namespace `xp` (numpy or jax.numpy) bound:
+    `(reward, potential)` (potential None when the program has no shaping potential)."""
 
 {extras}{_indent(body)}
 
-    return reward'''
+    return reward, {"potential" if potential else "None"}'''
     if uses_extras:
-        code = _EXTRAS_CLASS.strip("\n") + "\n\n\n" + code
+        code = EXTRAS_CLASS.strip("\n") + "\n\n\n" + code
     return code
 
 
@@ -228,165 +252,3 @@ def _uses_extras(tree: ast.Module) -> bool:
         isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "xp" and n.attr in _EXTRAS
         for n in ast.walk(tree)
     )
-
-
-_EXTRAS_CLASS = '''
-class _WithExtras:
-    """`xp` plus the helpers grace's array namespace adds: `sigmoid` and `linalg_norm`."""
-
-    def __init__(self, xp):
-        self._xp = xp
-
-    def __getattr__(self, name):
-        return getattr(self._xp, name)
-
-    def sigmoid(self, x):
-        return 0.5 * (self._xp.tanh(0.5 * x) + 1.0)
-
-    def linalg_norm(self, x, *args, **kwargs):
-        return self._xp.linalg.norm(x, *args, **kwargs)
-'''
-
-_CALL = '''
-def reward_and_components(s, a, s_next, xp=numpy):
-    """Reward of transitions (s, a, s_next): `(total, components)`.
-
-    `s`, `s_next`: observations of shape (B, obs_dim), or (obs_dim,) for one transition;
-    `a`: actions of shape (B,) (discrete) or (B, act_dim). `xp`: numpy or jax.numpy.
-    `total` has the batch shape; `components` maps names to arrays (empty if none).
-    """
-    out = make_reward(xp)(Obs(s), a, Obs(s_next), PARAMS)
-    total, components = out if isinstance(out, tuple) else (out, {})
-    total = xp.broadcast_to(xp.asarray(total), xp.shape(s_next)[:-1])
-    return total, dict(components)
-
-
-def reward_fn(s, a, s_next, xp=numpy, terminated=None):
-    """The total reward of transitions (s, a, s_next); see `reward_and_components`.
-
-    `terminated` (bool, batch-shaped): transitions that end their episode by termination, not by
-    a time limit; they also get the terminal value `PARAMS["terminal"]` (the value of the
-    absorbing state the episode enters; 0 when the reward has none), as grace trained with.
-    """
-    total = reward_and_components(s, a, s_next, xp)[0]
-    if terminated is None:
-        return total
-    return total + xp.where(xp.asarray(terminated, dtype=bool), terminal_value(), 0.0)
-
-
-def terminal_value():
-    """`PARAMS["terminal"]`: added to the reward of a transition that terminates its episode."""
-    return float(PARAMS.get("terminal", 0.0))
-'''
-
-_GYMNASIUM = '''
-class GraceReward(gymnasium.Wrapper):
-    """Replaces the env's reward with the exported reward of (obs, action, next_obs), plus the
-    terminal value when the step terminates the episode (not when it is truncated).
-
-    `info["env_reward"]` keeps the env's own reward; `info["grace_components"]` holds the
-    reward's components as floats.
-    """
-
-    def reset(self, **kwargs):
-        obs, info = self.env.reset(**kwargs)
-        self._obs = obs
-        return obs, info
-
-    def step(self, action):
-        obs, env_reward, terminated, truncated, info = self.env.step(action)
-        total, components = reward_and_components(
-            numpy.asarray(self._obs), numpy.asarray(action), numpy.asarray(obs)
-        )
-        if terminated:  # not on truncation: a time limit is not an absorbing state
-            total = total + terminal_value()
-        self._obs = obs
-        info = dict(info)
-        info["env_reward"] = env_reward
-        info["grace_components"] = {k: float(v) for k, v in components.items()}
-        return obs, float(total), terminated, truncated, info
-'''
-
-_BRAX = '''
-class GraceReward(Wrapper):
-    """Replaces `state.reward` with the exported reward of (obs, action, next obs) (jax.numpy),
-    plus the terminal value when the raw env's `done` (termination) is set.
-
-    Wrap the raw env, before any training wrappers (episode, vmap, auto-reset): brax's
-    `ppo.train(environment=GraceReward(env))` does that. Works under jit and vmap, batched or
-    not. The env's own reward goes to `state.metrics["env_reward"]`, each component to
-    `state.metrics["grace_<name>"]`.
-    """
-
-    def reset(self, rng) -> State:
-        state = self.env.reset(rng)
-        action = jnp.zeros(state.obs.shape[:-1] + (self.env.action_size,))
-        _, components = reward_and_components(state.obs, action, state.obs, jnp)
-        zero = jnp.zeros(state.obs.shape[:-1], jnp.float32)
-        metrics = {"env_reward": zero, **{f"grace_{k}": zero for k in components}}
-        return state.replace(metrics={**state.metrics, **metrics})
-
-    def step(self, state: State, action) -> State:
-        next_state = self.env.step(state, action)
-        total, components = reward_and_components(state.obs, action, next_state.obs, jnp)
-        metrics = {"env_reward": jnp.asarray(next_state.reward, jnp.float32)}
-        metrics.update({f"grace_{k}": jnp.asarray(v, jnp.float32) for k, v in components.items()})
-        # the raw env's done is termination (time limits come from the training wrappers around it)
-        reward = jnp.asarray(total + jnp.where(next_state.done > 0.5, terminal_value(), 0.0), jnp.float32)
-        return next_state.replace(reward=reward, metrics={**next_state.metrics, **metrics})
-'''
-
-_GYMNAX = '''
-class GraceReward:
-    """gymnax-style wrapper: `step` returns the exported reward of (obs, action, next obs), plus
-    the terminal value on termination (done before the env's time limit).
-
-    The reward is computed on the true next observation, before the auto-reset (which
-    happens exactly as in `gymnax.environments.environment.Environment.step`).
-    `info["env_reward"]` keeps the env's own reward, `info["grace_components"]` the components.
-    Works under jit and vmap.
-    """
-
-    def __init__(self, env):
-        self._env = env
-
-    def __getattr__(self, name):
-        return getattr(self._env, name)
-
-    def reset(self, key, params=None):
-        return self._env.reset(key, params)
-
-    def step(self, key, state, action, params=None):
-        if params is None:
-            params = self._env.default_params
-        key_step, key_reset = jax.random.split(key)
-        obs = self._env.get_obs(state, params)
-        obs_st, state_st, env_reward, done, info = self._env.step_env(key_step, state, action, params)
-        total, components = reward_and_components(obs, action, obs_st, jnp)
-        terminated = done  # gymnax folds its time limit into done: that is not termination
-        if hasattr(state_st, "time"):
-            terminated = jnp.logical_and(done, state_st.time < params.max_steps_in_episode)
-        total = total + jnp.where(terminated, terminal_value(), 0.0)
-        obs_re, state_re = self._env.reset_env(key_reset, params)
-        state = jax.tree.map(lambda x, y: jax.lax.select(done, x, y), state_re, state_st)
-        obs = jax.lax.select(done, obs_re, obs_st)
-        info = dict(info)
-        info["env_reward"] = env_reward
-        info["grace_components"] = components
-        return obs, state, jnp.asarray(total, dtype=jnp.float32), done, info
-'''
-
-_IMITATION = '''
-def imitation_reward(state, action, next_state, done, /):
-    """imitation's `RewardFn`: rewards of a batch of transitions as a float32 array (B,).
-
-    `state`, `next_state`: (B, obs_dim); `action`: (B,) or (B, act_dim); `done` marks
-    transitions that terminate their episode and get the terminal value (pass terminations
-    only: a time-limit truncation is not an absorbing state).
-    """
-    total = reward_fn(numpy.asarray(state), numpy.asarray(action), numpy.asarray(next_state),
-                      numpy, numpy.asarray(done, dtype=bool))
-    return numpy.asarray(total, dtype=numpy.float32)
-'''
-
-_WRAPPERS = {"gymnasium": _GYMNASIUM, "brax": _BRAX, "gymnax": _GYMNAX, "imitation": _IMITATION}

@@ -96,6 +96,10 @@ class FitSettings:
     where the expert episode earns the higher discounted return; off: discrimination alone."""
     gamma: float = 0.0
     """Discount of the episode returns and the terminal value; 0 = the task's PPO discount."""
+    shaping: bool = True
+    """When the search ends, add to the winner the shaping potential learned from the demos
+    (grace/proposers/offline/potential.py) if one clearly rises along expert episodes; off: the
+    winner is written as found (the ablation)."""
 
 
 @dataclass(frozen=True)

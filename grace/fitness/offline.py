@@ -19,7 +19,13 @@ from grace.config import FitSettings
 from grace.fitness.batched import CompiledReward, call_reward, check_finite
 from grace.fitness.metrics import calibrate, metrics
 from grace.fitness.params import fit_params as _fit
-from grace.fitness.returns import DEFAULT_GAMMA, fit_terminal, return_ranking
+from grace.fitness.returns import (
+    DEFAULT_GAMMA,
+    fit_terminal,
+    potential_metrics,
+    return_ranking,
+    shaping_term,
+)
 from grace.program import TERMINAL_KEY, RewardProgram
 from grace.search.executor import Executor
 from grace.tasks import ObsSchema
@@ -85,6 +91,7 @@ def evaluate(
     fit = fit or FitSettings()
     params = {k: float(v) for k, v in (params or {}).items()}
     given_terminal = params.pop(TERMINAL_KEY, None)  # learned after the other PARAMS (or kept)
+    shaping_only = {k: params.pop(k) for k in getattr(compiled, "potential_params", ()) if k in params}
     n_evals = 0
     fitted = dict(params)
     if fit.params and params:
@@ -104,7 +111,9 @@ def evaluate(
     check_finite(r)
     expert = data["source"] == 0
     m = metrics(r, y, data["episode"], train, expert=expert)
-    fitted, fit_train, fit_held = _whole_episodes(r, data, expert, fitted, m, fit, given_terminal)
+    fitted = fitted | shaping_only
+    phi = potentials(compiled, data, fitted, fit.chunk)
+    fitted, fit_train, fit_held = _whole_episodes(r, data, expert, fitted, m, fit, given_terminal, phi)
     cal = calibrate(r[train], y[train])
     return EvalResult(
         fitness=fit_train, heldout_fitness=fit_held, metrics=m, params=fitted,
@@ -113,22 +122,43 @@ def evaluate(
     )
 
 
+def potentials(compiled: CompiledReward, data: Transitions, params: dict[str, float], chunk: int
+               ) -> tuple[np.ndarray, np.ndarray] | None:
+    """(Phi(s), Phi(s_next)) of every row when the program has a potential, else None."""
+    if not getattr(compiled, "has_potential", False):
+        return None
+    out = []
+    for key in ("s", "s_next"):
+        x = data[key]
+        parts = [compiled.potential(x[lo : lo + chunk], dict(params)) for lo in range(0, len(x), chunk)]  # type: ignore[attr-defined]
+        out.append(np.concatenate(parts) if parts else np.zeros(0))
+    check_finite(out[0])
+    check_finite(out[1])
+    return out[0], out[1]
+
+
 def _whole_episodes(r: np.ndarray, data: Transitions, expert: np.ndarray, params: dict[str, float],
-                    m: dict[str, float], fit: FitSettings, given: float | None
-                    ) -> tuple[dict[str, float], float, float]:
+                    m: dict[str, float], fit: FitSettings, given: float | None,
+                    phi: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[dict[str, float], float, float]:
     """Learn the terminal value on the train split (`fit.terminal`; else keep the `given` one),
-    rank episode returns under it on both splits (into `m`), and combine: (params, train fitness,
-    held-out fitness). See grace.fitness.returns."""
+    rank episode returns under it, the potential's shaping included, on both splits (into `m`,
+    with the potential's own metrics), and combine: (params, train fitness, held-out fitness).
+    See grace.fitness.returns."""
     gamma = fit.gamma or DEFAULT_GAMMA
     train = data["train"].astype(bool)
     cols = (data["episode"], data["step"], data["terminal"], expert)
-    term = fit_terminal(r[train], *(c[train] for c in cols), gamma) if fit.terminal else given
+    shaping = None if phi is None else shaping_term(phi[0], phi[1], data["terminal"], gamma)
+    term = (fit_terminal(r[train], *(c[train] for c in cols), gamma,
+                         None if shaping is None else shaping[train]) if fit.terminal else given)
     if term is not None:
         term = float(f"{term:.4g}")  # what the file will hold (RewardProgram.with_params rounds alike)
         params = params | {TERMINAL_KEY: term}
+    paid = r if shaping is None else r + shaping
     out = []
     for name, rows in (("train", train), ("heldout", ~train)):
-        ranks = return_ranking(r[rows], *(c[rows] for c in cols), term or 0.0, gamma)
+        ranks = return_ranking(paid[rows], *(c[rows] for c in cols), term or 0.0, gamma)
+        if phi is not None:
+            ranks |= potential_metrics(phi[1][rows], data["episode"][rows], data["step"][rows], expert[rows])
         m.update({f"{k}_{name}": v for k, v in ranks.items()})
         disc, rank = m[f"fitness_{name}"], ranks["return_ranking"]
         out.append(disc * rank if fit.returns and not math.isnan(rank) else disc)

@@ -45,14 +45,29 @@ def _compile(source: str, schema: Any) -> Any:
     return compile_reward(source, schema, backend="jax")
 
 
-def _branch(compiled: Any, params: dict[str, float]) -> Callable[..., Any]:
-    def branch(s: Any, a: Any, s_next: Any, r_env: Any) -> Any:
-        return compiled(s, a, s_next, params)[0]
+def _branch(compiled: Any, params: dict[str, float], gamma: float) -> Callable[..., Any]:
+    """The reward PPO is paid for one transition: the program's total with its shaping
+    (`potential`, discounted by PPO's own `gamma`) and terminal value applied, exactly as
+    `grace eval` and the exports apply them (`grace.fitness.returns.applied_reward`)."""
+    import jax.numpy as jnp
+
+    from grace.fitness.returns import applied_reward
+
+    terminal = float(params.get(TERMINAL_KEY, 0.0))
+    shaped = bool(getattr(compiled, "has_potential", False))
+
+    def branch(s: Any, a: Any, s_next: Any, r_env: Any, terminated: Any) -> Any:
+        r = compiled(s, a, s_next, params)[0]
+        if not shaped and not terminal:
+            return r
+        phi_s = compiled.potential(s, params) if shaped else 0.0
+        phi_next = compiled.potential(s_next, params) if shaped else 0.0
+        return applied_reward(r, phi_s, phi_next, terminated, terminal, gamma, jnp)
 
     return branch
 
 
-def _true_branch(s: Any, a: Any, s_next: Any, r_env: Any) -> Any:
+def _true_branch(s: Any, a: Any, s_next: Any, r_env: Any, terminated: Any) -> Any:
     return r_env
 
 
@@ -74,24 +89,25 @@ def _episodes(final: dict[str, np.ndarray], act_dim: int | None) -> list[Episode
     return out
 
 
-def _branches(task: Task, env: Any, env_params: Any, sources: Sequence[str]
-              ) -> tuple[list[str | None], list[Callable[..., Any]], list[int], list[float]]:
-    """Compile and trace every source: (error per source, good branches, their indices, their
-    terminal values)."""
+def _branches(task: Task, env: Any, env_params: Any, sources: Sequence[str], gamma: float | None = None
+              ) -> tuple[list[str | None], list[Callable[..., Any]], list[int]]:
+    """Compile and trace every source: (error per source, good branches, their indices). Each
+    branch pays the applied reward (shaping with discount `gamma`, default: the task's PPO
+    discount, and the terminal value included)."""
     from grace.fitness.ppo_batch import action_spec, check_branch
 
+    if gamma is None:
+        gamma = float(ppo_settings(task)["gamma"])
     act = action_spec(env, env_params)
     errors: list[str | None] = [None] * len(sources)
-    branches, index, terminals = [], [], []
+    branches, index = [], []
     for i, src in enumerate(sources):
-        terminal = 0.0
         if src == TRUE_REWARD:
             branch = _true_branch
         else:
             try:
                 prog = RewardProgram(src).validate(task.schema)
-                branch = _branch(_compile(src, task.schema), prog.params)
-                terminal = prog.params.get(TERMINAL_KEY, 0.0)
+                branch = _branch(_compile(src, task.schema), prog.params, gamma)
             except Exception as exc:  # noqa: BLE001 - reported per candidate
                 errors[i] = f"{type(exc).__name__}: {exc}"
                 continue
@@ -99,8 +115,7 @@ def _branches(task: Task, env: Any, env_params: Any, sources: Sequence[str]
         if errors[i] is None:
             branches.append(branch)
             index.append(i)
-            terminals.append(terminal)
-    return errors, branches, index, terminals
+    return errors, branches, index
 
 
 def ppo_settings(task: Task, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -141,13 +156,13 @@ def train_candidates(task: Task | TaskRef | str, job: PPOJob) -> list[PPOResult]
     task = TaskRef.of(task).resolve() if not isinstance(task, Task) else task
     env, env_params = _jax_env(task)
     discrete = task.action.kind == "discrete"
-    errors, branches, index, terminals = _branches(task, env, env_params, job.sources)
+    settings = ppo_settings(task, job.algo_kwargs)
+    errors, branches, index = _branches(task, env, env_params, job.sources, float(settings["gamma"]))
     results = [PPOResult(error=e or "not trained") for e in errors]
     if not branches:
         return results
     fn, info = build_trainer(env, env_params, branches, discrete, job.steps, task.max_steps,
-                             ppo_settings(task, job.algo_kwargs), n_evals=job.n_evals,
-                             final_episodes=job.eval_episodes, terminals=terminals)
+                             settings, n_evals=job.n_evals, final_episodes=job.eval_episodes)
     seeds = job.seeds
     curve, final, compile_s, run_s = run_batch(fn, len(branches), seeds, job.seed)
     for j, i in enumerate(index):

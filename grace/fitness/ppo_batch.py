@@ -2,9 +2,10 @@
 
 The candidate rewards of a generation become the branches of one `jax.lax.switch`; the branch
 index lives in the env params, so `jax.vmap` over (candidate index x seed) gives one XLA compile
-for the whole batch. Each branch maps `(s, a, s_next, r_env)` of one transition (unbatched: the
-env is vmapped by rejax) to a float32 scalar; `r_env` lets the true reward join the batch as a
-branch too (the baseline of `grace train`).
+for the whole batch. Each branch maps `(s, a, s_next, r_env, terminated)` of one transition
+(unbatched: the env is vmapped by rejax) to the float32 reward PPO is paid: the candidate's
+reward with its shaping and terminal value applied (`grace.fitness.returns.applied_reward`);
+`r_env` lets the true reward join the batch as a branch too (the baseline of `grace train`).
 
 Scoring never uses the candidate reward: the trained policy is rolled out on the task's own env
 (the true, or fixed-horizon, reward) by `rollout`, which records whole episodes.
@@ -24,8 +25,9 @@ from gymnax.environments import environment, spaces
 
 from grace.config import PPOConfig
 
-Branch = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
-"""branch(s, a, s_next, r_env) -> float32 scalar reward for one transition."""
+Branch = Callable[[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
+"""branch(s, a, s_next, r_env, terminated) -> float32 scalar reward for one transition;
+`terminated`: the transition ends its episode by termination (not by the time limit)."""
 
 REWARD_TRANSFORMS = ("none", "symlog")
 """Per-step transform of the candidate reward seen by PPO (`algo_kwargs["reward_transform"]`)."""
@@ -70,11 +72,10 @@ def terminated(done: jax.Array, inner: Any, params: Any) -> jax.Array:
 
 
 class CandidateRewardEnv(environment.Environment):
-    """Wraps a gymnax env; the reward is branch `params.cand` evaluated on (s, a, s_next, r), plus
-    the branch's terminal value (`PARAMS["terminal"]`) on a transition that terminates."""
+    """Wraps a gymnax env; the reward is branch `params.cand` evaluated on (s, a, s_next, r,
+    terminated): the branch applies its own shaping and terminal value."""
 
-    def __init__(self, env: Any, branches: Sequence[Branch], transform: str = "none",
-                 terminals: Sequence[float] | None = None) -> None:
+    def __init__(self, env: Any, branches: Sequence[Branch], transform: str = "none") -> None:
         super().__init__()
         if not branches:
             raise ValueError("no reward branches")
@@ -83,10 +84,6 @@ class CandidateRewardEnv(environment.Environment):
         self.env = env
         self.branches = tuple(branches)
         self.transform = transform
-        terminals = [0.0] * len(self.branches) if terminals is None else [float(t) for t in terminals]
-        if len(terminals) != len(self.branches):
-            raise ValueError(f"{len(terminals)} terminal values for {len(self.branches)} branches")
-        self.terminals = tuple(terminals)
 
     @property
     def default_params(self) -> CandParams:
@@ -95,13 +92,11 @@ class CandidateRewardEnv(environment.Environment):
     def step_env(self, key: jax.Array, state: CandState, action: Any, params: CandParams):  # noqa: D102
         obs, inner, r_env, done, info = self.env.step_env(key, state.inner, action, params.inner)
         r_env = jnp.reshape(r_env, ()).astype(jnp.float32)
+        term = terminated(done, inner, params.inner)
         if len(self.branches) == 1:
-            r = self.branches[0](state.obs, action, obs, r_env)
+            r = self.branches[0](state.obs, action, obs, r_env, term)
         else:
-            r = jax.lax.switch(params.cand, self.branches, state.obs, action, obs, r_env)
-        if any(self.terminals):
-            term = jnp.asarray(self.terminals, jnp.float32)[params.cand]
-            r = r + jnp.where(terminated(done, inner, params.inner), term, 0.0)
+            r = jax.lax.switch(params.cand, self.branches, state.obs, action, obs, r_env, term)
         r = jnp.clip(jnp.nan_to_num(jnp.reshape(r, ()).astype(jnp.float32)), -REWARD_CLIP, REWARD_CLIP)
         if self.transform == "symlog":
             r = jnp.sign(r) * jnp.log1p(jnp.abs(r))
@@ -134,8 +129,9 @@ def check_branch(branch: Branch, obs_dim: int, act: jax.ShapeDtypeStruct) -> str
     """Trace one branch abstractly (`jax.eval_shape`); None if it gives a float scalar, else why."""
     obs = jax.ShapeDtypeStruct((obs_dim,), jnp.float32)
     r_env = jax.ShapeDtypeStruct((), jnp.float32)
+    term = jax.ShapeDtypeStruct((), jnp.bool_)
     try:
-        out = jax.eval_shape(branch, obs, act, obs, r_env)
+        out = jax.eval_shape(branch, obs, act, obs, r_env, term)
     except Exception as exc:  # noqa: BLE001 - any tracing failure is the candidate's
         return f"does not trace under JAX: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
     if not hasattr(out, "shape") or out.shape != ():
@@ -199,7 +195,7 @@ def ppo_config(discrete: bool, steps: int, algo_kwargs: dict[str, Any] | None,
 
 def build_trainer(env: Any, params: Any, branches: Sequence[Branch], discrete: bool, steps: int,
                   max_steps: int, algo_kwargs: dict[str, Any] | None = None, n_evals: int = 1,
-                  curve_episodes: int = 8, final_episodes: int = 8, terminals: Sequence[float] | None = None,
+                  curve_episodes: int = 8, final_episodes: int = 8,
                   ) -> tuple[Callable[[jax.Array, jax.Array], tuple[Any, Any]], dict[str, Any]]:
     """A jitted `fn(cand_idx (N,), keys (S, 2)) -> (curve (N, S, E), final rollout (N, S, ...))`.
 
@@ -209,7 +205,7 @@ def build_trainer(env: Any, params: Any, branches: Sequence[Branch], discrete: b
     from rejax import PPO
 
     cfg = ppo_config(discrete, steps, algo_kwargs, n_evals)
-    wrapped = CandidateRewardEnv(env, branches, cfg.pop("reward_transform", "none"), terminals)
+    wrapped = CandidateRewardEnv(env, branches, cfg.pop("reward_transform", "none"))
     algo = PPO.create(env=wrapped, env_params=CandParams(params, jnp.int32(0)), **cfg)
 
     def curve_cb(a: Any, ts: Any, rng: jax.Array) -> jax.Array:

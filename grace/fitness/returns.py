@@ -16,6 +16,14 @@ The terminal value (`PARAMS["terminal"]`)
     highest ("as good as the best", when the experts terminate: reaching a goal), whichever
     ranks expert episodes above negative episodes more often (ties: by who terminates more).
 
+Potential-based shaping (`potential(s, p)`; Ng, Harada & Russell 1999)
+    A program may define a potential Phi; the reward applied everywhere (PPO, `grace eval`, the
+    exports) is `r + gamma * Phi(s') * (1 - terminated) - Phi(s)` plus the terminal value on
+    termination (`applied_reward`): the absorbing state has Phi = 0, so optimal policies are
+    those of `r` alone. Along an episode the shaping telescopes to `-Phi(s_0)` (plus
+    `gamma^T Phi(s_T)` when truncated). `potential_metrics` says whether Phi rises along expert
+    episodes (rank correlation with time) and stays above negative episodes at equal time.
+
 The episode-return margin (Abbeel & Ng 2004; Ratliff et al. 2006)
     Under the reward with its terminal value, each expert episode should out-earn each negative
     episode in discounted return. `return_ranking` is the fraction of (expert, negative) episode
@@ -25,8 +33,10 @@ The episode-return margin (Abbeel & Ng 2004; Ratliff et al. 2006)
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
+from scipy.stats import rankdata
 
 from grace.fitness.metrics import auc_pos_neg
 
@@ -37,6 +47,20 @@ def terminal_value(r_abs: float, gamma: float) -> float:
     """The discounted value, seen from the terminating transition, of an absorbing state that pays
     `r_abs` per step forever."""
     return float(gamma * r_abs / (1.0 - gamma))
+
+
+def shaping_term(phi_s: Any, phi_next: Any, terminated: Any, gamma: float, xp: Any = np) -> Any:
+    """F = gamma * Phi(s') * (1 - terminated) - Phi(s): the absorbing state has Phi = 0. `xp`:
+    numpy (the sandbox, `grace eval`) or jax.numpy (PPO): the one formula for both."""
+    return gamma * xp.where(xp.asarray(terminated, dtype=bool), 0.0, phi_next) - phi_s
+
+
+def applied_reward(r: Any, phi_s: Any, phi_next: Any, terminated: Any, terminal_reward: float, gamma: float,
+                   xp: Any = np) -> Any:
+    """The reward PPO trains on and every export pays: `r` + shaping + the terminal value on the
+    transition that terminates its episode (never on truncation)."""
+    term = xp.asarray(terminated, dtype=bool)
+    return r + shaping_term(phi_s, phi_next, term, gamma, xp) + xp.where(term, terminal_reward, 0.0)
 
 
 def episode_returns(r: np.ndarray, episode: np.ndarray, step: np.ndarray, terminal: np.ndarray,
@@ -69,15 +93,17 @@ def return_ranking(r: np.ndarray, episode: np.ndarray, step: np.ndarray, termina
 
 
 def fit_terminal(r: np.ndarray, episode: np.ndarray, step: np.ndarray, terminal: np.ndarray,
-                 expert: np.ndarray, gamma: float) -> float | None:
+                 expert: np.ndarray, gamma: float, shaping: np.ndarray | None = None) -> float | None:
     """The terminal value learned from the data (see the module docstring); None when no
-    transition terminates (then it cannot matter on this data and the program keeps none)."""
+    transition terminates (then it cannot matter on this data and the program keeps none).
+    `shaping`: the potential's F per row, added to `r` when episodes are ranked."""
     terminal = np.asarray(terminal, bool)
     r = np.asarray(r, np.float64)
     if not terminal.any() or r.size == 0:
         return None
     low, high = terminal_value(float(r.min()), gamma), terminal_value(float(r.max()), gamma)
-    rank = {v: return_ranking(r, episode, step, terminal, expert, v, gamma)["return_ranking"] for v in (low, high)}
+    paid = r if shaping is None else r + shaping
+    rank = {v: return_ranking(paid, episode, step, terminal, expert, v, gamma)["return_ranking"] for v in (low, high)}
     rank = {v: (0.5 if math.isnan(x) else x) for v, x in rank.items()}
     if rank[low] != rank[high]:
         return low if rank[low] > rank[high] else high
@@ -85,3 +111,53 @@ def fit_terminal(r: np.ndarray, episode: np.ndarray, step: np.ndarray, terminal:
     ends_expert = terminal[expert].sum() / max(1, len(np.unique(np.asarray(episode)[expert])))
     ends_negative = terminal[~expert].sum() / max(1, len(np.unique(np.asarray(episode)[~expert])))
     return high if ends_expert > ends_negative else low
+
+
+def potential_metrics(phi: np.ndarray, episode: np.ndarray, step: np.ndarray, expert: np.ndarray) -> dict[str, float]:
+    """Does a potential teach? `potential_progress`: mean rank correlation (Spearman) of Phi with
+    the time step within expert episodes (1: it rises all along every one); `potential_above`:
+    the share of (expert, negative) state pairs at the same time step where the expert's Phi is
+    higher (ties half; 0.5 = no better than the negatives). nan where the data has no such pairs."""
+    phi, episode, step = np.asarray(phi, np.float64), np.asarray(episode), np.asarray(step)
+    expert = np.asarray(expert, bool)
+    return {"potential_progress": mean_progress(phi[expert], episode[expert], step[expert]),
+            "potential_above": above_at_equal_time(phi[expert], step[expert], phi[~expert], step[~expert])}
+
+
+def mean_progress(values: np.ndarray, episode: np.ndarray, step: np.ndarray) -> float:
+    """Mean over episodes (of >= 3 rows) of the Spearman correlation of `values` with `step`
+    (an episode where `values` is constant counts 0); nan without such episodes."""
+    out = []
+    for rows in _groups(episode):
+        if len(rows) < 3:
+            continue
+        rv, rt = rankdata(values[rows]), rankdata(step[rows])
+        sv, st = float(np.std(rv)), float(np.std(rt))
+        out.append(0.0 if sv == 0 or st == 0 else float(np.mean((rv - rv.mean()) * (rt - rt.mean())) / (sv * st)))
+    return float(np.mean(out)) if out else math.nan
+
+
+def above_at_equal_time(v_exp: np.ndarray, t_exp: np.ndarray, v_neg: np.ndarray, t_neg: np.ndarray) -> float:
+    """Share of (expert, negative) pairs at the same time step where the expert's value is higher
+    (ties half); nan when no time step has both."""
+    wins = pairs = 0.0
+    neg = {int(t_neg[rows[0]]): rows for rows in _groups(t_neg)}
+    for rows in _groups(t_exp):
+        other = neg.get(int(t_exp[rows[0]]))
+        if other is None:
+            continue
+        ve, vn = v_exp[rows], v_neg[other]
+        n = len(ve) * len(vn)
+        wins += auc_pos_neg(ve, vn) * n
+        pairs += n
+    return wins / pairs if pairs else math.nan
+
+
+def _groups(keys: np.ndarray) -> list[np.ndarray]:
+    """Row indices of each distinct key (in key order)."""
+    keys = np.asarray(keys)
+    if keys.size == 0:
+        return []
+    order = np.argsort(keys, kind="stable")
+    cuts = np.flatnonzero(np.diff(keys[order])) + 1
+    return np.split(order, cuts)

@@ -1,7 +1,7 @@
 """Reward programs (see grace.program.core): THE contract validator, identity, PARAMS,
 provenance, safe rewriting; host-side parsing limits; extraction from LLM replies."""
 
-from grace.program.contract import TERMINAL_KEY
+from grace.program.contract import POTENTIAL, TERMINAL_KEY
 from grace.program.core import RewardProgram, read_reward_file
 from grace.program.parse import (
     MAX_AST_DEPTH,
@@ -22,7 +22,7 @@ from grace.program.text import (
 )
 
 __all__ = [
-    "MAX_AST_DEPTH", "MAX_AST_NODES", "MAX_STATEMENT_TOKENS", "PARAM_ABS_MAX", "PROVENANCE_MARKER",
+    "MAX_AST_DEPTH", "MAX_AST_NODES", "POTENTIAL", "MAX_STATEMENT_TOKENS", "PARAM_ABS_MAX", "PROVENANCE_MARKER",
     "SOURCE_LIMIT_BYTES", "TERMINAL_KEY", "ProgramError", "RewardProgram", "extract_program", "format_params", "parse_provenance",
     "parse_source", "printable", "read_reward_file", "strip_reasoning", "string_literal",
 ]

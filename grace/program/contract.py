@@ -17,6 +17,12 @@ termination (never by a time limit). It is the discounted value of the absorbing
 enters (as in Discriminator-Actor-Critic), fitted by the offline fitness, and PPO, `grace train`,
 `grace eval` and every export add it identically. Not part of a program's identity."""
 
+POTENTIAL = "potential"
+"""The optional shaping potential `def potential(s, p)`: Phi of a state, a batch of floats. The
+reward applied everywhere is `r + gamma * Phi(s_next) * (1 - terminated) - Phi(s)` (potential-
+based shaping, Ng, Harada & Russell 1999: optimal policies are unchanged; the absorbing state has
+Phi = 0), plus the terminal value on termination; gamma is the discount PPO trains with."""
+
 
 def assigns_params(node: ast.AST) -> bool:
     targets: list[ast.AST] = []
@@ -143,11 +149,33 @@ def check_signature(fn: ast.FunctionDef, name: str) -> None:
         raise ProgramError(f"`{name}` must take exactly 4 arguments (s, a, s_next, p); it takes ({got})", fn.lineno)
 
 
+def check_potential_signature(fn: ast.FunctionDef) -> None:
+    """`potential(s, p)`: a state (named view) and PARAMS, nothing else."""
+    args = fn.args
+    n = len(args.posonlyargs) + len(args.args)
+    if n != 2 or args.vararg or args.kwonlyargs or args.kwarg or args.defaults:
+        got = ", ".join(a.arg for a in args.posonlyargs + args.args)
+        raise ProgramError(f"`{POTENTIAL}` must take exactly 2 arguments (s, p): a state and PARAMS, and return "
+                           f"one float per state; it takes ({got})", fn.lineno)
+
+
 def _obs_args(fn: ast.FunctionDef) -> set[str]:
     names = [a.arg for a in fn.args.posonlyargs + fn.args.args]
+    if fn.name == POTENTIAL:
+        return {names[0]} if len(names) == 2 else set()
     return {names[0], names[2]} if len(names) == 4 else set()
 
 
 def param_arg(fn: ast.FunctionDef) -> str | None:
     names = [a.arg for a in fn.args.posonlyargs + fn.args.args]
+    if fn.name == POTENTIAL:
+        return names[1] if len(names) == 2 else None
     return names[3] if len(names) == 4 else None
+
+
+def params_used(fn: ast.FunctionDef) -> set[str]:
+    """The literal keys `p["..."]` a function reads from its PARAMS argument."""
+    name = param_arg(fn)
+    return {node.slice.value for node in ast.walk(fn)
+            if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == name
+            and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str)}

@@ -3,7 +3,8 @@
 The contract (docs/architecture.md): a module holding an optional docstring, an optional
 `PARAMS = {...}` dict literal of str -> finite float, constant assignments, and function
 definitions, among them `def reward(s, a, s_next, p)` returning the total or
-`(total, components)` and optionally `def debug(s, a, s_next, p) -> str`. `xp` is injected by
+`(total, components)`, optionally `def debug(s, a, s_next, p) -> str` and the shaping potential
+`def potential(s, p)` (one float per state; see `grace.program.contract.POTENTIAL`). `xp` is injected by
 the sandbox. Nothing else may run at module level.
 
 This module never executes program code; it only reads the AST. Host-side limits come first
@@ -23,14 +24,17 @@ from functools import cached_property
 from pathlib import Path
 
 from grace.program.contract import (
+    POTENTIAL,
     TERMINAL_KEY,
     assigns_params,
     check_fields,
     check_module_statements,
     check_own_lines,
     check_param,
+    check_potential_signature,
     check_signature,
     param_arg,
+    params_used,
     read_params,
 )
 from grace.program.parse import SOURCE_LIMIT_BYTES, ProgramError, cached_tree, parse_source
@@ -89,6 +93,20 @@ class RewardProgram:
     def has_debug(self) -> bool:
         return "debug" in self.functions
 
+    @property
+    def has_potential(self) -> bool:
+        """The program defines the optional shaping potential `potential(s, p)`."""
+        return POTENTIAL in self.functions
+
+    @cached_property
+    def potential_params(self) -> frozenset[str]:
+        """PARAMS keys only the potential reads (the discrimination fitness cannot see them, so
+        PARAMS fitting leaves them alone)."""
+        if not self.has_potential:
+            return frozenset()
+        other = set().union(*(params_used(f) for n, f in self.functions.items() if n != POTENTIAL))
+        return frozenset(params_used(self.functions[POTENTIAL]) - other)
+
     # -- identity and size -----------------------------------------------------------------
     @cached_property
     def _logic_tree(self) -> ast.Module:
@@ -142,6 +160,8 @@ class RewardProgram:
         check_signature(fn, "reward")
         if "debug" in self.functions:
             check_signature(self.functions["debug"], "debug")
+        if POTENTIAL in self.functions:
+            check_potential_signature(self.functions[POTENTIAL])
         if schema is not None:
             check_fields(self.functions.values(), schema)
         for func in self.functions.values():

@@ -52,6 +52,8 @@ from grace.tasks.spec import ObsSchema
 class _Compiled:
     code: Any
     has_debug: bool
+    has_potential: bool
+    potential_params: frozenset[str]
 
 
 _CODE_CACHE: dict[tuple[str, frozenset[str]], _Compiled] = {}
@@ -71,7 +73,7 @@ def _compile(source: str, policy: Policy, schema: ObsSchema) -> _Compiled:
         program.validate(schema)
     except ProgramError as e:
         raise SandboxError(e.kind, e.reason, e.line) from None
-    has_debug = program.has_debug
+    has_debug, has_potential, potential_params = program.has_debug, program.has_potential, program.potential_params
     result = compile_restricted_exec(tree, FILENAME)  # RestrictedPython rewrites the tree in place
     if result.errors or result.code is None:
         msg = result.errors[0] if result.errors else "compilation failed"
@@ -80,7 +82,7 @@ def _compile(source: str, policy: Policy, schema: ObsSchema) -> _Compiled:
         raise SandboxError("forbidden", m.group(2) if m else msg, line)
     if len(_CODE_CACHE) > 256:
         _CODE_CACHE.clear()
-    compiled = _Compiled(result.code, has_debug)
+    compiled = _Compiled(result.code, has_debug, has_potential, potential_params)
     _CODE_CACHE[key] = compiled
     return compiled
 
@@ -171,6 +173,9 @@ class CompiledReward:
         fields = frozenset(schema.names)
         compiled = _compile(source, self.policy, schema)
         self.has_debug = compiled.has_debug
+        self.has_potential = compiled.has_potential
+        self.potential_params = compiled.potential_params
+        """PARAMS keys only `potential` reads (PARAMS fitting leaves them alone)."""
         self._getattr = make_getattr(self.policy, fields)
         glb: dict[str, Any] = {
             "__builtins__": safe_builtins(self.policy),
@@ -193,6 +198,7 @@ class CompiledReward:
             raise error_from_exception(e) from None
         self._reward = glb.get("reward")
         self._debug = glb.get("debug") if self.has_debug else None
+        self._potential = glb.get("potential") if self.has_potential else None
         if not callable(self._reward):
             raise SandboxError("syntax", "`reward` is not a function")
         params = glb.get("PARAMS", {})
@@ -239,6 +245,36 @@ class CompiledReward:
             total, comps = self.raw_call(s_raw, a, s_next_raw, params)
             batch = int(np.shape(s_next_raw)[0])
             return check_result(total, comps, batch)
+
+    def potential(self, s_raw: Any, params: Mapping[str, float] | None = None) -> Any:
+        """The shaping potential Phi of a batch of states (`potential(s, p)`), 0 without one.
+
+        numpy: checked float64 (B,) (raises SandboxError: bad_return names "the potential");
+        jax: float32 broadcast to the batch shape (traceable under jit/vmap)."""
+        if self.backend == "jax":
+            import jax.numpy as jnp
+
+            shape = jnp.shape(s_raw)[:-1]
+            if self._potential is None:
+                return jnp.zeros(shape, jnp.float32)
+            return jnp.broadcast_to(jnp.asarray(self._call_potential(s_raw, params), jnp.float32), shape)
+        batch = int(np.shape(s_raw)[0])
+        if self._potential is None:
+            return np.zeros(batch)
+        with np.errstate(all="ignore"):
+            return _as_batch("the potential", self._call_potential(s_raw, params), batch)
+
+    def _call_potential(self, s_raw: Any, params: Mapping[str, float] | None) -> Any:
+        s, _, _, p = self._args(s_raw, None, s_raw, params)
+        try:
+            out = self._potential(s, p)  # type: ignore[misc]
+        except SandboxError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise error_from_exception(e) from None
+        if type(out) is tuple or out is None:
+            raise SandboxError("bad_return", "potential must return one float per state (not a tuple or None)")
+        return out
 
     def debug(self, s_raw: Any, a: Any, s_next_raw: Any,
               params: Mapping[str, float] | None = None) -> str | None:

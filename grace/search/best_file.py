@@ -10,6 +10,7 @@ from grace.config import EvolveConfig
 from grace.program import TERMINAL_KEY, RewardProgram
 from grace.search import negatives as rundata
 from grace.search.archive import Archive, ProgramRow
+from grace.search.shaping import Shaped, provenance
 from grace.tasks import Task
 
 
@@ -25,11 +26,13 @@ def selection_line(archive: Archive, b: ProgramRow) -> dict[str, str]:
 
 
 def write_best_file(run_dir: Path, archive: Archive, task: Task, cfg: EvolveConfig, b: ProgramRow,
-                    fitness_line: str) -> Path:
-    """Write `run_dir/best_reward.py` (the fitted program, its provenance in the docstring)."""
+                    fitness_line: str, shaped: Shaped | None = None) -> Path:
+    """Write `run_dir/best_reward.py` (the fitted program, its provenance in the docstring);
+    `shaped`: `b` with the potential learned from the demos (`fit.shaping`), written instead."""
     nan = float("nan")
-    m = b.metrics
-    program = RewardProgram(b.best_source)
+    shaped = shaped if shaped is not None and shaped.row_id == b.id else None
+    m = shaped.metrics if shaped else b.metrics
+    program = RewardProgram(shaped.source if shaped else b.best_source)
     lineage = " <- ".join(r.program_id or "?" for r in archive.lineage(b.id, depth=8))
     prov = {
         "task": task.extra.get("toml", task.name),
@@ -42,6 +45,7 @@ def write_best_file(run_dir: Path, archive: Archive, task: Task, cfg: EvolveConf
                             f"(discount {m.get('gamma', nan):.3g}; terminal value "
                             f"{program.params.get(TERMINAL_KEY, 0.0):.4g})"),
         **selection_line(archive, b),
+        **provenance(shaped, archive.get_meta("shaping_final")),
         "run": f"{run_dir} round {b.round} generation {b.generation} slot {b.slot}",
         "program": f"{b.program_id} ({b.operator} by {b.proposer})",
         "lineage": lineage,

@@ -21,6 +21,7 @@ from grace.fitness.base import Fitness
 from grace.program import ProgramError, RewardProgram
 from grace.proposers.base import BudgetExhausted, Feedback, Proposal, Proposer, TaskContext
 from grace.search import negatives as rundata
+from grace.search import shaping
 from grace.search.archive import Archive, ProgramRow
 from grace.search.best_file import write_best_file
 from grace.search.executor import Executor
@@ -94,6 +95,8 @@ class Evolution:
         self.ctx: TaskContext | None = None
         self.best: ProgramRow | None = None
         self.data: Transitions | None = None
+        self.shaped: shaping.Shaped | None = None
+        """The winner with its learned potential (`final_shaping`)."""
         # a cheap deterministic proposer is re-asked (new seed) when it repeats scored logic;
         # an LLM's duplicate costs a call, so it is kept as is (the proposer says which; the
         # config says how often: search.dedupe_retries)
@@ -154,7 +157,8 @@ class Evolution:
             made = await self.proposer.init(self.ctx, 1, seed)
             return made[0] if made else Proposal(None, "init", error="proposer returned nothing")
         if plan.operator == "shaping":
-            trajs = await self._shaping_trajectories(plan.parents[0])
+            trajs = await shaping.trajectories(self.executor, self.task, self.cfg, self.demos, self.data,
+                                               plan.parents[0].best_source)
             return await self.proposer.shaping(self.ctx, fb[0], trajs, seed)
         if plan.operator == "crossover":
             return await self.proposer.crossover(self.ctx, fb[0], fb[1], seed)
@@ -162,18 +166,15 @@ class Evolution:
             return await self.proposer.simplify(self.ctx, fb[0], seed)
         return await self.proposer.mutate(self.ctx, fb[0], seed)
 
-    async def _shaping_trajectories(self, parent: ProgramRow) -> list[dict[str, Any]]:
-        """Whole expert episodes with the parent's per-state reward (for GRACE's shaping prompt)."""
-        episodes, states = self.cfg.search.shaping_episodes, self.cfg.search.shaping_states
-        out = []
-        for ep in list(self.demos.episodes())[:episodes]:
-            idx = np.unique(np.linspace(0, ep.length - 1, min(states, ep.length)).astype(int))
-            batch = {"s": ep.obs[:-1][idx], "a": ep.actions[idx], "s_next": ep.obs[1:][idx]}
-            res = await self.executor.rewards(parent.best_source, batch)
-            rewards = [round(float(r), 4) for r in res] if res is not None else []
-            out.append({"states": [rundata.state_dict(row, self.task) for row in batch["s_next"]],
-                        "rewards": rewards, "steps": idx.tolist()})
-        return out
+    async def final_shaping(self) -> None:
+        """`fit.shaping`: the winner gets the potential learned from the demos (grace/search/shaping.py);
+        best_reward.py carries it."""
+        self.shaped = None
+        if self.cfg.fit.shaping and self.best is not None and self.data is not None:
+            trajs = await shaping.trajectories(self.executor, self.task, self.cfg, self.demos, self.data,
+                                               self.best.best_source)
+            self.shaped = await shaping.final(self.archive, self.executor, self.task, self.cfg, self.best, trajs)
+            self.write_best()
 
     def _already_scored(self, prop: Proposal, rnd: int, gen: int) -> bool:
         if prop.source is None:
@@ -364,7 +365,10 @@ class Evolution:
         """best_reward.py: the best program with its provenance (grace/search/best_file.py)."""
         if self.best is None:
             return None
-        return write_best_file(self.run_dir, self.archive, self.task, self.cfg, self.best, self._fitness_line(self.best))
+        shaped = self.shaped if self.shaped and self.shaped.row_id == self.best.id else None
+        line = (self.fitness.describe(shaped.fitness, shaped.heldout, shaped.metrics, self.best.negatives_version)
+                + " (with the potential)") if shaped else self._fitness_line(self.best)
+        return write_best_file(self.run_dir, self.archive, self.task, self.cfg, self.best, line, shaped)
 
     def _fitness_line(self, b: ProgramRow) -> str:
         return self.fitness.describe(b.fitness, b.heldout, b.metrics, b.negatives_version)
@@ -400,11 +404,13 @@ class Evolution:
                 for gen in range(start_gen if rnd == start_round else 0, cfg.generations + 1):
                     if (reason := self._should_stop()):
                         self.stats.stopped_because = reason
+                        await self.final_shaping()
                         return self._result()
                     pop = await self.run_generation(rnd, gen, pop)
                 await self.ppo_select(rnd)
             if done is not None and start_round >= cfg.rounds:  # resumed a finished run: its choice stands
                 await self.ppo_select(cfg.rounds - 1)
+            await self.final_shaping()
         except BudgetExhausted as exc:
             self.stats.stopped_because = str(exc)
         return self._result()

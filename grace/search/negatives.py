@@ -91,6 +91,29 @@ def task_context(task: Task, data: Transitions, n_examples: int = 6, seed: int =
     )
 
 
+def shaping_trajectories(task: Task, data: Transitions, episodes: int = 12, states: int = 100
+                         ) -> list[dict[str, Any]]:
+    """Whole train-split episodes for the potential search of a shaping step: up to `episodes`
+    expert episodes and as many random-policy ones (other negatives when there are none), each
+    with up to `states` of its states (evenly spaced) and their time steps: [{"label":
+    "expert" | "negative", "states": [{field: value}], "steps": [...], "terminated": bool}]."""
+    train, names = data["train"].astype(bool), list(data["source_names"])
+    random = [i for i, n in enumerate(names) if n == "random"]
+    kinds = (("expert", data["source"] == 0),
+             ("negative", np.isin(data["source"], random) if random else data["source"] != 0))
+    out: list[dict[str, Any]] = []
+    for label, rows in kinds:
+        rows = np.flatnonzero(rows & train)
+        for ep in np.unique(data["episode"][rows])[:episodes]:
+            idx = rows[data["episode"][rows] == ep]
+            idx = idx[np.argsort(data["step"][idx], kind="stable")]
+            idx = idx[np.unique(np.linspace(0, len(idx) - 1, min(states, len(idx))).astype(int))]
+            out.append({"label": label, "states": [state_dict(r, task) for r in data["s_next"][idx]],
+                        "steps": [int(t) + 1 for t in data["step"][idx]],
+                        "terminated": bool(data["terminal"][rows][data["episode"][rows] == ep].any())})
+    return out
+
+
 def return_range(demos: Trajectories, negatives: list[tuple[str, Trajectories]]) -> tuple[float, float]:
     """(R_random, R_expert): mean true episode return of random rollouts and of the demos
     (only `--fitness ppo-true`, reward-design mode, reads this)."""

@@ -65,9 +65,9 @@ def test_check_branch_shapes() -> None:
     import jax.numpy as jnp
 
     act = jax.ShapeDtypeStruct((), jnp.int32)
-    assert ppo_batch.check_branch(lambda s, a, s2, r: s2[0], 4, act) is None
-    assert "scalar" in ppo_batch.check_branch(lambda s, a, s2, r: s2, 4, act)
-    assert "float" in ppo_batch.check_branch(lambda s, a, s2, r: a, 4, act)
+    assert ppo_batch.check_branch(lambda s, a, s2, r, d: s2[0], 4, act) is None
+    assert "scalar" in ppo_batch.check_branch(lambda s, a, s2, r, d: s2, 4, act)
+    assert "float" in ppo_batch.check_branch(lambda s, a, s2, r, d: a, 4, act)
 
 
 def test_config_defaults_and_overrides() -> None:

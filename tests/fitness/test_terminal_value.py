@@ -140,9 +140,9 @@ def test_ppo_env_and_gymnax_export_agree_on_every_step(program, tmp_path) -> Non
     task = get_task("cartpole")
     base, params = make("CartPole-v1")
     params = params.replace(max_steps_in_episode=12)  # time limits happen too
-    errors, branches, _, terminals = _branches(task, base, params, [program.source])
-    assert errors == [None] and terminals == [TERMINAL]
-    ppo_env = CandidateRewardEnv(base, branches, terminals=terminals)
+    errors, branches, _ = _branches(task, base, params, [program.source])
+    assert errors == [None]
+    ppo_env = CandidateRewardEnv(base, branches)
     path = tmp_path / "cp_gymnax.py"
     path.write_text(export_program(program, task, "gymnax"))
     exported = load_module(path).GraceReward(base)

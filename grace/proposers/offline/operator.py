@@ -13,6 +13,8 @@ statistics), scores candidate terms by how well they rank expert states above no
   outside the grammar get generic AST edits (grace.proposers.offline.astmut).
 - crossover: a random subset of each parent's terms, deduplicated by (shape, feature).
 - simplify: drop the term with the smallest contribution, merge duplicates, drop unused PARAMS.
+- shaping: add (or replace) a `potential(s, p)` that rises along expert episodes and stays above
+  random ones at equal time (grace.proposers.offline.potential); a mutation when none does.
 
 Deterministic: the same inputs and seed give the same proposal (random.Random(seed) only).
 Constants are only initialised sensibly; the loop fits PARAMS for every candidate.
@@ -25,10 +27,11 @@ import random
 from collections import OrderedDict
 from typing import Any
 
-from grace.program import RewardProgram
+from grace.program import ProgramError, RewardProgram
 from grace.proposers.base import Feedback, Proposal, TaskContext
 from grace.proposers.offline.astmut import add_term_line, generic_mutate, generic_simplify
 from grace.proposers.offline.features import Analysis, analyse, context_key, guided_terms
+from grace.proposers.offline.potential import reward_spread, search_potential, with_potential
 from grace.proposers.offline.terms import Feature, Term, parse_program, render, rnd, term_names
 
 _MUTATIONS = {"add_term": 3.0, "remove_term": 1.5, "replace_field": 1.5, "swap_shape": 2.0,
@@ -329,9 +332,20 @@ class OfflineProposer:
 
     async def shaping(self, ctx: TaskContext, parent: Feedback, trajectories: list[dict[str, Any]],
                       seed: int) -> Proposal:
-        """No potential search yet: a shaping slot gets an ordinary mutation (recorded as such)."""
+        """GRACE step 7 without an LLM: `parent` with the potential learned from `trajectories`
+        (the search episodes, labelled expert / negative; `prompt: False` marks them when prompt
+        episodes come along). An ordinary mutation when no potential clearly beats none."""
+        search = [t for t in trajectories if not t.get("prompt", True)] or trajectories
+        pot = search_potential(search, ctx.schema, reward_spread(trajectories))
+        why = "no potential rises along the expert episodes"
+        if pot is not None:
+            try:
+                prog = with_potential(parent.program, pot).validate(ctx.schema)
+                return Proposal(prog.source, "shaping", (self._pid(parent),), meta={"mutation": "potential", **pot.meta})
+            except ProgramError as exc:
+                why = f"the potential could not be added: {exc}"
         prop = await self.mutate(ctx, parent, seed)
-        prop.meta.setdefault("note", "shaping slot: the offline operator mutated instead")
+        prop.meta.setdefault("note", f"shaping slot: {why}; mutated instead")
         return prop
 
     async def label_goals(self, ctx: TaskContext, candidates: list[dict[str, Any]],

@@ -1,0 +1,98 @@
+"""Shaping in the loop: the episodes a shaping step sees, and the final stage (`fit.shaping`) that
+gives the winner the potential learned from the demos (grace/proposers/offline/potential.py),
+whoever proposed the winner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from grace.config import EvolveConfig
+from grace.data.trajectories import Trajectories
+from grace.program import ProgramError, RewardProgram
+from grace.search import negatives as rundata
+from grace.search.archive import Archive, ProgramRow
+from grace.search.executor import Executor
+from grace.tasks import Task
+from grace.types import Transitions
+
+
+@dataclass(frozen=True)
+class Shaped:
+    """The winner (archive row `row_id`) with the learned potential, scored with it."""
+
+    row_id: int
+    source: str
+    fitness: float
+    heldout: float | None
+    metrics: dict[str, Any]
+
+
+async def trajectories(executor: Executor, task: Task, cfg: EvolveConfig, demos: Trajectories,
+                       data: Transitions | None, source: str) -> list[dict[str, Any]]:
+    """Whole expert episodes with the parent's per-state reward (GRACE's shaping prompt), then
+    the train-split expert and random episodes a potential search scores on (`"prompt": False`;
+    `grace.search.negatives.shaping_trajectories`)."""
+    episodes, states = cfg.search.shaping_episodes, cfg.search.shaping_states
+    out = []
+    for ep in list(demos.episodes())[:episodes]:
+        idx = np.unique(np.linspace(0, ep.length - 1, min(states, ep.length)).astype(int))
+        batch = {"s": ep.obs[:-1][idx], "a": ep.actions[idx], "s_next": ep.obs[1:][idx]}
+        res = await executor.rewards(source, batch)
+        rewards = [round(float(r), 4) for r in res] if res is not None else []
+        out.append({"label": "expert", "states": [rundata.state_dict(row, task) for row in batch["s_next"]],
+                    "rewards": rewards, "steps": idx.tolist(), "terminated": bool(ep.terminated)})
+    return out + ([] if data is None else [t | {"prompt": False} for t in rundata.shaping_trajectories(task, data)])
+
+
+async def final(archive: Archive, executor: Executor, task: Task, cfg: EvolveConfig, best: ProgramRow,
+                trajs: list[dict[str, Any]]) -> Shaped | None:
+    """The winner with the learned potential, scored once in the sandbox with its PARAMS kept
+    (the terminal value is learned again under the shaping); None when no potential clearly
+    rises along the expert episodes or the shaped program fails. Recorded as archive meta
+    `shaping_final`."""
+    from grace.fitness.base import fit_settings
+    from grace.fitness.offline import DATA_KEY, WORKER_FN
+    from grace.proposers.offline.potential import (
+        HORIZON_CAP,
+        reward_spread,
+        search_potential,
+        with_potential,
+    )
+
+    fit = replace(fit_settings(cfg, task), params=False)
+    pot = search_potential([t for t in trajs if not t.get("prompt", True)], task.schema, reward_spread(trajs),
+                           horizon=min(HORIZON_CAP, 1.0 / max(1e-6, 1.0 - fit.gamma)))
+    record: dict[str, Any] = {"program": best.id, "potential": None}
+    shaped: Shaped | None = None
+    if pot is not None:
+        record |= pot.meta
+        try:
+            program = with_potential(RewardProgram(best.best_source), pot).validate(task.schema)
+        except ProgramError as exc:
+            program, record["error"] = None, str(exc)
+        if program is not None:
+            out = await executor.call(WORKER_FN, program.source, data_key=DATA_KEY, params=program.params, fit=fit,
+                                      seed=cfg.seed)
+            if out.ok:
+                res = out.value
+                shaped = Shaped(best.id, program.with_params(res.params).source, float(res.fitness),
+                                res.heldout_fitness, dict(res.metrics))
+            else:
+                record["error"] = str(out.error)
+    archive.set_meta("shaping_final", record)
+    return shaped
+
+
+def provenance(shaped: Shaped | None, record: dict[str, Any] | None) -> dict[str, str]:
+    """The provenance line of a winner that carries a learned potential ({} otherwise);
+    `record`: the archive meta `shaping_final`."""
+    if shaped is None:
+        return {}
+    m, nan = shaped.metrics, float("nan")
+    return {"shaping": (f"potential {(record or {}).get('potential')} learned from the demos: rank correlation with "
+                        f"time {m.get('potential_progress_heldout', nan):.2f} on held-out expert episodes; above negative "
+                        f"episodes at equal time in {m.get('potential_above_heldout', nan):.2f} of pairs; discount "
+                        f"{m.get('gamma', nan):.3g}")}
