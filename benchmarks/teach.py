@@ -35,8 +35,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from quality import normalise, references  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-CACHE = RESULTS / "teach"
-RUNS = ROOT / "runs" / "teach"
+NAME = "teach"
+CACHE = RESULTS / NAME
+RUNS = ROOT / "runs" / NAME
 WAVE1 = RESULTS / "quality"
 TASKS = ["cartpole", "acrobot", "mountaincar", "cartpole_fixed", "acrobot_fixed", "mountaincar_fixed", "pendulum",
          "inverted_pendulum"]
@@ -77,7 +78,9 @@ def evolve_variant(task: str, variant: str, args: argparse.Namespace) -> dict[st
     archive.close()
     out = {"task": task, "variant": variant, "overrides": VARIANTS[variant], "wall_s": wall,
            "generations": args.generations, "evaluated": res.stats.evaluated,
-           "winner": {"program_id": res.best.program_id, "source": res.best.best_source, "fitness": res.best.fitness,
+           # best_reward.py: the winner as grace hands it over (with the final stage's potential, if any)
+           "winner": {"program_id": res.best.program_id, "source": Path(res.best_path).read_text() if res.best_path
+                      else res.best.best_source, "fitness": res.best.fitness,
                       "heldout": res.best.heldout, "size": res.best.size, "metrics": res.best.metrics},
            "offline_best": {"program_id": offline_best.program_id, "source": offline_best.best_source,
                             "fitness": offline_best.fitness, "size": offline_best.size},
@@ -155,7 +158,7 @@ def write_table(tasks: list[str], args: argparse.Namespace) -> None:
     rows, codes = [], []
     lines = [
         "# Rewards that teach: grace's winners vs true-reward PPO, with an ablation", "",
-        f"Produced by `python benchmarks/teach.py` (offline operator, {args.generations} generations x 2 islands x 16, "
+        f"Produced by `python benchmarks/teach.py --name {NAME}` (offline operator, {args.generations} generations x 2 islands x 16, "
         f"seed {args.seed}; PPO: {args.steps:,} env steps per run ({args.brax_steps:,} on Brax), {args.seeds} seeds, "
         "every column of a row trained in ONE compiled batch with the task's PPO settings). Normalised return = "
         "(R - R_random) / (R_expert - R_random) of the per-seed mean true return (quality.py's references); "
@@ -198,8 +201,8 @@ def write_table(tasks: list[str], args: argparse.Namespace) -> None:
     notes = CACHE / "notes.md"
     if notes.exists():
         lines += [notes.read_text().strip()]
-    (RESULTS / "teach.md").write_text("\n".join(lines) + "\n")
-    _dump(RESULTS / "teach.json", {"steps": args.steps, "seeds": args.seeds, "generations": args.generations,
+    (RESULTS / f"{NAME}.md").write_text("\n".join(lines) + "\n")
+    _dump(RESULTS / f"{NAME}.json", {"steps": args.steps, "seeds": args.seeds, "generations": args.generations,
                                    "rows": rows})
     print("\n".join(lines[:len(tasks) + 8]))
 
@@ -216,7 +219,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--table-only", action="store_true")
+    ap.add_argument("--name", default="teach", help="results name: benchmarks/results/NAME.md and NAME/ (cache)")
     args = ap.parse_args()
+    global CACHE, RUNS, NAME
+    CACHE, RUNS, NAME = RESULTS / args.name, ROOT / "runs" / args.name, args.name
     tasks = [t for t in args.tasks.split(",") if t]
     ablate = set(args.ablate.split(","))
     if not args.table_only:
