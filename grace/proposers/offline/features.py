@@ -163,18 +163,24 @@ class Analysis:
         return chosen
 
 
-def analyse(ctx: Any) -> Analysis:
-    """Build the Analysis of a task context (deterministic)."""
-    pos, neg, source = class_samples(ctx)
-    schema = ctx.schema
-    scalars = [f.name for f in schema.fields if f.size == 1]
-    feats = [Feature("field", (n,)) for n in scalars]
+def state_features(schema: Any) -> list[Feature]:
+    """Single-state features of a schema: scalar fields, norms and sums of vector fields, angles of
+    (cos, sin) pairs and chained angles."""
+    feats = [Feature("field", (f.name,)) for f in schema.fields if f.size == 1]
     for f in schema.fields:
         if f.size > 1:
             feats += [Feature("norm", (f.name,)), Feature("vsum", (f.name,))]
     pairs = trig_pairs(schema)
     feats += [Feature("angle", pr) for pr in pairs]
     feats += [Feature("chain", p1 + p2) for p1, p2 in zip(pairs, pairs[1:], strict=False)]
+    return feats
+
+
+def analyse(ctx: Any) -> Analysis:
+    """Build the Analysis of a task context (deterministic)."""
+    pos, neg, source = class_samples(ctx)
+    scalars = [f.name for f in ctx.schema.fields if f.size == 1]
+    feats = state_features(ctx.schema)
     an = Analysis(pos, neg, source, [])
 
     def best_auc(feat: Feature) -> float:

@@ -33,7 +33,7 @@ import numpy as np
 
 from grace.fitness.returns import above_at_equal_time, mean_progress
 from grace.program import POTENTIAL, RewardProgram
-from grace.proposers.offline.features import states_to_arrays, trig_pairs
+from grace.proposers.offline.features import state_features, states_to_arrays
 from grace.proposers.offline.terms import Feature, rnd
 
 MIN_PROGRESS = 0.5
@@ -130,15 +130,10 @@ def _episodes(trajectories: list[dict[str, Any]], schema: Any, label: str) -> _E
 
 
 def candidate_features(schema: Any) -> list[Feature]:
-    """The state features the offline operator knows, for the potential search."""
+    """The state features the offline operator knows, for the potential search: the single-state
+    ones plus products and differences of the first six scalar fields."""
     scalars = [f.name for f in schema.fields if f.size == 1]
-    feats = [Feature("field", (n,)) for n in scalars]
-    for f in schema.fields:
-        if f.size > 1:
-            feats += [Feature("norm", (f.name,)), Feature("vsum", (f.name,))]
-    pairs = trig_pairs(schema)
-    feats += [Feature("angle", pr) for pr in pairs]
-    feats += [Feature("chain", p1 + p2) for p1, p2 in zip(pairs, pairs[1:], strict=False)]
+    feats = state_features(schema)
     for x, y in combinations(scalars[:6], 2):
         feats += [Feature("prod", (x, y)), Feature("diff", (x, y))]
     return feats
