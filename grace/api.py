@@ -32,7 +32,7 @@ def make_proposer(cfg: EvolveConfig, archive: Archive) -> Any:
 
         return OfflineProposer(max_terms=cfg.proposer.max_terms)
     if cfg.proposer.kind == "llm":
-        from grace.proposers.llm.chat import LLMProposer
+        from grace.proposers.llm.openai_api import LLMProposer
 
         return LLMProposer(cfg.llm, recorder=archive, open_source=open_reply_source)
     from grace.proposers.llm.vllm import VLLMProposer

@@ -4,10 +4,19 @@ Started by tests on 127.0.0.1 with an ephemeral port in a background thread (std
 ThreadingHTTPServer). Each POST /v1/chat/completions takes the next scripted `Reply` from the
 queue, or, when the queue is empty, asks `handler(request_json)`. It records every request
 (path, headers, JSON body). GET /v1/models lists one model.
+
+Modes that imitate real local servers:
+- `slots=k`: at most k requests are generated at once; the others wait in the server's queue
+  (a client's timeout runs meanwhile), and a request the client abandoned still holds its slot
+  until its generation ends (llama-cpp-python). `advertise=True` says so on GET /props (llama.cpp).
+- `context=N`: a request whose prompt (chars // 4 tokens, as in `usage`) plus max_tokens exceeds N
+  gets llama-cpp-python's 400 `context_length_exceeded` (advertised on /props when `advertise`).
+- `ignore_n=True`: one choice whatever `n` asks (llama-cpp-python, Ollama).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -67,10 +76,20 @@ def status(code: int, retry_after: float | None = None, error: str = "scripted e
 class FakeOpenAI:
     """The server. `push(...)` scripts replies; `handler` answers when the queue is empty."""
 
-    def __init__(self, handler: Callable[[dict[str, Any]], Reply] | None = None, reject_n: bool = False) -> None:
+    def __init__(self, handler: Callable[[dict[str, Any]], Reply] | None = None, reject_n: bool = False,
+                 slots: int | None = None, context: int | None = None, ignore_n: bool = False,
+                 advertise: bool = False) -> None:
         self.queue: deque[Reply] = deque()
         self.handler = handler or (lambda req: ok(fenced(GOOD)))
         self.reject_n = reject_n
+        self.slots = threading.Semaphore(slots) if slots else None
+        self.n_slots = slots
+        self.context = context
+        self.ignore_n = ignore_n
+        self.advertise = advertise
+        self.busy = 0
+        self.max_busy = 0
+        """Requests being generated at once (now, and the most seen)."""
         self.requests: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.httpd: ThreadingHTTPServer | None = None
@@ -85,7 +104,10 @@ class FakeOpenAI:
                 pass
 
             def do_GET(self) -> None:  # noqa: N802
-                if self.path.rstrip("/").endswith("/models"):
+                if self.path.rstrip("/") == "/props" and server.advertise:
+                    self._send(200, {"total_slots": server.n_slots or 1,
+                                     "default_generation_settings": {"n_ctx": server.context or 4096}})
+                elif self.path.rstrip("/").endswith("/models"):
                     self._send(200, {"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "test"}]})
                 else:
                     self._send(404, {"error": {"message": "not found"}})
@@ -105,12 +127,24 @@ class FakeOpenAI:
                     self._send(400, {"error": {"message": "n > 1 is not supported", "type": "invalid_request_error",
                                                "param": "n", "code": None}})
                     return
-                if reply.delay:
-                    time.sleep(reply.delay)
+                prompt_tokens = sum(len(m.get("content") or "") for m in body.get("messages", [])) // 4
+                asked = prompt_tokens + int(body.get("max_tokens") or 0)
+                if server.context and asked > server.context:
+                    self._send(400, {"error": {
+                        "message": f"This model's maximum context length is {server.context} tokens. However, you "
+                                   f"requested {asked} tokens ({prompt_tokens} in the messages, "
+                                   f"{body.get('max_tokens')} in the completion). Please reduce the length of the "
+                                   "messages or completion.",
+                        "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}})
+                    return
+                with server.slot():
+                    if reply.delay:
+                        time.sleep(reply.delay)
                 if reply.status != 200:
                     self._send(reply.status, {"error": {"message": reply.error, "type": "server_error"}}, reply.headers)
                     return
                 texts = reply.content if isinstance(reply.content, list) else [reply.content or ""] * n
+                texts = texts[:1] if server.ignore_n else texts
                 prompt_chars = sum(len(m.get("content") or "") for m in body.get("messages", []))
                 self._send(200, {
                     "id": f"chatcmpl-{len(server.requests)}", "object": "chat.completion", "created": 0,
@@ -139,6 +173,22 @@ class FakeOpenAI:
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
         return self
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one generation slot (waiting in the queue for it in `slots` mode)."""
+        if self.slots is not None:
+            self.slots.acquire()
+        with self.lock:
+            self.busy += 1
+            self.max_busy = max(self.max_busy, self.busy)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.busy -= 1
+            if self.slots is not None:
+                self.slots.release()
 
     def stop(self) -> None:
         if self.httpd is not None:

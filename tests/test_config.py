@@ -212,14 +212,14 @@ def test_run_records_every_knob_and_old_runs_resume(tmp_path: Path) -> None:
 
 def test_no_environment_variable_overrides_config() -> None:
     """Only the sandbox's env scrub and the API key (named by llm.api_key_env) read the environment."""
-    allowed = {"grace/sandbox/slots.py", "grace/proposers/llm/chat.py"}
+    allowed = {"grace/sandbox/slots.py", "grace/proposers/llm/openai_api.py"}
     for path in sorted((ROOT / "grace").rglob("*.py")):
         rel = path.relative_to(ROOT).as_posix()
         text = path.read_text()
         hits = re.findall(r"os\.environ|getenv\(", text)
-        if rel == "grace/proposers/llm/chat.py":
+        if rel == "grace/proposers/llm/openai_api.py":
             assert re.findall(r"os\.environ[^\n]*", text) == [
-                'os.environ.get(self.cfg.api_key_env) or "EMPTY",'], rel
+                'os.environ.get(self.cfg.api_key_env) or "EMPTY"'], rel
         elif rel not in allowed:
             assert not hits, f"{rel} reads the environment"
     assert "GRACE_LLM" not in "".join(p.read_text() for p in (ROOT / "grace").rglob("*.py"))

@@ -20,6 +20,7 @@ EVOLVE_FLAGS = (
     "ppo.steps", "ppo.seeds", "sandbox.workers", "sandbox.eval_timeout", "sandbox.executor",
     "sandbox.ray_address", "sandbox.ray_actors", "fit.params",
     "llm.base_url", "llm.model", "llm.api_key_env", "llm.local_model", "llm.n", "llm.concurrency",
+    "llm.timeout", "llm.max_tokens", "llm.context_length", "llm.grammar",
     "llm.prompts_dir", "llm.max_calls", "llm.max_tokens_total", "llm.label_goals", "llm.cache_from",
     "llm.replay_only",
 )

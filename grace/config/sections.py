@@ -137,15 +137,22 @@ class LLMConfig:
     temperature: float = 0.8
     """Sampling temperature."""
     max_tokens: int = 2048
-    """Completion tokens per sample."""
+    """Completion tokens per sample (lowered per request to what the server's context leaves)."""
     n: int = 1
     """Samples per request (falls back to parallel requests if the server rejects n > 1)."""
-    concurrency: int = 4
-    """Requests in flight at once."""
-    timeout: float = 120.0
-    """Seconds per request."""
+    concurrency: int = 0
+    """Requests sent to the server at once; 0 = from the server (llama.cpp's slots; 8 for vLLM; 1 for
+    other local servers; 4 for remote APIs)."""
+    timeout: float = 300.0
+    """Seconds per request, from when it is sent (a timed-out request is abandoned, not retried)."""
     retries: int = 5
     """Retries on 429/5xx/connection errors, with exponential backoff."""
+    context_length: int = 0
+    """The server's context window in tokens; 0 = read it from the server (model listing, /props, or
+    its first context error). Prompts are shrunk and max_tokens lowered to fit it."""
+    grammar: str = "auto"
+    """Constrain program replies with a grammar of the reward contract: auto (when the server takes
+    a GBNF grammar: llama.cpp, llama-cpp-python) | on | off."""
     prompts_dir: str = ""
     """Folder of Jinja2 templates overriding the built-in prompts/."""
     max_calls: int = 0
@@ -373,7 +380,10 @@ class EvolveConfig:
             (self.ppo.select_top >= 0 and self.ppo.select_steps >= 0, "ppo.select_top and ppo.select_steps must be >= 0"),
             (all(h.reward_transform in ("none", "symlog") for h in (self.ppo.discrete, self.ppo.continuous)),
              "ppo.*.reward_transform must be none or symlog"),
-            (llm.n >= 1 and llm.concurrency >= 1 and llm.max_tokens >= 1, "llm.n, llm.concurrency and llm.max_tokens must be >= 1"),
+            (llm.n >= 1 and llm.max_tokens >= 1, "llm.n and llm.max_tokens must be >= 1"),
+            (llm.concurrency >= 0 and llm.context_length >= 0 and llm.timeout > 0,
+             "llm.concurrency and llm.context_length must be >= 0 (0 = from the server), llm.timeout > 0"),
+            (llm.grammar in ("auto", "on", "off"), f"llm.grammar must be auto, on or off, not {llm.grammar!r}"),
             (self.proposer.kind != "llm" or bool(llm.base_url), "--proposer-kind llm needs --llm-base-url"),
             (self.proposer.kind != "vllm" or bool(llm.local_model), "--proposer-kind vllm needs --llm-local-model"),
             (bool(self.demos), "no demos given (--demos FILE)"),

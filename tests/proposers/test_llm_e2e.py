@@ -80,7 +80,7 @@ def sources(db: Path) -> dict[tuple[int, int, int], str]:
 
 
 def test_evolve_with_llm_then_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from grace.proposers.llm.chat import LLMProposer
+    from grace.proposers.llm.openai_api import LLMProposer
 
     monkeypatch.setattr(LLMProposer, "backoff_base", 0.01)
     server = FakeOpenAI(handler=Script()).start()

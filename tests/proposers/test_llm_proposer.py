@@ -13,7 +13,8 @@ from grace.config import ConfigError, LLMConfig
 from grace.program import RewardProgram
 from grace.proposers.base import BudgetExhausted, Feedback, TaskContext
 from grace.proposers.llm.cache import ReplayMissing, ReplayOnly, ReplyCache, request_key
-from grace.proposers.llm.chat import LLMProposer, parse_goal_indices
+from grace.proposers.llm.chat import parse_goal_indices
+from grace.proposers.llm.openai_api import LLMProposer
 from grace.proposers.llm.prompts import TEMPLATES, PromptLibrary, builtin_prompts_dir
 from grace.search.archive import Archive, open_reply_source
 from grace.tasks import get_task
@@ -138,18 +139,29 @@ def test_api_key_is_bearer_and_never_recorded(fake_openai: FakeOpenAI, tmp_path:
     assert last["authorization"] == "Bearer EMPTY"
 
 
-def test_recovers_from_500_429_and_timeouts(fake_openai: FakeOpenAI, tmp_path: Path, monkeypatch) -> None:
+def test_recovers_from_500_429_and_503(fake_openai: FakeOpenAI, tmp_path: Path, monkeypatch) -> None:
     prop, archive = make(fake_openai, tmp_path, monkeypatch, timeout=0.5, retries=4)
-    fake_openai.push(status(500), status(429, retry_after=0.05), ok(fenced(GOOD), delay=1.5), status(503),
-                     ok(fenced(GOOD)))
+    fake_openai.push(status(500), status(429, retry_after=0.05), status(503), ok(fenced(GOOD)))
     p = asyncio.run(prop.mutate(ctx(), parent(), seed=7))
     assert p.source is not None
     rows = calls(archive)
-    assert len(rows) == 5 and len(fake_openai.completions) == 5
+    assert len(rows) == 4 and len(fake_openai.completions) == 4
     errors = [r["error"] for r in rows]
-    assert "500" in errors[0] and "429" in errors[1] and "Timeout" in errors[2] and "503" in errors[3]
-    assert errors[4] is None and rows[4]["reply"] and len({r["key"] for r in rows}) == 1
-    assert prop.stats["retries"] == 4 and prop.calls == 5
+    assert "500" in errors[0] and "429" in errors[1] and "503" in errors[2]
+    assert errors[3] is None and rows[3]["reply"] and len({r["key"] for r in rows}) == 1
+    assert prop.stats["retries"] == 3 and prop.calls == 4
+    assert prop.summary()["replies"] == 1 and prop.summary()["failed"] == 3
+    assert prop.summary()["errors"] == {"server": 2, "rate_limit": 1}
+
+
+def test_a_timeout_on_a_local_server_is_abandoned_not_resent(fake_openai: FakeOpenAI, tmp_path: Path,
+                                                             monkeypatch) -> None:
+    prop, archive = make(fake_openai, tmp_path, monkeypatch, timeout=0.5, retries=4)
+    fake_openai.push(ok(fenced(GOOD), delay=1.5))
+    p = asyncio.run(prop.mutate(ctx(), parent(), seed=7))
+    assert p.source is None and "abandoned, not resent" in (p.error or "") and "--llm-timeout" in (p.error or "")
+    assert len(fake_openai.completions) == 1 and [r["error"][:15] for r in calls(archive)] == ["APITimeoutError"]
+    assert prop.summary()["errors"] == {"timeout": 1} and prop.calls == 1
 
 
 def test_retries_exhausted_is_a_failed_proposal_not_fatal(fake_openai: FakeOpenAI, tmp_path: Path, monkeypatch) -> None:

@@ -1,25 +1,21 @@
 """LLM proposers: prompt building, reply handling, caching, budgets and cost accounting.
 
 `ChatProposer` holds everything that does not depend on the transport: it renders the
-templates of `prompts/`, looks every request up in the reply cache (`grace.proposers.llm.cache`),
-enforces the call and token budgets, records every call in the run archive *before* its reply
-is used, extracts and validates programs, and feeds garbage back once (one repair request).
+templates of `prompts/` to fit the server's context (`grace.proposers.llm.context`), looks every
+request up in the reply cache (`grace.proposers.llm.cache`), counts calls when they are sent
+(`grace.proposers.llm.accounting`), records every call in the run archive *before* its reply is
+used, extracts and validates programs, and feeds garbage back once (one repair request).
 Subclasses only implement `_request` (one request -> list of reply texts):
 
-- `LLMProposer`: any OpenAI-compatible endpoint (vLLM's server, OpenAI, ...) through
-  `openai.AsyncOpenAI`, with bounded concurrency, `n` samples per request (falling back to
-  parallel single requests, remembered, when the server rejects n > 1), per-request timeout and
-  retries with capped exponential backoff plus jitter on 429/5xx/connection/timeout errors.
+- `grace.proposers.llm.openai_api.LLMProposer`: any OpenAI-compatible endpoint (llama.cpp,
+  llama-cpp-python, Ollama, vLLM's server, OpenAI, ...).
 - `grace.proposers.llm.vllm.VLLMProposer`: vLLM in-process batch generation.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import random
 import re
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,18 +23,20 @@ from typing import Any
 
 from grace.config import ConfigError, LLMConfig
 from grace.program import ProgramError, extract_program, strip_reasoning
-from grace.proposers.base import BudgetExhausted, CallRecorder, Feedback, Proposal, TaskContext
+from grace.proposers.base import CallRecorder, Feedback, Proposal, TaskContext
+from grace.proposers.llm.accounting import CallLedger
 from grace.proposers.llm.cache import ReplyCache, cache_paths, make_cache, request_key
-from grace.proposers.llm.prompts import PromptLibrary, context_vars, feedback_vars
+from grace.proposers.llm.context import ContextBudget, ContextError, Messages
+from grace.proposers.llm.prompts import PromptLibrary, build_messages
 
 REPAIR = ("Your reply could not be used: {error}\n\nReply with the corrected, complete program (a module "
           "with `def reward(s, a, s_next, p)`) in one ```python block.")
 REPAIR_GOALS = "End your reply with one line `GOALS: [i, j, ...]` listing the numbers of the states that solve the task."
 _SEED_MOD = 2**31 - 1
-
-
+_PREVIOUS = (8000, 3000, 1200, 400)
+"""Characters of the previous reply a repair request resends, per shrink level."""
 class LLMConfigError(ConfigError):
-    """The server refused us for a reason retrying cannot fix (bad key, unknown model)."""
+    """The server refused us for a reason retrying cannot fix (bad key, unknown model, context)."""
 
 
 class TransportError(RuntimeError):
@@ -90,6 +88,8 @@ class ChatProposer:
     name = "llm"
     reask_duplicates = 0
     """Every call costs: a duplicate is kept (and scored as a duplicate), not re-asked."""
+    takes_grammar = True
+    """Whether the transport sends `grammar` (llm.grammar) to its model."""
 
     def __init__(self, cfg: LLMConfig, recorder: CallRecorder | None = None, cache: ReplyCache | None = None,
                  open_source: Callable[[str], CallRecorder] | None = None) -> None:
@@ -99,69 +99,139 @@ class ChatProposer:
         self.recorder = recorder
         self.model = cfg.model
         self.prompts = PromptLibrary(cfg.prompts_dir or None)
-        self.concurrency: int | None = max(1, int(cfg.concurrency))
+        self.concurrency: int | None = max(1, int(cfg.concurrency or 4))
+        """Proposals the loop keeps in flight (requests are admitted to the server separately)."""
         # the config alone decides (llm.cache_from, llm.replay_only): no environment override
         paths = cache_paths(cfg.cache_from)
         if cache is None and paths and open_source is None:
             raise LLMConfigError("llm.cache_from needs a way to open run archives (pass open_source)")
         sources = [open_source(p) for p in paths] if paths and open_source is not None else []
         self.cache = cache if cache is not None else make_cache(recorder, sources, cfg.replay_only)
-        self.calls = 0
-        """Requests sent to a model (failed attempts included; cache hits excluded)."""
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
+        self.ledger = CallLedger(cfg.max_calls, cfg.max_tokens_total)
+        self.context = ContextBudget(limit=int(cfg.context_length or 0), max_tokens=int(cfg.max_tokens))
+        self.grammar: str | None = None
+        """A GBNF grammar of reward programs sent with program requests (servers that take one)."""
         self.per_operator: dict[str, dict[str, float]] = {}
         """Per operator: calls, errors, cached, prompt_tokens, completion_tokens, latency (s)."""
         self.stats: Counter[str] = Counter()
         """Garbage and failures: garbage, no_code, syntax, signature, invalid, repaired, failed, ..."""
         self._n_supported = True
-        self._resume_counts()
+        self.server: dict[str, Any] = {}
+        """What grace knows of the server (kind, slots, context_length, chars_per_token, grammar),
+        persisted in the archive's meta so a resumed or replayed run builds the same requests."""
+        self._ready = False
+        self._prep: asyncio.Task[None] | None = None
+        stats = getattr(self.recorder, "call_stats", None)
+        if stats is not None:
+            self.ledger.resume(stats())
+
+    @property
+    def calls(self) -> int:
+        """Requests sent to a model (failed attempts included; cache hits excluded)."""
+        return self.ledger.calls
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.ledger.prompt_tokens
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.ledger.completion_tokens
 
     @property
     def tokens(self) -> int:
         """Prompt plus completion tokens spent so far (this run, across resumes)."""
-        return self.prompt_tokens + self.completion_tokens
-
-    def _resume_counts(self) -> None:
-        stats = getattr(self.recorder, "call_stats", None)
-        if stats is None:
-            return
-        for row in stats():
-            self.calls += int(row["calls"] or 0) - int(row["cached"] or 0)
-            self.prompt_tokens += int(row["prompt_tokens"] or 0)
-            self.completion_tokens += int(row["completion_tokens"] or 0)
+        return self.ledger.tokens
 
     # -- transport (subclasses) ------------------------------------------------------------
-    async def _request(self, operator: str, messages: list[dict[str, str]], n: int, seed: int,
-                       key: str) -> list[Sample]:
-        """Send one request (n samples); record every attempt; raise TransportError on failure."""
+    async def probe(self) -> dict[str, Any]:
+        """What the transport can tell of its server before the first request (see `server`)."""
+        return {}
+
+    def apply_server(self, facts: dict[str, Any], ctx: TaskContext | None) -> None:
+        """Take the server's facts: context length (unless configured) and the grammar."""
+        self.server = dict(facts)
+        if not self.cfg.context_length and facts.get("context_length"):
+            self.context.limit = int(facts["context_length"])
+        if facts.get("chars_per_token_learned"):
+            self.context.chars_per_token = float(facts["chars_per_token_learned"])
+            self.context.learned = True
+        mode = getattr(self.cfg, "grammar", "off")
+        if ctx is not None and self.takes_grammar and (mode == "on" or (mode == "auto" and facts.get("grammar"))):
+            from grace.proposers.llm.grammar import program_grammar
+            from grace.proposers.llm.prompts import xp_names
+
+            self.grammar = program_grammar(ctx.schema, xp_names())
+
+    def _stored_server(self) -> dict[str, Any] | None:
+        sources = [self.recorder, *(self.cache.sources if self.cache.replay_only else [])]
+        for src in sources:
+            facts = getattr(src, "get_meta", lambda key: None)("llm_server")
+            if facts is not None:
+                return dict(facts)
+        return None
+
+    def _store_server(self) -> None:
+        self.server["context_length"] = self.context.limit
+        if self.context.learned:
+            self.server["chars_per_token_learned"] = self.context.chars_per_token
+        setter = getattr(self.recorder, "set_meta", None)
+        if setter is not None:
+            setter("llm_server", self.server)
+
+    async def prepare(self, ctx: TaskContext | None = None) -> None:
+        """Before the first prompt is built: the server's facts from the archive (a resumed run),
+        the replayed run's archive (replay-only), else from a probe of the server."""
+        if self._ready:
+            return
+        loop = asyncio.get_running_loop()
+        if self._prep is None or self._prep.get_loop() is not loop:
+            self._prep = loop.create_task(self._prepare(ctx))
+        await self._prep
+
+    async def _prepare(self, ctx: TaskContext | None) -> None:
+        facts = self._stored_server()
+        if facts is None:
+            facts = {} if self.cache.replay_only else await self.probe()
+            self.apply_server(facts, ctx)
+            self._store_server()
+        else:
+            self.apply_server(facts, ctx)
+        self._ready = True
+
+    async def _request(self, operator: str, messages: Messages, params: dict[str, Any], key: str) -> list[Sample]:
+        """Send one request (`params`: n, seed, max_tokens, ...); call `admit()` right before
+        sending; record every attempt; raise TransportError on failure, ContextError when the
+        server says the request does not fit its context."""
         raise NotImplementedError
 
-    def _params(self, n: int, seed: int) -> dict[str, Any]:
-        return {"temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens, "n": n, "seed": seed}
+    def _params(self, n: int, seed: int, max_tokens: int, program: bool) -> dict[str, Any]:
+        params: dict[str, Any] = {"temperature": self.cfg.temperature, "max_tokens": max_tokens, "n": n, "seed": seed}
+        if program and self.grammar:
+            params["grammar"] = self.grammar
+        return params
 
     # -- budgets, accounting, recording ----------------------------------------------------
     def check_budget(self) -> None:
         """Raise BudgetExhausted if another call would exceed max_calls or max_tokens_total."""
+        self.ledger.check()
 
-        cfg = self.cfg
-        if cfg.max_calls and self.calls >= cfg.max_calls:
-            raise BudgetExhausted(f"LLM call budget reached ({self.calls} of max_calls={cfg.max_calls})")
-        if cfg.max_tokens_total and self.tokens >= cfg.max_tokens_total:
-            raise BudgetExhausted(f"LLM token budget reached ({self.tokens} of max_tokens_total={cfg.max_tokens_total})")
+    def admit(self) -> None:
+        """A request is about to be sent: raise BudgetExhausted if it would exceed a budget, else count it."""
+        self.ledger.admit()
 
-    def record(self, *, key: str, operator: str, messages: list[dict[str, str]], reply: list[str] | None,
+    def record(self, *, key: str, operator: str, messages: Messages, reply: list[str] | None,
                prompt_tokens: int = 0, completion_tokens: int = 0, latency: float = 0.0,
                error: str | None = None, cached: bool = False) -> None:
-        """Account for one call and persist it (before its reply is used)."""
+        """Account for one call (admitted earlier unless cached) and persist it before its reply is used."""
         op = self.per_operator.setdefault(operator, dict.fromkeys(
             ("calls", "errors", "cached", "prompt_tokens", "completion_tokens", "latency"), 0))
         if cached:
             op["cached"] += 1
+            self.ledger.cached += 1
         else:
-            self.calls += 1
-            self.prompt_tokens += prompt_tokens
-            self.completion_tokens += completion_tokens
+            self.ledger.settle(error=error, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                               latency=latency)
             op["calls"] += 1
             op["prompt_tokens"] += prompt_tokens
             op["completion_tokens"] += completion_tokens
@@ -174,25 +244,66 @@ class ChatProposer:
                 "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                 "latency": latency, "error": error, "cached": cached})
 
+    def summary(self) -> dict[str, Any]:
+        """calls, replies, failed attempts, errors by kind, tokens, seconds, garbage stats."""
+        return self.ledger.summary() | {"stats": dict(self.stats), "context_length": self.context.limit,
+                                        "grammar": bool(self.grammar)}
+
     # -- sampling with cache ----------------------------------------------------------------
-    async def sample(self, operator: str, messages: list[dict[str, str]], n: int, seed: int) -> list[Sample]:
-        """`n` replies to `messages`: from the cache when stored, else from the model."""
+    async def sample(self, operator: str, messages: Messages, n: int, seed: int, max_tokens: int | None = None,
+                     program: bool = True) -> list[Sample]:
+        """`n` replies to `messages`: from the cache when stored, else from the model. A server
+        answering fewer than `n` choices gets the rest as single requests (remembered)."""
         seed = int(seed) % _SEED_MOD
-        key = request_key(self.model, messages, self._params(n, seed))
+        params = self._params(n, seed, int(max_tokens or self.cfg.max_tokens), program)
+        key = request_key(self.model, messages, params)
         row = self.cache.lookup(key)
-        if row is not None and len(row["reply"]) >= n:
+        if row is not None:
             texts = [str(t) for t in row["reply"][:n]]
             self.record(key=key, operator=operator, messages=messages, reply=texts, cached=True)
-            return [Sample(t, key, cached=True) for t in texts]
+            got = [Sample(t, key, cached=True) for t in texts]
+            return got + (await self.singles(operator, messages, n, seed, max_tokens, program, len(got))
+                          if len(got) < n else [])
         if n > 1 and (not self._n_supported or self.cache.replay_only):
-            return await self.singles(operator, messages, n, seed)
+            return await self.singles(operator, messages, n, seed, max_tokens, program)
         self.cache.missing(key, operator)
-        return await self._request(operator, messages, n, seed, key)
+        got = await self._request(operator, messages, params, key)
+        if len(got) < n:
+            self._n_supported = False
+            self.stats["n_fallback"] += 1
+            got += await self.singles(operator, messages, n, seed, max_tokens, program, len(got))
+        return got
 
-    async def singles(self, operator: str, messages: list[dict[str, str]], n: int, seed: int) -> list[Sample]:
-        """n parallel single-sample requests standing in for one request with n samples."""
-        parts = await asyncio.gather(*(self.sample(operator, messages, 1, derive_seed(seed, k)) for k in range(n)))
+    async def singles(self, operator: str, messages: Messages, n: int, seed: int, max_tokens: int | None = None,
+                      program: bool = True, start: int = 0) -> list[Sample]:
+        """Single-sample requests k = start..n-1 standing in for one request with n samples."""
+        parts = await asyncio.gather(*(self.sample(operator, messages, 1, derive_seed(seed, k), max_tokens, program)
+                                       for k in range(start, n)))
         return [s for part in parts for s in part]
+
+    async def ask(self, ctx: TaskContext, operator: str, build: Callable[[int], Messages], n: int, seed: int,
+                  program: bool = True) -> tuple[Messages, list[Sample]]:
+        """Build the prompt to fit the context, send it; on a context error learn the limit (and the
+        true prompt size) and send it again shrunk, never unchanged; a context error that shrinking
+        cannot fix stops the run with one line."""
+        await self.prepare(ctx)
+        sent: tuple[Messages, int] | None = None
+        last = ContextError("the request does not fit the server's context")
+        for _ in range(3):
+            try:
+                messages, max_tokens = self.context.fit(build)
+                if (messages, max_tokens) == sent:
+                    break
+                sent = (messages, max_tokens)
+                return messages, await self.sample(operator, messages, n, seed, max_tokens, program)
+            except ContextError as exc:
+                self.stats["context_error" if exc.sent else "context_held_back"] += 1
+                if sent is not None:
+                    self.context.learn(exc, sent[0])
+                    self._store_server()
+                last = exc
+                continue
+        raise LLMConfigError(self.context.describe(last, self.model))
 
     # -- reply handling ---------------------------------------------------------------------
     def _program(self, text: str, ctx: TaskContext) -> tuple[str | None, str | None]:
@@ -207,7 +318,7 @@ class ChatProposer:
                 "completion_tokens": sum(s.completion_tokens for s in samples),
                 "cached": all(s.cached for s in samples)} | extra
 
-    async def _finish(self, ctx: TaskContext, operator: str, messages: list[dict[str, str]],
+    async def _finish(self, ctx: TaskContext, operator: str, messages: Messages,
                       samples: list[Sample], seed: int, parents: tuple[str, ...]) -> Proposal:
         """The first valid program among `samples`; else one repair request; else a counted failure."""
         errors = []
@@ -218,11 +329,14 @@ class ChatProposer:
             errors.append(err or "unusable reply")
             self.stats["garbage"] += 1
             self.stats[garbage_kind(errors[-1])] += 1
-        first = samples[0]
-        repair = [*messages, {"role": "assistant", "content": strip_reasoning(first.text)[:8000]},
-                  {"role": "user", "content": REPAIR.format(error=errors[0])}]
+        previous = strip_reasoning(samples[0].text)
+
+        def repair(level: int) -> Messages:
+            return [*messages, {"role": "assistant", "content": previous[:_PREVIOUS[level]]},
+                    {"role": "user", "content": REPAIR.format(error=errors[0])}]
+
         try:
-            fixed = (await self.sample(f"{operator}:repair", repair, 1, seed))[0]
+            fixed = (await self.ask(ctx, f"{operator}:repair", repair, 1, seed))[1][0]
         except TransportError as exc:
             self.stats["failed"] += 1
             return Proposal(None, operator, parents, error=f"{errors[0]}; repair request failed: {exc}",
@@ -236,15 +350,15 @@ class ChatProposer:
         self.stats[f"repair_{garbage_kind(err or '')}"] += 1
         return Proposal(None, operator, parents, error=f"{errors[0]} (after one repair request: {err})", meta=meta)
 
-    def _messages(self, template: str, ctx: TaskContext, **variables: Any) -> list[dict[str, str]]:
-        base = context_vars(ctx)
-        return [{"role": "system", "content": self.prompts.render("system", **base)},
-                {"role": "user", "content": self.prompts.render(template, **base, **variables)}]
+    def _builder(self, template: str, ctx: TaskContext, parents: dict[str, Feedback] | None = None,
+                 **variables: Any) -> Callable[[int], Messages]:
+        """Messages for `template` at a shrink level (`prompts.build_messages`)."""
+        return lambda level: build_messages(self.prompts, template, ctx, level, parents or {}, variables)
 
-    async def _one(self, ctx: TaskContext, operator: str, messages: list[dict[str, str]], seed: int,
+    async def _one(self, ctx: TaskContext, operator: str, build: Callable[[int], Messages], seed: int,
                    parents: tuple[str, ...]) -> Proposal:
         try:
-            samples = await self.sample(operator, messages, max(1, self.cfg.n), seed)
+            messages, samples = await self.ask(ctx, operator, build, max(1, self.cfg.n), seed)
         except TransportError as exc:
             self.stats["request_failed"] += 1
             return Proposal(None, operator, parents, error=f"LLM request failed: {exc}", meta={"model": self.model})
@@ -253,14 +367,14 @@ class ChatProposer:
     # -- the Proposer protocol ---------------------------------------------------------------
     async def init(self, ctx: TaskContext, n: int, seed: int) -> list[Proposal]:
         """`n` fresh programs; requests of up to cfg.n samples each, distinct seeds."""
-        messages = self._messages("init", ctx)
+        build = self._builder("init", ctx)
         per = max(1, self.cfg.n)
         sizes = [min(per, n - i) for i in range(0, n, per)]
 
         async def batch(i: int, size: int) -> list[Proposal]:
             s = derive_seed(seed, 1000 + i)
             try:
-                samples = await self.sample("init", messages, size, s)
+                messages, samples = await self.ask(ctx, "init", build, size, s)
             except TransportError as exc:
                 self.stats["request_failed"] += 1
                 return [Proposal(None, "init", error=f"LLM request failed: {exc}", meta={"model": self.model})] * size
@@ -271,16 +385,16 @@ class ChatProposer:
         return [p for part in parts for p in part][:n]
 
     async def mutate(self, ctx: TaskContext, parent: Feedback, seed: int) -> Proposal:
-        messages = self._messages("mutate", ctx, parent=feedback_vars(parent))
-        return await self._one(ctx, "mutate", messages, seed, (parent.program_id,))
+        build = self._builder("mutate", ctx, {"parent": parent})
+        return await self._one(ctx, "mutate", build, seed, (parent.program_id,))
 
     async def crossover(self, ctx: TaskContext, a: Feedback, b: Feedback, seed: int) -> Proposal:
-        messages = self._messages("crossover", ctx, a=feedback_vars(a), b=feedback_vars(b))
-        return await self._one(ctx, "crossover", messages, seed, (a.program_id, b.program_id))
+        build = self._builder("crossover", ctx, {"a": a, "b": b})
+        return await self._one(ctx, "crossover", build, seed, (a.program_id, b.program_id))
 
     async def simplify(self, ctx: TaskContext, parent: Feedback, seed: int) -> Proposal:
-        messages = self._messages("simplify", ctx, parent=feedback_vars(parent))
-        return await self._one(ctx, "simplify", messages, seed, (parent.program_id,))
+        build = self._builder("simplify", ctx, {"parent": parent})
+        return await self._one(ctx, "simplify", build, seed, (parent.program_id,))
 
     async def shaping(self, ctx: TaskContext, parent: Feedback, trajectories: list[dict[str, Any]],
                       seed: int) -> Proposal:
@@ -288,20 +402,24 @@ class ChatProposer:
 
         `trajectories`: [{"states": [{field: value}, ...], "rewards": [float, ...], "return": float?}].
         """
-        messages = self._messages("shaping", ctx, parent=feedback_vars(parent), trajectories=trajectories)
-        return await self._one(ctx, "shaping", messages, seed, (parent.program_id,))
+        build = self._builder("shaping", ctx, {"parent": parent}, trajectories=trajectories)
+        return await self._one(ctx, "shaping", build, seed, (parent.program_id,))
 
     async def label_goals(self, ctx: TaskContext, candidates: list[dict[str, Any]], seed: int) -> list[int]:
         """GRACE step 1: indices of `candidates` ([{"state": {...}}]) the LLM says solve the task."""
-        messages = self._messages("label_goals", ctx, candidates=candidates)
+        build = self._builder("label_goals", ctx, candidates=candidates)
         try:
-            reply = (await self.sample("label_goals", messages, 1, seed))[0]
-            found = parse_goal_indices(reply.text, len(candidates))
+            messages, replies = await self.ask(ctx, "label_goals", build, 1, seed, program=False)
+            found = parse_goal_indices(replies[0].text, len(candidates))
             if found is None:
                 self.stats["goals_unparsed"] += 1
-                repair = [*messages, {"role": "assistant", "content": strip_reasoning(reply.text)[:8000]},
-                          {"role": "user", "content": REPAIR_GOALS}]
-                reply = (await self.sample("label_goals:repair", repair, 1, seed))[0]
+                previous = strip_reasoning(replies[0].text)
+
+                def repair(level: int) -> Messages:
+                    return [*messages, {"role": "assistant", "content": previous[:_PREVIOUS[level]]},
+                            {"role": "user", "content": REPAIR_GOALS}]
+
+                reply = (await self.ask(ctx, "label_goals:repair", repair, 1, seed, program=False))[1][0]
                 found = parse_goal_indices(reply.text, len(candidates))
         except TransportError:
             self.stats["request_failed"] += 1
@@ -310,102 +428,3 @@ class ChatProposer:
             self.stats["goals_failed"] += 1
             return []
         return found
-
-
-class LLMProposer(ChatProposer):
-    """OpenAI-compatible endpoint (vLLM server, OpenAI, ...). Key from env var cfg.api_key_env."""
-
-    name = "llm"
-    backoff_base = 1.0
-    """Seconds of the first retry wait (doubles per attempt, with jitter)."""
-    backoff_cap = 30.0
-    """Longest wait between attempts (also caps a server's Retry-After)."""
-
-    def __init__(self, cfg: LLMConfig, recorder: CallRecorder | None = None, client: Any = None,
-                 cache: ReplyCache | None = None,
-                 open_source: Callable[[str], CallRecorder] | None = None) -> None:
-        super().__init__(cfg, recorder, cache, open_source)
-        self._given_client = client
-        self._client: Any = client
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._sem: asyncio.Semaphore | None = None
-
-    def _bind(self) -> tuple[Any, asyncio.Semaphore]:
-        """Client and semaphore for the running event loop (recreated when the loop changes)."""
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop or self._sem is None:
-            self._loop = loop
-            self._sem = asyncio.Semaphore(max(1, self.cfg.concurrency))
-            if self._given_client is None:
-                import openai
-
-                self._client = openai.AsyncOpenAI(
-                    base_url=self.cfg.base_url or None, api_key=os.environ.get(self.cfg.api_key_env) or "EMPTY",
-                    max_retries=0, timeout=self.cfg.timeout)
-        return self._client, self._sem
-
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        wait = min(self.backoff_cap, self.backoff_base * 2**attempt) * (0.5 + random.random())
-        if retry_after is not None:
-            wait = max(wait, min(self.backoff_cap, retry_after))
-        return min(wait, self.backoff_cap)
-
-    async def _request(self, operator: str, messages: list[dict[str, str]], n: int, seed: int,
-                       key: str) -> list[Sample]:
-        import openai
-
-        client, sem = self._bind()
-        attempt = 0
-        while True:
-            self.check_budget()
-            t0 = time.perf_counter()
-            try:
-                async with sem:
-                    t0 = time.perf_counter()
-                    resp = await client.chat.completions.create(
-                        model=self.model, messages=messages, temperature=self.cfg.temperature,
-                        max_tokens=self.cfg.max_tokens, n=n, seed=seed, timeout=self.cfg.timeout)
-            except openai.APIError as exc:
-                latency = time.perf_counter() - t0
-                status = getattr(exc, "status_code", None)
-                error = f"{type(exc).__name__}{f' {status}' if status else ''}: {_short(exc)}"
-                self.record(key=key, operator=operator, messages=messages, reply=None, latency=latency, error=error)
-                if status == 400 and n > 1:
-                    self._n_supported = False
-                    self.stats["n_fallback"] += 1
-                    return await self.singles(operator, messages, n, seed)
-                if status in (401, 403, 404):
-                    raise LLMConfigError(f"LLM server {self.cfg.base_url} refused model {self.model!r}: {error}") from None
-                retryable = isinstance(exc, openai.APIConnectionError) or status in (408, 409, 425, 429) or (
-                    status is not None and status >= 500)
-                if not retryable or attempt >= self.cfg.retries:
-                    raise TransportError(f"{error} (after {attempt + 1} attempt(s))") from None
-                self.stats["retries"] += 1
-                await asyncio.sleep(self._backoff(attempt, _retry_after(exc)))
-                attempt += 1
-                continue
-            latency = time.perf_counter() - t0
-            texts = [(c.message.content or "") for c in sorted(resp.choices, key=lambda c: c.index)]
-            usage = getattr(resp, "usage", None)
-            pt = int(getattr(usage, "prompt_tokens", 0) or 0)
-            ct = int(getattr(usage, "completion_tokens", 0) or 0)
-            self.record(key=key, operator=operator, messages=messages, reply=texts, prompt_tokens=pt,
-                        completion_tokens=ct, latency=latency, error=None if texts else "no choices")
-            if not texts:
-                raise TransportError("the server returned no choices")
-            share = max(1, len(texts))
-            return [Sample(t, key, False, pt // share, ct // share) for t in texts]
-
-
-def _short(exc: Exception, limit: int = 300) -> str:
-    msg = getattr(exc, "message", None) or str(exc)
-    return " ".join(str(msg).split())[:limit]
-
-
-def _retry_after(exc: Exception) -> float | None:
-    response = getattr(exc, "response", None)
-    value = response.headers.get("retry-after") if response is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None

@@ -126,3 +126,37 @@ def feedback_vars(fb: Any, max_worst: int = 8) -> dict[str, Any]:
         "debug_output": (fb.debug_output or "")[:2000] or None,
         "program_id": fb.program_id,
     }
+
+
+_EXAMPLES = (None, 4, 2, 0)
+"""Example states (expert, negative), worst examples and trajectories kept, per shrink level."""
+_DEBUG = (2000, 1000, 300, 0)
+"""Characters of a parent's debug() output kept, per shrink level."""
+
+
+def _cut(items: list[Any] | None, level: int) -> list[Any]:
+    keep = _EXAMPLES[level]
+    return list(items or []) if keep is None else list(items or [])[:keep]
+
+
+def build_messages(prompts: PromptLibrary, template: str, ctx: Any, level: int, parents: dict[str, Any],
+                   variables: dict[str, Any]) -> list[dict[str, str]]:
+    """System + user messages for `template` at shrink level 0 (everything) .. 3 (no example
+    states, one worst example, no field statistics, no example program, no debug output).
+    `parents`: template name -> Feedback."""
+    base = context_vars(ctx)
+    base["expert_states"] = _cut(base["expert_states"], level)
+    base["negative_states"] = _cut(base["negative_states"], level)
+    if level >= 2:
+        base["stats"] = {}
+    if level >= 3:
+        base["example"] = ""
+    extra = dict(variables)
+    if "trajectories" in extra:
+        extra["trajectories"] = _cut(extra["trajectories"], level) or extra["trajectories"][:1]
+    for name, fb in parents.items():
+        fv = feedback_vars(fb, max_worst=max(1, len(_cut([0] * 8, level))))
+        fv["debug_output"] = (fv["debug_output"] or "")[:_DEBUG[level]] or None
+        extra[name] = fv
+    return [{"role": "system", "content": prompts.render("system", **base)},
+            {"role": "user", "content": prompts.render(template, **base, **extra)}]

@@ -35,6 +35,7 @@ class VLLMProposer(ChatProposer):
     """An LLM proposer generating with `vllm.LLM(model=cfg.local_model)` in this process."""
 
     name = "vllm"
+    takes_grammar = False
     batch_window = 0.02
     """Seconds to wait for more requests before starting a batch."""
 
@@ -87,16 +88,16 @@ class VLLMProposer(ChatProposer):
                 if not fut.done():
                     fut.set_result(out)
 
-    async def _request(self, operator: str, messages: list[dict[str, str]], n: int, seed: int,
+    async def _request(self, operator: str, messages: list[dict[str, str]], params: dict[str, Any],
                        key: str) -> list[Sample]:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._loop, self._lock, self._pending, self._flusher = loop, asyncio.Lock(), [], None
-        self.check_budget()
-        params = self._vllm.SamplingParams(n=n, temperature=self.cfg.temperature, max_tokens=self.cfg.max_tokens,
-                                           seed=seed)
+        self.admit()
+        sampling = self._vllm.SamplingParams(n=params["n"], temperature=params["temperature"],
+                                             max_tokens=params["max_tokens"], seed=params["seed"])
         fut: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((messages, params, fut))
+        self._pending.append((messages, sampling, fut))
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush())
         t0 = time.perf_counter()
