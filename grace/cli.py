@@ -111,6 +111,11 @@ def _evolve(**kwargs: Any) -> None:
     if st.stopped_because:
         console.print(f"[yellow]stopped:[/] {st.stopped_because} (continue with grace evolve --resume {result.run_dir})")
     console.print(f"evaluated {st.evaluated} programs ({st.errors} errors, {st.invalid} invalid, {st.duplicates} duplicates)")
+    from grace.search.archive import Archive
+
+    run_archive = Archive(Path(result.run_dir) / "archive.sqlite", create=False)
+    if run_archive.call_stats():
+        console.print(_call_summary(run_archive))
     if best is None:
         console.print("[red]no program was scored successfully[/]")
         raise typer.Exit(1)
@@ -154,12 +159,15 @@ def show(run: Annotated[Path, typer.Argument(help="Run directory.")],
     calls = archive.call_stats()
     if calls:
         ct = Table(title="proposer calls")
-        for col in ("operator", "calls", "errors", "cached", "prompt tok", "completion tok", "mean latency s"):
+        for col in ("operator", "calls", "replies", "errors", "cached", "prompt tok", "completion tok",
+                    "mean latency s"):
             ct.add_column(col)
         for c in calls:
-            ct.add_row(str(c["operator"]), str(c["calls"]), str(c["errors"]), str(c["cached"]),
+            replies = int(c["calls"]) - int(c["cached"] or 0) - int(c["errors"] or 0)
+            ct.add_row(str(c["operator"]), str(c["calls"]), str(replies), str(c["errors"]), str(c["cached"]),
                        str(c["prompt_tokens"]), str(c["completion_tokens"]), f"{c['latency']:.2f}")
         console.print(ct)
+        console.print(_call_summary(archive))
     if rows:
         lineage = archive.lineage(rows[0].id)
         console.print("lineage of the best: " + " <- ".join(f"{r.program_id}({r.operator})" for r in lineage))
@@ -169,6 +177,12 @@ def show(run: Annotated[Path, typer.Argument(help="Run directory.")],
             from grace.program import printable
 
             console.print(Syntax(printable(rows[0].best_source), "python"))
+
+
+def _call_summary(archive: Any) -> str:
+    from grace.proposers.llm.accounting import call_summary
+
+    return call_summary(archive.call_stats(), archive.call_errors())
 
 
 def _score_one(file: Path, task: str | None, demos: str | None, run: str | None, fit: bool) -> tuple[Any, Any]:

@@ -355,6 +355,11 @@ class Archive:
             " FROM calls GROUP BY operator ORDER BY operator").fetchall()
         return [dict(r) for r in rows]
 
+    def call_errors(self) -> list[tuple[str, int]]:
+        """(error text, how many calls failed with it), for the calls sent (not cached)."""
+        return [(str(e), int(n)) for e, n in self.db.execute(
+            "SELECT error, COUNT(*) FROM calls WHERE error IS NOT NULL AND cached=0 GROUP BY error").fetchall()]
+
     # -- summaries (what `grace show` and the report read; no SQL outside this class) ----------
     def status_counts(self) -> dict[str, int]:
         """Programs per status (ok, error, invalid, duplicate, pending)."""

@@ -181,3 +181,29 @@ def test_cli_context_too_small_exits_2_with_one_line(tmp_path: Path) -> None:
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "LLM context too small" in lines[0] and "--n_ctx 8192" in lines[0]
     assert server.completions[0]["max_tokens"] == 300
+
+
+def test_cli_run_on_a_single_slot_server_has_no_timeouts_and_reports_calls(tmp_path: Path) -> None:
+    """The issue's run (cartpole, population 4, 1 island) against a one-slot server whose replies
+    take 0.3 s, with a 1 s timeout: defaults send one request at a time; no call fails."""
+    from tests.proposers.test_llm_e2e import program
+
+    def handler(body: dict) -> object:
+        return ok(fenced(program(int(body.get("seed") or 0))), delay=0.3)
+
+    server = FakeOpenAI(handler=handler, slots=1).start()
+    try:
+        res = run_cli("evolve", "--task", "cartpole", "--demos", str(DEMOS / "cartpole.npz"),
+                      "--out", str(tmp_path / "r"), "--proposer-kind", "llm", "--llm-base-url", server.url,
+                      "--llm-model", "fake", "--search-generations", "1", "--search-population", "4",
+                      "--search-islands", "1", "--llm-timeout", "1", "--llm-max-calls", "6",
+                      "--sandbox-workers", "1", "--set", "data.random_negative_episodes=4", "--no-report", "--quiet")
+        received = len(server.completions)
+    finally:
+        server.stop()
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert server.max_busy == 1 and received == 6
+    assert "LLM calls: 6 sent, 6 replies, 0 failed, 0 cached" in res.stdout
+    assert "stopped: LLM call budget reached (6 of max_calls=6: 6 replies, 0 failed attempts)" in res.stdout
+    shown = run_cli("show", str(tmp_path / "r"), "--no-code")
+    assert "LLM calls: 6 sent, 6 replies, 0 failed" in shown.stdout

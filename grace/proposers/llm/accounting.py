@@ -115,3 +115,19 @@ class CallLedger:
         return {"calls": self.calls, "replies": self.replies, "failed": self.failed, "cached": self.cached,
                 "errors": dict(self.errors), "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens, "seconds": round(self.seconds, 3)}
+
+
+def call_summary(rows: list[dict[str, Any]], errors: list[tuple[str, int]]) -> str:
+    """One line from a run's recorded calls (`Archive.call_stats`, `Archive.call_errors`): calls
+    sent, replies, failed attempts by kind, cached, tokens, seconds."""
+    sent = sum(int(r["calls"]) - int(r["cached"] or 0) for r in rows)
+    failed = sum(int(r["errors"] or 0) for r in rows)
+    kinds: Counter[str] = Counter()
+    for error, n in errors:
+        kinds[error_kind(error)] += n
+    tokens = sum(int(r["prompt_tokens"]) + int(r["completion_tokens"]) for r in rows)
+    seconds = sum(float(r["latency"]) * int(r["calls"]) for r in rows)  # latency: the mean over all rows
+    by_kind = ", ".join(f"{k} {n}" for k, n in kinds.most_common())
+    cached = sum(int(r["cached"] or 0) for r in rows)
+    return (f"LLM calls: {sent} sent, {sent - failed} replies, {failed} failed{f' ({by_kind})' if by_kind else ''}, "
+            f"{cached} cached; {tokens} tokens; {seconds:.1f} s")
