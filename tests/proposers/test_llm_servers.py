@@ -207,3 +207,25 @@ def test_cli_run_on_a_single_slot_server_has_no_timeouts_and_reports_calls(tmp_p
     assert "stopped: LLM call budget reached (6 of max_calls=6: 6 replies, 0 failed attempts)" in res.stdout
     shown = run_cli("show", str(tmp_path / "r"), "--no-code")
     assert "LLM calls: 6 sent, 6 replies, 0 failed" in shown.stdout
+
+
+@pytest.mark.parametrize("answers,expected", [
+    ({"/v1/models": {"data": [{"id": "m", "owned_by": "vllm", "max_model_len": 32768}]}},
+     {"kind": "vllm", "context_length": 32768, "grammar": False}),
+    ({"/v1/models": {"data": [{"id": "m", "owned_by": "me"}]}}, {"kind": "llama-cpp-python", "grammar": True}),
+    ({"/props": {"total_slots": 4, "default_generation_settings": {"n_ctx": 16384}},
+      "/v1/models": {"data": [{"id": "m", "owned_by": "llamacpp"}]}},
+     {"kind": "llama.cpp", "slots": 4, "context_length": 16384, "grammar": True}),
+    ({"/api/version": {"version": "0.9.0"}, "/v1/models": {"data": [{"id": "m", "owned_by": "library"}]}},
+     {"kind": "ollama", "grammar": False}),
+    ({}, {"kind": "unknown", "grammar": False}),
+])
+def test_probe_recognises_servers(monkeypatch: pytest.MonkeyPatch, answers: dict, expected: dict) -> None:
+    import grace.proposers.llm.probe as probe
+
+    monkeypatch.setattr(probe, "_get", lambda url, headers, timeout: answers.get(url.split(":8000")[1]))
+    facts = probe.probe_server_sync("http://127.0.0.1:8000/v1", "m", "k")
+    assert facts == expected | {"local": True}
+    want = expected.get("slots") or {"vllm": 8}.get(expected["kind"], 1)
+    assert probe.default_concurrency(facts) == want
+    assert probe.default_concurrency(facts | {"local": False}) == (want if want != 1 else 4)
