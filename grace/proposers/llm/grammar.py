@@ -5,8 +5,9 @@ every sentence is a fenced program the contract validator accepts: a one-line do
 `PARAMS` literal with a fixed set of keys (one weight per scalar field, capped, plus `scale` and
 `offset`: so every `p["..."]` the body may read is a key), and `def reward(s, a, s_next, p):`
 returning one expression over the task's fields (`s.<field>`, `s_next.<field>`), PARAMS entries,
-numbers and allow-listed `xp` functions; vector fields appear only inside a reduction over
-`axis=-1`, so the result is one float per transition. The same rules render to GBNF (`gbnf`) and
+numbers and allow-listed `xp` functions, nested at most DEPTH levels (a model cut off by max_tokens
+mid-expression writes no program); vector fields appear only inside a reduction over `axis=-1`,
+so the result is one float per transition. The same rules render to GBNF (`gbnf`) and
 expand to random sentences (`sample`, which the tests validate with the contract validator).
 """
 
@@ -24,6 +25,11 @@ defined on every real number, so no program of the grammar takes a square root o
 BINARY = ("minimum", "maximum")
 MAX_WEIGHTS = 8
 """Scalar fields that get their own PARAMS weight (`w_<field>`); the others share `scale`."""
+DEPTH = 3
+"""Nesting levels of expressions (parentheses and calls): bounded, so a program ends well within
+a few hundred tokens instead of running into max_tokens mid-expression."""
+TERMS = (5, 3, 2)
+"""Most terms (a + b - ...) of an expression at each nesting level."""
 
 
 @dataclass(frozen=True)
@@ -79,37 +85,41 @@ def program_rules(schema: ObsSchema, xp_names: Iterable[str]) -> Rules:
     for i, key in enumerate(keys):
         params += [Lit(("" if i == 0 else ", ") + f'"{key}": '), Ref("number")]
     params.append(Lit("}\n"))
-    atom: list[tuple[Item, ...]] = [(Ref("number"),), (Lit('p["'), Ref("pkey"), Lit('"]')),
-                                    (Lit("("), Ref("expr"), Lit(")"))]
+    leaves: list[tuple[Item, ...]] = [(Ref("number"),), (Lit('p["'), Ref("pkey"), Lit('"]'))]
     if scalars:
-        atom.append((Ref("state"), Ref("sfield")))
-    atom += [(Lit(f"xp.{f}("), Ref("expr"), Lit(")")) for f in unary]
-    atom += [(Lit(f"xp.{f}("), Ref("expr"), Lit(", "), Ref("expr"), Lit(")")) for f in binary]
+        leaves.append((Ref("state"), Ref("sfield")))
+    if vectors and "linalg.norm" in allowed:
+        leaves.append((Lit("xp.linalg.norm("), Ref("state"), Ref("vfield"), Lit(", axis=-1)")))
+    if vectors and {"sum", "square"} <= allowed:
+        leaves.append((Lit("xp.sum(xp.square("), Ref("state"), Ref("vfield"), Lit("), axis=-1)")))
     rules: Rules = {
         "root": [(Lit("```python\n"), Ref("doc"), Lit("\n"), *params, Lit("\n\ndef reward(s, a, s_next, p):\n"),
-                  Lit("    return "), Ref("expr"), Lit("\n```"))],
+                  Lit("    return "), Ref("expr0"), Lit("\n```"))],
         "doc": [(Lit('"""'), Cls("A-Za-z", "abcdefghRewardPole"),
                  Rep((Cls("a-zA-Z0-9 ,.;:()+*/'", "abcde fghij,.:"),), 0, 80), Lit('"""\n'))],
-        "expr": [(Ref("term"), Rep((Ref("addop"), Ref("term")), 0, 4))],
         "addop": _lits((" + ", " - ")),
-        "term": [(Ref("factor"), Rep((Ref("mulop"), Ref("factor")), 0, 2))],
         "mulop": _lits((" * ", " / ")),
-        "factor": [(Ref("atom"),), (Lit("-"), Ref("atom"))],
-        "atom": atom,
         "number": [(Lit("0"), Ref("frac")), (Cls("1-9", "123456789"), Rep((Ref("digit"),), 0, 2), Ref("frac"))],
         "frac": [(Rep((Lit("."), Ref("digit"), Rep((Ref("digit"),), 0, 3)), 0, 1),)],
         "digit": [(Cls("0-9", "0123456789"),)],
         "pkey": _lits(keys),
         "state": _lits(("s_next.", "s.")),
     }
+    for d in range(DEPTH):
+        inner = f"expr{d + 1}"
+        atom = list(leaves)
+        if d + 1 < DEPTH:  # the deepest level holds leaves only: nesting is bounded
+            atom.append((Lit("("), Ref(inner), Lit(")")))
+            atom += [(Lit(f"xp.{f}("), Ref(inner), Lit(")")) for f in unary]
+            atom += [(Lit(f"xp.{f}("), Ref(inner), Lit(", "), Ref(inner), Lit(")")) for f in binary]
+        rules[f"expr{d}"] = [(Ref(f"term{d}"), Rep((Ref("addop"), Ref(f"term{d}")), 0, TERMS[d] - 1))]
+        rules[f"term{d}"] = [(Ref(f"factor{d}"), Rep((Ref("mulop"), Ref(f"factor{d}")), 0, 1))]
+        rules[f"factor{d}"] = [(Ref(f"atom{d}"),), (Lit("-"), Ref(f"atom{d}"))]
+        rules[f"atom{d}"] = atom
     if scalars:
         rules["sfield"] = _lits(scalars)
     if vectors:
         rules["vfield"] = _lits(vectors)
-        rules["atom"] += [(Lit("xp.linalg.norm("), Ref("state"), Ref("vfield"), Lit(", axis=-1)"))] if (
-            "linalg.norm" in allowed) else []
-        rules["atom"] += [(Lit("xp.sum(xp.square("), Ref("state"), Ref("vfield"), Lit("), axis=-1)"))] if (
-            {"sum", "square"} <= allowed) else []
     return rules
 
 
