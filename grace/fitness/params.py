@@ -13,6 +13,7 @@ import numpy as np
 from grace.config import FitSettings
 from grace.fitness.batched import CompiledReward, call_reward
 from grace.fitness.metrics import calibrate
+from grace.program import COST_PREFIX
 
 # The search's settings (budget, subsample, improve_tol, centre_budget, chunk) are the run's
 # `[fit]` config section (grace.config.FitSettings). improve_tol: fitted PARAMS must beat the
@@ -72,10 +73,13 @@ def fit_params(
     # Additive moves in units of each value's magnitude: a location (threshold, centre) can cross
     # zero, e.g. a threshold initialised at -0.3 can reach a goal at +0.5 (multiplicative,
     # sign-preserving moves never could). A weight may flip sign when that separates better.
+    # Cost weights (`cost_...`) are the exception: they stay >= 0 (the contract's rule).
     unit = np.where(np.abs(v0) > 1e-3, np.abs(v0), 1.0)
+    costs = np.array([k.startswith(COST_PREFIX) for k in names], bool)
 
     def decode(u: np.ndarray) -> dict[str, float]:
         vals = v0 + unit * np.clip(u, -50, 50)
+        vals = np.where(costs, np.maximum(vals, 0.0), vals)
         return _round_params(dict(zip(names, vals.tolist(), strict=True)))
 
     def score(u: np.ndarray, first: bool = False) -> float:
