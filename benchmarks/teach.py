@@ -6,6 +6,7 @@ one part switched off at a time. Then ONE compiled PPO batch trains, with the sa
 
     grace            the run's winner (chosen by PPO in the loop)
     no PPO select    the same run's best by offline fitness (what the winner would be without it)
+    no shaping       the winner without the potential the final shaping stage gave it (if it got one)
     no terminal      the winner of a run with `fit.terminal = false`
     no returns       the winner of a run with `fit.returns = false`
     true reward      the env's own reward
@@ -43,7 +44,7 @@ TASKS = ["cartpole", "acrobot", "mountaincar", "cartpole_fixed", "acrobot_fixed"
          "inverted_pendulum"]
 ABLATE = ["cartpole", "acrobot", "mountaincar"]
 VARIANTS = {"full": {}, "no_terminal": {"fit.terminal": False}, "no_returns": {"fit.returns": False}}
-BRANCHES = ("grace", "no_ppo_select", "no_terminal", "no_returns", "true_reward")
+BRANCHES = ("grace", "no_ppo_select", "no_shaping", "no_terminal", "no_returns", "true_reward")
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -81,7 +82,9 @@ def evolve_variant(task: str, variant: str, args: argparse.Namespace) -> dict[st
            # best_reward.py: the winner as grace hands it over (with the final stage's potential, if any)
            "winner": {"program_id": res.best.program_id, "source": Path(res.best_path).read_text() if res.best_path
                       else res.best.best_source, "fitness": res.best.fitness,
-                      "heldout": res.best.heldout, "size": res.best.size, "metrics": res.best.metrics},
+                      "heldout": res.best.heldout, "size": res.best.size, "metrics": res.best.metrics,
+                      # the same winner as the archive holds it: before the final shaping stage
+                      "unshaped": res.best.best_source},
            "offline_best": {"program_id": offline_best.program_id, "source": offline_best.best_source,
                             "fitness": offline_best.fitness, "size": offline_best.size},
            "selection": selection}
@@ -99,6 +102,8 @@ def train(task: str, evolved: dict[str, dict[str, Any]], args: argparse.Namespac
 
     full = evolved["full"]
     sources = {"grace": full["winner"]["source"], "no_ppo_select": full["offline_best"]["source"]}
+    if full["winner"].get("unshaped") and full["winner"]["unshaped"] != full["winner"]["source"]:
+        sources["no_shaping"] = full["winner"]["unshaped"]
     for v in ("no_terminal", "no_returns"):
         if v in evolved:
             sources[v] = evolved[v]["winner"]["source"]
@@ -163,19 +168,20 @@ def write_table(tasks: list[str], args: argparse.Namespace) -> None:
         "every column of a row trained in ONE compiled batch with the task's PPO settings). Normalised return = "
         "(R - R_random) / (R_expert - R_random) of the per-seed mean true return (quality.py's references); "
         "mean ± std over seeds. Ratios are to true-reward PPO of the same batch. Ablations (one part off at a "
-        "time): *no PPO select* = the same run's best by offline fitness; *no terminal* / *no returns* = a "
+        "time): *no PPO select* = the same run's best by offline fitness; *no shaping* = the winner without the "
+        "potential of the final shaping stage (- when it got none); *no terminal* / *no returns* = a "
         "separate run with `fit.terminal = false` / `fit.returns = false` (ablation tasks only). "
         "wave 1 = the first wave's grace / PPO ratio (benchmarks/results/quality.md, 3 seeds).", "",
-        "| task | true-reward PPO | grace | grace / PPO | no PPO select / PPO | no terminal / PPO | no returns / PPO "
-        "| wave 1 | success grace / PPO | winner size (wave 1) | evolve s (PPO select s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| task | true-reward PPO | grace | grace / PPO | no PPO select / PPO | no shaping / PPO | no terminal / PPO "
+        "| no returns / PPO | wave 1 | success grace / PPO | winner size (wave 1) | evolve s (PPO select s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for task in tasks:
         ref = _load(WAVE1 / task / "reference.json")
         tr = _load(CACHE / task / "train.json")
         full = _load(CACHE / task / "evolve-full.json")
         if ref is None or tr is None or full is None:
-            lines.append(f"| {task} | " + " | ".join(["not run (time)"] * 10) + " |")
+            lines.append(f"| {task} | " + " | ".join(["not run (time)"] * 11) + " |")
             continue
         m = tr["methods"]
         norm = {k: _norm(m.get(k), ref) for k in BRANCHES}
@@ -190,7 +196,7 @@ def write_table(tasks: list[str], args: argparse.Namespace) -> None:
         rt = row["ratio"]
         lines.append(
             f"| {task} | {_ms(base)} | {_ms(norm['grace'])} | **{_r(rt['grace'])}** | {_r(rt['no_ppo_select'])} | "
-            f"{_r(rt['no_terminal'])} | {_r(rt['no_returns'])} | {_r(w1_ratio)} | {succ} | "
+            f"{_r(rt['no_shaping'])} | {_r(rt['no_terminal'])} | {_r(rt['no_returns'])} | {_r(w1_ratio)} | {succ} | "
             f"{full['winner']['size']} ({w1_size if w1_size is not None else '-'}) | "
             f"{full['wall_s']:.0f} ({sel.get('seconds', 0):.0f}) |")
         same = full["winner"]["program_id"] == full["offline_best"]["program_id"]
