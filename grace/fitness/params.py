@@ -32,9 +32,13 @@ def _fit_subsample(data: dict[str, np.ndarray], rng: np.random.Generator, size: 
     return np.sort(np.concatenate(pick))
 
 
-def _round_params(params: dict[str, float]) -> dict[str, float]:
+def round_param(value: float) -> float:
     """4 significant digits: what `RewardProgram.with_params` writes, so the file rescores the same."""
-    return {k: float(f"{v:.4g}") for k, v in params.items()}
+    return float(f"{value:.4g}")
+
+
+def _round_params(params: dict[str, float]) -> dict[str, float]:
+    return {k: round_param(v) for k, v in params.items()}
 
 
 def fit_params(
