@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,7 +34,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from quality import normalise, references  # noqa: E402
+from quality import IMITATION_PY, normalise, references  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 NAME = "teach"
@@ -124,6 +125,31 @@ def train(task: str, evolved: dict[str, dict[str, Any]], args: argparse.Namespac
     return out
 
 
+def baseline(task: str, algo: str, args: argparse.Namespace) -> dict[str, Any] | None:
+    """GAIL / AIRL (imitation, SB3 PPO) on the same demos with the same env steps and seeds, run in
+    benchmarks/.venv-imitation (`make benchmarks/.venv-imitation/.installed`) by quality.py's script."""
+    path = CACHE / task / f"{algo}.json"
+    if (cached := _load(path)) and "true_return_mean" in cached and not args.force:
+        return cached
+    if not IMITATION_PY.exists():
+        print(f"[teach] {algo} skipped: {IMITATION_PY} missing", flush=True)
+        return None
+    steps = args.brax_steps if task == "inverted_pendulum" else args.steps
+    print(f"[teach] {algo} {task}: {args.seeds} seeds x {steps} steps", flush=True)
+    subprocess.run([str(IMITATION_PY), str(ROOT / "benchmarks" / "baselines_imitation.py"), "--task", task, "--algo",
+                    algo, "--steps", str(steps), "--seeds", str(args.seeds), "--out", str(path)],
+                   check=False, stdout=subprocess.DEVNULL)
+    return _load(path)
+
+
+def _baseline_norm(task: str, algo: str, ref: dict[str, Any]) -> tuple[list[float] | None, str]:
+    """Per-seed normalised returns of this run's baseline, else the first wave's (3 seeds, marked)."""
+    for path, mark in ((CACHE / task / f"{algo}.json", ""), (WAVE1 / "baselines" / f"{task}-{algo}.json", "¹")):
+        if (b := _load(path)) and "runs" in b:
+            return [normalise(r["true_return"], ref) for r in b["runs"]], mark
+    return None, ""
+
+
 # -- table ------------------------------------------------------------------------------------------
 def _norm(m: dict[str, Any] | None, ref: dict[str, Any]) -> list[float] | None:
     return [normalise(r, ref) for r in m["returns"]] if m and m.get("ok") else None
@@ -171,32 +197,37 @@ def write_table(tasks: list[str], args: argparse.Namespace) -> None:
         "time): *no PPO select* = the same run's best by offline fitness; *no shaping* = the winner without the "
         "potential of the final shaping stage (- when it got none); *no terminal* / *no returns* = a "
         "separate run with `fit.terminal = false` / `fit.returns = false` (ablation tasks only). "
-        "wave 1 = the first wave's grace / PPO ratio (benchmarks/results/quality.md, 3 seeds).", "",
+        "GAIL: imitation's GAIL (SB3 PPO) on the same demos, same env steps, this run's seeds; ¹ = not re-run here, "
+        "the first wave's (quality.md, 3 seeds). wave 1 = the first wave's grace / PPO ratio "
+        "(benchmarks/results/quality.md, 3 seeds).", "",
         "| task | true-reward PPO | grace | grace / PPO | no PPO select / PPO | no shaping / PPO | no terminal / PPO "
-        "| no returns / PPO | wave 1 | success grace / PPO | winner size (wave 1) | evolve s (PPO select s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| no returns / PPO | GAIL | grace / GAIL | wave 1 | success grace / PPO | winner size (wave 1) "
+        "| evolve s (PPO select s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for task in tasks:
         ref = _load(WAVE1 / task / "reference.json")
         tr = _load(CACHE / task / "train.json")
         full = _load(CACHE / task / "evolve-full.json")
         if ref is None or tr is None or full is None:
-            lines.append(f"| {task} | " + " | ".join(["not run (time)"] * 11) + " |")
+            lines.append(f"| {task} | " + " | ".join(["not run (time)"] * 13) + " |")
             continue
         m = tr["methods"]
         norm = {k: _norm(m.get(k), ref) for k in BRANCHES}
         base = norm["true_reward"]
         w1_ratio, w1_size = _wave1(task)
+        gail, gmark = _baseline_norm(task, "gail", ref)
         succ = " / ".join("-" if not (m.get(k) or {}).get("ok") or m[k]["success"] is None else f"{m[k]['success']:.2f}"
                           for k in ("grace", "true_reward"))
         sel = full.get("selection") or {}
         row = {"task": task, "norm": norm, "ratio": {k: _ratio(norm[k], base) for k in BRANCHES[:-1]},
-               "wave1_ratio": w1_ratio, "size": full["winner"]["size"], "wave1_size": w1_size}
+               "gail": gail, "gail_from_wave1": bool(gmark), "wave1_ratio": w1_ratio, "size": full["winner"]["size"], "wave1_size": w1_size}
         rows.append(row)
         rt = row["ratio"]
         lines.append(
             f"| {task} | {_ms(base)} | {_ms(norm['grace'])} | **{_r(rt['grace'])}** | {_r(rt['no_ppo_select'])} | "
-            f"{_r(rt['no_shaping'])} | {_r(rt['no_terminal'])} | {_r(rt['no_returns'])} | {_r(w1_ratio)} | {succ} | "
+            f"{_r(rt['no_shaping'])} | {_r(rt['no_terminal'])} | {_r(rt['no_returns'])} | {_ms(gail)}{gmark} | "
+            f"{_r(_ratio(norm['grace'], gail))} | {_r(w1_ratio)} | {succ} | "
             f"{full['winner']['size']} ({w1_size if w1_size is not None else '-'}) | "
             f"{full['wall_s']:.0f} ({sel.get('seconds', 0):.0f}) |")
         same = full["winner"]["program_id"] == full["offline_best"]["program_id"]
@@ -225,6 +256,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--table-only", action="store_true")
+    ap.add_argument("--baselines", default="", help="comma list of gail,airl to run beside (needs the imitation venv)")
     ap.add_argument("--name", default="teach", help="results name: benchmarks/results/NAME.md and NAME/ (cache)")
     args = ap.parse_args()
     global CACHE, RUNS, NAME
@@ -236,6 +268,8 @@ def main() -> None:
             references(t)
             evolved = {v: evolve_variant(t, v, args) for v in VARIANTS if v == "full" or t in ablate}
             train(t, evolved, args)
+            for algo in [a for a in args.baselines.split(",") if a]:
+                baseline(t, algo, args)
             write_table(tasks, args)
     write_table(tasks, args)
     prefix = f"{ROOT}/"
