@@ -173,7 +173,8 @@ class Evolution:
         if self.cfg.fit.shaping and self.best is not None and self.data is not None:
             trajs = await shaping.trajectories(self.executor, self.task, self.cfg, self.demos, self.data,
                                                self.best.best_source)
-            self.shaped = await shaping.final(self.archive, self.executor, self.task, self.cfg, self.best, trajs)
+            self.shaped = await shaping.final(self.archive, self.executor, self.task, self.cfg, self.best, trajs,
+                                              self.data)
             self.write_best()
 
     def _already_scored(self, prop: Proposal, rnd: int, gen: int) -> bool:

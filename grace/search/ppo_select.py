@@ -35,6 +35,24 @@ def enabled(cfg: EvolveConfig, task: Task) -> bool:
     return cfg.ppo.select_top >= 2 and task.make_jax_env is not None and cfg.fitness.kind == "offline"
 
 
+async def train_and_score(task: Task, cfg: EvolveConfig, sources: list[str], data: Transitions,
+                          seed: int) -> tuple[list[Any], float]:
+    """PPO on each source in one compile (`ppo.select_steps`, `ppo.seeds`), each policy scored by the
+    candidate-independent discriminator fitted on `data`; (results, seconds)."""
+    disc = ExpertSimilarity.from_data(data, seed=cfg.seed, max_ref=cfg.fitness.disc_max_ref)
+    job = PPOJob(tuple(sources), cfg.ppo.select_steps or cfg.ppo.steps, cfg.ppo.seeds, seed,
+                 cfg.ppo.overrides(task.action.kind == "discrete"), score_states=disc)
+    t0 = time.time()
+    results = await asyncio.to_thread(partial(run_ppo, task, job, timeout=cfg.ppo.timeout))
+    return results, time.time() - t0
+
+
+def likeness(result: Any) -> float | None:
+    """A trained policy's expert-likeness (None when PPO failed or gave no finite score)."""
+    ok = result.ok and result.irl_score is not None and math.isfinite(result.irl_score)
+    return float(result.irl_score) if ok else None
+
+
 def candidates(archive: Archive, rnd: int, k: int) -> list[ProgramRow]:
     """The round's top-k distinct programs by (parsimony-penalised) offline score."""
     return truncate(archive.programs(round=rnd, status="ok"), k)
@@ -51,16 +69,11 @@ async def select(archive: Archive, task: Task, cfg: EvolveConfig, rnd: int, data
     rows = candidates(archive, rnd, cfg.ppo.select_top)
     if len(rows) < 2:
         return None
-    disc = ExpertSimilarity.from_data(data, seed=cfg.seed, max_ref=cfg.fitness.disc_max_ref)
-    steps = cfg.ppo.select_steps or cfg.ppo.steps
-    job = PPOJob(tuple(r.best_source for r in rows), steps, cfg.ppo.seeds, cfg.seed + 104_729 * (rnd + 1),
-                 cfg.ppo.overrides(task.action.kind == "discrete"), score_states=disc)
-    t0 = time.time()
-    results = await asyncio.to_thread(partial(run_ppo, task, job, timeout=cfg.ppo.timeout))
-    seconds = time.time() - t0
+    results, seconds = await train_and_score(task, cfg, [r.best_source for r in rows], data,
+                                             cfg.seed + 104_729 * (rnd + 1))
     scored = []
     for rank, (row, res) in enumerate(zip(rows, results, strict=True)):
-        like = res.irl_score if res.ok and res.irl_score is not None and math.isfinite(res.irl_score) else None
+        like = likeness(res)
         scored.append({"row": row.id, "program_id": row.program_id, "offline_rank": rank, "fitness": row.fitness,
                        "expert_likeness": like, "error": res.error,
                        # recorded for benchmarks and the report; the choice never reads it
@@ -71,7 +84,8 @@ async def select(archive: Archive, task: Task, cfg: EvolveConfig, rnd: int, data
     else:  # most expert-like policy; ties keep the offline order
         winner = max(ok, key=lambda s: (s["expert_likeness"], -s["offline_rank"]))
     record = {"round": rnd, "after": after, "winner": winner["row"], "winner_program": winner["program_id"],
-              "candidates": scored, "steps": steps, "seeds": cfg.ppo.seeds, "seconds": seconds,
+              "candidates": scored, "steps": cfg.ppo.select_steps or cfg.ppo.steps, "seeds": cfg.ppo.seeds,
+              "seconds": seconds,
               "env_steps": int(sum(r.env_steps or 0 for r in results)) * cfg.ppo.seeds}
     archive.set_meta(meta_key(rnd), record)
     return record
