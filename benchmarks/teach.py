@@ -194,7 +194,8 @@ def write_table(tasks: list[str], args: argparse.Namespace) -> None:
         "every column of a row trained in ONE compiled batch with the task's PPO settings). Normalised return = "
         "(R - R_random) / (R_expert - R_random) of the per-seed mean true return (quality.py's references); "
         "mean ± std over seeds. Ratios are to true-reward PPO of the same batch. Ablations (one part off at a "
-        "time): *no PPO select* = the same run's best by offline fitness; *no shaping* = the winner without the "
+        "time; a value in () is a normalised return, where the ratio is undefined because true-reward PPO scores 0): "
+        "*no PPO select* = the same run's best by offline fitness; *no shaping* = the winner without the "
         "potential of the final shaping stage (- when it got none); *no terminal* / *no returns* = a "
         "separate run with `fit.terminal = false` / `fit.returns = false` (ablation tasks only). "
         "GAIL: imitation's GAIL (SB3 PPO) on the same demos, same env steps, this run's seeds; ¹ = not re-run here, "
@@ -224,9 +225,14 @@ def write_table(tasks: list[str], args: argparse.Namespace) -> None:
                "gail": gail, "gail_from_wave1": bool(gmark), "wave1_ratio": w1_ratio, "size": full["winner"]["size"], "wave1_size": w1_size}
         rows.append(row)
         rt = row["ratio"]
+
+        def _cell(k: str, rt: dict[str, float | None] = rt, norm: dict[str, list[float] | None] = norm) -> str:
+            """The ratio to true-reward PPO; where that is undefined (PPO at 0), the normalised return in ()."""
+            return _r(rt[k]) if rt[k] is not None or norm[k] is None else f"({np.mean(norm[k]):.2f})"
+
         lines.append(
-            f"| {task} | {_ms(base)} | {_ms(norm['grace'])} | **{_r(rt['grace'])}** | {_r(rt['no_ppo_select'])} | "
-            f"{_r(rt['no_shaping'])} | {_r(rt['no_terminal'])} | {_r(rt['no_returns'])} | {_ms(gail)}{gmark} | "
+            f"| {task} | {_ms(base)} | {_ms(norm['grace'])} | **{_r(rt['grace'])}** | {_cell('no_ppo_select')} | "
+            f"{_cell('no_shaping')} | {_cell('no_terminal')} | {_cell('no_returns')} | {_ms(gail)}{gmark} | "
             f"{_r(_ratio(norm['grace'], gail))} | {_r(w1_ratio)} | {succ} | "
             f"{full['winner']['size']} ({w1_size if w1_size is not None else '-'}) | "
             f"{full['wall_s']:.0f} ({sel.get('seconds', 0):.0f}) |")
