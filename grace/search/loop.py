@@ -435,7 +435,7 @@ class Evolution:
 
         if not ppo_select.enabled(self.cfg, self.task) or self.data is None:
             return
-        record = await ppo_select.select(self.archive, self.task, self.cfg, rnd, self.data)
+        record = await ppo_select.select(self.archive, self.task, self.cfg, rnd, self.data, self.executor)
         if record is not None:
             self.best = self.archive.program(int(record["winner"]))
             self.write_best()

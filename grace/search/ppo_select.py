@@ -16,10 +16,14 @@ import time
 from functools import partial
 from typing import Any
 
+import numpy as np
+from scipy.stats import rankdata
+
 from grace.config import EvolveConfig
 from grace.fitness.discriminator import ExpertSimilarity
 from grace.fitness.ppo import run_ppo
 from grace.search.archive import Archive, ProgramRow
+from grace.search.executor import Executor
 from grace.search.select import truncate
 from grace.tasks import Task
 from grace.types import PPOJob, Transitions
@@ -53,12 +57,41 @@ def likeness(result: Any) -> float | None:
     return float(result.irl_score) if ok else None
 
 
-def candidates(archive: Archive, rnd: int, k: int) -> list[ProgramRow]:
-    """The round's top-k distinct programs by (parsimony-penalised) offline score."""
-    return truncate(archive.programs(round=rnd, status="ok"), k)
+async def candidates(archive: Archive, rnd: int, cfg: EvolveConfig, data: Transitions,
+                     executor: Executor | None = None) -> list[ProgramRow]:
+    """The round's top-k distinct programs by (parsimony-penalised) offline score; with
+    `ppo.select_similarity` < 1 (and an executor), greedily the best of the top 8k whose reward ranks
+    a sample of the round's states unlike every one already chosen (rewards computed in the sandbox)."""
+    k, limit = cfg.ppo.select_top, cfg.ppo.select_similarity
+    rows = truncate(archive.programs(round=rnd, status="ok"), k if limit >= 1.0 or executor is None else 8 * k)
+    if len(rows) <= k:
+        return rows
+    rng = np.random.default_rng(cfg.seed + rnd)
+    idx = np.sort(rng.choice(len(data["s"]), size=min(512, len(data["s"])), replace=False))
+    batch = {key: np.asarray(data[key])[idx] for key in ("s", "a", "s_next")}
+    chosen: list[tuple[ProgramRow, np.ndarray]] = []
+    for row in rows:
+        r = await executor.rewards(row.best_source, batch)  # type: ignore[union-attr]
+        if r is None or not np.all(np.isfinite(r)):
+            continue
+        ranks = rankdata(r)
+        if all(_spearman(ranks, other) <= limit for _, other in chosen):
+            chosen.append((row, ranks))
+        if len(chosen) == k:
+            break
+    picked = {row.id for row, _ in chosen}
+    # fewer different rankings than k: fill with the best remaining, in offline order
+    return ([row for row, _ in chosen] + [r for r in rows if r.id not in picked])[:k]
 
 
-async def select(archive: Archive, task: Task, cfg: EvolveConfig, rnd: int, data: Transitions) -> dict[str, Any] | None:
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    if np.std(a) == 0 or np.std(b) == 0:
+        return 1.0 if np.std(a) == np.std(b) else 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+async def select(archive: Archive, task: Task, cfg: EvolveConfig, rnd: int, data: Transitions,
+                 executor: Executor | None = None) -> dict[str, Any] | None:
     """Train PPO on the round's top candidates and persist the choice; returns the record, or
     None when there is nothing to choose between. A record made after the same generation is
     reused (a resumed run keeps its choice; a run resumed with more generations chooses again)."""
@@ -66,7 +99,7 @@ async def select(archive: Archive, task: Task, cfg: EvolveConfig, rnd: int, data
     after = [rnd, last[1] if last is not None and last[0] == rnd else -1]
     if (done := archive.get_meta(meta_key(rnd))) is not None and done.get("after") == after:
         return done
-    rows = candidates(archive, rnd, cfg.ppo.select_top)
+    rows = await candidates(archive, rnd, cfg, data, executor)
     if len(rows) < 2:
         return None
     results, seconds = await train_and_score(task, cfg, [r.best_source for r in rows], data,
