@@ -6,6 +6,7 @@ one part switched off at a time. Then ONE compiled PPO batch trains, with the sa
 
     grace            the run's winner (chosen by PPO in the loop)
     no PPO select    the same run's best by offline fitness (what the winner would be without it)
+    no shaping       the winner without the potential the final shaping stage gave it (if it got one)
     no terminal      the winner of a run with `fit.terminal = false`
     no returns       the winner of a run with `fit.returns = false`
     true reward      the env's own reward
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,7 +34,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from quality import normalise, references  # noqa: E402
+from quality import IMITATION_PY, normalise, references  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 NAME = "teach"
@@ -43,7 +45,7 @@ TASKS = ["cartpole", "acrobot", "mountaincar", "cartpole_fixed", "acrobot_fixed"
          "inverted_pendulum"]
 ABLATE = ["cartpole", "acrobot", "mountaincar"]
 VARIANTS = {"full": {}, "no_terminal": {"fit.terminal": False}, "no_returns": {"fit.returns": False}}
-BRANCHES = ("grace", "no_ppo_select", "no_terminal", "no_returns", "true_reward")
+BRANCHES = ("grace", "no_ppo_select", "no_shaping", "no_terminal", "no_returns", "true_reward")
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -81,7 +83,9 @@ def evolve_variant(task: str, variant: str, args: argparse.Namespace) -> dict[st
            # best_reward.py: the winner as grace hands it over (with the final stage's potential, if any)
            "winner": {"program_id": res.best.program_id, "source": Path(res.best_path).read_text() if res.best_path
                       else res.best.best_source, "fitness": res.best.fitness,
-                      "heldout": res.best.heldout, "size": res.best.size, "metrics": res.best.metrics},
+                      "heldout": res.best.heldout, "size": res.best.size, "metrics": res.best.metrics,
+                      # the same winner as the archive holds it: before the final shaping stage
+                      "unshaped": res.best.best_source},
            "offline_best": {"program_id": offline_best.program_id, "source": offline_best.best_source,
                             "fitness": offline_best.fitness, "size": offline_best.size},
            "selection": selection}
@@ -99,6 +103,8 @@ def train(task: str, evolved: dict[str, dict[str, Any]], args: argparse.Namespac
 
     full = evolved["full"]
     sources = {"grace": full["winner"]["source"], "no_ppo_select": full["offline_best"]["source"]}
+    if full["winner"].get("unshaped") and full["winner"]["unshaped"] != full["winner"]["source"]:
+        sources["no_shaping"] = full["winner"]["unshaped"]
     for v in ("no_terminal", "no_returns"):
         if v in evolved:
             sources[v] = evolved[v]["winner"]["source"]
@@ -117,6 +123,31 @@ def train(task: str, evolved: dict[str, dict[str, Any]], args: argparse.Namespac
                               "env_steps": res.env_steps} if res.ok else {"ok": False, "error": res.error})
     _dump(path, out)
     return out
+
+
+def baseline(task: str, algo: str, args: argparse.Namespace) -> dict[str, Any] | None:
+    """GAIL / AIRL (imitation, SB3 PPO) on the same demos with the same env steps and seeds, run in
+    benchmarks/.venv-imitation (`make benchmarks/.venv-imitation/.installed`) by quality.py's script."""
+    path = CACHE / task / f"{algo}.json"
+    if (cached := _load(path)) and "true_return_mean" in cached and not args.force:
+        return cached
+    if not IMITATION_PY.exists():
+        print(f"[teach] {algo} skipped: {IMITATION_PY} missing", flush=True)
+        return None
+    steps = args.brax_steps if task == "inverted_pendulum" else args.steps
+    print(f"[teach] {algo} {task}: {args.seeds} seeds x {steps} steps", flush=True)
+    subprocess.run([str(IMITATION_PY), str(ROOT / "benchmarks" / "baselines_imitation.py"), "--task", task, "--algo",
+                    algo, "--steps", str(steps), "--seeds", str(args.seeds), "--out", str(path)],
+                   check=False, stdout=subprocess.DEVNULL)
+    return _load(path)
+
+
+def _baseline_norm(task: str, algo: str, ref: dict[str, Any]) -> tuple[list[float] | None, str]:
+    """Per-seed normalised returns of this run's baseline, else the first wave's (3 seeds, marked)."""
+    for path, mark in ((CACHE / task / f"{algo}.json", ""), (WAVE1 / "baselines" / f"{task}-{algo}.json", "¹")):
+        if (b := _load(path)) and "runs" in b:
+            return [normalise(r["true_return"], ref) for r in b["runs"]], mark
+    return None, ""
 
 
 # -- table ------------------------------------------------------------------------------------------
@@ -163,34 +194,46 @@ def write_table(tasks: list[str], args: argparse.Namespace) -> None:
         "every column of a row trained in ONE compiled batch with the task's PPO settings). Normalised return = "
         "(R - R_random) / (R_expert - R_random) of the per-seed mean true return (quality.py's references); "
         "mean ± std over seeds. Ratios are to true-reward PPO of the same batch. Ablations (one part off at a "
-        "time): *no PPO select* = the same run's best by offline fitness; *no terminal* / *no returns* = a "
+        "time; a value in () is a normalised return, where the ratio is undefined because true-reward PPO scores 0): "
+        "*no PPO select* = the same run's best by offline fitness; *no shaping* = the winner without the "
+        "potential of the final shaping stage (- when it got none); *no terminal* / *no returns* = a "
         "separate run with `fit.terminal = false` / `fit.returns = false` (ablation tasks only). "
-        "wave 1 = the first wave's grace / PPO ratio (benchmarks/results/quality.md, 3 seeds).", "",
-        "| task | true-reward PPO | grace | grace / PPO | no PPO select / PPO | no terminal / PPO | no returns / PPO "
-        "| wave 1 | success grace / PPO | winner size (wave 1) | evolve s (PPO select s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "GAIL: imitation's GAIL (SB3 PPO) on the same demos, same env steps, this run's seeds; ¹ = not re-run here, "
+        "the first wave's (quality.md, 3 seeds). wave 1 = the first wave's grace / PPO ratio "
+        "(benchmarks/results/quality.md, 3 seeds).", "",
+        "| task | true-reward PPO | grace | grace / PPO | no PPO select / PPO | no shaping / PPO | no terminal / PPO "
+        "| no returns / PPO | GAIL | grace / GAIL | wave 1 | success grace / PPO | winner size (wave 1) "
+        "| evolve s (PPO select s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for task in tasks:
         ref = _load(WAVE1 / task / "reference.json")
         tr = _load(CACHE / task / "train.json")
         full = _load(CACHE / task / "evolve-full.json")
         if ref is None or tr is None or full is None:
-            lines.append(f"| {task} | " + " | ".join(["not run (time)"] * 10) + " |")
+            lines.append(f"| {task} | " + " | ".join(["not run (time)"] * 13) + " |")
             continue
         m = tr["methods"]
         norm = {k: _norm(m.get(k), ref) for k in BRANCHES}
         base = norm["true_reward"]
         w1_ratio, w1_size = _wave1(task)
+        gail, gmark = _baseline_norm(task, "gail", ref)
         succ = " / ".join("-" if not (m.get(k) or {}).get("ok") or m[k]["success"] is None else f"{m[k]['success']:.2f}"
                           for k in ("grace", "true_reward"))
         sel = full.get("selection") or {}
         row = {"task": task, "norm": norm, "ratio": {k: _ratio(norm[k], base) for k in BRANCHES[:-1]},
-               "wave1_ratio": w1_ratio, "size": full["winner"]["size"], "wave1_size": w1_size}
+               "gail": gail, "gail_from_wave1": bool(gmark), "wave1_ratio": w1_ratio, "size": full["winner"]["size"], "wave1_size": w1_size}
         rows.append(row)
         rt = row["ratio"]
+
+        def _cell(k: str, rt: dict[str, float | None] = rt, norm: dict[str, list[float] | None] = norm) -> str:
+            """The ratio to true-reward PPO; where that is undefined (PPO at 0), the normalised return in ()."""
+            return _r(rt[k]) if rt[k] is not None or norm[k] is None else f"({np.mean(norm[k]):.2f})"
+
         lines.append(
-            f"| {task} | {_ms(base)} | {_ms(norm['grace'])} | **{_r(rt['grace'])}** | {_r(rt['no_ppo_select'])} | "
-            f"{_r(rt['no_terminal'])} | {_r(rt['no_returns'])} | {_r(w1_ratio)} | {succ} | "
+            f"| {task} | {_ms(base)} | {_ms(norm['grace'])} | **{_r(rt['grace'])}** | {_cell('no_ppo_select')} | "
+            f"{_cell('no_shaping')} | {_cell('no_terminal')} | {_cell('no_returns')} | {_ms(gail)}{gmark} | "
+            f"{_r(_ratio(norm['grace'], gail))} | {_r(w1_ratio)} | {succ} | "
             f"{full['winner']['size']} ({w1_size if w1_size is not None else '-'}) | "
             f"{full['wall_s']:.0f} ({sel.get('seconds', 0):.0f}) |")
         same = full["winner"]["program_id"] == full["offline_best"]["program_id"]
@@ -219,6 +262,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--table-only", action="store_true")
+    ap.add_argument("--baselines", default="", help="comma list of gail,airl to run beside (needs the imitation venv)")
     ap.add_argument("--name", default="teach", help="results name: benchmarks/results/NAME.md and NAME/ (cache)")
     args = ap.parse_args()
     global CACHE, RUNS, NAME
@@ -230,6 +274,8 @@ def main() -> None:
             references(t)
             evolved = {v: evolve_variant(t, v, args) for v in VARIANTS if v == "full" or t in ablate}
             train(t, evolved, args)
+            for algo in [a for a in args.baselines.split(",") if a]:
+                baseline(t, algo, args)
             write_table(tasks, args)
     write_table(tasks, args)
     prefix = f"{ROOT}/"

@@ -272,6 +272,10 @@ class PPOConfig:
     discriminator; never the true reward). 0 = off; skipped when the task has no JAX env."""
     select_steps: int = 0
     """Env steps per PPO run of that selection; 0 = ppo.steps."""
+    select_similarity: float = 1.0
+    """PPO in the loop: two candidates whose rewards rank a sample of the round's states alike
+    (Spearman correlation above this) count as one choice, so the K trained are the best of K
+    different rankings among the top 8K; 1.0 = off (the top K distinct programs)."""
     discrete: PPOHyper = field(default_factory=_discrete_ppo)
     """Hyperparameters for tasks with discrete actions."""
     continuous: PPOHyper = field(default_factory=PPOHyper)
@@ -378,6 +382,7 @@ class EvolveConfig:
              "fit.budget and fit.chunk must be >= 1, fit.subsample >= 2"),
             (self.ppo.steps >= 1 and self.ppo.seeds >= 1, "ppo.steps and ppo.seeds must be >= 1"),
             (self.ppo.select_top >= 0 and self.ppo.select_steps >= 0, "ppo.select_top and ppo.select_steps must be >= 0"),
+            (-1.0 <= self.ppo.select_similarity <= 1.0, "ppo.select_similarity must be in [-1, 1]"),
             (all(h.reward_transform in ("none", "symlog") for h in (self.ppo.discrete, self.ppo.continuous)),
              "ppo.*.reward_transform must be none or symlog"),
             (llm.n >= 1 and llm.max_tokens >= 1, "llm.n and llm.max_tokens must be >= 1"),

@@ -19,6 +19,7 @@ from grace.config import FitSettings
 from grace.fitness.batched import CompiledReward, call_reward, check_finite
 from grace.fitness.metrics import calibrate, metrics
 from grace.fitness.params import fit_params as _fit
+from grace.fitness.params import round_param
 from grace.fitness.returns import (
     DEFAULT_GAMMA,
     fit_terminal,
@@ -151,7 +152,7 @@ def _whole_episodes(r: np.ndarray, data: Transitions, expert: np.ndarray, params
     term = (fit_terminal(r[train], *(c[train] for c in cols), gamma,
                          None if shaping is None else shaping[train]) if fit.terminal else given)
     if term is not None:
-        term = float(f"{term:.4g}")  # what the file will hold (RewardProgram.with_params rounds alike)
+        term = round_param(term)  # what the file will hold
         params = params | {TERMINAL_KEY: term}
     paid = r if shaping is None else r + shaping
     out = []

@@ -13,6 +13,7 @@ import numpy as np
 from grace.config import FitSettings
 from grace.fitness.batched import CompiledReward, call_reward
 from grace.fitness.metrics import calibrate
+from grace.program import COST_PREFIX
 
 # The search's settings (budget, subsample, improve_tol, centre_budget, chunk) are the run's
 # `[fit]` config section (grace.config.FitSettings). improve_tol: fitted PARAMS must beat the
@@ -31,9 +32,13 @@ def _fit_subsample(data: dict[str, np.ndarray], rng: np.random.Generator, size: 
     return np.sort(np.concatenate(pick))
 
 
-def _round_params(params: dict[str, float]) -> dict[str, float]:
+def round_param(value: float) -> float:
     """4 significant digits: what `RewardProgram.with_params` writes, so the file rescores the same."""
-    return {k: float(f"{v:.4g}") for k, v in params.items()}
+    return float(f"{value:.4g}")
+
+
+def _round_params(params: dict[str, float]) -> dict[str, float]:
+    return {k: round_param(v) for k, v in params.items()}
 
 
 def fit_params(
@@ -72,10 +77,13 @@ def fit_params(
     # Additive moves in units of each value's magnitude: a location (threshold, centre) can cross
     # zero, e.g. a threshold initialised at -0.3 can reach a goal at +0.5 (multiplicative,
     # sign-preserving moves never could). A weight may flip sign when that separates better.
+    # Cost weights (`cost_...`) are the exception: they stay >= 0 (the contract's rule).
     unit = np.where(np.abs(v0) > 1e-3, np.abs(v0), 1.0)
+    costs = np.array([k.startswith(COST_PREFIX) for k in names], bool)
 
     def decode(u: np.ndarray) -> dict[str, float]:
         vals = v0 + unit * np.clip(u, -50, 50)
+        vals = np.where(costs, np.maximum(vals, 0.0), vals)
         return _round_params(dict(zip(names, vals.tolist(), strict=True)))
 
     def score(u: np.ndarray, first: bool = False) -> float:

@@ -68,22 +68,27 @@ def episode_returns(r: np.ndarray, episode: np.ndarray, step: np.ndarray, termin
     """(episode ids, discounted return of each): sum_t gamma^t r_t, plus gamma^t * terminal_reward
     on the transition that terminates. Rows may come in any order; only rows present count."""
     ids, inv = np.unique(np.asarray(episode), return_inverse=True)
+    return ids, _discounted_sums(inv, len(ids), r, step, terminal, terminal_reward, gamma)
+
+
+def _discounted_sums(inv: np.ndarray, n: int, r: np.ndarray, step: np.ndarray, terminal: np.ndarray,
+                     terminal_reward: float, gamma: float) -> np.ndarray:
     disc = np.power(gamma, np.asarray(step, np.float64))
     per_row = disc * (np.asarray(r, np.float64) + np.where(np.asarray(terminal, bool), terminal_reward, 0.0))
-    return ids, np.bincount(inv, weights=per_row, minlength=len(ids))
+    return np.bincount(inv, weights=per_row, minlength=n)
 
 
 def return_ranking(r: np.ndarray, episode: np.ndarray, step: np.ndarray, terminal: np.ndarray,
                    expert: np.ndarray, terminal_reward: float, gamma: float) -> dict[str, float]:
     """`return_ranking` (pairs where the expert episode earns more; nan without both kinds of
     episode), the mean discounted return of expert and of negative episodes, and their counts."""
-    ids, g = episode_returns(r, episode, step, terminal, terminal_reward, gamma)
-    _, inv = np.unique(np.asarray(episode), return_inverse=True)
+    ids, inv = np.unique(np.asarray(episode), return_inverse=True)
+    g = _discounted_sums(inv, len(ids), r, step, terminal, terminal_reward, gamma)
     is_exp = np.bincount(inv, weights=np.asarray(expert, np.float64), minlength=len(ids)) > 0
     ge, gn = g[is_exp], g[~is_exp]
     if ge.size and gn.size:  # returns equal up to rounding tie (they are sums of many terms)
         tol = 1e-9 * max(float(np.max(np.abs(g))), 1e-300)
-        ge, gn = np.round(ge / tol) * tol if tol > 0 else ge, np.round(gn / tol) * tol if tol > 0 else gn
+        ge, gn = np.round(ge / tol) * tol, np.round(gn / tol) * tol
     return {
         "return_ranking": auc_pos_neg(ge, gn),
         "return_expert": float(ge.mean()) if ge.size else math.nan,

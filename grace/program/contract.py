@@ -17,6 +17,12 @@ termination (never by a time limit). It is the discounted value of the absorbing
 enters (as in Discriminator-Actor-Critic), fitted by the offline fitness, and PPO, `grace train`,
 `grace eval` and every export add it identically. Not part of a program's identity."""
 
+COST_PREFIX = "cost_"
+"""PARAMS keys named `cost_...` are cost weights: >= 0 by contract, and the fitter keeps them so.
+A term `-p["cost_x"] * x` can then only charge for x, never pay for it: action terms are written as
+costs, because a bonus for acting pays a policy for something it can do in any state (measured: a
+Pendulum reward paying for torque trained PPO to flail, benchmarks/results/teach.md)."""
+
 POTENTIAL = "potential"
 """The optional shaping potential `def potential(s, p)`: Phi of a state, a batch of floats. The
 reward applied everywhere is `r + gamma * Phi(s_next) * (1 - terminated) - Phi(s)` (potential-
@@ -77,6 +83,9 @@ def _param_value(key: str, node: ast.expr) -> float:
         raise ProgramError(f"PARAMS[{key!r}] is not finite (inf or nan)", node.lineno)
     if abs(value) > PARAM_ABS_MAX:
         raise ProgramError(f"PARAMS[{key!r}] is out of range (|value| must be <= {PARAM_ABS_MAX:g})", node.lineno)
+    if key.startswith(COST_PREFIX) and value < 0:
+        raise ProgramError(f"PARAMS[{key!r}] = {value:g}: keys named {COST_PREFIX}... are cost weights and must be >= 0",
+                           node.lineno)
     return value
 
 
@@ -89,6 +98,8 @@ def check_param(key: object, value: object) -> None:
         raise ProgramError(f"PARAMS[{key!r}] is not a number") from None
     if not math.isfinite(v) or abs(v) > PARAM_ABS_MAX:
         raise ProgramError(f"PARAMS[{key!r}] = {v!r} is not finite or out of range (|value| <= {PARAM_ABS_MAX:g})")
+    if key.startswith(COST_PREFIX) and v < 0:
+        raise ProgramError(f"PARAMS[{key!r}] = {v!r}: keys named {COST_PREFIX}... are cost weights and must be >= 0")
 
 
 # -- contract checks ------------------------------------------------------------------------------

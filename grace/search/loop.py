@@ -173,7 +173,8 @@ class Evolution:
         if self.cfg.fit.shaping and self.best is not None and self.data is not None:
             trajs = await shaping.trajectories(self.executor, self.task, self.cfg, self.demos, self.data,
                                                self.best.best_source)
-            self.shaped = await shaping.final(self.archive, self.executor, self.task, self.cfg, self.best, trajs)
+            self.shaped = await shaping.final(self.archive, self.executor, self.task, self.cfg, self.best, trajs,
+                                              self.data)
             self.write_best()
 
     def _already_scored(self, prop: Proposal, rnd: int, gen: int) -> bool:
@@ -434,7 +435,7 @@ class Evolution:
 
         if not ppo_select.enabled(self.cfg, self.task) or self.data is None:
             return
-        record = await ppo_select.select(self.archive, self.task, self.cfg, rnd, self.data)
+        record = await ppo_select.select(self.archive, self.task, self.cfg, rnd, self.data, self.executor)
         if record is not None:
             self.best = self.archive.program(int(record["winner"]))
             self.write_best()

@@ -16,10 +16,14 @@ import time
 from functools import partial
 from typing import Any
 
+import numpy as np
+from scipy.stats import rankdata
+
 from grace.config import EvolveConfig
 from grace.fitness.discriminator import ExpertSimilarity
 from grace.fitness.ppo import run_ppo
 from grace.search.archive import Archive, ProgramRow
+from grace.search.executor import Executor
 from grace.search.select import truncate
 from grace.tasks import Task
 from grace.types import PPOJob, Transitions
@@ -35,12 +39,59 @@ def enabled(cfg: EvolveConfig, task: Task) -> bool:
     return cfg.ppo.select_top >= 2 and task.make_jax_env is not None and cfg.fitness.kind == "offline"
 
 
-def candidates(archive: Archive, rnd: int, k: int) -> list[ProgramRow]:
-    """The round's top-k distinct programs by (parsimony-penalised) offline score."""
-    return truncate(archive.programs(round=rnd, status="ok"), k)
+async def train_and_score(task: Task, cfg: EvolveConfig, sources: list[str], data: Transitions,
+                          seed: int) -> tuple[list[Any], float]:
+    """PPO on each source in one compile (`ppo.select_steps`, `ppo.seeds`), each policy scored by the
+    candidate-independent discriminator fitted on `data`; (results, seconds)."""
+    disc = ExpertSimilarity.from_data(data, seed=cfg.seed, max_ref=cfg.fitness.disc_max_ref)
+    job = PPOJob(tuple(sources), cfg.ppo.select_steps or cfg.ppo.steps, cfg.ppo.seeds, seed,
+                 cfg.ppo.overrides(task.action.kind == "discrete"), score_states=disc)
+    t0 = time.time()
+    results = await asyncio.to_thread(partial(run_ppo, task, job, timeout=cfg.ppo.timeout))
+    return results, time.time() - t0
 
 
-async def select(archive: Archive, task: Task, cfg: EvolveConfig, rnd: int, data: Transitions) -> dict[str, Any] | None:
+def likeness(result: Any) -> float | None:
+    """A trained policy's expert-likeness (None when PPO failed or gave no finite score)."""
+    ok = result.ok and result.irl_score is not None and math.isfinite(result.irl_score)
+    return float(result.irl_score) if ok else None
+
+
+async def candidates(archive: Archive, rnd: int, cfg: EvolveConfig, data: Transitions,
+                     executor: Executor | None = None) -> list[ProgramRow]:
+    """The round's top-k distinct programs by (parsimony-penalised) offline score; with
+    `ppo.select_similarity` < 1 (and an executor), greedily the best of the top 8k whose reward ranks
+    a sample of the round's states unlike every one already chosen (rewards computed in the sandbox)."""
+    k, limit = cfg.ppo.select_top, cfg.ppo.select_similarity
+    rows = truncate(archive.programs(round=rnd, status="ok"), k if limit >= 1.0 or executor is None else 8 * k)
+    if len(rows) <= k:
+        return rows
+    rng = np.random.default_rng(cfg.seed + rnd)
+    idx = np.sort(rng.choice(len(data["s"]), size=min(512, len(data["s"])), replace=False))
+    batch = {key: np.asarray(data[key])[idx] for key in ("s", "a", "s_next")}
+    chosen: list[tuple[ProgramRow, np.ndarray]] = []
+    for row in rows:
+        r = await executor.rewards(row.best_source, batch)  # type: ignore[union-attr]
+        if r is None or not np.all(np.isfinite(r)):
+            continue
+        ranks = rankdata(r)
+        if all(_spearman(ranks, other) <= limit for _, other in chosen):
+            chosen.append((row, ranks))
+        if len(chosen) == k:
+            break
+    picked = {row.id for row, _ in chosen}
+    # fewer different rankings than k: fill with the best remaining, in offline order
+    return ([row for row, _ in chosen] + [r for r in rows if r.id not in picked])[:k]
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    if np.std(a) == 0 or np.std(b) == 0:
+        return 1.0 if np.std(a) == np.std(b) else 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+async def select(archive: Archive, task: Task, cfg: EvolveConfig, rnd: int, data: Transitions,
+                 executor: Executor | None = None) -> dict[str, Any] | None:
     """Train PPO on the round's top candidates and persist the choice; returns the record, or
     None when there is nothing to choose between. A record made after the same generation is
     reused (a resumed run keeps its choice; a run resumed with more generations chooses again)."""
@@ -48,19 +99,14 @@ async def select(archive: Archive, task: Task, cfg: EvolveConfig, rnd: int, data
     after = [rnd, last[1] if last is not None and last[0] == rnd else -1]
     if (done := archive.get_meta(meta_key(rnd))) is not None and done.get("after") == after:
         return done
-    rows = candidates(archive, rnd, cfg.ppo.select_top)
+    rows = await candidates(archive, rnd, cfg, data, executor)
     if len(rows) < 2:
         return None
-    disc = ExpertSimilarity.from_data(data, seed=cfg.seed, max_ref=cfg.fitness.disc_max_ref)
-    steps = cfg.ppo.select_steps or cfg.ppo.steps
-    job = PPOJob(tuple(r.best_source for r in rows), steps, cfg.ppo.seeds, cfg.seed + 104_729 * (rnd + 1),
-                 cfg.ppo.overrides(task.action.kind == "discrete"), score_states=disc)
-    t0 = time.time()
-    results = await asyncio.to_thread(partial(run_ppo, task, job, timeout=cfg.ppo.timeout))
-    seconds = time.time() - t0
+    results, seconds = await train_and_score(task, cfg, [r.best_source for r in rows], data,
+                                             cfg.seed + 104_729 * (rnd + 1))
     scored = []
     for rank, (row, res) in enumerate(zip(rows, results, strict=True)):
-        like = res.irl_score if res.ok and res.irl_score is not None and math.isfinite(res.irl_score) else None
+        like = likeness(res)
         scored.append({"row": row.id, "program_id": row.program_id, "offline_rank": rank, "fitness": row.fitness,
                        "expert_likeness": like, "error": res.error,
                        # recorded for benchmarks and the report; the choice never reads it
@@ -71,7 +117,8 @@ async def select(archive: Archive, task: Task, cfg: EvolveConfig, rnd: int, data
     else:  # most expert-like policy; ties keep the offline order
         winner = max(ok, key=lambda s: (s["expert_likeness"], -s["offline_rank"]))
     record = {"round": rnd, "after": after, "winner": winner["row"], "winner_program": winner["program_id"],
-              "candidates": scored, "steps": steps, "seeds": cfg.ppo.seeds, "seconds": seconds,
+              "candidates": scored, "steps": cfg.ppo.select_steps or cfg.ppo.steps, "seeds": cfg.ppo.seeds,
+              "seconds": seconds,
               "env_steps": int(sum(r.env_steps or 0 for r in results)) * cfg.ppo.seeds}
     archive.set_meta(meta_key(rnd), record)
     return record

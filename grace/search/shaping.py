@@ -48,11 +48,14 @@ async def trajectories(executor: Executor, task: Task, cfg: EvolveConfig, demos:
 
 
 async def final(archive: Archive, executor: Executor, task: Task, cfg: EvolveConfig, best: ProgramRow,
-                trajs: list[dict[str, Any]]) -> Shaped | None:
+                trajs: list[dict[str, Any]], data: Transitions | None = None) -> Shaped | None:
     """The winner with the learned potential, scored once in the sandbox with its PARAMS kept
     (the terminal value is learned again under the shaping); None when no potential clearly
-    rises along the expert episodes or the shaped program fails. Recorded as archive meta
-    `shaping_final`."""
+    rises along the expert episodes or the shaped program fails. With PPO in the loop on (and
+    `data`), PPO trains the winner with and without the potential in one batch and the potential
+    is kept only when its policy is the more expert-like (a potential that ranks with time can
+    still teach worse: measured on the fixed-horizon Acrobot, benchmarks/results/teach2.md).
+    Recorded as archive meta `shaping_final` before it is used."""
     from grace.fitness.base import fit_settings
     from grace.fitness.offline import DATA_KEY, WORKER_FN
     from grace.proposers.offline.potential import (
@@ -82,17 +85,52 @@ async def final(archive: Archive, executor: Executor, task: Task, cfg: EvolveCon
                                 res.heldout_fitness, dict(res.metrics))
             else:
                 record["error"] = str(out.error)
+    if shaped is not None and data is not None:
+        record |= await _ppo_check(task, cfg, best.best_source, shaped.source, data)
+        shaped = shaped if record["kept"] else None
     archive.set_meta("shaping_final", record)
     return shaped
+
+
+async def _ppo_check(task: Task, cfg: EvolveConfig, unshaped: str, shaped: str, data: Transitions) -> dict[str, Any]:
+    """PPO in the loop on the winner without and with its potential: `kept` when the shaped reward's
+    policy is strictly more expert-like (or PPO in the loop is off: then the potential is kept)."""
+    from grace.search import ppo_select
+
+    if not ppo_select.enabled(cfg, task):
+        return {"kept": True}
+    results, seconds = await ppo_select.train_and_score(task, cfg, [unshaped, shaped], data, cfg.seed + 7_919)
+    without, with_ = (ppo_select.likeness(r) for r in results)
+    kept = with_ is not None and (without is None or with_ > without)
+    return {"kept": kept, "ppo_check": {"expert_likeness_without": without, "expert_likeness_with": with_,
+                                        "true_return_without": results[0].true_return_mean,
+                                        "true_return_with": results[1].true_return_mean, "seconds": seconds}}
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
 
 
 def provenance(shaped: Shaped | None, record: dict[str, Any] | None) -> dict[str, str]:
     """The provenance line of a winner that carries a learned potential ({} otherwise);
     `record`: the archive meta `shaping_final`."""
     if shaped is None:
+        check = (record or {}).get("ppo_check")
+        if record and not record.get("kept", True) and check:
+            return {"shaping": (f"potential {record.get('potential')} learned from the demos, not kept: PPO on it was "
+                                f"less expert-like ({_num(check.get('expert_likeness_with'))} vs "
+                                f"{_num(check.get('expert_likeness_without'))} without)")}
         return {}
     m, nan = shaped.metrics, float("nan")
     return {"shaping": (f"potential {(record or {}).get('potential')} learned from the demos: rank correlation with "
                         f"time {m.get('potential_progress_heldout', nan):.2f} on held-out expert episodes; above negative "
                         f"episodes at equal time in {m.get('potential_above_heldout', nan):.2f} of pairs; discount "
-                        f"{m.get('gamma', nan):.3g}")}
+                        f"{m.get('gamma', nan):.3g}" + _checked(record))}
+
+
+def _checked(record: dict[str, Any] | None) -> str:
+    check = (record or {}).get("ppo_check")
+    if not check:
+        return ""
+    return (f"; kept by PPO in the loop (expert-likeness {_num(check.get('expert_likeness_with'))} with it, "
+            f"{_num(check.get('expert_likeness_without'))} without)")

@@ -259,6 +259,21 @@ def test_fitting_cannot_win_by_rescaling():
     assert without_terminal(res.params) == {"w": 0.37}
 
 
+def test_cost_weights_never_flip_into_bonuses():
+    """`cost_...` PARAMS stay >= 0 under fitting (the contract's rule), where a plain weight flips."""
+    data = synthetic_data(seed=5)  # positives have the larger x: charging for x is the wrong sign
+
+    def charge(key):
+        def reward(s, a, s_next, p):
+            return (0.01 * s_next[:, 1] - p[key] * s_next[:, 0]).astype(np.float32)
+        return reward
+
+    plain = evaluate(charge("w_x"), data, {"w_x": 0.5}, fit=FitSettings())
+    assert plain.params["w_x"] < 0  # unconstrained, the fitter turns the charge into a bonus
+    cost = evaluate(charge("cost_x"), data, {"cost_x": 0.5}, fit=FitSettings())
+    assert cost.params["cost_x"] >= 0
+
+
 def test_worst_examples_are_the_most_misclassified():
     data = synthetic_data(seed=1)
     res = evaluate(threshold_reward, data, {"t": 0.5}, fit=FitSettings(params=False, n_worst=6), schema=SCHEMA)

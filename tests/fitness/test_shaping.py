@@ -12,6 +12,7 @@ from grace.fitness.returns import applied_reward, episode_returns, potential_met
 from grace.program import TERMINAL_KEY, ProgramError, RewardProgram
 from grace.sandbox.compile import SandboxError, compile_reward
 from grace.tasks import get_task
+from tests.fitness.lockstep import ppo_and_gymnax_export
 from tests.test_export import load_module
 
 GAMMA = 0.99
@@ -174,43 +175,18 @@ def test_gymnasium_export_pays_the_shaped_reward(program, tmp_path) -> None:
 def test_ppo_env_and_gymnax_export_pay_the_same_shaped_reward(program, tmp_path) -> None:
     """CandidateRewardEnv (the sandbox's jax compile, PPO's discount) and the gymnax export agree
     at every step, terminations and time limits included, and equal the numpy sandbox's value."""
-    import jax
+    from grace.fitness.ppo import ppo_settings
 
-    from grace.fitness.ppo import _branches, ppo_settings
-    from grace.fitness.ppo_batch import CandidateRewardEnv, CandParams
-    from grace.tasks.jax_envs import make
-
-    task = get_task("cartpole")
-    gamma = float(ppo_settings(task)["gamma"])
-    base, params = make("CartPole-v1")
-    params = params.replace(max_steps_in_episode=12)
-    errors, branches, _ = _branches(task, base, params, [program.source])
-    assert errors == [None]
-    ppo_env = CandidateRewardEnv(base, branches)
-    path = tmp_path / "cp_gymnax.py"
-    path.write_text(export_program(program, task, "gymnax"))
-    exported = load_module(path).GraceReward(base)
-    cp = CandParams(params, np.int32(0))
-    key = jax.random.PRNGKey(0)
-    obs, st = ppo_env.reset_env(key, cp)
-    step_ppo, step_exp = jax.jit(ppo_env.step_env), jax.jit(exported.step)
+    gamma = float(ppo_settings(get_task("cartpole"))["gamma"])
     kinds = {"terminated": 0, "truncated": 0}
-    for i in range(100):
-        key, k_act, k_step = jax.random.split(key, 3)
-        action = jax.random.randint(k_act, (), 0, 2)
-        obs2, st2, r_ppo, done, _ = step_ppo(k_step, st, action, cp)
-        _, _, r_exp, done_exp, _ = step_exp(k_step, st.inner, action, params)
-        assert bool(done) == bool(done_exp)
-        ended = bool(done) and int(st2.inner.time) < 12
-        want = _sandbox_applied(program, np.asarray(obs)[None], np.asarray([int(action)]), np.asarray(obs2)[None],
-                                np.asarray([ended]), gamma)[0]
-        assert float(r_ppo) == pytest.approx(float(r_exp), abs=1e-3), i
-        assert float(r_ppo) == pytest.approx(want, abs=1e-3), i
-        if bool(done):
-            kinds["terminated" if ended else "truncated"] += 1
-            obs, st = ppo_env.reset_env(k_act, cp)
-        else:
-            obs, st = obs2, st2
+    for i, step in enumerate(ppo_and_gymnax_export(program, tmp_path, 100)):
+        assert step.done == step.done_export
+        want = _sandbox_applied(program, step.obs[None], np.asarray([step.action]), step.obs_next[None],
+                                np.asarray([step.terminated]), gamma)[0]
+        assert step.r_ppo == pytest.approx(step.r_export, abs=1e-3), i
+        assert step.r_ppo == pytest.approx(want, abs=1e-3), i
+        if step.done:
+            kinds["terminated" if step.terminated else "truncated"] += 1
     assert kinds["terminated"] and kinds["truncated"]
 
 

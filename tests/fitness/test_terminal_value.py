@@ -10,6 +10,7 @@ from grace.export import export_program
 from grace.fitness.returns import episode_returns, fit_terminal, return_ranking, terminal_value
 from grace.program import TERMINAL_KEY, RewardProgram
 from grace.tasks import get_task
+from tests.fitness.lockstep import ppo_and_gymnax_export
 from tests.test_export import load_module
 
 GAMMA = 0.99
@@ -131,40 +132,12 @@ def test_gymnasium_export_adds_the_terminal_value_on_termination_only(program, t
 def test_ppo_env_and_gymnax_export_agree_on_every_step(program, tmp_path) -> None:
     """The reward PPO trains on (CandidateRewardEnv, through the sandbox's jax compile) and the
     gymnax export give the same reward at every step, terminations and time limits included."""
-    import jax
-
-    from grace.fitness.ppo import _branches
-    from grace.fitness.ppo_batch import CandidateRewardEnv, CandParams
-    from grace.tasks.jax_envs import make
-
-    task = get_task("cartpole")
-    base, params = make("CartPole-v1")
-    params = params.replace(max_steps_in_episode=12)  # time limits happen too
-    errors, branches, _ = _branches(task, base, params, [program.source])
-    assert errors == [None]
-    ppo_env = CandidateRewardEnv(base, branches)
-    path = tmp_path / "cp_gymnax.py"
-    path.write_text(export_program(program, task, "gymnax"))
-    exported = load_module(path).GraceReward(base)
-    cp = CandParams(params, np.int32(0))
-    key = jax.random.PRNGKey(0)
-    obs, st = ppo_env.reset_env(key, cp)
-    inner = st.inner
-    step_ppo, step_exp = jax.jit(ppo_env.step_env), jax.jit(exported.step)
     kinds = {"terminated": 0, "truncated": 0}
-    for i in range(120):
-        key, k_act, k_step = jax.random.split(key, 3)
-        action = jax.random.randint(k_act, (), 0, 2)
-        obs2, st2, r_ppo, done, _ = step_ppo(k_step, st, action, cp)
-        _, _, r_exp, done_exp, _ = step_exp(k_step, inner, action, params)
-        assert bool(done) == bool(done_exp)
-        assert float(r_ppo) == pytest.approx(float(r_exp), abs=1e-4), i
-        if bool(done):
-            kinds["truncated" if int(st2.inner.time) >= 12 else "terminated"] += 1
-            obs, st = ppo_env.reset_env(k_act, cp)
-        else:
-            st = st2
-        inner = st.inner
+    for i, step in enumerate(ppo_and_gymnax_export(program, tmp_path, 120)):
+        assert step.done == step.done_export
+        assert step.r_ppo == pytest.approx(step.r_export, abs=1e-4), i
+        if step.done:
+            kinds["terminated" if step.terminated else "truncated"] += 1
     assert kinds["terminated"] and kinds["truncated"]
 
 

@@ -244,3 +244,19 @@ def test_programs_run_in_the_real_sandbox() -> None:
             obs = rng.normal(size=(6, ctx.schema.width))
             total, comps = CompiledReward(src, ctx.schema)(obs, actions(ctx, 6, rng), obs)
             assert total.shape == (6,) and comps
+
+
+def test_action_effort_is_rendered_as_a_cost_and_parses_back() -> None:
+    """Effort enters only as a cost (`cost_` weight, >= 0 by contract): never a bonus for acting."""
+    from grace.proposers.offline.terms import Feature, Term, render
+
+    ctx = make_ctx("user", USER_SCHEMA, USER_ACTION)
+    src = render([Term("abs", Feature("field", ("x",)), {"w": 1.0, "c": 0.0}), Term("cost", Feature("effort"), {"w": 0.2})])
+    assert '-p["cost_action_effort"] * xp.sum(a ** 2, axis=-1)' in src and "action effort as a cost" in src
+    prog = check_source(src, ctx)
+    assert prog.params["cost_action_effort"] > 0
+    terms = parse_program(prog, ctx.schema, ctx.action)
+    assert terms is not None and [t.shape for t in terms] == ["abs", "cost"]
+    obs = np.zeros((4, USER_SCHEMA.width))
+    effort = evaluate(src, USER_SCHEMA, obs, np.full((4, 2), 1.0))
+    assert np.all(effort < evaluate(src, USER_SCHEMA, obs, np.zeros((4, 2))))  # acting only ever costs

@@ -162,6 +162,12 @@ def test_params_write_back_refuses_bad_values():
             program.with_params({"w": bad})
     with pytest.raises(ProgramError, match="identifier"):
         program.with_params({"w x": 1.0})
+    costly = RewardProgram('PARAMS = {"cost_e": 0.1}\n\n\ndef reward(s, a, s_next, p):\n    return -p["cost_e"]\n')
+    assert costly.with_params({"cost_e": 0.0}).params == {"cost_e": 0.0}
+    with pytest.raises(ProgramError, match="cost weights and must be >= 0"):
+        costly.with_params({"cost_e": -0.5})
+    with pytest.raises(ProgramError, match="cost weights"):
+        RewardProgram('PARAMS = {"cost_e": -1.0}\n\n\ndef reward(s, a, s_next, p):\n    return 0.0\n').validate()
 
 
 def test_rewrites_are_exact_and_revalidated():

@@ -51,3 +51,40 @@ def test_the_winner_is_chosen_by_ppo_persisted_and_kept_on_resume(tmp_path) -> N
     # a resume of the finished run keeps the persisted choice (PPO does not train again)
     again = grace.evolve(resume=True, out=str(run), progress=False)
     assert again.best is not None and again.best.id == rec["winner"]
+
+
+def test_diverse_candidates_are_the_best_of_different_rankings(tmp_path) -> None:
+    """`ppo.select_similarity` < 1: a candidate whose reward ranks the states like one already chosen
+    is skipped for the next different one (rewards faked: the ranking is the input)."""
+    import asyncio
+
+    from grace.data.dataset import build_offline_data
+    from grace.data.rollout import random_negatives
+    from grace.data.trajectories import load_demos
+    from grace.search import ppo_select
+    from grace.search.select import truncate
+
+    run = tmp_path / "r"
+    cfg = EvolveConfig(task="cartpole", demos=str(DEMOS / "cartpole.npz"), out=str(run), report=False).override(
+        {**SMALL, "search.population": 8})
+    grace.evolve(cfg, progress=False)
+    archive = Archive(run / "archive.sqlite", create=False)
+    top = truncate(archive.programs(round=0, status="ok"), 8)
+    assert len(top) >= 6
+    task = get_task("cartpole")
+    data = build_offline_data(task, load_demos(DEMOS / "cartpole.npz", task), [("random", random_negatives(task, 4, 0))])
+    class Rewards:  # every program ranks states by the first observation, but `odd` by minus it
+        def __init__(self, odd: str | None) -> None:
+            self.odd = odd
+
+        async def rewards(self, source, batch):
+            return batch["s_next"][:, 0] * (-1.0 if source == self.odd else 1.0) + 0.001 * len(source)
+
+    def pick(similarity: float, odd: str | None) -> list[int]:
+        c = cfg.override({"ppo.select_top": 2, "ppo.select_similarity": similarity})
+        return [r.id for r in asyncio.run(ppo_select.candidates(archive, 0, c, data, Rewards(odd)))]
+
+    assert pick(1.0, top[5].best_source) == [top[0].id, top[1].id]  # off: the top 2 by score
+    assert pick(0.9, top[5].best_source) == [top[0].id, top[5].id]  # the best, then the best ranking differently
+    assert pick(0.9, None) == [top[0].id, top[1].id]  # all rank alike: filled in offline order
+    archive.close()

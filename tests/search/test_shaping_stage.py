@@ -40,3 +40,34 @@ def test_shaping_off_writes_the_winner_as_found(tmp_path) -> None:
     assert program.program_id == RewardProgram(res.best.best_source).program_id
     with pytest.raises(KeyError):
         _ = program.provenance["shaping"]
+
+
+@pytest.mark.ppo_select
+@pytest.mark.parametrize("shaped_teaches", [True, False])
+def test_the_potential_is_kept_only_when_ppo_says_it_teaches(tmp_path, monkeypatch, shaped_teaches: bool) -> None:
+    """With PPO in the loop on, the winner trains with and without its potential in one batch; the
+    potential stays only when its policy is the more expert-like (PPO faked: its verdict is the input)."""
+    from types import SimpleNamespace
+
+    from grace.search import ppo_select
+
+    def fake(task, cfg, sources, data, seed):
+        like = [(0.9 if shaped_teaches else 0.1) if "def potential" in s else 0.5 for s in sources]
+        return [SimpleNamespace(ok=True, irl_score=x, error=None, true_return_mean=0.0, env_steps=0) for x in like], 0.1
+
+    async def fake_train(*args):
+        return fake(*args)
+
+    monkeypatch.setattr(ppo_select, "enabled", lambda cfg, task: True)
+    monkeypatch.setattr(ppo_select, "train_and_score", fake_train)
+    cfg = EvolveConfig(task="mountaincar", demos=str(DEMOS / "mountaincar.npz"), out=str(tmp_path / "r")).override(TINY)
+    res = grace.evolve(cfg, progress=False)
+    program = RewardProgram.from_file(res.best_path)
+    record = Archive(tmp_path / "r" / "archive.sqlite", create=False).get_meta("shaping_final")
+    assert record["kept"] is shaped_teaches and record["ppo_check"]["expert_likeness_without"] == 0.5
+    assert program.has_potential is shaped_teaches
+    if shaped_teaches:
+        assert "kept by PPO in the loop (expert-likeness 0.900 with it, 0.500 without)" in program.provenance["shaping"]
+    else:
+        assert "not kept: PPO on it was less expert-like (0.100 vs 0.500 without)" in program.provenance["shaping"]
+        assert program.program_id == RewardProgram(res.best.best_source).program_id

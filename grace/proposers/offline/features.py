@@ -122,7 +122,7 @@ class Analysis:
     def make(self, shape: str, feat: Feature) -> Term:
         """A term with constants initialised from the data (action terms: defaults)."""
         if not feat.evaluable:
-            return Term("linear", feat, {"w": -0.1 if feat.kind == "effort" else 0.1})
+            return Term("cost", feat, {"w": 0.1}) if feat.kind == "effort" else Term("linear", feat, {"w": 0.1})
         return Term(shape, feat, init_params(shape, feat.values(self.pos), feat.values(self.neg)))
 
     def values(self, terms: list[Term]) -> tuple[np.ndarray, np.ndarray]:
@@ -138,7 +138,7 @@ class Analysis:
 
     def shapes_for(self, feat: Feature) -> tuple[str, ...]:
         if not feat.evaluable:
-            return ("linear",)
+            return ("cost",) if feat.kind == "effort" else ("linear",)
         return BASE_SHAPES + (("cos",) if feat.kind == "angle" else ())
 
     def greedy(self, max_terms: int, start: list[Term] | None = None,
@@ -200,7 +200,7 @@ def analyse(ctx: Any) -> Analysis:
             scored.append((COMPLEXITY[feat.kind] - q, len(scored), term))
     an.terms = [t for _, _, t in sorted(scored, key=lambda x: (x[0], x[1]))]
     if ctx.action.kind == "continuous":
-        an.action_terms = [an.make("linear", Feature("effort"))]
+        an.action_terms = [an.make("cost", Feature("effort"))]
     else:
         an.action_terms = [an.make("linear", Feature("act", (k,))) for k in range(max(ctx.action.n, 0))]
     return an

@@ -7,7 +7,8 @@ and one named component. A term is a *shape* applied to a scalar *feature*:
   the angle of a cos/sin field pair (`xp.arctan2(sin, cos)`); a product or difference of two
   fields; the summed cosine of a chain of two angles (`c1 + (c1*c2 - s1*s2)`, e.g. a link tip
   height); continuous action effort `xp.sum(a ** 2, axis=-1)`; a discrete action indicator.
-- shapes: closeness `-w*|v - c|`, squared `-w*(v - c)**2`, Gaussian bump
+- shapes: closeness `-w*|v - c|`, a cost `-cost*v` (its weight is a `cost_` key, >= 0: how action
+  effort enters, never as a bonus), squared `-w*(v - c)**2`, Gaussian bump
   `w*exp(-((v - c)/s)**2)`, thresholds `w*where(v > t, 1, 0)` / `<`, linear `w*v`, and for
   angles `w*cos(v - c)`.
 - a term may be gated by another feature: `where(g > t_g, term, 0.0)`.
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from grace.program import format_params
+from grace.program import COST_PREFIX, format_params
 
 _SHAPE_CODE = {
     "abs": "-{w} * xp.abs({v} - {c})",
@@ -35,9 +36,10 @@ _SHAPE_CODE = {
     "below": "{w} * xp.where({v} < {t}, 1.0, 0.0)",
     "cos": "{w} * xp.cos({v} - {c})",
     "linear": "{w} * {vp}",
+    "cost": "-{w} * {vp}",
 }
 SHAPE_ROLES = {"abs": "wc", "square": "wc", "gauss": "wcs", "above": "wt", "below": "wt",
-                "cos": "wc", "linear": "w"}
+                "cos": "wc", "linear": "w", "cost": "w"}
 _FEATURE_CODE = {
     "chain": "s_next.{0} + (s_next.{0} * s_next.{2} - s_next.{1} * s_next.{3})",
     "angle": "xp.arctan2(s_next.{1}, s_next.{0})",
@@ -156,6 +158,8 @@ class Term:
             text = f"{lab} near {key('c')}"
         elif self.shape in ("above", "below"):
             text = f"{lab} {self.shape} {key('t')}"
+        elif self.shape == "cost":
+            text = f"{lab} as a cost"
         else:
             text = f"{'high' if pr.get('w', 1.0) >= 0 else 'low'} {lab}"
         if self.gate is not None:
@@ -176,6 +180,7 @@ class Term:
                 "below": lambda: w * (v < pr.get("t", 0.0)),
                 "cos": lambda: w * np.cos(v - c),
                 "linear": lambda: w * v,
+                "cost": lambda: -w * v,
             }[self.shape]()
             if self.gate is not None:
                 gv = self.gate[0].values(data)
@@ -214,6 +219,11 @@ def term_names(terms: list[Term]) -> list[str]:
     return names
 
 
+def _prefix(shape: str, role: str) -> str:
+    """The PARAMS key prefix of a role: a cost's weight is a `cost_` key (kept >= 0 by the fitter)."""
+    return COST_PREFIX.rstrip("_") if shape == "cost" and role == "w" else role
+
+
 def term_code(t: Term, pnames: dict[str, str], feature_code: str | None = None,
               gate_code: str | None = None) -> str:
     """The expression of one term; `pnames` maps roles (w, c, s, t, g) to PARAMS keys."""
@@ -237,7 +247,7 @@ def render(terms: list[Term]) -> str:
     # instead of drifting with each round of PARAMS fitting.
     top = max((abs(t.params.get("w", 1.0)) for t in terms), default=1.0) or 1.0
     for t, name in zip(terms, names, strict=True):
-        roles = {r: f"{r}_{name}" for r in SHAPE_ROLES[t.shape] + ("g" if t.gate else "")}
+        roles = {r: f"{_prefix(t.shape, r)}_{name}" for r in SHAPE_ROLES[t.shape] + ("g" if t.gate else "")}
         for r in SHAPE_ROLES[t.shape]:
             value = t.params.get(r, 1.0 if r in "ws" else 0.0)
             params[roles[r]] = rnd(value / top if r == "w" else value)
