@@ -14,10 +14,8 @@ speed plus height, ranks with time at 0.96-0.99 where speed alone reaches 0.78):
   the candidate is scored on the other half (`potential_progress`, held-out) and against the
   negative (random-policy) episodes at equal time steps (`potential_above`);
 - the best candidate is kept only when it clearly beats having none (progress >= MIN_PROGRESS,
-  above >= MIN_ABOVE); when one is, a sum of two is tried for the PAIR_POOL best single candidates,
-  over a grid of mixes (each part in units of its spread along the expert episodes), and costs
-  PAIR_COST (on keep-alive CartPole no single part rises, and a sum that "rose" paid the cart for
-  drifting away from where it started);
+  above >= MIN_ABOVE); a sum of two is tried for the PAIR_POOL best single candidates, over a grid
+  of mixes (each part in units of its spread along the expert episodes), and costs PAIR_COST;
 - its scale makes the potential's rise along an expert episode about what the reward's spread
   earns over the episode or the discount's horizon, whichever is shorter (a value-function-like
   size); it is zero where episodes terminate (the absorbing state's potential), else where the
@@ -209,8 +207,7 @@ def search_potential(trajectories: list[dict[str, Any]], schema: Any, reward_spr
                     singles.append((scored[0], Potential((part,), 0.0, 0.0, sign, *scored[1:]), sign * ge, sign * gn))
     singles.sort(key=lambda x: -x[0])
     best = [(sc, pot) for sc, pot, _, _ in singles if pot.progress >= MIN_PROGRESS and pot.above >= MIN_ABOVE][:1]
-    # a second part refines a potential that already rises; it never makes one out of parts that do not
-    pool = singles[:PAIR_POOL] if best else []
+    pool = singles[:PAIR_POOL]
     for (_, p1, ge1, gn1), (_, p2, ge2, gn2) in combinations(pool, 2):
         if p1.parts[0].feature == p2.parts[0].feature:
             continue
