@@ -69,6 +69,8 @@ def evolve_variant(task: str, variant: str, args: argparse.Namespace) -> dict[st
     cfg = EvolveConfig(task=task, demos=str(ROOT / "demos" / f"{task}.npz"), out=str(run), seed=args.seed,
                        report=False).override({"search.generations": args.generations, "sandbox.workers": args.workers,
                                                **VARIANTS[variant]})
+    for assignment in args.set:
+        cfg = cfg.set(assignment)
     print(f"[teach] evolve {task} {variant}", flush=True)
     t0 = time.time()
     res = evolve(cfg, overwrite=True, progress=False)
@@ -78,7 +80,7 @@ def evolve_variant(task: str, variant: str, args: argparse.Namespace) -> dict[st
     offline_best = archive.top(1)[0]
     selection = archive.get_meta(f"ppo_select_r{cfg.search.rounds - 1}")
     archive.close()
-    out = {"task": task, "variant": variant, "overrides": VARIANTS[variant], "wall_s": wall,
+    out = {"task": task, "variant": variant, "overrides": VARIANTS[variant], "set": args.set, "wall_s": wall,
            "generations": args.generations, "evaluated": res.stats.evaluated,
            # best_reward.py: the winner as grace hands it over (with the final stage's potential, if any)
            "winner": {"program_id": res.best.program_id, "source": Path(res.best_path).read_text() if res.best_path
@@ -262,6 +264,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--table-only", action="store_true")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for every evolution (as `grace evolve --set`)")
     ap.add_argument("--baselines", default="", help="comma list of gail,airl to run beside (needs the imitation venv)")
     ap.add_argument("--name", default="teach", help="results name: benchmarks/results/NAME.md and NAME/ (cache)")
     args = ap.parse_args()

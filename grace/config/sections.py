@@ -308,6 +308,9 @@ class ActiveConfig:
     """Shaping (GRACE step 7) is asked for when the best offline fitness is at least this ..."""
     shaping_ratio: float = 0.5
     """... and the PPO policy's expert-likeness is below this fraction of the held-out experts'."""
+    stop_when_worse: bool = True
+    """Stop when a round's winner trains a policy no more expert-like than the best earlier round's
+    (PPO in the loop measures it); the answer is always the best round's winner (search/rounds.py)."""
 
 
 SECTIONS: dict[str, type] = {

@@ -21,7 +21,7 @@ from grace.fitness.base import Fitness
 from grace.program import ProgramError, RewardProgram
 from grace.proposers.base import BudgetExhausted, Feedback, Proposal, Proposer, TaskContext
 from grace.search import negatives as rundata
-from grace.search import shaping
+from grace.search import rounds, shaping
 from grace.search.archive import Archive, ProgramRow
 from grace.search.best_file import write_best_file
 from grace.search.executor import Executor
@@ -399,6 +399,9 @@ class Evolution:
             self.best = truncate([r for m in pop.values() for r in m], 1)[0]
         try:
             for rnd in range(start_round, cfg.rounds):
+                if rnd > 0 and (reason := rounds.stop_reason(self.archive, rnd - 1, self.cfg)):
+                    self.stats.stopped_because = reason
+                    break
                 if rnd > 0 and rnd > rundata.negatives_version(self.archive):
                     await self.active_negatives(rnd)
                     self.load_data()
@@ -429,15 +432,17 @@ class Evolution:
                                    int(info.get("env_steps", 0)), info)
 
     async def ppo_select(self, rnd: int) -> None:
-        """PPO in the loop (grace/search/ppo_select.py): the round's winner is the top candidate
-        whose reward trains the most expert-like policy; it becomes `best` (and best_reward.py)."""
+        """PPO in the loop (search/ppo_select.py; discriminator fitted on round 0's data, so rounds
+        compare); `best` and best_reward.py are the best round's winner (search/rounds.py)."""
         from grace.search import ppo_select
 
         if not ppo_select.enabled(self.cfg, self.task) or self.data is None:
             return
-        record = await ppo_select.select(self.archive, self.task, self.cfg, rnd, self.data, self.executor)
+        reference = rundata.read_run_inputs(self.archive, self.run_dir, self.task, self.demos, version=0)
+        record = await ppo_select.select(self.archive, self.task, self.cfg, rnd,
+                                         reference.dataset(self.cfg.data, self.cfg.seed), self.executor)
         if record is not None:
-            self.best = self.archive.program(int(record["winner"]))
+            self.best = self.archive.program((rounds.best_round(self.archive, rnd) or (0, record["winner"]))[1])
             self.write_best()
 
     def _result(self) -> RunResult:

@@ -172,8 +172,9 @@ class RunInputs:
                                   max_per_class=data.max_per_class, selector=goal_selector(self.goal_labels))
 
 
-def read_run_inputs(archive: Archive, run_dir: Path, task: Task, demos: Trajectories) -> RunInputs:
-    """The run's current inputs: every negative set up to the latest version, and goal labels."""
-    version = negatives_version(archive)
+def read_run_inputs(archive: Archive, run_dir: Path, task: Task, demos: Trajectories,
+                    version: int | None = None) -> RunInputs:
+    """The run's inputs: every negative set up to `version` (default: the latest), and goal labels."""
+    version = negatives_version(archive) if version is None else version
     return RunInputs(task, demos, negative_sets(archive, run_dir, task, version), version,
                      archive.get_meta("goal_labels"))

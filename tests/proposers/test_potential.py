@@ -96,21 +96,3 @@ def test_without_negative_episodes_there_is_no_potential() -> None:
 def test_the_search_is_deterministic(name: str) -> None:
     task, _, trajs = _inputs(name)
     assert search_potential(trajs, task.schema) == search_potential(trajs, task.schema)
-
-
-def test_a_two_part_potential_refines_a_rising_one_and_runs_as_written() -> None:
-    """MountainCar: speed alone rises with time at ~0.74; speed plus distance from the start (an
-    energy-like sum) at > 0.95. The sandbox computes what the search scored."""
-    from grace.proposers.offline.potential import states_to_arrays
-
-    task, data, trajs = _inputs("mountaincar")
-    pot = search_potential(trajs, task.schema)
-    assert pot is not None and len(pot.parts) == 2 and pot.progress > 0.95
-    assert {p.feature.args[0] for p in pot.parts} == {"velocity", "position"}
-    program = with_potential(RewardProgram.from_file(task.reference_reward), pot).validate(task.schema)
-    assert {"potential_mix", "potential_centre_2"} <= set(program.potential_params)
-    states = [s for t in trajs if t["label"] == "expert" for s in t["states"]][:64]
-    arrays = states_to_arrays(states, task.schema)
-    obs = np.stack([arrays[f.name] for f in task.schema.fields], axis=1).astype(np.float32)
-    phi = compile_reward(program.source, task.schema).potential(obs, program.params)
-    assert np.allclose(phi, pot.values(arrays), rtol=1e-3, atol=1e-3 * np.abs(pot.values(arrays)).max())
