@@ -41,8 +41,8 @@ class SearchConfig:
     """Times the built-in offline proposer is asked again (new seed) when it proposes logic that
     was already scored. LLM proposers are never re-asked: an LLM's duplicate costs a call."""
     propose_concurrency: int = 0
-    """Proposals in flight at once; 0 = llm.concurrency for LLM proposers, 2 x sandbox.workers
-    for the offline proposer."""
+    """Proposals in flight at once; 0 = llm.concurrency (4 when that is 0) for LLM proposers, 2 x
+    sandbox.workers for the offline proposer."""
     shaping_episodes: int = 2
     """Expert episodes shown (with the parent's per-state reward) in a shaping prompt."""
     shaping_states: int = 20
@@ -148,8 +148,7 @@ class LLMConfig:
     retries: int = 5
     """Retries on 429/5xx/connection errors, with exponential backoff."""
     context_length: int = 0
-    """The server's context window in tokens; 0 = read it from the server (model listing, /props, or
-    its first context error). Prompts are shrunk and max_tokens lowered to fit it."""
+    """The server's context in tokens (prompts shrink to fit); 0 = from the server or its first context error."""
     grammar: str = "auto"
     """Constrain program replies with a grammar of the reward contract: auto (when the server takes
     a GBNF grammar: llama.cpp, llama-cpp-python) | on | off."""
