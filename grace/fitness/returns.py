@@ -39,14 +39,15 @@ import numpy as np
 from scipy.stats import rankdata
 
 from grace.fitness.metrics import auc_pos_neg
+from grace.program import PARAM_ABS_MAX
 
 DEFAULT_GAMMA = 0.99
 
 
 def terminal_value(r_abs: float, gamma: float) -> float:
     """The discounted value, seen from the terminating transition, of an absorbing state that pays
-    `r_abs` per step forever."""
-    return float(gamma * r_abs / (1.0 - gamma))
+    `r_abs` per step forever, clipped to what PARAMS may hold (a reward of ~1e29 made it overflow)."""
+    return float(np.clip(gamma * r_abs / (1.0 - gamma), -PARAM_ABS_MAX, PARAM_ABS_MAX))
 
 
 def shaping_term(phi_s: Any, phi_next: Any, terminated: Any, gamma: float, xp: Any = np) -> Any:

@@ -163,3 +163,16 @@ def test_the_sandbox_scores_the_same_episode_returns_as_the_export(program, tmp_
     paid = mod.imitation_reward(s, a, s2, terminal).astype(np.float64)
     expected = np.bincount(episode, weights=paid * GAMMA ** step)
     np.testing.assert_allclose(g, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_a_huge_reward_gives_a_terminal_value_the_file_can_hold() -> None:
+    """A reward of ~1e29 made gamma * r / (1 - gamma) overflow what PARAMS may hold, and the
+    candidate failed; the value is clipped to the contract's range (the ranking is unchanged)."""
+    from grace.program import PARAM_ABS_MAX
+
+    d = _toy_data()
+    term = fit_terminal(d["r"] * 1e29, d["episode"], d["step"], d["terminal"], d["expert"], GAMMA)
+    assert term is not None and abs(term) == PARAM_ABS_MAX
+    assert terminal_value(-1e29, GAMMA) == -PARAM_ABS_MAX
+    program = RewardProgram('PARAMS = {"w": 1.0}\n\n\ndef reward(s, a, s_next, p):\n    return p["w"]\n')
+    assert program.with_params({"w": 1.0, TERMINAL_KEY: term}).params[TERMINAL_KEY] == term
