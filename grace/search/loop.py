@@ -438,9 +438,9 @@ class Evolution:
 
         if not ppo_select.enabled(self.cfg, self.task) or self.data is None:
             return
-        reference = rundata.read_run_inputs(self.archive, self.run_dir, self.task, self.demos, version=0)
-        record = await ppo_select.select(self.archive, self.task, self.cfg, rnd,
-                                         reference.dataset(self.cfg.data, self.cfg.seed), self.executor)
+        reference = self.data if self.neg_version == 0 else rundata.read_run_inputs(  # round 0's data
+            self.archive, self.run_dir, self.task, self.demos, version=0).dataset(self.cfg.data, self.cfg.seed)
+        record = await ppo_select.select(self.archive, self.task, self.cfg, rnd, reference, self.executor)
         if record is not None:
             self.best = self.archive.program((rounds.best_round(self.archive, rnd) or (0, record["winner"]))[1])
             self.write_best()
