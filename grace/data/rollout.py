@@ -9,16 +9,21 @@ from grace.tasks import Task
 
 
 def rollout(task: Task, policy, episodes: int, seed: int = 0, env=None) -> Trajectories:
-    """Run `policy(obs, rng)` for `episodes` episodes on the task's numpy env."""
+    """Run `policy(obs, rng)` for `episodes` episodes on the task's numpy env. A policy with a
+    `start_episode(env)` method (a planner on the env's full state, e.g. the BabyAI bot) is
+    handed the env after each reset."""
     if env is None:
         factory = task.demo_env or task.make_env
         if factory is None:
             raise DemoError(f"task {task.name!r} has no numpy env to collect from")
         env = factory()
     rng = np.random.default_rng(seed)
+    start = getattr(policy, "start_episode", None)
     out = []
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed * 100_003 + ep)
+        if start is not None:
+            start(env)
         ob_list, act_list, rew_list = [np.asarray(obs, np.float32)], [], []
         terminated = truncated = False
         for _ in range(task.max_steps):

@@ -37,11 +37,7 @@ from grace.types import EvalResult, Example, Transitions
 def _state(row: np.ndarray, schema: ObsSchema | None) -> dict[str, Any]:
     if schema is None:
         return {"raw": [float(x) for x in row]}
-    out: dict[str, Any] = {}
-    for f in schema.fields:
-        sl = schema.slices[f.name]
-        out[f.name] = float(row[sl.start]) if f.size == 1 else [float(x) for x in row[sl]]
-    return out
+    return schema.state_dict(row)
 
 
 def _value(v: np.ndarray) -> float | list[float]:

@@ -142,14 +142,14 @@ def check_own_lines(tree: ast.Module, node: ast.stmt | None, what: str) -> None:
 
 
 def check_fields(functions: Iterable[ast.FunctionDef], schema: ObsSchema) -> None:
-    allowed = set(schema.names) | {"raw"}
+    allowed = set(schema.view_names) | {"raw"}
     for func in functions:
         obs_args = _obs_args(func)
         for node in ast.walk(func):
             if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
                     and node.value.id in obs_args and node.attr not in allowed):
                 raise ProgramError(f"unknown observation field {node.value.id}.{node.attr}; "
-                                   f"fields are: {', '.join(schema.names)}", node.lineno)
+                                   f"fields are: {', '.join(schema.view_names)}", node.lineno)
 
 
 def check_signature(fn: ast.FunctionDef, name: str) -> None:

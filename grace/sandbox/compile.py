@@ -62,7 +62,7 @@ _CODE_CACHE: dict[tuple[str, frozenset[str]], _Compiled] = {}
 def _compile(source: str, policy: Policy, schema: ObsSchema) -> _Compiled:
     """Parse once (host-side limits), check the security policy, then THE contract validator
     (grace.program), then compile that same tree with RestrictedPython."""
-    fields = frozenset(schema.names)
+    fields = frozenset(schema.view_names)
     key = (source, fields)
     hit = _CODE_CACHE.get(key)
     if hit is not None:
@@ -170,7 +170,7 @@ class CompiledReward:
         self.backend = backend
         self.policy = policy or load_policy()
         self.debug_chars = debug_chars
-        fields = frozenset(schema.names)
+        fields = frozenset(schema.view_names)
         compiled = _compile(source, self.policy, schema)
         self.has_debug = compiled.has_debug
         self.has_potential = compiled.has_potential

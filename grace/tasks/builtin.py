@@ -1,4 +1,4 @@
-"""The built-in tasks: classic control (gymnasium + gymnax) and Brax."""
+"""The built-in tasks: classic control (gymnasium + gymnax), Brax and BabyAI (grace.tasks.babyai)."""
 
 from __future__ import annotations
 
@@ -239,4 +239,6 @@ def builtin_tasks() -> dict[str, Task]:
             success=_returns_at_least(1000), reference_reward=REWARDS / "hopper.py",
         ),
     ]
-    return {task.name: task for task in t}
+    from grace.tasks.babyai.levels import babyai_tasks
+
+    return {task.name: task for task in t} | babyai_tasks()

@@ -16,6 +16,9 @@ class SchemaError(ValueError):
     """A schema, or data checked against one, is malformed. The message is one line."""
 
 
+FIELD_KINDS = ("real", "categorical")
+
+
 @dataclass(frozen=True)
 class Field:
     """One named slice of the observation vector."""
@@ -25,31 +28,89 @@ class Field:
     """1 for a scalar field (shape (B,)); k > 1 for a vector field (shape (B, k))."""
     unit: str = ""
     doc: str = ""
+    shape: tuple[int, ...] = ()
+    """A grid field's shape, e.g. (7, 7, 3): views give (B, *shape) (stored flat, C order; size
+    must equal its product). Empty for scalar and vector fields."""
+    kind: str = "real"
+    """"real" or "categorical" (whole-number ids: a grid of object / colour / state ids)."""
+
+    def __post_init__(self) -> None:
+        if self.shape and int(np.prod(self.shape)) != self.size:
+            raise SchemaError(f"field {self.name!r}: shape {self.shape} does not hold {self.size} values")
+        if self.kind not in FIELD_KINDS:
+            raise SchemaError(f"field {self.name!r}: kind must be one of {FIELD_KINDS}, got {self.kind!r}")
+
+    @property
+    def grid(self) -> bool:
+        return bool(self.shape)
 
     def describe(self) -> str:
-        shape = "" if self.size == 1 else f" (vector of {self.size})"
+        if self.shape:
+            shape = f" ({self.kind} grid of shape {self.shape})"
+        else:
+            shape = "" if self.size == 1 else f" (vector of {self.size})"
         unit = f" [{self.unit}]" if self.unit else ""
         return f"{self.name}{unit}{shape}: {self.doc}".rstrip(": ")
 
 
 @dataclass(frozen=True)
+class Derived:
+    """A named scalar computed from the stored vector, read like a field (`s.front_is_target`).
+
+    `fn(raw)` maps observations (..., width) to (...). It is trusted task code, not reward code,
+    and must work on numpy and jax arrays alike: operators, `[..., i]` indexing and array
+    methods only (never numpy functions on its argument), so views compute it in the sandbox,
+    under PPO (jit, vmap) and in exports the same way. A module-level function (picklable)."""
+
+    name: str
+    fn: Callable[[Any], Any]
+    doc: str = ""
+    unit: str = ""
+
+    def describe(self) -> str:
+        unit = f" [{self.unit}]" if self.unit else ""
+        return f"{self.name}{unit} (derived): {self.doc}".rstrip(": ")
+
+
+@dataclass(frozen=True)
 class ObsSchema:
     fields: tuple[Field, ...]
+    derived: tuple[Derived, ...] = ()
+    """Scalars computed from the stored vector (views, states shown to proposers)."""
+    constants: tuple[tuple[str, int], ...] = ()
+    """Named integer constants every view carries (`s.BALL`, `s.RED`, `s.OPEN`): the vocabulary
+    of categorical fields, so reward code reads like the task. UPPER_CASE names."""
     slices: dict[str, slice] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         seen: dict[str, slice] = {}
         start = 0
         for f in self.fields:
-            if not f.name.isidentifier() or keyword.iskeyword(f.name) or f.name.startswith("_"):
-                raise SchemaError(f"field name {f.name!r} is not a valid identifier")
-            if f.name in seen or f.name == "raw":
-                raise SchemaError(f"field name {f.name!r} is duplicated or reserved")
+            _check_name(f.name, seen)
             if f.size < 1:
                 raise SchemaError(f"field {f.name!r} has size {f.size}; sizes must be >= 1")
             seen[f.name] = slice(start, start + f.size)
             start += f.size
+        names: dict[str, Any] = dict(seen)
+        for d in self.derived:
+            _check_name(d.name, names)
+            names[d.name] = d
+        for name, value in self.constants:
+            _check_name(name, names)
+            if not name.isupper() or type(value) is not int:
+                raise SchemaError(f"constant {name!r} must be an UPPER_CASE name of an int")
+            names[name] = value
         object.__setattr__(self, "slices", seen)
+
+    @property
+    def view_names(self) -> list[str]:
+        """Every attribute a view has besides `raw`: fields, derived scalars, constants."""
+        return [*self.names, *(d.name for d in self.derived), *(n for n, _ in self.constants)]
+
+    def derived_values(self, obs: np.ndarray) -> dict[str, np.ndarray]:
+        """The derived scalars of observations (..., width), computed with numpy."""
+        raw = np.asarray(obs, dtype=np.float32)
+        return {d.name: np.asarray(d.fn(raw), dtype=np.float64) for d in self.derived}
 
     @property
     def width(self) -> int:
@@ -76,11 +137,21 @@ class ObsSchema:
         out: dict[str, Any] = {}
         for f in self.fields:
             v = row[self.slices[f.name]]
-            out[f.name] = num(v[0]) if f.size == 1 else [num(x) for x in v]
+            if f.kind == "categorical":
+                out[f.name] = np.asarray(v).reshape(f.shape or (f.size,)).astype(int).tolist()
+            else:
+                out[f.name] = num(v[0]) if f.size == 1 else [num(x) for x in v]
+        for name, value in self.derived_values(row).items():
+            out[name] = num(value)
         return out
 
     def describe(self) -> str:
-        return "\n".join(f"- s.{f.describe()}" for f in self.fields)
+        lines = [f"- s.{f.describe()}" for f in self.fields]
+        lines += [f"- s.{d.describe()}" for d in self.derived]
+        if self.constants:
+            consts = ", ".join(f"{n}={v}" for n, v in self.constants)
+            lines.append(f"- constants on every view (s.NAME): {consts}")
+        return "\n".join(lines)
 
     def check(self, obs: np.ndarray, what: str = "observations") -> None:
         if obs.ndim != 2:
@@ -96,6 +167,13 @@ class ObsSchema:
     @classmethod
     def from_names(cls, names: list[str]) -> ObsSchema:
         return cls(tuple(Field(n) for n in names))
+
+
+def _check_name(name: str, taken: dict[str, Any]) -> None:
+    if not name.isidentifier() or keyword.iskeyword(name) or name.startswith("_"):
+        raise SchemaError(f"field name {name!r} is not a valid identifier")
+    if name in taken or name == "raw":
+        raise SchemaError(f"field name {name!r} is duplicated or reserved")
 
 
 @dataclass(frozen=True)
