@@ -202,7 +202,11 @@ def _view_class(task: Task) -> str:
         sl = task.schema.slices[f.name]
         index = str(sl.start) if f.size == 1 else f"{sl.start}:{sl.stop}"
         comment = f"  # [{f.unit}]" if f.unit else ""
-        rows.append(f"    {f.name} = property(lambda self: self.raw[..., {index}]){comment}")
+        value = f"self.raw[..., {index}]"
+        if f.shape:
+            value += f".reshape(self.raw.shape[:-1] + {tuple(f.shape)!r})"
+        rows.append(f"    {f.name} = property(lambda self: {value}){comment}")
+    rows += _derived_rows(task)
     fields = "\n".join(rows)
     return f'''class Obs:
     """Read-only named view over observations of shape (..., {task.schema.width}): `s.{task.schema.names[0]}`."""
@@ -216,6 +220,21 @@ def _view_class(task: Task) -> str:
         raise AttributeError("observation views are read-only")
 
 {fields}'''
+
+
+def _derived_rows(task: Task) -> list[str]:
+    """Derived scalars (their functions' own source, as static methods) and named constants.
+    Derived functions are self-contained by contract (grace.tasks.spec.Derived)."""
+    import inspect
+    import textwrap
+
+    rows = [f"    {name} = {value!r}" for name, value in task.schema.constants]
+    for d in task.schema.derived:
+        src = textwrap.dedent(inspect.getsource(d.fn))
+        src = re.sub(r"^def \w+\(", f"def _{d.name}(", src, count=1)
+        rows += ["", "    @staticmethod", textwrap.indent(src.rstrip("\n"), "    "),
+                 f"    {d.name} = property(lambda self: Obs._{d.name}(self.raw))"]
+    return rows
 
 
 def _make_reward(body: str, uses_extras: bool, potential: bool) -> str:

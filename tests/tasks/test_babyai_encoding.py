@@ -164,3 +164,23 @@ def test_states_shown_to_proposers_carry_the_grid_and_the_derived_scalars() -> N
     assert np.asarray(st["image"]).shape == (7, 7, 3)
     assert st["target_dist"] == _expected(obs)["target_dist"][0]
     assert "front_is_target" in SCHEMA.describe() and "BALL=6" in SCHEMA.describe()
+
+
+def test_export_computes_the_same_grid_reward(tmp_path) -> None:
+    from grace.export import export_program
+    from grace.tasks import get_task
+    from tests.test_export import load_module
+
+    task = get_task("BabyAI-GoToRedBall-v0")
+    program = RewardProgram(REWARD)
+    path = tmp_path / "babyai_reward.py"
+    path.write_text(export_program(program, task, "module"))
+    module = load_module(path, "babyai_reward")
+    obs, a = _batch(), np.arange(16) % 7
+    want, _ = compile_reward(REWARD, SCHEMA)(obs, a, obs)
+    got, _ = module.reward_and_components(obs, a, obs)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    s = module.Obs(obs)
+    for d in SCHEMA.derived:
+        np.testing.assert_array_equal(getattr(s, d.name), d.fn(obs), err_msg=d.name)
+    assert s.image.shape == (16, 7, 7, 3) and s.BALL == 6

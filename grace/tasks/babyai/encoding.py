@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy
 import numpy as np
 
 from grace.tasks.spec import Derived, Field, ObsSchema
@@ -48,7 +49,9 @@ VIEW_DIST = np.array([[abs(i - AGENT_CELL[0]) + (AGENT_CELL[1] - j) for j in ran
 """Manhattan distance in view cells from the agent's cell to view cell (i, j)."""
 
 
-# -- derived scalars (numpy and jax alike: operators, `...` indexing, array methods only) --------
+# -- derived scalars ------------------------------------------------------------------------------
+# numpy and jax alike: operators, `[..., i]` indexing and array methods only. Each function is
+# self-contained (literal columns, `numpy` for constants only): exports copy its source.
 def front_type(raw: Any) -> Any:
     return raw[..., 78]
 
@@ -69,34 +72,35 @@ def carrying_color(raw: Any) -> Any:
     return raw[..., 82]
 
 
-def _matches(kind: Any, color: Any, m_type: Any, m_color: Any) -> Any:
-    return (kind == m_type) & ((color == m_color) | (m_color < 0))
-
-
 def front_is_target(raw: Any) -> Any:
-    return _matches(raw[..., 78], raw[..., 79], raw[..., 149], raw[..., 150]) * 1.0
+    # front cell (78: type, 79: colour) against the mission (149: m_type, 150: m_color; -1 any)
+    return ((raw[..., 78] == raw[..., 149]) & ((raw[..., 79] == raw[..., 150]) | (raw[..., 150] < 0))) * 1.0
 
 
 def front_is_target2(raw: Any) -> Any:
-    return _matches(raw[..., 78], raw[..., 79], raw[..., 152], raw[..., 153]) * 1.0
+    # front cell against the mission's second object (152: m2_type, 153: m2_color)
+    return ((raw[..., 78] == raw[..., 152]) & ((raw[..., 79] == raw[..., 153]) | (raw[..., 153] < 0))) * 1.0
 
 
 def carrying_target(raw: Any) -> Any:
-    return _matches(raw[..., 81], raw[..., 82], raw[..., 149], raw[..., 150]) * 1.0
-
-
-def _dist(raw: Any, t: int, c: int) -> Any:
-    img = raw[..., :147].reshape(raw.shape[:-1] + (7, 7, 3))
-    hit = _matches(img[..., 0], img[..., 1], raw[..., t][..., None, None], raw[..., c][..., None, None])
-    return (hit * (VIEW_DIST - 10.0) + 10.0).min(axis=(-2, -1))
+    # the agent's own cell (81: type, 82: colour) shows what it carries
+    return ((raw[..., 81] == raw[..., 149]) & ((raw[..., 82] == raw[..., 150]) | (raw[..., 150] < 0))) * 1.0
 
 
 def target_dist(raw: Any) -> Any:
-    return _dist(raw, 149, 150)
+    img = raw[..., :147].reshape(raw.shape[:-1] + (7, 7, 3))
+    kind, color = raw[..., 149][..., None, None], raw[..., 150][..., None, None]
+    hit = (img[..., 0] == kind) & ((img[..., 1] == color) | (color < 0))
+    dist = numpy.add.outer(numpy.abs(numpy.arange(7) - 3), 6 - numpy.arange(7)).astype(numpy.float32)
+    return (hit * (dist - 10.0) + 10.0).min(axis=(-2, -1))
 
 
 def target2_dist(raw: Any) -> Any:
-    return _dist(raw, 152, 153)
+    img = raw[..., :147].reshape(raw.shape[:-1] + (7, 7, 3))
+    kind, color = raw[..., 152][..., None, None], raw[..., 153][..., None, None]
+    hit = (img[..., 0] == kind) & ((img[..., 1] == color) | (color < 0))
+    dist = numpy.add.outer(numpy.abs(numpy.arange(7) - 3), 6 - numpy.arange(7)).astype(numpy.float32)
+    return (hit * (dist - 10.0) + 10.0).min(axis=(-2, -1))
 
 
 DERIVED = (
