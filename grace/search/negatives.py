@@ -84,6 +84,15 @@ def task_context(task: Task, data: Transitions, n_examples: int = 6, seed: int =
                 entry |= {f"{tag}_mean": float(c.mean()), f"{tag}_std": float(c.std()),
                           f"{tag}_min": float(c.min()), f"{tag}_max": float(c.max())}
         stats[f.name] = entry
+    derived = (task.schema.derived_values(pos), task.schema.derived_values(neg)) if task.schema.derived else ()
+    for d in task.schema.derived:
+        entry = {}
+        for tag, values in zip(("pos", "neg"), derived, strict=True):
+            c = values[d.name]
+            if len(c):
+                entry |= {f"{tag}_mean": float(c.mean()), f"{tag}_std": float(c.std()),
+                          f"{tag}_min": float(c.min()), f"{tag}_max": float(c.max())}
+        stats[d.name] = entry
     return TaskContext(
         name=task.name, description=task.description, schema=task.schema, action=task.action,
         kind=task.kind, expert_states=[state_dict(r, task) for r in pick(pos)],

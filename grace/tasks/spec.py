@@ -33,10 +33,16 @@ class Field:
     must equal its product). Empty for scalar and vector fields."""
     kind: str = "real"
     """"real" or "categorical" (whole-number ids: a grid of object / colour / state ids)."""
+    focus: tuple[int, ...] = ()
+    """Egocentric grids: the cell the observer stands in (BabyAI: (3, 6)); the offline
+    operator's cell terms look at the cells around it."""
 
     def __post_init__(self) -> None:
         if self.shape and int(np.prod(self.shape)) != self.size:
             raise SchemaError(f"field {self.name!r}: shape {self.shape} does not hold {self.size} values")
+        if self.focus and (len(self.focus) + 1 != len(self.shape)
+                           or not all(0 <= x < n for x, n in zip(self.focus, self.shape, strict=False))):
+            raise SchemaError(f"field {self.name!r}: focus {self.focus} is not a cell of shape {self.shape}")
         if self.kind not in FIELD_KINDS:
             raise SchemaError(f"field {self.name!r}: kind must be one of {FIELD_KINDS}, got {self.kind!r}")
 

@@ -25,7 +25,9 @@ N_SYNTH = 256
 MIN_REAL = 4
 BASE_SHAPES = ("abs", "square", "gauss", "above", "below", "linear")
 COMPLEXITY = {"field": 0.0, "norm": 0.004, "vsum": 0.004, "angle": 0.004, "prod": 0.008,
-              "diff": 0.008, "chain": 0.006, "effort": 0.0, "act": 0.0}
+              "diff": 0.008, "chain": 0.006, "effort": 0.0, "act": 0.0, "cell": 0.006}
+CELL_RADIUS = 2
+"""Cell terms look at grid cells within this Manhattan distance of the grid's focus."""
 """AUC handicap per feature kind: prefer plain fields when a derived feature is not better."""
 
 
@@ -35,15 +37,19 @@ def auc(vp: np.ndarray, vn: np.ndarray) -> float:
 
 
 def states_to_arrays(states: list[dict[str, Any]], schema: Any) -> dict[str, np.ndarray] | None:
-    """[{field: value}] -> {field: (N,) or (N, k)}; None if a field is missing or malformed."""
+    """[{field: value}] -> {field: (N,), (N, k) or (N, *grid shape)} plus the schema's derived
+    scalars (N,); None if a field is missing or malformed."""
     if not states:
         return None
     out: dict[str, np.ndarray] = {}
     try:
         for f in schema.fields:
             arr = np.asarray([st[f.name] for st in states], dtype=float)
-            arr = arr.reshape(len(states)) if f.size == 1 else arr.reshape(len(states), f.size)
+            shape = (len(states), *f.shape) if f.shape else (len(states), f.size)
+            arr = arr.reshape(len(states)) if f.size == 1 else arr.reshape(shape)
             out[f.name] = np.nan_to_num(arr)
+        for d in getattr(schema, "derived", ()):
+            out[d.name] = np.nan_to_num(np.asarray([st[d.name] for st in states], dtype=float).reshape(len(states)))
     except (KeyError, TypeError, ValueError):
         return None
     return out
@@ -56,13 +62,15 @@ def _stat(st: dict[str, Any], key: str, default: float, size: int) -> np.ndarray
 
 def _synth(ctx: Any, cls: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
     out = {}
-    for f in ctx.schema.fields:
-        st = ctx.stats.get(f.name, {}) or {}
-        mean = _stat(st, f"{cls}_mean", 0.0, f.size)
-        std = np.abs(_stat(st, f"{cls}_std", 1.0, f.size))
-        x = rng.normal(mean, std, size=(N_SYNTH, f.size))
-        x = np.clip(x, _stat(st, f"{cls}_min", -np.inf, f.size), _stat(st, f"{cls}_max", np.inf, f.size))
-        out[f.name] = x[:, 0] if f.size == 1 else x
+    columns = [(f.name, f.size, f.shape) for f in ctx.schema.fields]
+    columns += [(d.name, 1, ()) for d in getattr(ctx.schema, "derived", ())]
+    for name, size, shape in columns:
+        st = ctx.stats.get(name, {}) or {}
+        mean = _stat(st, f"{cls}_mean", 0.0, size)
+        std = np.abs(_stat(st, f"{cls}_std", 1.0, size))
+        x = rng.normal(mean, std, size=(N_SYNTH, size))
+        x = np.clip(x, _stat(st, f"{cls}_min", -np.inf, size), _stat(st, f"{cls}_max", np.inf, size))
+        out[name] = x[:, 0] if size == 1 else x.reshape(N_SYNTH, *shape) if shape else x
     return out
 
 
@@ -164,12 +172,18 @@ class Analysis:
 
 
 def state_features(schema: Any) -> list[Feature]:
-    """Single-state features of a schema: scalar fields, norms and sums of vector fields, angles of
-    (cos, sin) pairs and chained angles."""
+    """Single-state features of a schema: scalar fields and derived scalars, norms and sums of
+    vector fields, every channel of the grid cells near a grid's focus, angles of (cos, sin) pairs
+    and chained angles."""
     feats = [Feature("field", (f.name,)) for f in schema.fields if f.size == 1]
+    feats += [Feature("field", (d.name,)) for d in getattr(schema, "derived", ())]
     for f in schema.fields:
-        if f.size > 1:
+        if f.size > 1 and not f.shape:
             feats += [Feature("norm", (f.name,)), Feature("vsum", (f.name,))]
+        elif len(f.shape) == 3 and f.focus:
+            fx, fy = f.focus
+            feats += [Feature("cell", (f.name, i, j, c)) for i in range(f.shape[0]) for j in range(f.shape[1])
+                      if abs(i - fx) + abs(j - fy) <= CELL_RADIUS for c in range(f.shape[2])]
     pairs = trig_pairs(schema)
     feats += [Feature("angle", pr) for pr in pairs]
     feats += [Feature("chain", p1 + p2) for p1, p2 in zip(pairs, pairs[1:], strict=False)]
@@ -180,6 +194,7 @@ def analyse(ctx: Any) -> Analysis:
     """Build the Analysis of a task context (deterministic)."""
     pos, neg, source = class_samples(ctx)
     scalars = [f.name for f in ctx.schema.fields if f.size == 1]
+    scalars += [d.name for d in getattr(ctx.schema, "derived", ())]
     feats = state_features(ctx.schema)
     an = Analysis(pos, neg, source, [])
 

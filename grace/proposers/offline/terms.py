@@ -3,7 +3,9 @@
 A reward program of the offline operator is a sum of *terms*; every term is one readable line
 and one named component. A term is a *shape* applied to a scalar *feature*:
 
-- features: a scalar field `s_next.f`; a vector field reduced over `axis=-1` (`norm`, `vsum`);
+- features: a scalar field `s_next.f` (or a derived scalar of the schema, read the same way); a
+  vector field reduced over `axis=-1` (`norm`, `vsum`); one channel of one cell of a grid field
+  (`s_next.image[..., 3, 5, 0]`: the object id in front of a BabyAI agent);
   the angle of a cos/sin field pair (`xp.arctan2(sin, cos)`); a product or difference of two
   fields; the summed cosine of a chain of two angles (`c1 + (c1*c2 - s1*s2)`, e.g. a link tip
   height); continuous action effort `xp.sum(a ** 2, axis=-1)`; a discrete action indicator.
@@ -50,9 +52,10 @@ _FEATURE_CODE = {
     "effort": "xp.sum(a ** 2, axis=-1)",
     "act": "xp.where(a == {0}, 1.0, 0.0)",
     "field": "s_next.{0}",
+    "cell": "s_next.{0}[..., {1}, {2}, {3}]",
 }
 _NARGS = {"chain": 4, "angle": 2, "norm": 1, "vsum": 1, "prod": 2, "diff": 2, "effort": 0,
-          "act": 1, "field": 1}
+          "act": 1, "field": 1, "cell": 4}
 _COMPOUND = {"chain", "prod", "diff"}
 _GATE_CODE = {">": "xp.where({g} > {t}, {inner}, 0.0)", "<": "xp.where({g} < {t}, {inner}, 0.0)"}
 RESERVED = {"s", "a", "s_next", "p", "xp", "PARAMS", "reward", "debug", "raw"}
@@ -91,6 +94,8 @@ class Feature:
             return f"{g[0]}_minus_{g[1]}"
         if k == "effort":
             return "action_effort"
+        if k == "cell":
+            return f"{g[0]}_{g[1]}_{g[2]}_{g[3]}"
         return f"action_{g[0]}"
 
     @property
@@ -106,6 +111,8 @@ class Feature:
         if k == "chain":
             a, b = _pair_base(g[0], g[1]), _pair_base(g[2], g[3])
             return f"cos({a}) + cos({a}+{b})"
+        if k == "cell":
+            return f"{g[0]} cell ({g[1]}, {g[2]}) channel {g[3]}"
         return labels.get(k, g[0] if g else k)
 
     @property
@@ -130,6 +137,8 @@ class Feature:
             return x[0] - x[1]
         if k == "chain":
             return x[0] + (x[0] * x[2] - x[1] * x[3])
+        if k == "cell":
+            return x[0][:, self.args[1], self.args[2], self.args[3]]
         raise ValueError(f"feature {k} depends on the action")
 
 
@@ -309,7 +318,9 @@ _GATE_T = {op: _template(c.format(g="__G", t='p["__g"]', inner="__T")) for op, c
 
 
 def parse_feature(node: ast.AST, schema: Any, action: Any) -> Feature | None:
-    sizes = {f.name: f.size for f in schema.fields}
+    sizes = {f.name: f.size for f in schema.fields if not f.shape}
+    sizes |= {d.name: 1 for d in getattr(schema, "derived", ())}
+    grids = {f.name: f.shape for f in schema.fields if f.shape}
     for kind, tmpl in _FEATURE_T.items():
         b: dict[str, Any] = {}
         if not _unify(tmpl, node, b):
@@ -324,6 +335,10 @@ def parse_feature(node: ast.AST, schema: Any, action: Any) -> Feature | None:
             else:
                 return None
         feat = Feature(kind, tuple(args))
+        if kind == "cell":
+            shape = grids.get(str(args[0]), ())
+            ok = len(shape) == 3 and all(isinstance(x, int) and 0 <= x < n for x, n in zip(args[1:], shape, strict=True))
+            return feat if ok else None
         vector = kind in ("norm", "vsum")
         for f in feat.fields:
             if f not in sizes or (sizes[f] < 2 if vector else sizes[f] != 1):

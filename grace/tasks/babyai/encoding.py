@@ -119,7 +119,7 @@ DERIVED = (
 SCHEMA = ObsSchema(
     (
         Field("image", 147, doc="the agent's egocentric 7x7 view, image[..., i, j, :] = (object, colour, state) ids of view cell (i, j); the agent is at (3, 6) facing towards j = 0, so (3, 5) is the cell in front; a carried object appears in the agent's cell",
-              shape=(7, 7, 3), kind="categorical"),
+              shape=(7, 7, 3), kind="categorical", focus=AGENT_CELL),
         Field("direction", doc="the agent's absolute direction: 0 east, 1 south, 2 west, 3 north"),
         Field("m_verb", doc="mission verb: VERB_GOTO, VERB_PICKUP, VERB_OPEN or VERB_PUTNEXT"),
         Field("m_type", doc="object id the mission names (e.g. BALL, DOOR); -1 if none"),
