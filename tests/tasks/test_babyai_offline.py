@@ -75,3 +75,21 @@ def test_init_finds_the_goal_from_generic_terms() -> None:
     for p in props:
         r, _ = compile_reward(p.source, SCHEMA)(obs, data["a"][:32], obs)
         assert np.all(np.isfinite(r))
+    # the shaping step's potential search reads the same features (cells included)
+    from grace.proposers.offline.potential import search_potential, with_potential
+    from grace.search.negatives import shaping_trajectories
+
+    pot = search_potential(shaping_trajectories(TASK, data), SCHEMA, 1.0)
+    if pot is not None:
+        shaped = with_potential(RewardProgram(props[0].source), pot).validate(SCHEMA)
+        assert np.all(np.isfinite(compile_reward(shaped.source, SCHEMA).potential(obs)))
+
+
+def test_llm_grammar_offers_derived_scalars_and_no_grid_norms() -> None:
+    from grace.proposers.llm.grammar import Lit, program_rules
+    from grace.sandbox.policy import load_policy
+
+    rules = program_rules(SCHEMA, load_policy().xp_names | {"linalg.norm"})
+    words = {alt[0].text for alt in rules["sfield"] if isinstance(alt[0], Lit)}
+    assert {"front_is_target", "target_dist", "carrying_target", "step_frac"} <= words
+    assert "vfield" not in rules  # `xp.linalg.norm(s.image, axis=-1)` would not be one value per state

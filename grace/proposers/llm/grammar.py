@@ -67,9 +67,14 @@ def _lits(words: Iterable[str]) -> list[tuple[Item, ...]]:
     return [(Lit(w),) for w in words]
 
 
+def _scalars(schema: ObsSchema) -> list[str]:
+    """Scalar fields, then the schema's derived scalars (read the same way: `s.front_is_target`)."""
+    return [f.name for f in schema.fields if f.size == 1] + [d.name for d in schema.derived]
+
+
 def param_keys(schema: ObsSchema) -> list[str]:
     """The PARAMS keys every grammar program has, in order."""
-    scalars = [f.name for f in schema.fields if f.size == 1][:MAX_WEIGHTS]
+    scalars = _scalars(schema)[:MAX_WEIGHTS]
     return [f"w_{name}" for name in scalars] + ["scale", "offset"]
 
 
@@ -78,8 +83,8 @@ def program_rules(schema: ObsSchema, xp_names: Iterable[str]) -> Rules:
     allowed = set(xp_names)
     unary = [f for f in UNARY if f in allowed]
     binary = [f for f in BINARY if f in allowed]
-    scalars = [f.name for f in schema.fields if f.size == 1]
-    vectors = [f.name for f in schema.fields if f.size > 1]
+    scalars = _scalars(schema)
+    vectors = [f.name for f in schema.fields if f.size > 1 and not f.shape]  # a grid is no vector
     keys = param_keys(schema)
     params: list[Item] = [Lit("PARAMS = {")]
     for i, key in enumerate(keys):

@@ -46,7 +46,7 @@ final stage passes 1 / (1 - gamma): a value function's reach)."""
 KEYS = ("potential_scale", "potential_centre", "potential_zero")
 _SHAPES = {"linear": "{v}", "abs": "xp.abs({v} - p[\"potential_centre\"])",
            "square": "({v} - p[\"potential_centre\"]) ** 2"}
-_COMPLEXITY = {"field": 0.0, "norm": 0.01, "vsum": 0.01, "angle": 0.01, "chain": 0.015, "prod": 0.02,
+_COMPLEXITY = {"field": 0.0, "norm": 0.01, "vsum": 0.01, "angle": 0.01, "chain": 0.015, "cell": 0.015, "prod": 0.02,
                "diff": 0.02}
 _SHAPE_COST = {"linear": 0.0, "abs": 0.01, "square": 0.01}
 
