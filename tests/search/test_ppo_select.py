@@ -38,8 +38,12 @@ def test_the_winner_is_chosen_by_ppo_persisted_and_kept_on_resume(tmp_path) -> N
     rec = archive.get_meta("ppo_select_r0")
     top = archive.top(3)
     archive.close()
-    assert rec is not None and len(rec["candidates"]) == 3 and rec["steps"] == 4096 and rec["seconds"] > 0
-    assert [c["row"] for c in rec["candidates"]] == [r.id for r in top]  # the top 3 distinct, in offline order
+    assert rec is not None and rec["steps"] == 4096 and rec["seconds"] > 0
+    top_rows = [c for c in rec["candidates"] if not c["dense"]]
+    assert [c["row"] for c in top_rows] == [r.id for r in top]  # the top 3 distinct, in offline order
+    dense = [c for c in rec["candidates"] if c["dense"]]  # then up to ppo.select_dense dense versions
+    assert 1 <= len(dense) <= 2 and rec["candidates"][-len(dense):] == dense
+    assert not {c["program_id"] for c in dense} & {r.program_id for r in top}
     liked = [c for c in rec["candidates"] if c["expert_likeness"] is not None]
     assert liked and rec["winner"] == max(liked, key=lambda c: (c["expert_likeness"], -c["offline_rank"]))["row"]
     assert res.best is not None and res.best.id == rec["winner"]
@@ -82,7 +86,7 @@ def test_diverse_candidates_are_the_best_of_different_rankings(tmp_path) -> None
 
     def pick(similarity: float, odd: str | None) -> list[int]:
         c = cfg.override({"ppo.select_top": 2, "ppo.select_similarity": similarity})
-        return [r.id for r in asyncio.run(ppo_select.candidates(archive, 0, c, data, Rewards(odd)))]
+        return [r.id for r in asyncio.run(ppo_select.top(archive, 0, c, data, Rewards(odd)))]
 
     assert pick(1.0, top[5].best_source) == [top[0].id, top[1].id]  # off: the top 2 by score
     assert pick(0.9, top[5].best_source) == [top[0].id, top[5].id]  # the best, then the best ranking differently
