@@ -59,10 +59,12 @@ def likeness(result: Any) -> float | None:
 
 def dense_extras(archive: Archive, rnd: int, cfg: EvolveConfig, chosen: list[ProgramRow]) -> list[ProgramRow]:
     """The best `ppo.select_dense` dense versions the round's last generation proposed (operator
-    "densify") that are not already `chosen`: PPO weighs them against the sharper originals."""
-    ids = {r.program_id for r in chosen}
-    made = archive.programs(round=rnd, status="ok", operator="densify")
-    return [r for r in truncate(made, len(chosen) + cfg.ppo.select_dense) if r.program_id not in ids][: cfg.ppo.select_dense]
+    "densify"; a dense version the search had already scored counts as that row) that are not
+    already `chosen`: PPO weighs them against the sharper originals."""
+    made = {r.program_id for r in archive.programs(round=rnd, operator="densify") if r.status in ("ok", "duplicate")}
+    made -= {r.program_id for r in chosen}
+    pool = [r for r in archive.programs(round=rnd, status="ok") if r.program_id in made]
+    return truncate(pool, cfg.ppo.select_dense)
 
 
 async def candidates(archive: Archive, rnd: int, cfg: EvolveConfig, data: Transitions,

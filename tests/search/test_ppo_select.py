@@ -92,3 +92,33 @@ def test_diverse_candidates_are_the_best_of_different_rankings(tmp_path) -> None
     assert pick(0.9, top[5].best_source) == [top[0].id, top[5].id]  # the best, then the best ranking differently
     assert pick(0.9, None) == [top[0].id, top[1].id]  # all rank alike: filled in offline order
     archive.close()
+
+
+def test_dense_extras_follow_the_top_and_count_an_already_scored_dense_version(tmp_path) -> None:
+    """The dense versions proposed in the last generation join PPO in the loop after the top K; one
+    the search had already scored (persisted as a duplicate) counts as that earlier row; one that is
+    already among the top is not trained twice."""
+    from grace.search.ppo_select import dense_extras
+    from grace.search.select import truncate
+
+    archive = Archive(tmp_path / "a.sqlite")
+
+    def add(pid: str, gen: int, slot: int, op: str, status: str, score: float) -> int:
+        rid = archive.add_proposal(program_id=pid, round=0, generation=gen, slot=slot, island=0, operator=op,
+                                   parents=[], proposer="offline", source=f"# {pid}", size=10)
+        archive.set_result(rid, status=status, fitness=score, score=score)
+        return rid
+
+    for i, score in enumerate((0.9, 0.8, 0.7)):
+        add(f"top{i}", 1, i, "mutate", "ok", score)
+    early = add("flat", 1, 5, "simplify", "ok", 0.3)  # the dense version, found earlier by a simplify
+    add("flat", 2, 0, "densify", "duplicate", 0.3)
+    fresh = add("slope", 2, 1, "densify", "ok", 0.5)
+    add("top1", 2, 2, "densify", "duplicate", 0.8)  # densifying gave a program already in the top
+    cfg = EvolveConfig().override({"ppo.select_top": 3, "ppo.select_dense": 2})
+    top = truncate(archive.programs(round=0, status="ok"), 3)
+    assert [r.program_id for r in top] == ["top0", "top1", "top2"]
+    assert [r.id for r in dense_extras(archive, 0, cfg, top)] == [fresh, early]
+    assert [r.id for r in dense_extras(archive, 0, cfg.override({"ppo.select_dense": 1}), top)] == [fresh]
+    assert dense_extras(archive, 0, cfg.override({"ppo.select_dense": 0}), top) == []
+    archive.close()
