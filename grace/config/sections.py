@@ -210,10 +210,10 @@ class PPOConfig:
     """PPO in the loop: two candidates whose rewards rank a sample of the round's states alike
     (Spearman correlation above this) count as one choice, so the K trained are the best of K
     different rankings among the top 8K; 1.0 = off (the top K distinct programs)."""
-    select_dense: int = 2
+    select_dense: int = 4
     """PPO in the loop also trains the dense versions (`Proposer.densify`, proposed in the round's
-    last generation) of the top N: a reward flat away from the expert's states can rank them best
-    and teach least (benchmarks/results/teach4.md). 0 = off."""
+    last generation) of the top N, those not already among the top: a reward flat away from the
+    expert's states can rank them best and teach least (benchmarks/results/teach4.md). 0 = off."""
     discrete: PPOHyper = field(default_factory=discrete_defaults)
     """Hyperparameters for tasks with discrete actions."""
     continuous: PPOHyper = field(default_factory=PPOHyper)
