@@ -35,7 +35,7 @@ async def collect_active_negatives(task: Task, source: str, cfg: EvolveConfig, r
     if disc is not None and cfg.active.off_expert:
         traj, threshold = off_expert_segments(traj, disc, data, cfg.active.off_expert_quantile)
     held_pos = None if data is None else data["label"].astype(bool) & ~data["train"].astype(bool)
-    reference = float(np.mean(disc(data["s_next"][held_pos]))) \
+    reference = disc.likeness(data["s_next"][held_pos]) \
         if disc is not None and held_pos is not None and held_pos.any() else None
     info = {
         "env_steps": int(res.env_steps) * ppo.seeds, "episodes": traj.n_episodes,
