@@ -139,3 +139,16 @@ def test_reference_goto_rewards_discriminate_offline(level: str, reward: str) ->
     m = res.metrics
     assert m["auc_train"] >= 0.99 and m["auc_heldout"] >= 0.99
     assert m["fitness_train"] >= 0.95 and m["fitness_heldout"] >= 0.9
+
+
+def _fake_twin(level: str) -> tuple[str, str]:
+    return ("twin", level)
+
+
+def test_jax_twin_hook_is_one_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from grace.tasks.babyai import levels
+
+    assert all(t.make_jax_env is None for t in levels.babyai_tasks().values())
+    monkeypatch.setattr(levels, "JAX_TWIN_FACTORY", f"{__name__}:_fake_twin")
+    task = levels.babyai_tasks()["BabyAI-OpenTwoDoors-v0"]
+    assert task.jax_backend == "gymnax" and task.make_jax_env() == ("twin", "BabyAI-OpenTwoDoors-v0")
