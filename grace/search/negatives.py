@@ -48,11 +48,15 @@ def ensure_random_negatives(archive: Archive, run_dir: Path, task: Task, episode
 
 
 def negative_sets(archive: Archive, run_dir: Path, task: Task, up_to: int) -> list[tuple[str, Trajectories]]:
+    """(source tag, trajectories) of every negative set up to version `up_to`, with the sets a
+    version lists in its info as `extra_sets` (the adversarial probe's, grace/search/probe.py)."""
     out = []
     for row in archive.negatives():
         if row["version"] <= up_to:
-            path = Path(row["path"]) if Path(row["path"]).is_absolute() else run_dir / row["path"]
-            out.append((row["source"], load_demos(path, task)))
+            for source, rel in [(row["source"], row["path"]),
+                                *((e["source"], e["path"]) for e in row["info"].get("extra_sets", []))]:
+                path = Path(rel) if Path(rel).is_absolute() else run_dir / rel
+                out.append((source, load_demos(path, task)))
     return out
 
 
