@@ -50,6 +50,10 @@ ELITE_SHARE = 0.1
 """Share of each start's samples that refit its action distribution (and may become negatives)."""
 MAX_REPEAT = 50
 """At most this many copies of each probed episode (the weight, see the module docstring)."""
+PROBE_MARGIN = 0.1
+"""A probed sequence is an exploit when it out-earns the demo from its start by this share of the
+spread (std) of the first iteration's returns there: scale-free, and an expert that is merely not
+exactly optimal under the true reward is not "exploited" by a hair."""
 
 
 class ProbeError(RuntimeError):
@@ -85,9 +89,10 @@ def _obs_to_state(env: Any, obs: np.ndarray) -> np.ndarray | None:
     return obs.copy() if state is not None and np.size(state) == obs.size else None
 
 
-def set_state(env: Any, obs: np.ndarray) -> bool:
+def set_state(env: Any, obs: np.ndarray, check: bool = True) -> bool:
     """Put a reset env in the state whose observation is `obs`; False where that is not possible
-    (or the env's own observation of the result differs: the conversion does not fit this env)."""
+    (or, with `check`, the env's own observation of the result differs: the conversion does not
+    fit this env)."""
     state = _obs_to_state(env, obs)
     if state is None:
         return False
@@ -95,7 +100,7 @@ def set_state(env: Any, obs: np.ndarray) -> bool:
     old = u.state
     u.state = np.asarray(state, dtype=getattr(old, "dtype", np.float64)) if isinstance(old, np.ndarray) else state
     get_obs = getattr(u, "_get_obs", None)
-    if callable(get_obs):
+    if check and callable(get_obs):
         return bool(np.allclose(np.asarray(get_obs(), np.float64), obs, atol=1e-3))
     return True
 
@@ -108,10 +113,11 @@ def _env_action(a: np.ndarray, task: Task) -> Any:
 
 def rollout(env: Any, start: Start, actions: np.ndarray, task: Task) -> Episode:
     """Play `actions` open-loop from `start`; stops early when the env ends the episode."""
-    obs, _ = env.reset(seed=start.reset_seed)
-    if start.settable:
-        set_state(env, start.obs)
+    if start.settable:  # the reset state is overwritten: no need to reseed
+        env.reset()
+        set_state(env, start.obs, check=False)
     else:
+        obs, _ = env.reset(seed=start.reset_seed)
         start.obs = np.asarray(obs, np.float32)
     ob_list, rews = [np.asarray(start.obs, np.float32)], []
     terminated = False
@@ -165,12 +171,21 @@ class _Sampler:
             self.mean = np.full((horizon, act.dim), (self.low + self.high) / 2)
             self.std = np.full((horizon, act.dim), (self.high - self.low) / 2)
 
-    def sample(self, m: int, rng: np.random.Generator) -> np.ndarray:
+    def sample(self, m: int, rng: np.random.Generator, constants: bool = False) -> np.ndarray:
+        """`m` sequences; with `constants` the first ones hold one action throughout (each discrete
+        action; all-low and all-high): "do one thing forever" (spin, flail) is a common exploit."""
         if self.task.action.kind == "discrete":
             u = rng.random((m, self.h, 1))
-            return (u > np.cumsum(self.probs, axis=1)[None]).sum(-1).clip(0, self.task.action.n - 1)
-        x = self.mean[None] + self.std[None] * rng.standard_normal((m, *self.mean.shape))
-        return np.clip(x, self.low, self.high).astype(np.float32)
+            out = (u > np.cumsum(self.probs, axis=1)[None]).sum(-1).clip(0, self.task.action.n - 1)
+            fixed = [np.full(self.h, k) for k in range(self.task.action.n)]
+        else:
+            x = self.mean[None] + self.std[None] * rng.standard_normal((m, *self.mean.shape))
+            out = np.clip(x, self.low, self.high).astype(np.float32)
+            fixed = [np.full(self.mean.shape, v, np.float32) for v in (self.low, self.high)]
+        if constants:
+            for k, seq in enumerate(fixed[: m // 2]):
+                out[k] = seq
+        return out
 
     def refit(self, elites: np.ndarray) -> None:
         if self.task.action.kind == "discrete":
@@ -251,28 +266,33 @@ async def _search(task: Task, source: str, executor: Executor, demos: Trajectori
         samplers = [_Sampler(task, horizon if st.demo.terminated else st.demo.length) for st in todo]
         demo_ret = await _returns(executor, source, params, [s.demo for s in todo], task, gamma, timeout)
         best: list[list[tuple[float, int, Episode]]] = [[] for _ in todo]
-        count = 0
-        for _ in range(PROBE_ITERATIONS):
-            acts = [smp.sample(per, rng) for smp in samplers]
+        count, margin, top = 0, np.zeros(len(todo)), np.full(len(todo), -np.inf)
+        for it in range(PROBE_ITERATIONS):
+            acts = [smp.sample(per, rng, constants=it == 0) for smp in samplers]
             eps = [rollout(env, st, a, task) for st, seqs in zip(todo, acts, strict=True) for a in seqs]
             rets = (await _returns(executor, source, params, eps, task, gamma, timeout)).reshape(len(todo), per)
             info["reward_calls"] += 1
             info["rollouts"] += len(eps)
             info["env_steps"] += sum(e.length for e in eps)
+            if it == 0:
+                margin = PROBE_MARGIN * rets.std(axis=1) + 1e-9 * np.maximum(1.0, np.abs(demo_ret))
             for i, smp in enumerate(samplers):
                 order = np.argsort(-rets[i], kind="stable")[:n_elite]
                 smp.refit(acts[i][order])
                 for j in order:
-                    if rets[i, j] > demo_ret[i] + 1e-9 * max(1.0, abs(demo_ret[i])):
+                    if rets[i, j] > demo_ret[i] + margin[i]:
                         best[i].append((float(rets[i, j]), count, eps[i * per + j]))
                         count += 1
                 best[i] = sorted(best[i], key=lambda x: (-x[0], x[1]))[:n_elite]
+            top = np.maximum(top, rets.max(axis=1))
             if info.get("best_return") is None or rets.max() > info["best_return"]:
                 i, j = np.unravel_index(int(np.argmax(rets)), rets.shape)
                 info |= {"best_return": float(rets[i, j]), "demo_return_at_best": float(demo_ret[i])}
     finally:
         env.close()
+    gain = (top - demo_ret) / np.maximum(margin / PROBE_MARGIN, 1e-12)
     info |= {"starts": len(todo), "state_set": todo[0].settable, "demo_return_mean": float(np.mean(demo_ret)),
+             "best_gain_std": float(gain.max()),  # the largest gain over the demo, in the start's return spreads
              "starts_beaten": sum(bool(b) for b in best), "exploit_rollouts": sum(len(b) for b in best)}
     info["reward_calls"] += 1
     return [ep for b in best for _, _, ep in b]
