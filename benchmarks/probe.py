@@ -8,7 +8,7 @@ rewards PPO was measured to exploit, issue 12) and of the hand-written reference
 row: under the true reward the scripted expert should be hard to out-earn open-loop). Writes
 benchmarks/results/probe.md.
 
-    python benchmarks/probe.py [--demos 1 2] [--generations 3]
+    python benchmarks/probe.py [--demos 1 2] [--generations 3] [--horizons 40 200]
 """
 
 from __future__ import annotations
@@ -77,11 +77,12 @@ def run(n_demos: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     rewards.append(("reference (true)", (ROOT / "grace/tasks/rewards/pendulum.py").read_text(), "-"))
     executor = LocalExecutor(task, workers=2, timeout=cfg.sandbox.eval_timeout)
     try:
-        for name, source, fitness in rewards:
-            info = probe_one(source, inputs, cfg, executor)
-            row = {"demos": n_demos, "reward": name, "fitness": fitness, "evolve_s": evolve_s} | info
-            print(json.dumps(row), flush=True)
-            rows.append(row)
+        for horizon in args.horizons:
+            for name, source, fitness in rewards:
+                info = probe_one(source, inputs, cfg.override({"active.probe_horizon": horizon}), executor)
+                row = {"demos": n_demos, "reward": name, "fitness": fitness, "evolve_s": evolve_s} | info
+                print(json.dumps(row), flush=True)
+                rows.append(row)
     finally:
         executor.close()
     return rows
@@ -91,6 +92,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--demos", nargs="*", type=int, default=[1, 2])
     ap.add_argument("--generations", type=int, default=3)
+    ap.add_argument("--horizons", nargs="*", type=int, default=[40, 200])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/probe.md"))
     args = ap.parse_args()
@@ -103,21 +105,21 @@ def main() -> None:
         f"`python benchmarks/probe.py` ({time.time() - t0:.0f} s in all on a shared 2-core machine). For each "
         f"demo count: a short offline run (built-in operator, {args.generations} generations x 2 islands x 8, no "
         "PPO, seed 0) on the first N episodes of demos/pendulum.npz, then the probe (CEM, 4 iterations, 8 demo "
-        "start states, budget 1024 rollouts of 40 steps, gamma 0.99, reward scored in the sandbox) of: the run's "
+        "start states, budget 1024 rollouts of *horizon* steps (200: whole episodes from the demos' first state), gamma 0.99, reward scored in the sandbox) of: the run's "
         "winner, the quality sweep's committed winner for that demo count (the rewards PPO exploited: -0.23 and "
         "-0.18 normalised, issue 12) and the hand-written reference reward. *best* is the best probed discounted "
         "return under that reward, *demo* the demo's own continuation from the same start state; *gain* the largest gain of a probed sequence over the demo from the same start, in units of the spread "
         "(std) of the first iteration's returns there (an exploit needs > 0.1); *beaten* the "
         "start states (of 8) where some probed sequence out-earns the demo; *kept* the off-expert transitions that "
-        "would join the next round's negatives (before the weighting repeats them); |w| p90: the 90th percentile "
+        "would join the next round's negatives (before the weighting repeats them); *kept speed p90*: the 90th percentile "
         "of their angular speed (the demos' max in the last column).",
         "",
-        "| demos | reward | offline fitness | probe s | rollouts | best | demo (same start) | gain (std) | beaten | "
-        "kept | kept |w| p90 | demos' max |w| | evolve s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| demos | horizon | reward | offline fitness | probe s | rollouts | best | demo (same start) | gain (std) | beaten | "
+        "kept | kept speed p90 | demos' max speed | evolve s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['demos']} | {r['reward']} | {r['fitness']} | {f(r.get('seconds'), 1)} | {r['rollouts']} | "
+        lines.append(f"| {r['demos']} | {r['horizon']} | {r['reward']} | {r['fitness']} | {f(r.get('seconds'), 1)} | {r['rollouts']} | "
                      f"{f(r.get('best_return'))} | {f(r.get('demo_return_at_best'))} | {f(r.get('best_gain_std'))} | "
                      f"{r.get('starts_beaten', '-')} | "
                      f"{r['kept_transitions']} | {f(r.get('kept_speed_p90'))} | {f(r['demo_speed_max'])} | "

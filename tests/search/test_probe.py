@@ -199,6 +199,10 @@ def test_a_round_saves_the_probes_finds_beside_the_ppo_set(setting, tmp_path, mo
     assert probe_info["best_return"] > probe_info["demo_return_at_best"] and probe_info["copies"] >= 1
     assert [tag for tag, _ in negative_sets(archive, tmp_path, TASK, 1)] == ["ppo-r1", "probe-r1"]
     assert lines[0].startswith("probe: 1024 rollouts") and "become negatives" in lines[0]
+    from grace.report import _negatives
+
+    shown = _negatives(archive)["sets"]
+    assert [r["source"] for r in shown] == ["ppo-r1", "probe-r1"] and shown[0]["note"] == lines[0]
     off = EvolveConfig(demos="x").override({"active.probe": False})
     asyncio.run(active.round_negatives(archive, tmp_path, TASK, off, 2, best, data, demos, executor))
     assert archive.negatives()[1]["info"]["probe"] is None
