@@ -108,9 +108,10 @@ def main() -> None:
         "start states, budget 1024 rollouts of *horizon* steps (200: whole episodes from the demos' first state), gamma 0.99, reward scored in the sandbox) of: the run's "
         "winner, the quality sweep's committed winner for that demo count (the rewards PPO exploited: -0.23 and "
         "-0.18 normalised, issue 12) and the hand-written reference reward. *best* is the best probed discounted "
-        "return under that reward, *demo* the demo's own continuation from the same start state; *gain* the largest gain of a probed sequence over the demo from the same start, in units of the spread "
+        "return under that reward, *demo* the demo's own continuation from the start state where it was found; *gain* the largest "
+        "gain of a probed sequence over the demo from the same start (over all starts, not necessarily *best*'s), in units of the spread "
         "(std) of the first iteration's returns there (an exploit needs > 0.1); *beaten* the "
-        "start states (of 8) where some probed sequence out-earns the demo; *kept* the off-expert transitions that "
+        "start states where some probed sequence out-earns the demo, of those probed (8; with horizon 200 one per demo episode); *kept* the off-expert transitions that "
         "would join the next round's negatives (before the weighting repeats them); *kept speed p90*: the 90th percentile "
         "of their angular speed (the demos' max in the last column).",
         "",
@@ -121,9 +122,14 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['demos']} | {r['horizon']} | {r['reward']} | {r['fitness']} | {f(r.get('seconds'), 1)} | {r['rollouts']} | "
                      f"{f(r.get('best_return'))} | {f(r.get('demo_return_at_best'))} | {f(r.get('best_gain_std'))} | "
-                     f"{r.get('starts_beaten', '-')} | "
+                     f"{r.get('starts_beaten', '-')}/{r.get('starts', '-')} | "
                      f"{r['kept_transitions']} | {f(r.get('kept_speed_p90'))} | {f(r['demo_speed_max'])} | "
                      f"{r['evolve_s']:.0f} |")
+    learned = [r for r in rows if not r["reward"].startswith("reference")]
+    ref = [r for r in rows if r["reward"].startswith("reference")]
+    flagged = lambda rs: sum(r["kept_transitions"] > 0 for r in rs)  # noqa: E731
+    lines += ["", f"Probes that found exploits (kept > 0): {flagged(learned)} of {len(learned)} of the learned rewards, "
+              f"{flagged(ref)} of {len(ref)} of the reference reward (whose scripted demos are not optimal under it)."]
     errors = [f"- {r['demos']} demos, {r['reward']}: {r['error']}" for r in rows if r.get("error")]
     Path(args.out).write_text("\n".join(lines + ([""] + errors if errors else [])) + "\n")
     print("\n".join(lines))
