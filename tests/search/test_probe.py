@@ -206,3 +206,43 @@ def test_a_round_saves_the_probes_finds_beside_the_ppo_set(setting, tmp_path, mo
     off = EvolveConfig(demos="x").override({"active.probe": False})
     asyncio.run(active.round_negatives(archive, tmp_path, TASK, off, 2, best, data, demos, executor))
     assert archive.negatives()[1]["info"]["probe"] is None
+
+
+def test_probe_settings_are_checked() -> None:
+    from grace.config import ConfigError, EvolveConfig
+
+    cfg = EvolveConfig(demos="x")
+    assert cfg.active.probe and cfg.active.probe_budget > 0  # on by default (where the task has a numpy env)
+    for bad in ({"active.probe_share": 1.0}, {"active.probe_horizon": 0}, {"active.probe_budget": -1}):
+        with pytest.raises(ConfigError, match="active.probe"):
+            cfg.override(bad).validate()
+    from grace.search.probe import enabled
+
+    assert enabled(cfg, TASK) and not enabled(cfg.override({"active.probe_budget": 0}), TASK)
+    assert not enabled(cfg, Task(name="nojax", description="", schema=TASK.schema, action=TASK.action, kind="keepalive"))
+
+
+def test_the_loop_probes_each_rounds_best_before_ppo(tmp_path, monkeypatch) -> None:
+    import grace
+    from grace.config import EvolveConfig
+    from grace.search import active
+    from grace.search.archive import Archive
+    from grace.search.negatives import read_run_inputs
+
+    async def fake_ppo(task: Task, source: str, cfg: Any, rnd: int, data: Any = None) -> tuple[Any, dict]:
+        return random_negatives(task, 2, rnd), {"env_steps": 0}
+
+    monkeypatch.setattr(active, "collect_active_negatives", fake_ppo)
+    demos = rollout(TASK, _expert()(), 1, seed=3).save(tmp_path / "demos.npz")
+    (tmp_path / "exploit.py").write_text(EXPLOIT)
+    cfg = EvolveConfig(demos=str(demos), out=str(tmp_path / "r"), init=(str(tmp_path / "exploit.py"),)).override(
+        {"search.generations": 1, "search.population": 2, "search.islands": 1, "search.rounds": 2,
+         "sandbox.workers": 1, "fit.shaping": False, "fit.params": False, "report": False,
+         "data.random_negative_episodes": 5,
+         "active.probe_budget": 256, "active.probe_horizon": 30})
+    grace.evolve(cfg, task=TASK, progress=False)
+    archive = Archive(tmp_path / "r" / "archive.sqlite", create=False)
+    info = archive.negatives()[-1]["info"]
+    assert info["probe"]["error"] is None and info["probe"]["rollouts"] >= 200 and info["probe"]["seconds"] > 0
+    tags = [tag for tag, _ in read_run_inputs(archive, tmp_path / "r", TASK, rollout(TASK, _expert()(), 1, 3)).negatives]
+    assert tags == ["random", "ppo-r1", "probe-r1"]  # the exploit it found is in round 1's data
