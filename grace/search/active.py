@@ -12,8 +12,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from grace.config import ActiveConfig, EvolveConfig
 from grace.data.trajectories import Trajectories
 from grace.fitness.discriminator import ExpertSimilarity
@@ -41,7 +39,7 @@ async def collect_active_negatives(task: Task, source: str, cfg: EvolveConfig, r
         kept, threshold = off_expert_segments(traj, disc, data, cfg.active.off_expert_quantile)
         traj = kept if kept is not None else traj  # never None: it keeps one state
     held_pos = None if data is None else data["label"].astype(bool) & ~data["train"].astype(bool)
-    reference = float(np.mean(disc(data["s_next"][held_pos]))) \
+    reference = disc.likeness(data["s_next"][held_pos]) \
         if disc is not None and held_pos is not None and held_pos.any() else None
     info = {
         "env_steps": int(res.env_steps) * ppo.seeds, "episodes": traj.n_episodes,
