@@ -133,13 +133,22 @@ def rollout(env: Any, start: Start, actions: np.ndarray, task: Task) -> Episode:
                    not terminated)
 
 
-def starts(env: Any, demos: Trajectories, horizon: int, n: int, seed: int) -> list[Start]:
+def replays(env: Any, ep: Episode, task: Task) -> bool:
+    """Can the env be put in a demo state? Set it to the first one, play the demo's first action and
+    compare with the demo's next state (a stochastic env or an unknown state layout fails: resets)."""
+    env.reset()
+    if ep.length == 0 or not set_state(env, ep.obs[0]):
+        return False
+    obs = env.step(_env_action(ep.actions[0], task))[0]
+    return bool(np.allclose(np.asarray(obs, np.float64), ep.obs[1], rtol=1e-3, atol=1e-3))
+
+
+def starts(env: Any, demos: Trajectories, horizon: int, n: int, seed: int, task: Task) -> list[Start]:
     """Up to `n` start states spread evenly over the demos' states, or env resets where the env's
-    state cannot be set."""
+    state cannot be set (`replays`)."""
     eps = list(demos.episodes())
     env.reset(seed=seed)
-    settable = set_state(env, eps[0].obs[0])
-    if not settable:
+    if not replays(env, eps[0], task):
         return [Start(ep.obs[0], _window(ep, 0, horizon), seed * 1_009 + i, False)
                 for i, ep in enumerate(eps[i % len(eps)] for i in range(n))]
     # a start leaves `horizon` demo steps after it where the episode is that long, so the probe and
@@ -258,7 +267,7 @@ async def _search(task: Task, source: str, executor: Executor, demos: Trajectori
     env = task.make_env()
     try:
         rng = np.random.default_rng([seed, 7_717])
-        todo = starts(env, demos, horizon, PROBE_STARTS, seed)
+        todo = starts(env, demos, horizon, PROBE_STARTS, seed, task)
         per = max(2, budget // (PROBE_ITERATIONS * len(todo)))
         n_elite = max(1, math.ceil(ELITE_SHARE * per))
         # as many steps as the demo's continuation, unless the demo terminated (the terminal value

@@ -246,3 +246,44 @@ def test_the_loop_probes_each_rounds_best_before_ppo(tmp_path, monkeypatch) -> N
     assert info["probe"]["error"] is None and info["probe"]["rollouts"] >= 200 and info["probe"]["seconds"] > 0
     tags = [tag for tag, _ in read_run_inputs(archive, tmp_path / "r", TASK, rollout(TASK, _expert()(), 1, 3)).negatives]
     assert tags == ["random", "ppo-r1", "probe-r1"]  # the exploit it found is in round 1's data
+
+
+class HiddenSpinner(Spinner):
+    """The same wheel with its state where the probe cannot set it: it starts from resets."""
+
+    def reset(self, *, seed: int | None = None, options: Any = None) -> tuple[np.ndarray, dict]:
+        obs, info = super().reset(seed=seed)
+        self._hidden = self.__dict__.pop("state")
+        return obs, info
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+        self.state = self._hidden
+        out = super().step(action)
+        self._hidden = self.__dict__.pop("state")
+        return out
+
+
+def test_an_env_whose_state_cannot_be_set_is_probed_from_resets(setting) -> None:
+    from dataclasses import replace
+
+    demos, _, data, disc, executor = setting
+    hidden = replace(TASK, make_env=lambda: gym.wrappers.TimeLimit(HiddenSpinner(), 100))
+    res = asyncio.run(probe_reward(hidden, EXPLOIT, executor, demos, disc, data, gamma=0.99, budget=512, horizon=30))
+    assert res.info["error"] is None and res.info["state_set"] is False
+    assert res.info["best_return"] > res.info["demo_return_at_best"] and res.negatives is not None
+
+
+@pytest.mark.parametrize("name", ["pendulum", "acrobot", "mountaincar_fixed"])
+def test_classic_control_envs_are_put_in_demo_states(name: str, root) -> None:
+    from grace.data.trajectories import load_demos
+    from grace.search.probe import replays
+    from grace.tasks import get_task
+
+    task = get_task(name)
+    env = task.make_env()
+    env.reset(seed=0)
+    ep = list(load_demos(root / "demos" / f"{name}.npz", task).episodes())[0]
+    assert replays(env, ep, task)
+    ep.obs = ep.obs.copy()
+    ep.obs[1] += 0.5  # a demo the env does not reproduce: not settable
+    assert not replays(env, ep, task)
