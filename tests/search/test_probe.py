@@ -287,3 +287,4 @@ def test_classic_control_envs_are_put_in_demo_states(name: str, root) -> None:
     ep.obs = ep.obs.copy()
     ep.obs[1] += 0.5  # a demo the env does not reproduce: not settable
     assert not replays(env, ep, task)
+
