@@ -24,6 +24,10 @@ from grace.tasks import Task, get_task
 
 EXPERT = "expert"
 """`Transitions.source_names[0]`: the expert demos."""
+PARTIAL_PREFIX = "probe-"
+"""Negative sets whose tag starts so hold partial episodes (the adversarial probe's off-expert
+segments, grace/search/probe.py): their states count in the discrimination, but the episode-return
+ranking and the terminal value, which compare whole episodes, skip them."""
 
 
 # -- the labelled dataset ---------------------------------------------------------------------------

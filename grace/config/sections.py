@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from grace.config.keys import ConfigError, apply, check_values, from_tree, to_tree
+from grace.config.legacy import LEGACY_KEYS
 from grace.config.ppo_hyper import PPOHyper, discrete_defaults
 
 
@@ -249,6 +250,15 @@ class ActiveConfig:
     stop_when_worse: bool = True
     """Stop when a round's winner trains a policy no more expert-like than the best earlier round's
     (PPO in the loop measures it); the answer is always the best round's winner (search/rounds.py)."""
+    probe: bool = True
+    """Before PPO, probe the best reward on the task's numpy env (CEM over open-loop action sequences
+    from demo states; search/probe.py): its off-expert exploits join the next round's negatives."""
+    probe_budget: int = 1024
+    """Rollouts the probe may play per round (0 = no probe)."""
+    probe_horizon: int = 40
+    """Steps of each probed action sequence (and of the demo continuation it must out-earn)."""
+    probe_share: float = 0.25
+    """Share of the negative transitions the probe's exploits make up (their episodes are repeated)."""
 
 
 SECTIONS: dict[str, type] = {
@@ -257,18 +267,6 @@ SECTIONS: dict[str, type] = {
     "active": ActiveConfig,
 }
 
-LEGACY_KEYS = {
-    "generations": "search.generations", "population": "search.population", "islands": "search.islands",
-    "migrate_every": "search.migrate_every", "rounds": "search.rounds", "temperature": "search.temperature",
-    "parsimony": "search.parsimony", "crossover_rate": "search.crossover_rate",
-    "simplify_rate": "search.simplify_rate", "target_fitness": "search.target_fitness",
-    "max_wall_time": "search.max_wall_time", "proposer": "proposer.kind", "fitness": "fitness.kind",
-    "ppo_steps": "ppo.steps", "ppo_seeds": "ppo.seeds", "active_off_expert": "active.off_expert",
-    "workers": "sandbox.workers", "eval_timeout": "sandbox.eval_timeout",
-    "random_negative_episodes": "data.random_negative_episodes", "holdout": "data.holdout",
-    "fit_params": "fit.params",
-}
-"""Top-level keys of the flat config.toml written by grace before the sections existed."""
 
 
 @dataclass(frozen=True)
@@ -318,6 +316,8 @@ class EvolveConfig:
             (self.sandbox.ray_actors >= 1 and self.sandbox.ray_actor_cpus >= 0 and self.sandbox.ray_actor_gpus >= 0,
              "sandbox.ray_actors must be >= 1, sandbox.ray_actor_cpus and sandbox.ray_actor_gpus >= 0"),
             (0.0 <= self.data.holdout < 1.0, "data.holdout must be in [0, 1)"),
+            (self.active.probe_budget >= 0 and self.active.probe_horizon >= 1 and 0.0 < self.active.probe_share < 1.0,
+             "active.probe_budget must be >= 0, active.probe_horizon >= 1, active.probe_share in (0, 1)"),
             (self.data.max_per_class >= 1, "data.max_per_class must be >= 1"),
             (self.fit.budget >= 1 and self.fit.subsample >= 2 and self.fit.chunk >= 1,
              "fit.budget and fit.chunk must be >= 1, fit.subsample >= 2"),

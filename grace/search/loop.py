@@ -384,16 +384,13 @@ class Evolution:
         return self._result()
 
     async def active_negatives(self, rnd: int) -> None:
-        """GRACE's outer loop: PPO on the current best reward; its rollouts join the negatives."""
-        from grace.search.active import collect_active_negatives, needs_shaping
+        """GRACE's outer loop (search/active.py): the probe's exploits of the current best reward and
+        the rollouts of PPO on it join the negatives."""
+        from grace.search.active import round_negatives
 
         assert self.best is not None, "active negatives need a best program"
-        traj, info = await collect_active_negatives(self.task, self.best.best_source, self.cfg, rnd, self.data)
-        info["needs_shaping"] = needs_shaping(self.best.fitness, info, self.cfg.active)
-        info["best_program"] = self.best.program_id
-        path = traj.save(self.run_dir / "negatives" / f"ppo-round{rnd}.npz")
-        self.archive.add_negatives(rnd, str(path.relative_to(self.run_dir)), f"ppo-r{rnd}", traj.n_episodes,
-                                   int(info.get("env_steps", 0)), info)
+        await round_negatives(self.archive, self.run_dir, self.task, self.cfg, rnd, self.best, self.data, self.demos,
+                              self.executor, getattr(self.progress, "note", None))
 
     async def ppo_select(self, rnd: int) -> None:
         """PPO in the loop (search/ppo_select.py; discriminator fitted on round 0's data, so rounds
