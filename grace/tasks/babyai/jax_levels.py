@@ -1,0 +1,348 @@
+"""JAX generators of BabyAI levels (minigrid 3.2.0's generation rules, seeded by a PRNG key).
+
+Layouts do not match minigrid's RNG draw for draw, but follow the same rules: room sizes and
+room grid (`RoomGrid`), walls, door placement and colours, object kinds and colours, the
+`reject_next_to` rule (no object within Manhattan distance 1 of where the agent is at that
+moment), the agent's placement (`RoomGrid.place_agent`: a random free cell and direction whose
+front cell is empty or a wall), `check_objs_reachable` rejection, and each level's instruction.
+Minigrid's rejection sampling draws uniformly among what it accepts; here each draw is a
+categorical over the accepted choices (the same distribution) and whole-layout rejections
+(`check_objs_reachable`) loop in `lax.while_loop`.
+
+`make_jax_level(name) -> (env, params)` builds one (`LEVELS` lists the names).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from grace.tasks.babyai.jax_grid import (
+    BALL,
+    CLOSED,
+    DIR_TO_VEC,
+    DOOR,
+    EMPTY,
+    EMPTY_CELL,
+    GOTO,
+    OPEN_VERB,
+    PICK,
+    WALL,
+    WALL_CELL,
+    GridLevel,
+    GridState,
+)
+
+RED = 0
+N_COLORS = 6
+OBJ_KINDS = jnp.array([5, 6, 7], jnp.int32)  # key, ball, box
+LOC_CODES = (1, 2, 3, 4)
+"""m_loc of the shared vector: front, behind, left, right (0: no location)."""
+
+
+def room_walls(room_size: int, rows: int, cols: int) -> np.ndarray:
+    """`RoomGrid._gen_grid`'s walls: (W, H, 3) cells, every room's outline a wall."""
+    w, h = (room_size - 1) * cols + 1, (room_size - 1) * rows + 1
+    grid = np.tile(np.array(EMPTY_CELL, np.int32), (w, h, 1))
+    for x in range(0, w, room_size - 1):
+        grid[x, :] = WALL_CELL
+    for y in range(0, h, room_size - 1):
+        grid[:, y] = WALL_CELL
+    return grid
+
+
+def sample(key: jax.Array, valid: jax.Array) -> jax.Array:
+    """A uniform flat index among the True entries of `valid`."""
+    return jax.random.categorical(key, jnp.where(valid.reshape(-1), 0.0, -jnp.inf))
+
+
+def near(shape: tuple[int, int], pos: jax.Array) -> jax.Array:
+    """Cells within Manhattan distance 1 of `pos` (`reject_next_to`, and the agent's own cell)."""
+    x, y = jnp.meshgrid(jnp.arange(shape[0]), jnp.arange(shape[1]), indexing="ij")
+    return jnp.abs(x - pos[0]) + jnp.abs(y - pos[1]) < 2
+
+
+def add_object(key: jax.Array, grid: jax.Array, region: jax.Array, agent_pos: jax.Array,
+               kind: Any = None, colour: Any = None) -> tuple[jax.Array, jax.Array]:
+    """`RoomGrid.add_object`: a random (or given) kind and colour on a free cell of `region`
+    away from the agent. Returns (grid, [x, y])."""
+    kk, kc, kp = jax.random.split(key, 3)
+    kind = OBJ_KINDS[jax.random.randint(kk, (), 0, 3)] if kind is None else jnp.int32(kind)
+    colour = jax.random.randint(kc, (), 0, N_COLORS) if colour is None else jnp.int32(colour)
+    valid = region & (grid[..., 0] == EMPTY) & ~near(grid.shape[:2], agent_pos)
+    idx = sample(kp, valid)
+    pos = jnp.stack([idx // grid.shape[1], idx % grid.shape[1]]).astype(jnp.int32)
+    cell = jnp.stack([kind, colour, jnp.int32(0)]).astype(jnp.int32)
+    return grid.at[pos[0], pos[1]].set(cell), pos
+
+
+def place_agent(key: jax.Array, grid: jax.Array, region: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`RoomGrid.place_agent`: a free cell of `region` and a direction whose front cell is
+    empty or a wall, uniform over such (cell, direction) pairs. Returns (pos, dir)."""
+    free = region & (grid[..., 0] == EMPTY)
+    padded = jnp.pad(grid[..., 0], 1, constant_values=WALL)
+    w, h = free.shape
+    fronts = jnp.stack([padded[1 + dx:1 + dx + w, 1 + dy:1 + dy + h]
+                        for dx, dy in np.asarray(DIR_TO_VEC)], axis=-1)
+    valid = free[..., None] & ((fronts == EMPTY) | (fronts == WALL))
+    idx = sample(key, valid)
+    cell, direction = idx // 4, idx % 4
+    return jnp.stack([cell // h, cell % h]).astype(jnp.int32), direction.astype(jnp.int32)
+
+
+def objects_reachable(grid: jax.Array, agent_pos: jax.Array) -> jax.Array:
+    """`check_objs_reachable`: every non-wall object is reachable from the agent through empty
+    cells and doors (the object cells themselves are reached, not crossed)."""
+    passable = (grid[..., 0] == EMPTY) | (grid[..., 0] == DOOR)
+    start = jnp.zeros(passable.shape, bool).at[agent_pos[0], agent_pos[1]].set(True)
+
+    def grow(r: jax.Array) -> jax.Array:
+        p = jnp.pad(r, 1)
+        return r | p[2:, 1:-1] | p[:-2, 1:-1] | p[1:-1, 2:] | p[1:-1, :-2]
+
+    def body(carry: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        r, _ = carry
+        new = r | (grow(r) & passable)
+        return new, jnp.any(new != r)
+
+    reach, _ = jax.lax.while_loop(lambda c: c[1], body, (start, jnp.array(True)))
+    objects = (grid[..., 0] != EMPTY) & (grid[..., 0] != WALL)
+    return jnp.all(~objects | grow(reach))
+
+
+def loc_matches(agent_pos: jax.Array, agent_dir: jax.Array, shape: tuple[int, int]) -> jax.Array:
+    """(4, W, H) bool: cells in front of / behind / left of / right of the agent (ObjDesc.loc)."""
+    x, y = jnp.meshgrid(jnp.arange(shape[0]), jnp.arange(shape[1]), indexing="ij")
+    vx, vy = x - agent_pos[0], y - agent_pos[1]
+    d = DIR_TO_VEC[agent_dir]
+    ahead = vx * d[0] + vy * d[1]
+    side = vx * -d[1] + vy * d[0]
+    return jnp.stack([ahead > 0, ahead < 0, side < 0, side > 0])
+
+
+def new_state(grid: jax.Array, tgt: jax.Array, pos: jax.Array, direction: jax.Array,
+              mission: tuple[Any, ...]) -> GridState:
+    return GridState(grid=grid, tgt=tgt.astype(jnp.int32), agent_pos=pos, agent_dir=direction,
+                     carry=jnp.array(EMPTY_CELL, jnp.int32), carry_tgt=jnp.int32(0),
+                     mission=jnp.stack([jnp.asarray(m, jnp.int32) for m in mission]),
+                     stage=jnp.int32(0), time=jnp.int32(0))
+
+
+def rejection(gen: Any, ok: Any, key: jax.Array) -> Any:
+    """Draw `gen(key)` until `ok(draw)` (a level's whole-layout rejection)."""
+    def body(carry: tuple[Any, ...]) -> tuple[Any, ...]:
+        k, _, _ = carry
+        k, sub = jax.random.split(k)
+        draw = gen(sub)
+        return k, draw, ok(draw)
+
+    k, sub = jax.random.split(key)
+    first = gen(sub)
+    return jax.lax.while_loop(lambda c: ~c[2], body, (k, first, ok(first)))[1]
+
+
+class SingleRoomLevel(GridLevel):
+    """One room of `room_size` (8: an 8x8 grid, 6x6 free cells)."""
+
+    room_size = 8
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.walls = jnp.asarray(room_walls(self.room_size, 1, 1))
+        self.width = self.height = self.room_size
+        self.region = jnp.ones((self.width, self.height), bool)
+
+
+class GoToLocal(SingleRoomLevel):
+    """BabyAI-GoToLocal-v0: agent first, `num_dists` random objects away from it, all reachable;
+    go to one of them (by kind and colour: every matching object counts)."""
+
+    name_ = "BabyAI-GoToLocal-v0"
+    num_dists = 8
+    check_reachable = True
+    verb = GOTO
+    max_steps = 64
+
+    def objects(self, key: jax.Array, grid: jax.Array, pos: jax.Array) -> tuple[jax.Array, Any, Any]:
+        """Add the objects; returns (grid, target kind, target colour)."""
+        keys = jax.random.split(key, self.num_dists + 1)
+        placed = []
+        for k in keys[1:]:
+            grid, p = add_object(k, grid, self.region, pos)
+            placed.append(p)
+        which = jnp.stack(placed)[jax.random.randint(keys[0], (), 0, self.num_dists)]
+        target = grid[which[0], which[1]]
+        return grid, target[0], target[1]
+
+    def layout(self, key: jax.Array) -> GridState:
+        ka, ko = jax.random.split(key)
+        grid = self.walls
+        pos, direction = place_agent(ka, grid, self.region)
+        grid, kind, colour = self.objects(ko, grid, pos)
+        tgt = (grid[..., 0] == kind) & (grid[..., 1] == colour)
+        return new_state(grid, tgt, pos, direction, (GOTO, kind, colour, 0, -1, -1))
+
+    def generate(self, key: jax.Array) -> GridState:
+        if not self.check_reachable:
+            return self.layout(key)
+        return rejection(self.layout, lambda s: objects_reachable(s.grid, s.agent_pos), key)
+
+
+class GoToRedBall(GoToLocal):
+    """BabyAI-GoToRedBall-v0: a red ball then 7 random distractors (red balls among them count)."""
+
+    name_ = "BabyAI-GoToRedBall-v0"
+    num_dists = 7
+
+    def objects(self, key: jax.Array, grid: jax.Array, pos: jax.Array) -> tuple[jax.Array, Any, Any]:
+        keys = jax.random.split(key, self.num_dists + 1)
+        grid, _ = add_object(keys[0], grid, self.region, pos, BALL, RED)
+        for k in keys[1:]:
+            grid, _ = add_object(k, grid, self.region, pos)
+        return grid, jnp.int32(BALL), jnp.int32(RED)
+
+
+class GoToObj(GoToLocal):
+    """BabyAI-GoToObj-v0: one random object, go to it (no reachability check in minigrid)."""
+
+    name_ = "BabyAI-GoToObj-v0"
+    num_dists = 1
+    check_reachable = False
+
+
+class PickupLoc(SingleRoomLevel):
+    """BabyAI-PickupLoc-v0 (LevelGen, one room): 8 objects away from the room's centre, then the
+    agent, all reachable; pick up an object described by kind, maybe colour (1 in 7: none),
+    maybe location relative to the agent's start (1 in 2), among descriptions matching >= 1."""
+
+    name_ = "BabyAI-PickupLoc-v0"
+    verb = PICK
+    max_steps = 64
+    num_dists = 8
+
+    def layout(self, key: jax.Array) -> GridState:
+        keys = jax.random.split(key, self.num_dists + 1)
+        grid = self.walls
+        centre = jnp.array([self.room_size // 2] * 2, jnp.int32)  # RoomGrid's initial agent_pos
+        for k in keys[1:]:
+            grid, _ = add_object(k, grid, self.region, centre)
+        pos, direction = place_agent(keys[0], grid, self.region)
+        return new_state(grid, jnp.zeros(grid.shape[:2], bool), pos, direction, (PICK, 0, -1, 0, -1, -1))
+
+    def describe(self, key: jax.Array, state: GridState) -> GridState:
+        """`LevelGen.rand_obj(types=[box, ball, key])`: weights colour 1/7 (None or one of 6),
+        kind 1/3, location None 1/2 else 1/8 each; among descriptions matching an object."""
+        kind, colour = state.grid[..., 0], state.grid[..., 1]
+        locs = loc_matches(state.agent_pos, state.agent_dir, kind.shape)
+        loc_any = jnp.concatenate([jnp.ones((1,) + kind.shape, bool), locs])  # (5, W, H)
+        col_any = jnp.arange(-1, N_COLORS)
+        match = ((kind[None, None, None] == OBJ_KINDS[:, None, None, None, None])
+                 & ((col_any[None, :, None, None, None] < 0)
+                    | (colour[None, None, None] == col_any[None, :, None, None, None]))
+                 & loc_any[None, None])  # (kind 3, colour 7, loc 5, W, H)
+        logw = jnp.log(jnp.array([0.5, 0.125, 0.125, 0.125, 0.125]))
+        logits = jnp.where(jnp.any(match, axis=(-2, -1)), logw[None, None], -jnp.inf)
+        i = jax.random.categorical(key, logits.reshape(-1))
+        ki, ci, li = i // 35, (i // 5) % 7, i % 5
+        loc = jnp.where(li == 0, 0, jnp.array((0,) + LOC_CODES)[li])
+        mission = jnp.stack([jnp.int32(PICK), OBJ_KINDS[ki], col_any[ci], loc, jnp.int32(-1), jnp.int32(-1)])
+        return state.replace(tgt=match[ki, ci, li].astype(jnp.int32), mission=mission.astype(jnp.int32))
+
+    def generate(self, key: jax.Array) -> GridState:
+        kl, kd = jax.random.split(key)
+        state = rejection(self.layout, lambda s: objects_reachable(s.grid, s.agent_pos), kl)
+        return self.describe(kd, state)
+
+
+class DoorsLevel(GridLevel):
+    """3x3 rooms; doors only on the centre room's walls (closed, unlocked); the agent inside it."""
+
+    room_size = 8
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.walls = jnp.asarray(room_walls(self.room_size, 3, 3))
+        self.width = self.height = 3 * (self.room_size - 1) + 1
+        lo, hi = self.room_size - 1, 2 * (self.room_size - 1)  # the centre room's walls
+        region = np.zeros((self.width, self.height), bool)
+        region[lo:hi + 1, lo:hi + 1] = True
+        self.region = jnp.asarray(region)
+        self.lo, self.hi = lo, hi
+
+    def door_cells(self, key: jax.Array) -> jax.Array:
+        """[right, down, left, up] door positions (4, 2): a random cell of each wall."""
+        r = jax.random.randint(key, (4,), self.lo + 1, self.hi)
+        lo, hi = self.lo, self.hi
+        return jnp.stack([jnp.stack([hi, r[0]]), jnp.stack([r[1], hi]),
+                          jnp.stack([lo, r[2]]), jnp.stack([r[3], lo])]).astype(jnp.int32)
+
+    def with_doors(self, doors: jax.Array, colours: jax.Array) -> jax.Array:
+        grid = self.walls
+        for d in range(doors.shape[0]):
+            cell = jnp.stack([jnp.int32(DOOR), colours[d], jnp.int32(CLOSED)])
+            grid = grid.at[doors[d, 0], doors[d, 1]].set(cell)
+        return grid
+
+
+class OpenDoor(DoorsLevel):
+    """BabyAI-OpenDoor-v0: four doors of distinct colours around the centre room; open the right
+    one, named by colour, or (1 in 2) a door named by location relative to the agent's start."""
+
+    name_ = "BabyAI-OpenDoor-v0"
+    verb = OPEN_VERB
+    max_steps = 8 ** 2 * 9
+
+    def generate(self, key: jax.Array) -> GridState:
+        kd, kc, ka, ks, kl = jax.random.split(key, 5)
+        doors = self.door_cells(kd)
+        colours = jax.random.permutation(kc, N_COLORS)[:4].astype(jnp.int32)
+        grid = self.with_doors(doors, colours)
+        pos, direction = place_agent(ka, grid, self.region)
+        by_colour = jax.random.bernoulli(ks)
+        li = jax.random.randint(kl, (), 0, 4)
+        is_door = grid[..., 0] == DOOR
+        at_loc = loc_matches(pos, direction, is_door.shape)[li] & is_door & self.region
+        first = jnp.zeros(is_door.shape, bool).at[doors[0, 0], doors[0, 1]].set(True)
+        tgt = jnp.where(by_colour, first, at_loc)
+        mission = (OPEN_VERB, DOOR, jnp.where(by_colour, colours[0], -1),
+                   jnp.where(by_colour, 0, jnp.array(LOC_CODES)[li]), -1, -1)
+        return new_state(grid, tgt, pos, direction, mission)
+
+
+class OpenTwoDoors(DoorsLevel):
+    """BabyAI-OpenTwoDoors-v0: rooms of 6, a door on the centre room's left wall (first colour)
+    and one on its right wall (second colour); open the first, then the second."""
+
+    name_ = "BabyAI-OpenTwoDoors-v0"
+    room_size = 6
+    verb = OPEN_VERB
+    two_stage = True
+    max_steps = 20 * 6 ** 2
+
+    def generate(self, key: jax.Array) -> GridState:
+        kd, kc, ka = jax.random.split(key, 3)
+        doors = self.door_cells(kd)[jnp.array([2, 0])]  # door1 left, door2 right
+        colours = jax.random.permutation(kc, N_COLORS)[:2].astype(jnp.int32)
+        grid = self.with_doors(doors, colours)
+        pos, direction = place_agent(ka, grid, self.region)
+        tgt = jnp.zeros(grid.shape[:2], jnp.int32)
+        tgt = tgt.at[doors[0, 0], doors[0, 1]].set(1).at[doors[1, 0], doors[1, 1]].set(2)
+        return new_state(grid, tgt, pos, direction, (OPEN_VERB, DOOR, colours[0], 0, DOOR, colours[1]))
+
+
+LEVELS: dict[str, type[GridLevel]] = {
+    cls.name_: cls for cls in (GoToRedBall, GoToLocal, GoToObj, PickupLoc, OpenDoor, OpenTwoDoors)
+}
+
+
+def make_jax_level(name: str) -> tuple[GridLevel, Any]:
+    """(env, params) of a BabyAI level's JAX twin; `name` with or without "BabyAI-" / "-v0"."""
+    full = name if name.startswith("BabyAI-") else f"BabyAI-{name}"
+    full = full if full.endswith("-v0") else f"{full}-v0"
+    if full not in LEVELS:
+        raise ValueError(f"no JAX twin of BabyAI level {name!r}; known: {', '.join(LEVELS)}")
+    env = LEVELS[full]()
+    return env, env.default_params
