@@ -118,9 +118,10 @@ def _objects(grid: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("level", list(LEVELS))
 def test_generated_layouts_follow_the_levels_rules(level: str) -> None:
     env_jx, params = make_jax_level(level)
-    _, states = jax.jit(jax.vmap(env_jx.reset_env, in_axes=(0, None)))(jax.random.split(jax.random.PRNGKey(1), 64), params)
+    reset = jax.jit(env_jx.reset_env)
+    seen: set[str] = set()
     for k in range(64):
-        s = jax.tree_util.tree_map(lambda v, k=k: np.asarray(v[k]), states)
+        s = jax.tree_util.tree_map(np.asarray, reset(jax.random.PRNGKey(k), params)[1])
         grid, pos, d = s.grid, s.agent_pos, int(s.agent_dir)
         verb, kind, colour, loc, kind2, colour2 = s.mission
         assert grid[pos[0], pos[1], 0] == jg.EMPTY and s.time == 0 and s.carry[0] == jg.EMPTY
@@ -150,3 +151,12 @@ def test_generated_layouts_follow_the_levels_rules(level: str) -> None:
                 assert np.array_equal(same, (s.tgt & 1) > 0) and verb == jg.GOTO and loc == 0
         if level == "BabyAI-GoToRedBall-v0":
             assert (kind, colour) == (jg.BALL, 0)
+        if level == "BabyAI-PickupLoc-v0":  # marks = the objects the description (and location) picks
+            v = objs - pos
+            ahead, side = v @ np.asarray(jg.DIR_TO_VEC)[d], v @ np.array([-jg.DIR_TO_VEC[d][1], jg.DIR_TO_VEC[d][0]])
+            at = {0: True, 1: ahead > 0, 2: ahead < 0, 3: side < 0, 4: side > 0}[int(loc)]
+            want = (grid[objs[:, 0], objs[:, 1], 0] == kind) & ((colour < 0) | (grid[objs[:, 0], objs[:, 1], 1] == colour)) & at
+            assert sorted(map(tuple, objs[want])) == sorted(map(tuple, marked)) and verb == jg.PICK
+        seen.update({f"loc{int(loc > 0)}", f"colour{int(colour >= 0)}"})
+    if level in ("BabyAI-PickupLoc-v0", "BabyAI-OpenDoor-v0"):  # both kinds of descriptions occur
+        assert {"loc0", "loc1", "colour0", "colour1"} <= seen, seen

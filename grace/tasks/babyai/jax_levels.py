@@ -54,9 +54,33 @@ def room_walls(room_size: int, rows: int, cols: int) -> np.ndarray:
     return grid
 
 
-def sample(key: jax.Array, valid: jax.Array) -> jax.Array:
-    """A uniform flat index among the True entries of `valid`."""
-    return jax.random.categorical(key, jnp.where(valid.reshape(-1), 0.0, -jnp.inf))
+class Draws:
+    """Uniform [0, 1) numbers drawn in one call and handed out in order: XLA compiles each
+    random-bits call separately (and slowly, on CPU), so a layout makes exactly one."""
+
+    def __init__(self, key: jax.Array, n: int) -> None:
+        self.u = jax.random.uniform(key, (n,))
+        self.used = 0
+
+    def take(self, n: int | None = None) -> jax.Array:
+        k = 1 if n is None else n
+        if self.used + k > self.u.shape[0]:
+            raise ValueError(f"layout needs more than {self.u.shape[0]} random draws")
+        out = self.u[self.used:self.used + k]
+        self.used += k
+        return out[0] if n is None else out
+
+
+def pick(u: jax.Array, weights: jax.Array) -> jax.Array:
+    """A flat index drawn with probability proportional to `weights` (>= 0), from uniform `u`;
+    bool weights draw uniformly among the True entries."""
+    cum = jnp.cumsum(weights.reshape(-1).astype(jnp.float32))
+    return jnp.minimum(jnp.sum(cum <= u * cum[-1]), cum.shape[0] - 1).astype(jnp.int32)
+
+
+def randint(u: jax.Array, low: int, high: int) -> jax.Array:
+    """An integer in [low, high) from uniform `u`."""
+    return (low + jnp.minimum(jnp.floor(u * (high - low)), high - low - 1)).astype(jnp.int32)
 
 
 def near(shape: tuple[int, int], pos: jax.Array) -> jax.Array:
@@ -65,21 +89,28 @@ def near(shape: tuple[int, int], pos: jax.Array) -> jax.Array:
     return jnp.abs(x - pos[0]) + jnp.abs(y - pos[1]) < 2
 
 
-def add_object(key: jax.Array, grid: jax.Array, region: jax.Array, agent_pos: jax.Array,
-               kind: Any = None, colour: Any = None) -> tuple[jax.Array, jax.Array]:
-    """`RoomGrid.add_object`: a random (or given) kind and colour on a free cell of `region`
-    away from the agent. Returns (grid, [x, y])."""
-    kk, kc, kp = jax.random.split(key, 3)
-    kind = OBJ_KINDS[jax.random.randint(kk, (), 0, 3)] if kind is None else jnp.int32(kind)
-    colour = jax.random.randint(kc, (), 0, N_COLORS) if colour is None else jnp.int32(colour)
-    valid = region & (grid[..., 0] == EMPTY) & ~near(grid.shape[:2], agent_pos)
-    idx = sample(kp, valid)
-    pos = jnp.stack([idx // grid.shape[1], idx % grid.shape[1]]).astype(jnp.int32)
-    cell = jnp.stack([kind, colour, jnp.int32(0)]).astype(jnp.int32)
-    return grid.at[pos[0], pos[1]].set(cell), pos
+def add_objects(draws: Draws, grid: jax.Array, region: jax.Array, agent_pos: jax.Array, n: int,
+                first: tuple[int, int] | None = None) -> tuple[jax.Array, jax.Array]:
+    """`RoomGrid.add_object` `n` times (a `lax.scan`): a random kind and colour (the first one
+    given by `first`, if set) on a free cell of `region` away from the agent. Returns (grid,
+    positions (n, 2))."""
+    kinds = OBJ_KINDS[randint(draws.take(n), 0, 3)]
+    colours = randint(draws.take(n), 0, N_COLORS)
+    if first is not None:
+        kinds, colours = kinds.at[0].set(first[0]), colours.at[0].set(first[1])
+    away = ~near(grid.shape[:2], agent_pos) & region
+
+    def put(g: jax.Array, x: tuple[jax.Array, ...]) -> tuple[jax.Array, jax.Array]:
+        u, kind, colour = x
+        idx = pick(u, away & (g[..., 0] == EMPTY))
+        pos = jnp.stack([idx // g.shape[1], idx % g.shape[1]]).astype(jnp.int32)
+        cell = jnp.stack([kind, colour, jnp.int32(0)]).astype(jnp.int32)
+        return g.at[pos[0], pos[1]].set(cell), pos
+
+    return jax.lax.scan(put, grid, (draws.take(n), kinds, colours))
 
 
-def place_agent(key: jax.Array, grid: jax.Array, region: jax.Array) -> tuple[jax.Array, jax.Array]:
+def place_agent(u: jax.Array, grid: jax.Array, region: jax.Array) -> tuple[jax.Array, jax.Array]:
     """`RoomGrid.place_agent`: a free cell of `region` and a direction whose front cell is
     empty or a wall, uniform over such (cell, direction) pairs. Returns (pos, dir)."""
     free = region & (grid[..., 0] == EMPTY)
@@ -88,7 +119,7 @@ def place_agent(key: jax.Array, grid: jax.Array, region: jax.Array) -> tuple[jax
     fronts = jnp.stack([padded[1 + dx:1 + dx + w, 1 + dy:1 + dy + h]
                         for dx, dy in np.asarray(DIR_TO_VEC)], axis=-1)
     valid = free[..., None] & ((fronts == EMPTY) | (fronts == WALL))
-    idx = sample(key, valid)
+    idx = pick(u, valid)
     cell, direction = idx // 4, idx % 4
     return jnp.stack([cell // h, cell % h]).astype(jnp.int32), direction.astype(jnp.int32)
 
@@ -131,17 +162,26 @@ def new_state(grid: jax.Array, tgt: jax.Array, pos: jax.Array, direction: jax.Ar
                      stage=jnp.int32(0), time=jnp.int32(0))
 
 
-def rejection(gen: Any, ok: Any, key: jax.Array) -> Any:
-    """Draw `gen(key)` until `ok(draw)` (a level's whole-layout rejection)."""
-    def body(carry: tuple[Any, ...]) -> tuple[Any, ...]:
-        k, _, _ = carry
-        k, sub = jax.random.split(k)
-        draw = gen(sub)
-        return k, draw, ok(draw)
+def distinct_colours(u: jax.Array) -> jax.Array:
+    """`_rand_subset(COLOR_NAMES, len(u))`: distinct colours in random order."""
+    left = jnp.ones(N_COLORS, bool)
+    out = []
+    for i in range(u.shape[0]):
+        c = pick(u[i], left)
+        out.append(c)
+        left = left.at[c].set(False)
+    return jnp.stack(out)
 
-    k, sub = jax.random.split(key)
-    first = gen(sub)
-    return jax.lax.while_loop(lambda c: ~c[2], body, (k, first, ok(first)))[1]
+
+def rejection(gen: Any, ok: Any, key: jax.Array) -> Any:
+    """Draw `gen(key)` until `ok(draw)` (a level's whole-layout rejection); `gen` is traced once."""
+    def body(carry: tuple[Any, ...]) -> tuple[Any, ...]:
+        i, _, _ = carry
+        draw = gen(jax.random.fold_in(key, i))
+        return i + 1, draw, ok(draw)
+
+    blank = jax.tree_util.tree_map(lambda v: jnp.zeros(v.shape, v.dtype), jax.eval_shape(gen, key))
+    return jax.lax.while_loop(lambda c: ~c[2], body, (jnp.int32(0), blank, jnp.array(False)))[1]
 
 
 class SingleRoomLevel(GridLevel):
@@ -166,22 +206,18 @@ class GoToLocal(SingleRoomLevel):
     verb = GOTO
     max_steps = 64
 
-    def objects(self, key: jax.Array, grid: jax.Array, pos: jax.Array) -> tuple[jax.Array, Any, Any]:
+    def objects(self, draws: Draws, grid: jax.Array, pos: jax.Array) -> tuple[jax.Array, Any, Any]:
         """Add the objects; returns (grid, target kind, target colour)."""
-        keys = jax.random.split(key, self.num_dists + 1)
-        placed = []
-        for k in keys[1:]:
-            grid, p = add_object(k, grid, self.region, pos)
-            placed.append(p)
-        which = jnp.stack(placed)[jax.random.randint(keys[0], (), 0, self.num_dists)]
+        grid, placed = add_objects(draws, grid, self.region, pos, self.num_dists)
+        which = placed[randint(draws.take(), 0, self.num_dists)]
         target = grid[which[0], which[1]]
         return grid, target[0], target[1]
 
     def layout(self, key: jax.Array) -> GridState:
-        ka, ko = jax.random.split(key)
+        draws = Draws(key, 3 * self.num_dists + 6)
         grid = self.walls
-        pos, direction = place_agent(ka, grid, self.region)
-        grid, kind, colour = self.objects(ko, grid, pos)
+        pos, direction = place_agent(draws.take(), grid, self.region)
+        grid, kind, colour = self.objects(draws, grid, pos)
         tgt = (grid[..., 0] == kind) & (grid[..., 1] == colour)
         return new_state(grid, tgt, pos, direction, (GOTO, kind, colour, 0, -1, -1))
 
@@ -197,11 +233,8 @@ class GoToRedBall(GoToLocal):
     name_ = "BabyAI-GoToRedBall-v0"
     num_dists = 7
 
-    def objects(self, key: jax.Array, grid: jax.Array, pos: jax.Array) -> tuple[jax.Array, Any, Any]:
-        keys = jax.random.split(key, self.num_dists + 1)
-        grid, _ = add_object(keys[0], grid, self.region, pos, BALL, RED)
-        for k in keys[1:]:
-            grid, _ = add_object(k, grid, self.region, pos)
+    def objects(self, draws: Draws, grid: jax.Array, pos: jax.Array) -> tuple[jax.Array, Any, Any]:
+        grid, _ = add_objects(draws, grid, self.region, pos, 1 + self.num_dists, first=(BALL, RED))
         return grid, jnp.int32(BALL), jnp.int32(RED)
 
 
@@ -224,12 +257,10 @@ class PickupLoc(SingleRoomLevel):
     num_dists = 8
 
     def layout(self, key: jax.Array) -> GridState:
-        keys = jax.random.split(key, self.num_dists + 1)
-        grid = self.walls
+        draws = Draws(key, 3 * self.num_dists + 1)
         centre = jnp.array([self.room_size // 2] * 2, jnp.int32)  # RoomGrid's initial agent_pos
-        for k in keys[1:]:
-            grid, _ = add_object(k, grid, self.region, centre)
-        pos, direction = place_agent(keys[0], grid, self.region)
+        grid, _ = add_objects(draws, self.walls, self.region, centre, self.num_dists)
+        pos, direction = place_agent(draws.take(), grid, self.region)
         return new_state(grid, jnp.zeros(grid.shape[:2], bool), pos, direction, (PICK, 0, -1, 0, -1, -1))
 
     def describe(self, key: jax.Array, state: GridState) -> GridState:
@@ -243,11 +274,11 @@ class PickupLoc(SingleRoomLevel):
                  & ((col_any[None, :, None, None, None] < 0)
                     | (colour[None, None, None] == col_any[None, :, None, None, None]))
                  & loc_any[None, None])  # (kind 3, colour 7, loc 5, W, H)
-        logw = jnp.log(jnp.array([0.5, 0.125, 0.125, 0.125, 0.125]))
-        logits = jnp.where(jnp.any(match, axis=(-2, -1)), logw[None, None], -jnp.inf)
-        i = jax.random.categorical(key, logits.reshape(-1))
+        weight = jnp.array([0.5, 0.125, 0.125, 0.125, 0.125])
+        weights = jnp.where(jnp.any(match, axis=(-2, -1)), weight[None, None], 0.0)
+        i = pick(jax.random.uniform(key), weights)
         ki, ci, li = i // 35, (i // 5) % 7, i % 5
-        loc = jnp.where(li == 0, 0, jnp.array((0,) + LOC_CODES)[li])
+        loc = li  # loc_any's order is m_loc's: none, front, behind, left, right
         mission = jnp.stack([jnp.int32(PICK), OBJ_KINDS[ki], col_any[ci], loc, jnp.int32(-1), jnp.int32(-1)])
         return state.replace(tgt=match[ki, ci, li].astype(jnp.int32), mission=mission.astype(jnp.int32))
 
@@ -272,9 +303,9 @@ class DoorsLevel(GridLevel):
         self.region = jnp.asarray(region)
         self.lo, self.hi = lo, hi
 
-    def door_cells(self, key: jax.Array) -> jax.Array:
+    def door_cells(self, u: jax.Array) -> jax.Array:
         """[right, down, left, up] door positions (4, 2): a random cell of each wall."""
-        r = jax.random.randint(key, (4,), self.lo + 1, self.hi)
+        r = randint(u, self.lo + 1, self.hi)
         lo, hi = self.lo, self.hi
         return jnp.stack([jnp.stack([hi, r[0]]), jnp.stack([r[1], hi]),
                           jnp.stack([lo, r[2]]), jnp.stack([r[3], lo])]).astype(jnp.int32)
@@ -296,13 +327,13 @@ class OpenDoor(DoorsLevel):
     max_steps = 8 ** 2 * 9
 
     def generate(self, key: jax.Array) -> GridState:
-        kd, kc, ka, ks, kl = jax.random.split(key, 5)
-        doors = self.door_cells(kd)
-        colours = jax.random.permutation(kc, N_COLORS)[:4].astype(jnp.int32)
+        draws = Draws(key, 11)
+        doors = self.door_cells(draws.take(4))
+        colours = distinct_colours(draws.take(4))
         grid = self.with_doors(doors, colours)
-        pos, direction = place_agent(ka, grid, self.region)
-        by_colour = jax.random.bernoulli(ks)
-        li = jax.random.randint(kl, (), 0, 4)
+        pos, direction = place_agent(draws.take(), grid, self.region)
+        by_colour = draws.take() < 0.5
+        li = randint(draws.take(), 0, 4)
         is_door = grid[..., 0] == DOOR
         at_loc = loc_matches(pos, direction, is_door.shape)[li] & is_door & self.region
         first = jnp.zeros(is_door.shape, bool).at[doors[0, 0], doors[0, 1]].set(True)
@@ -323,11 +354,11 @@ class OpenTwoDoors(DoorsLevel):
     max_steps = 20 * 6 ** 2
 
     def generate(self, key: jax.Array) -> GridState:
-        kd, kc, ka = jax.random.split(key, 3)
-        doors = self.door_cells(kd)[jnp.array([2, 0])]  # door1 left, door2 right
-        colours = jax.random.permutation(kc, N_COLORS)[:2].astype(jnp.int32)
+        draws = Draws(key, 7)
+        doors = self.door_cells(draws.take(4))[jnp.array([2, 0])]  # door1 left, door2 right
+        colours = distinct_colours(draws.take(2))
         grid = self.with_doors(doors, colours)
-        pos, direction = place_agent(ka, grid, self.region)
+        pos, direction = place_agent(draws.take(), grid, self.region)
         tgt = jnp.zeros(grid.shape[:2], jnp.int32)
         tgt = tgt.at[doors[0, 0], doors[0, 1]].set(1).at[doors[1, 0], doors[1, 1]].set(2)
         return new_state(grid, tgt, pos, direction, (OPEN_VERB, DOOR, colours[0], 0, DOOR, colours[1]))
