@@ -136,11 +136,12 @@ def test_generated_layouts_follow_the_levels_rules(level: str) -> None:
             (x2, y2), = np.argwhere(s.tgt & 2)
             assert (grid[x2, y2, 0], grid[x2, y2, 1]) == (kind2, colour2) and colour != colour2
             assert len(objs) == 2 and sorted(objs[:, 0]) == [5, 10] and all(5 < y < 10 for y in objs[:, 1])
-        elif level == "BabyAI-OpenDoor-v0":
+        elif level in ("BabyAI-OpenDoor-v0", "BabyAI-OpenDoorColor-v0"):
             assert len(objs) == 4 and len(set(grid[objs[:, 0], objs[:, 1], 1])) == 4
             assert all(grid[x, y, 2] == jg.CLOSED for x, y in objs) and (loc > 0) != (colour >= 0)
             if colour >= 0:  # by colour: the door on the right wall
                 assert marked.tolist() == [[14, marked[0][1]]]
+            assert colour >= 0 or level == "BabyAI-OpenDoor-v0"
         else:
             n = {"BabyAI-GoToObj-v0": 1, "BabyAI-GoToRedBall-v0": 8}.get(level, 8)
             assert grid.shape[:2] == (8, 8) and len(objs) == n and kind2 == -1

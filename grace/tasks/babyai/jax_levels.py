@@ -325,6 +325,8 @@ class OpenDoor(DoorsLevel):
     name_ = "BabyAI-OpenDoor-v0"
     verb = OPEN_VERB
     max_steps = 8 ** 2 * 9
+    select_by: str | None = None
+    """None: by colour or by location, 1 in 2 each (OpenDoor); "color" (OpenDoorColor)."""
 
     def generate(self, key: jax.Array) -> GridState:
         draws = Draws(key, 11)
@@ -332,7 +334,7 @@ class OpenDoor(DoorsLevel):
         colours = distinct_colours(draws.take(4))
         grid = self.with_doors(doors, colours)
         pos, direction = place_agent(draws.take(), grid, self.region)
-        by_colour = draws.take() < 0.5
+        by_colour = draws.take() < 0.5 if self.select_by is None else jnp.array(self.select_by == "color")
         li = randint(draws.take(), 0, 4)
         is_door = grid[..., 0] == DOOR
         at_loc = loc_matches(pos, direction, is_door.shape)[li] & is_door & self.region
@@ -341,6 +343,14 @@ class OpenDoor(DoorsLevel):
         mission = (OPEN_VERB, DOOR, jnp.where(by_colour, colours[0], -1),
                    jnp.where(by_colour, 0, jnp.array(LOC_CODES)[li]), -1, -1)
         return new_state(grid, tgt, pos, direction, mission)
+
+
+class OpenDoorColor(OpenDoor):
+    """BabyAI-OpenDoorColor-v0: OpenDoor named by colour only ("open the blue door" among four
+    doors of distinct colours). minigrid 3.2.0 has no OpenMatchingDoor; this is its stand-in."""
+
+    name_ = "BabyAI-OpenDoorColor-v0"
+    select_by = "color"
 
 
 class OpenTwoDoors(DoorsLevel):
@@ -365,7 +375,8 @@ class OpenTwoDoors(DoorsLevel):
 
 
 LEVELS: dict[str, type[GridLevel]] = {
-    cls.name_: cls for cls in (GoToRedBall, GoToLocal, GoToObj, PickupLoc, OpenDoor, OpenTwoDoors)
+    cls.name_: cls for cls in (GoToRedBall, GoToLocal, GoToObj, PickupLoc, OpenDoor, OpenDoorColor,
+                                      OpenTwoDoors)
 }
 
 
@@ -377,3 +388,9 @@ def make_jax_level(name: str) -> tuple[GridLevel, Any]:
         raise ValueError(f"no JAX twin of BabyAI level {name!r}; known: {', '.join(LEVELS)}")
     env = LEVELS[full]()
     return env, env.default_params
+
+
+def succeeded(episode_return: float, terminated: bool, obs: Any = None) -> bool:
+    """A `Task.success` for the levels: the instruction's verifier ended the episode (minigrid's
+    reward is > 0 exactly then)."""
+    return bool(terminated)
