@@ -161,3 +161,28 @@ def test_generated_layouts_follow_the_levels_rules(level: str) -> None:
         seen.update({f"loc{int(loc > 0)}", f"colour{int(colour >= 0)}"})
     if level in ("BabyAI-PickupLoc-v0", "BabyAI-OpenDoor-v0"):  # both kinds of descriptions occur
         assert {"loc0", "loc1", "colour0", "colour1"} <= seen, seen
+
+
+def _bfs_reachable(grid: np.ndarray, pos: np.ndarray) -> bool:
+    """minigrid's `check_objs_reachable`, transcribed."""
+    w, h = grid.shape[:2]
+    seen, stack = set(), [tuple(pos)]
+    while stack:
+        i, j = stack.pop()
+        if not (0 <= i < w and 0 <= j < h) or (i, j) in seen:
+            continue
+        seen.add((i, j))
+        if grid[i, j, 0] in (jg.EMPTY, jg.DOOR):
+            stack += [(i + 1, j), (i - 1, j), (i, j + 1), (i, j - 1)]
+    return all((i, j) in seen for i in range(w) for j in range(h) if grid[i, j, 0] not in (jg.EMPTY, jg.WALL))
+
+
+def test_reachability_check_is_minigrids() -> None:
+    from grace.tasks.babyai.jax_layout import objects_reachable
+
+    env_jx, _ = make_jax_level("PickupLoc")
+    states = jax.jit(jax.vmap(env_jx.layout))(jax.random.split(jax.random.PRNGKey(0), 500))
+    got = np.asarray(jax.jit(jax.vmap(objects_reachable))(states.grid, states.agent_pos))
+    grids, poss = np.asarray(states.grid), np.asarray(states.agent_pos)
+    want = np.array([_bfs_reachable(grids[k], poss[k]) for k in range(500)])
+    assert np.array_equal(got, want) and 0 < want.mean() < 1
