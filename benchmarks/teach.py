@@ -17,6 +17,10 @@ from the same batch. Each stage caches its JSON under benchmarks/results/teach/ 
 --force redoes); the table is rebuilt from the cache: benchmarks/results/teach.md + teach.json.
 
     python benchmarks/teach.py --tasks cartpole,acrobot --seeds 5
+    python benchmarks/teach.py --name fewdemos --tasks pendulum@1,pendulum@2 --baselines gail
+
+A row `TASK@N` evolves on the first N committed demo episodes (and GAIL gets the same N): the
+demos-count sweep of "Few demos" (issue 12).
     python benchmarks/teach.py --table-only
 """
 
@@ -57,21 +61,39 @@ def _dump(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=1, default=float))
 
 
-def evolve_variant(task: str, variant: str, args: argparse.Namespace) -> dict[str, Any]:
-    path = CACHE / task / f"evolve-{variant}.json"
+def split_row(row: str) -> tuple[str, int | None]:
+    """`pendulum@2` -> ("pendulum", 2): the task and how many of its demo episodes (None = all)."""
+    task, _, n = row.partition("@")
+    return task, int(n) if n else None
+
+
+def demos_file(row: str) -> Path:
+    """The committed demos, or the first N of their episodes (saved under runs/)."""
+    task, n = split_row(row)
+    path = ROOT / "demos" / f"{task}.npz"
+    if n is None:
+        return path
+    from grace.data.trajectories import load_demos
+
+    return load_demos(path).select(list(range(n))).save(RUNS / "demos" / f"{task}-n{n}.npz")
+
+
+def evolve_variant(row: str, variant: str, args: argparse.Namespace) -> dict[str, Any]:
+    path = CACHE / row / f"evolve-{variant}.json"
     if (cached := _load(path)) and not args.force:
         return cached
     from grace.api import evolve
     from grace.config import EvolveConfig
     from grace.search.archive import Archive
 
-    run = RUNS / f"{task}-{variant}"
-    cfg = EvolveConfig(task=task, demos=str(ROOT / "demos" / f"{task}.npz"), out=str(run), seed=args.seed,
+    task, n_demos = split_row(row)
+    run = RUNS / f"{row.replace('@', '-n')}-{variant}"
+    cfg = EvolveConfig(task=task, demos=str(demos_file(row)), out=str(run), seed=args.seed,
                        report=False).override({"search.generations": args.generations, "sandbox.workers": args.workers,
                                                **VARIANTS[variant]})
     for assignment in args.set:
         cfg = cfg.set(assignment)
-    print(f"[teach] evolve {task} {variant}", flush=True)
+    print(f"[teach] evolve {row} {variant}", flush=True)
     t0 = time.time()
     res = evolve(cfg, overwrite=True, progress=False)
     wall = time.time() - t0
@@ -80,7 +102,7 @@ def evolve_variant(task: str, variant: str, args: argparse.Namespace) -> dict[st
     offline_best = archive.top(1)[0]
     selection = archive.get_meta(f"ppo_select_r{cfg.search.rounds - 1}")
     archive.close()
-    out = {"task": task, "variant": variant, "overrides": VARIANTS[variant], "set": args.set, "wall_s": wall,
+    out = {"task": task, "n_demos": n_demos, "variant": variant, "overrides": VARIANTS[variant], "set": args.set, "wall_s": wall,
            "generations": args.generations, "evaluated": res.stats.evaluated,
            # best_reward.py: the winner as grace hands it over (with the final stage's potential, if any)
            "winner": {"program_id": res.best.program_id, "source": Path(res.best_path).read_text() if res.best_path
@@ -95,14 +117,15 @@ def evolve_variant(task: str, variant: str, args: argparse.Namespace) -> dict[st
     return out
 
 
-def train(task: str, evolved: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
-    path = CACHE / task / "train.json"
+def train(row: str, evolved: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    path = CACHE / row / "train.json"
     if (cached := _load(path)) and not args.force:
         return cached
     from grace.fitness.ppo import TRUE_REWARD, ppo_settings, run_ppo
     from grace.tasks import get_task
     from grace.types import PPOJob
 
+    task = split_row(row)[0]
     full = evolved["full"]
     sources = {"grace": full["winner"]["source"], "no_ppo_select": full["offline_best"]["source"]}
     if full["winner"].get("unshaped") and full["winner"]["unshaped"] != full["winner"]["source"]:
@@ -127,26 +150,30 @@ def train(task: str, evolved: dict[str, dict[str, Any]], args: argparse.Namespac
     return out
 
 
-def baseline(task: str, algo: str, args: argparse.Namespace) -> dict[str, Any] | None:
+def baseline(row: str, algo: str, args: argparse.Namespace) -> dict[str, Any] | None:
     """GAIL / AIRL (imitation, SB3 PPO) on the same demos with the same env steps and seeds, run in
     benchmarks/.venv-imitation (`make benchmarks/.venv-imitation/.installed`) by quality.py's script."""
-    path = CACHE / task / f"{algo}.json"
+    path = CACHE / row / f"{algo}.json"
+    task, n_demos = split_row(row)
     if (cached := _load(path)) and "true_return_mean" in cached and not args.force:
         return cached
     if not IMITATION_PY.exists():
         print(f"[teach] {algo} skipped: {IMITATION_PY} missing", flush=True)
         return None
     steps = args.brax_steps if task == "inverted_pendulum" else args.steps
-    print(f"[teach] {algo} {task}: {args.seeds} seeds x {steps} steps", flush=True)
+    print(f"[teach] {algo} {row}: {args.seeds} seeds x {steps} steps", flush=True)
     subprocess.run([str(IMITATION_PY), str(ROOT / "benchmarks" / "baselines_imitation.py"), "--task", task, "--algo",
-                    algo, "--steps", str(steps), "--seeds", str(args.seeds), "--out", str(path)],
+                    algo, "--steps", str(steps), "--seeds", str(args.seeds), "--n-demos", str(n_demos or 0),
+                    "--out", str(path)],
                    check=False, stdout=subprocess.DEVNULL)
     return _load(path)
 
 
-def _baseline_norm(task: str, algo: str, ref: dict[str, Any]) -> tuple[list[float] | None, str]:
+def _baseline_norm(row: str, algo: str, ref: dict[str, Any]) -> tuple[list[float] | None, str]:
     """Per-seed normalised returns of this run's baseline, else the first wave's (3 seeds, marked)."""
-    for path, mark in ((CACHE / task / f"{algo}.json", ""), (WAVE1 / "baselines" / f"{task}-{algo}.json", "¹")):
+    task, n = split_row(row)
+    wave1 = WAVE1 / "baselines" / (f"{task}-{algo}-n{n}.json" if n else f"{task}-{algo}.json")
+    for path, mark in ((CACHE / row / f"{algo}.json", ""), (wave1, "¹")):
         if (b := _load(path)) and "runs" in b:
             return [normalise(r["true_return"], ref) for r in b["runs"]], mark
     return None, ""
@@ -208,22 +235,24 @@ def write_table(tasks: list[str], args: argparse.Namespace) -> None:
         "| evolve s (PPO select s) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for task in tasks:
+    for row_name in tasks:
+        task, n_demos = split_row(row_name)
+        label = row_name if n_demos is None else f"{task}, {n_demos} demo{'s' if n_demos > 1 else ''}"
         ref = _load(WAVE1 / task / "reference.json")
-        tr = _load(CACHE / task / "train.json")
-        full = _load(CACHE / task / "evolve-full.json")
+        tr = _load(CACHE / row_name / "train.json")
+        full = _load(CACHE / row_name / "evolve-full.json")
         if ref is None or tr is None or full is None:
-            lines.append(f"| {task} | " + " | ".join(["not run (time)"] * 13) + " |")
+            lines.append(f"| {label} | " + " | ".join(["not run (time)"] * 13) + " |")
             continue
         m = tr["methods"]
         norm = {k: _norm(m.get(k), ref) for k in BRANCHES}
         base = norm["true_reward"]
-        w1_ratio, w1_size = _wave1(task)
-        gail, gmark = _baseline_norm(task, "gail", ref)
+        w1_ratio, w1_size = _wave1(task) if n_demos is None else (None, None)
+        gail, gmark = _baseline_norm(row_name, "gail", ref)
         succ = " / ".join("-" if not (m.get(k) or {}).get("ok") or m[k]["success"] is None else f"{m[k]['success']:.2f}"
                           for k in ("grace", "true_reward"))
         sel = full.get("selection") or {}
-        row = {"task": task, "norm": norm, "ratio": {k: _ratio(norm[k], base) for k in BRANCHES[:-1]},
+        row = {"task": task, "n_demos": n_demos, "norm": norm, "ratio": {k: _ratio(norm[k], base) for k in BRANCHES[:-1]},
                "gail": gail, "gail_from_wave1": bool(gmark), "wave1_ratio": w1_ratio, "size": full["winner"]["size"], "wave1_size": w1_size}
         rows.append(row)
         rt = row["ratio"]
@@ -233,13 +262,13 @@ def write_table(tasks: list[str], args: argparse.Namespace) -> None:
             return _r(rt[k]) if rt[k] is not None or norm[k] is None else f"({np.mean(norm[k]):.2f})"
 
         lines.append(
-            f"| {task} | {_ms(base)} | {_ms(norm['grace'])} | **{_r(rt['grace'])}** | {_cell('no_ppo_select')} | "
+            f"| {label} | {_ms(base)} | {_ms(norm['grace'])} | **{_r(rt['grace'])}** | {_cell('no_ppo_select')} | "
             f"{_cell('no_shaping')} | {_cell('no_terminal')} | {_cell('no_returns')} | {_ms(gail)}{gmark} | "
             f"{_r(_ratio(norm['grace'], gail))} | {_r(w1_ratio)} | {succ} | "
             f"{full['winner']['size']} ({w1_size if w1_size is not None else '-'}) | "
             f"{full['wall_s']:.0f} ({sel.get('seconds', 0):.0f}) |")
         same = full["winner"]["program_id"] == full["offline_best"]["program_id"]
-        codes += [f"### {task}: the winner ({full['winner']['program_id']}, offline fitness "
+        codes += [f"### {label}: the winner ({full['winner']['program_id']}, offline fitness "
                   f"{full['winner']['fitness']:.3f}{'; also the offline best' if same else ''})", "",
                   "```python", full["winner"]["source"].strip(), "```", ""]
     lines += ["", "## The winning rewards", ""] + codes
@@ -275,7 +304,7 @@ def main() -> None:
     ablate = set(args.ablate.split(","))
     if not args.table_only:
         for t in tasks:
-            references(t)
+            references(split_row(t)[0])
             evolved = {v: evolve_variant(t, v, args) for v in VARIANTS if v == "full" or t in ablate}
             train(t, evolved, args)
             for algo in [a for a in args.baselines.split(",") if a]:

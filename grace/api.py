@@ -20,8 +20,9 @@ from grace.program import RewardProgram, printable
 from grace.search import negatives as rundata
 from grace.search.archive import Archive, ArchiveError, open_reply_source
 from grace.search.executor import Executor
-from grace.search.loop import Evolution, RunResult
+from grace.search.loop import Evolution
 from grace.search.progress import RunProgress
+from grace.search.stats import RunResult
 from grace.tasks import Task, get_task
 from grace.types import EvalResult
 

@@ -212,7 +212,8 @@ def _show_selection(archive: Any) -> None:
             st.add_column(col)
         for c in rec["candidates"]:
             like = c["expert_likeness"]
-            st.add_row(c["program_id"], str(c["offline_rank"] + 1), f"{c['fitness']:.4f}",
+            rank = f"{c['offline_rank'] + 1}" + (" (dense version)" if c.get("dense") else "")
+            st.add_row(c["program_id"], rank, f"{c['fitness']:.4f}",
                        "failed" if like is None else f"{like:.3f}", "yes" if c["row"] == rec["winner"] else "")
         console.print(st)
 

@@ -327,9 +327,19 @@ def _calls(archive: Archive) -> dict[str, Any]:
 
 
 def _negatives(archive: Archive) -> dict[str, Any]:
-    rows = archive.negatives()
-    return {"sets": [{"version": r["version"], "source": r["source"], "episodes": r["episodes"],
-                      "env_steps": r["env_steps"], "path": r["path"]} for r in rows]}
+    """Every negative set, the probe's (`extra_sets`) after its round's PPO set with what it found."""
+    from grace.search.probe import summary
+
+    out = []
+    for r in archive.negatives():
+        info = r["info"]
+        out.append({"version": r["version"], "source": r["source"], "episodes": r["episodes"],
+                    "env_steps": r["env_steps"], "path": r["path"],
+                    "note": summary(info["probe"]) if info.get("probe") else ""})
+        out += [{"version": r["version"], "source": e["source"], "episodes": e.get("episodes", ""),
+                 "env_steps": (info.get("probe") or {}).get("env_steps", ""), "path": e["path"], "note": ""}
+                for e in info.get("extra_sets", [])]
+    return {"sets": out}
 
 
 # ---------------------------------------------------------------------------------- the page

@@ -24,6 +24,10 @@ from grace.tasks import Task, get_task
 
 EXPERT = "expert"
 """`Transitions.source_names[0]`: the expert demos."""
+PARTIAL_PREFIX = "probe-"
+"""Negative sets whose tag starts so hold partial episodes (the adversarial probe's off-expert
+segments, grace/search/probe.py): their states count in the discrimination, but the episode-return
+ranking and the terminal value, which compare whole episodes, skip them."""
 
 
 # -- the labelled dataset ---------------------------------------------------------------------------
@@ -238,7 +242,8 @@ class PPOJob:
     """PPO settings (field names of `[ppo.discrete]`/`[ppo.continuous]`) over the task's own and
     grace's defaults (`grace.fitness.ppo.ppo_settings`)."""
     score_states: Any = None
-    """IRL mode: a picklable `score_states(obs_batch) -> scores` (a discriminator fixed per round)."""
+    """IRL mode: a picklable `score_states(obs_batch) -> scores` (a discriminator fixed per round);
+    the policy's score is `score_states.likeness(obs_batch)` where it has one, else the mean score."""
     keep_trajectories: bool = False
     n_evals: int = 1
     """Points of the learning curve (1: only the final policy)."""

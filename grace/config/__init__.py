@@ -14,8 +14,8 @@ by `llm.api_key_env`, and only for the API key.
 """
 
 from grace.config.keys import ConfigError, field_docs, flag_name, leaf_types
+from grace.config.legacy import LEGACY_KEYS
 from grace.config.sections import (
-    LEGACY_KEYS,
     SECTIONS,
     ActiveConfig,
     DataConfig,

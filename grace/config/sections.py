@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from grace.config.keys import ConfigError, apply, check_values, from_tree, to_tree
+from grace.config.legacy import LEGACY_KEYS
+from grace.config.ppo_hyper import PPOHyper, discrete_defaults
 
 
 @dataclass(frozen=True)
@@ -189,71 +190,6 @@ class SandboxConfig:
 
 
 @dataclass(frozen=True)
-class PPOHyper:
-    """rejax PPO hyperparameters of one action kind ([ppo.discrete], [ppo.continuous])."""
-
-    num_envs: int = 32
-    """Parallel environments."""
-    num_steps: int = 64
-    """Env steps per environment per update."""
-    num_epochs: int = 4
-    """Passes over each batch."""
-    num_minibatches: int = 8
-    """Minibatches per epoch."""
-    learning_rate: float = 3e-4
-    """Adam learning rate."""
-    max_grad_norm: float = 0.5
-    """Gradient clipping norm."""
-    gamma: float = 0.99
-    """Discount factor."""
-    gae_lambda: float = 0.95
-    """GAE lambda."""
-    clip_eps: float = 0.2
-    """PPO clipping epsilon."""
-    ent_coef: float = 0.0
-    """Entropy bonus coefficient."""
-    vf_coef: float = 0.5
-    """Value loss coefficient."""
-    normalize_rewards: bool = True
-    """Normalise rewards by a running estimate of the return's spread."""
-    normalize_observations: bool = True
-    """Normalise observations by running statistics."""
-    reward_transform: str = "none"
-    """Per-step transform of the candidate reward seen by PPO: none | symlog."""
-    activation: str = "tanh"
-    """Activation of the actor and critic networks (a flax.linen name)."""
-    hidden_layer_sizes: tuple[int, ...] = (64, 64)
-    """Hidden layer widths of the actor and critic networks."""
-
-    def algo_kwargs(self) -> dict[str, Any]:
-        """The rejax `PPO.create` keyword arguments (`reward_transform` is grace's own)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-               if f.name not in ("activation", "hidden_layer_sizes")}
-        out["agent_kwargs"] = {"activation": self.activation, "hidden_layer_sizes": tuple(self.hidden_layer_sizes)}
-        return out
-
-    def changed(self, default: PPOHyper) -> dict[str, Any]:
-        """The fields that differ from `default`: what a run (or a user) set on purpose. A task's
-        own PPO settings apply under them (`grace.fitness.ppo.ppo_settings`)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if getattr(self, f.name) != getattr(default, f.name)}
-
-    def with_settings(self, settings: dict[str, Any]) -> PPOHyper:
-        """A copy with `settings` (field names) applied; ValueError names an unknown key."""
-        names = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(settings) - names)
-        if unknown:
-            raise ValueError(f"unknown PPO setting {unknown[0]!r}; known: {', '.join(sorted(names))}")
-        fixed = {k: tuple(v) if k == "hidden_layer_sizes" else v for k, v in settings.items()}
-        return dataclasses.replace(self, **fixed)
-
-
-def _discrete_ppo() -> PPOHyper:
-    return PPOHyper(num_envs=16, num_steps=128, num_epochs=8, num_minibatches=4, learning_rate=1e-3,
-                    ent_coef=0.01, normalize_observations=False, reward_transform="symlog")
-
-
-@dataclass(frozen=True)
 class PPOConfig:
     """[ppo]: PPO fitness and active-negative rounds (grace/fitness/ppo.py, ppo_batch.py, search/active.py)."""
 
@@ -275,7 +211,11 @@ class PPOConfig:
     """PPO in the loop: two candidates whose rewards rank a sample of the round's states alike
     (Spearman correlation above this) count as one choice, so the K trained are the best of K
     different rankings among the top 8K; 1.0 = off (the top K distinct programs)."""
-    discrete: PPOHyper = field(default_factory=_discrete_ppo)
+    select_dense: int = 4
+    """PPO in the loop also trains the dense versions (`Proposer.densify`, proposed in the round's
+    last generation) of the top N, those not already among the top: a reward flat away from the
+    expert's states can rank them best and teach least (benchmarks/results/teach4.md). 0 = off."""
+    discrete: PPOHyper = field(default_factory=discrete_defaults)
     """Hyperparameters for tasks with discrete actions."""
     continuous: PPOHyper = field(default_factory=PPOHyper)
     """Hyperparameters for tasks with continuous actions."""
@@ -310,6 +250,15 @@ class ActiveConfig:
     stop_when_worse: bool = True
     """Stop when a round's winner trains a policy no more expert-like than the best earlier round's
     (PPO in the loop measures it); the answer is always the best round's winner (search/rounds.py)."""
+    probe: bool = True
+    """Before PPO, probe the best reward on the task's numpy env (CEM over open-loop action sequences
+    from demo states; search/probe.py): its off-expert exploits join the next round's negatives."""
+    probe_budget: int = 1024
+    """Rollouts the probe may play per round (0 = no probe)."""
+    probe_horizon: int = 40
+    """Steps of each probed action sequence (and of the demo continuation it must out-earn)."""
+    probe_share: float = 0.25
+    """Share of the negative transitions the probe's exploits make up (their episodes are repeated)."""
 
 
 SECTIONS: dict[str, type] = {
@@ -318,18 +267,6 @@ SECTIONS: dict[str, type] = {
     "active": ActiveConfig,
 }
 
-LEGACY_KEYS = {
-    "generations": "search.generations", "population": "search.population", "islands": "search.islands",
-    "migrate_every": "search.migrate_every", "rounds": "search.rounds", "temperature": "search.temperature",
-    "parsimony": "search.parsimony", "crossover_rate": "search.crossover_rate",
-    "simplify_rate": "search.simplify_rate", "target_fitness": "search.target_fitness",
-    "max_wall_time": "search.max_wall_time", "proposer": "proposer.kind", "fitness": "fitness.kind",
-    "ppo_steps": "ppo.steps", "ppo_seeds": "ppo.seeds", "active_off_expert": "active.off_expert",
-    "workers": "sandbox.workers", "eval_timeout": "sandbox.eval_timeout",
-    "random_negative_episodes": "data.random_negative_episodes", "holdout": "data.holdout",
-    "fit_params": "fit.params",
-}
-"""Top-level keys of the flat config.toml written by grace before the sections existed."""
 
 
 @dataclass(frozen=True)
@@ -379,11 +316,14 @@ class EvolveConfig:
             (self.sandbox.ray_actors >= 1 and self.sandbox.ray_actor_cpus >= 0 and self.sandbox.ray_actor_gpus >= 0,
              "sandbox.ray_actors must be >= 1, sandbox.ray_actor_cpus and sandbox.ray_actor_gpus >= 0"),
             (0.0 <= self.data.holdout < 1.0, "data.holdout must be in [0, 1)"),
+            (self.active.probe_budget >= 0 and self.active.probe_horizon >= 1 and 0.0 < self.active.probe_share < 1.0,
+             "active.probe_budget must be >= 0, active.probe_horizon >= 1, active.probe_share in (0, 1)"),
             (self.data.max_per_class >= 1, "data.max_per_class must be >= 1"),
             (self.fit.budget >= 1 and self.fit.subsample >= 2 and self.fit.chunk >= 1,
              "fit.budget and fit.chunk must be >= 1, fit.subsample >= 2"),
             (self.ppo.steps >= 1 and self.ppo.seeds >= 1, "ppo.steps and ppo.seeds must be >= 1"),
-            (self.ppo.select_top >= 0 and self.ppo.select_steps >= 0, "ppo.select_top and ppo.select_steps must be >= 0"),
+            (min(self.ppo.select_top, self.ppo.select_steps, self.ppo.select_dense) >= 0,
+             "ppo.select_top, ppo.select_steps and ppo.select_dense must be >= 0"),
             (-1.0 <= self.ppo.select_similarity <= 1.0, "ppo.select_similarity must be in [-1, 1]"),
             (all(h.reward_transform in ("none", "symlog") for h in (self.ppo.discrete, self.ppo.continuous)),
              "ppo.*.reward_transform must be none or symlog"),

@@ -30,7 +30,7 @@ from grace.fitness.returns import (
 from grace.program import TERMINAL_KEY, RewardProgram
 from grace.search.executor import Executor
 from grace.tasks import ObsSchema
-from grace.types import EvalResult, Example, Transitions
+from grace.types import PARTIAL_PREFIX, EvalResult, Example, Transitions
 
 
 # -- evaluation ------------------------------------------------------------------------------------
@@ -146,7 +146,9 @@ def _whole_episodes(r: np.ndarray, data: Transitions, expert: np.ndarray, params
     with the potential's own metrics), and combine: (params, train fitness, held-out fitness).
     See grace.fitness.returns."""
     gamma = fit.gamma or DEFAULT_GAMMA
-    train = data["train"].astype(bool)
+    partial = [i for i, n in enumerate(data["source_names"]) if n.startswith(PARTIAL_PREFIX)]
+    whole = ~np.isin(data["source"], partial)  # partial episodes are not ranked (grace.types.PARTIAL_PREFIX)
+    train = data["train"].astype(bool) & whole
     cols = (data["episode"], data["step"], data["terminal"], expert)
     shaping = None if phi is None else shaping_term(phi[0], phi[1], data["terminal"], gamma)
     term = (fit_terminal(r[train], *(c[train] for c in cols), gamma,
@@ -156,7 +158,7 @@ def _whole_episodes(r: np.ndarray, data: Transitions, expert: np.ndarray, params
         params = params | {TERMINAL_KEY: term}
     paid = r if shaping is None else r + shaping
     out = []
-    for name, rows in (("train", train), ("heldout", ~train)):
+    for name, rows in (("train", train), ("heldout", ~data["train"].astype(bool) & whole)):
         ranks = return_ranking(paid[rows], *(c[rows] for c in cols), term or 0.0, gamma)
         if phi is not None:
             ranks |= potential_metrics(phi[1][rows], data["episode"][rows], data["step"][rows], expert[rows])

@@ -178,7 +178,9 @@ def train_candidates(task: Task | TaskRef | str, job: PPOJob) -> list[PPOResult]
         irl = None
         if job.score_states is not None:
             states = np.concatenate([ep.obs[1:] for ep in eps])
-            irl = float(np.mean(np.asarray(job.score_states(states), dtype=np.float64)))
+            like = getattr(job.score_states, "likeness", None)  # a distribution match (ExpertSimilarity)
+            irl = float(like(states)) if like is not None else float(np.mean(np.asarray(job.score_states(states),
+                                                                                         dtype=np.float64)))
         traj = None
         if job.keep_trajectories:
             src = job.sources[i]

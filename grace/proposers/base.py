@@ -94,6 +94,11 @@ class Proposer(Protocol):
     async def simplify(self, ctx: TaskContext, parent: Feedback, seed: int) -> Proposal:
         """A shorter program with the same behaviour."""
 
+    async def densify(self, ctx: TaskContext, parent: Feedback, seed: int) -> Proposal:
+        """`parent` made dense for PPO in the loop: the same ideas with a slope in every state (no
+        gates, no thresholds or narrow bumps). A reward that is flat away from the expert's states
+        can rank them perfectly and still teach little; PPO decides between the two."""
+
     async def shaping(self, ctx: TaskContext, parent: Feedback, trajectories: list[dict[str, Any]],
                       seed: int) -> Proposal:
         """GRACE step 7: a reward that rises along whole expert trajectories.

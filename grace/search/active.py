@@ -1,4 +1,5 @@
-"""GRACE's outer loop: PPO on the current best reward; its rollouts become fresh negatives.
+"""GRACE's outer loop: PPO on the current best reward; its rollouts become fresh negatives (and,
+before it, the adversarial probe's exploits: grace/search/probe.py).
 
 Training runs in a jax-profile sandbox worker (spawned; RSS watchdog; reward code reaches JAX
 only through the restricted compile), never in the main process.
@@ -8,16 +9,18 @@ from __future__ import annotations
 
 import asyncio
 from functools import partial
+from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from grace.config import ActiveConfig, EvolveConfig
-from grace.data.trajectories import Episode, Trajectories
+from grace.data.trajectories import Trajectories
 from grace.fitness.discriminator import ExpertSimilarity
 from grace.fitness.ppo import run_ppo
+from grace.search.archive import Archive, ProgramRow
+from grace.search.executor import Executor
+from grace.search.off_expert import off_expert_segments
 from grace.tasks import Task
-from grace.types import PPOJob, Transitions
+from grace.types import PARTIAL_PREFIX, PPOJob, Transitions
 
 
 async def collect_active_negatives(task: Task, source: str, cfg: EvolveConfig, rnd: int,
@@ -33,9 +36,10 @@ async def collect_active_negatives(task: Task, source: str, cfg: EvolveConfig, r
     traj = res.trajectories
     rollout_steps, threshold = traj.n_transitions, None
     if disc is not None and cfg.active.off_expert:
-        traj, threshold = off_expert_segments(traj, disc, data, cfg.active.off_expert_quantile)
+        kept, threshold = off_expert_segments(traj, disc, data, cfg.active.off_expert_quantile)
+        traj = kept if kept is not None else traj  # never None: it keeps one state
     held_pos = None if data is None else data["label"].astype(bool) & ~data["train"].astype(bool)
-    reference = float(np.mean(disc(data["s_next"][held_pos]))) \
+    reference = disc.likeness(data["s_next"][held_pos]) \
         if disc is not None and held_pos is not None and held_pos.any() else None
     info = {
         "env_steps": int(res.env_steps) * ppo.seeds, "episodes": traj.n_episodes,
@@ -48,37 +52,29 @@ async def collect_active_negatives(task: Task, source: str, cfg: EvolveConfig, r
     return traj, info
 
 
-def off_expert_segments(traj: Trajectories, disc: ExpertSimilarity, data: Transitions | dict[str, np.ndarray],
-                        quantile: float = 0.05) -> tuple[Trajectories, float]:
-    """The part of the policy's rollouts that does not look expert: transitions whose s_next is
-    less expert-like than all but `quantile` of the held-out expert positives (opt-in,
-    `active.off_expert`; `quantile` is active.off_expert_quantile). Motivation: once PPO imitates well, labelling all its states negative
-    asks the reward to separate experts from near-experts. Measured on cartpole_fixed
-    (benchmarks/results/active_rounds.md) it did NOT help: the round-1 reward trained worse than
-    with the paper's rule. Kept runs of consecutive off-expert transitions become (truncated)
-    episodes, so the dataset type is unchanged.
-    """
-    label, train = data["label"].astype(bool), data["train"].astype(bool)
-    ref = data["s_next"][label & ~train] if np.any(label & ~train) else data["s_next"][label]
-    threshold = float(np.quantile(disc(ref), quantile))
-    eps: list[Episode] = []
-    for ep in traj.episodes():
-        off = disc(ep.obs[1:]) < threshold
-        start = None
-        for t in range(ep.length + 1):
-            if t < ep.length and off[t]:
-                start = t if start is None else start
-            elif start is not None:
-                last = t == ep.length and ep.terminated
-                eps.append(Episode(ep.obs[start : t + 1], ep.actions[start:t],
-                                   None if ep.rewards is None else ep.rewards[start:t], last, not last))
-                start = None
-    if not eps:  # the policy looks expert everywhere: keep its single least expert-like state
-        ep = min(traj.episodes(), key=lambda e: float(disc(e.obs[1:]).min()))
-        t = int(np.argmin(disc(ep.obs[1:])))
-        eps = [Episode(ep.obs[t : t + 2], ep.actions[t : t + 1],
-                       None if ep.rewards is None else ep.rewards[t : t + 1], False, True)]
-    return Trajectories.from_episodes(eps, meta=dict(traj.meta, filtered="off-expert", threshold=threshold)), threshold
+async def round_negatives(archive: Archive, run_dir: Path, task: Task, cfg: EvolveConfig, rnd: int, best: ProgramRow,
+                          data: Transitions | None, demos: Trajectories, executor: Executor, note: Any = None) -> None:
+    """The negatives of round `rnd` (version `rnd`) from the best reward so far: first the
+    adversarial probe's exploits (`active.probe`, grace/search/probe.py; saved beside and listed in
+    the set's info as `extra_sets`), then PPO's rollouts. `note(line)`: progress lines."""
+    from grace.search import probe
+
+    say = note or (lambda line: None)
+    extra, probe_info = [], None
+    if probe.enabled(cfg, task) and data is not None:
+        found, probe_info = await probe.probe_round(task, best.best_source, cfg, rnd, data, demos, executor)
+        say(probe.summary(probe_info))
+        if found is not None:
+            path = found.save(run_dir / "negatives" / f"probe-round{rnd}.npz")
+            extra.append({"source": f"{PARTIAL_PREFIX}r{rnd}", "path": str(path.relative_to(run_dir)),
+                          "episodes": found.n_episodes, "transitions": found.n_transitions})
+    traj, info = await collect_active_negatives(task, best.best_source, cfg, rnd, data)
+    info |= {"needs_shaping": needs_shaping(best.fitness, info, cfg.active), "best_program": best.program_id,
+             "probe": probe_info, "extra_sets": extra}
+    say(f"active negatives: PPO on the best reward, {traj.n_episodes} episodes ({traj.n_transitions} transitions)")
+    path = traj.save(run_dir / "negatives" / f"ppo-round{rnd}.npz")
+    archive.add_negatives(rnd, str(path.relative_to(run_dir)), f"ppo-r{rnd}", traj.n_episodes,
+                          int(info.get("env_steps", 0)), info)
 
 
 def needs_shaping(best_fitness: float | None, info: dict[str, Any], active: ActiveConfig | None = None) -> bool:

@@ -20,7 +20,9 @@ def selection_line(archive: Archive, b: ProgramRow) -> dict[str, str]:
     if not rec or rec.get("winner") != b.id:
         return {}
     like = next((c["expert_likeness"] for c in rec["candidates"] if c["row"] == b.id), None)
-    return {"selected by": (f"PPO in the loop: the most expert-like policy of the top {len(rec['candidates'])} "
+    n_dense = sum(bool(c.get("dense")) for c in rec["candidates"])
+    pool = f"the top {len(rec['candidates']) - n_dense}" + (f" and {n_dense} dense versions" if n_dense else "")
+    return {"selected by": (f"PPO in the loop: the most expert-like policy of {pool} "
                             f"(expert-likeness {like if like is None else f'{like:.3f}'}; "
                             f"{rec['steps']} steps x {rec['seeds']} seeds, {rec['seconds']:.0f} s)")}
 

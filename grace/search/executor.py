@@ -18,7 +18,7 @@ from grace.tasks import Task
 if TYPE_CHECKING:
     from grace.sandbox.pool import Outcome
 
-PRELOAD = ("grace.fitness.offline", "grace.fitness.metrics", "grace.types", "scipy.optimize",
+PRELOAD = ("grace.fitness.offline", "grace.fitness.applied", "grace.fitness.metrics", "grace.types", "scipy.optimize",
            "scipy.special", "scipy.stats")
 """Imported in each worker before it drops privileges (it cannot read site-packages afterwards)."""
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,57 +25,9 @@ from grace.search.archive import Archive, ProgramRow
 from grace.search.best_file import write_best_file
 from grace.search.executor import Executor
 from grace.search.select import SlotPlan, migrate, penalised, plan_generation, truncate
+from grace.search.stats import RunResult, RunStats
 from grace.tasks import Task
 from grace.types import Example, Transitions
-
-
-class Overlap:
-    """Wall-clock accounting of the pipeline: how long proposals and evaluations were in flight,
-    alone or together (for the loop benchmark: does the proposer wait on evaluation?)."""
-
-    def __init__(self) -> None:
-        self.inflight = {"propose": 0, "eval": 0}
-        self.seconds = {"propose_only": 0.0, "eval_only": 0.0, "both": 0.0, "idle": 0.0}
-        self._t = time.perf_counter()
-
-    def _tick(self) -> None:
-        now = time.perf_counter()
-        p, e = self.inflight["propose"] > 0, self.inflight["eval"] > 0
-        key = "both" if p and e else "propose_only" if p else "eval_only" if e else "idle"
-        self.seconds[key] += now - self._t
-        self._t = now
-
-    def enter(self, kind: str) -> None:
-        self._tick()
-        self.inflight[kind] += 1
-
-    def leave(self, kind: str) -> None:
-        self._tick()
-        self.inflight[kind] -= 1
-
-
-@dataclass
-class RunStats:
-    evaluated: int = 0
-    errors: int = 0
-    duplicates: int = 0
-    duplicates_avoided: int = 0
-    retried: int = 0
-    """Evaluations retried once because their sandbox worker crashed (killed from outside)."""
-    invalid: int = 0
-    eval_seconds: float = 0.0
-    propose_seconds: float = 0.0
-    started: float = field(default_factory=time.time)
-    stopped_because: str = ""
-    overlap: Overlap = field(default_factory=Overlap)
-
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    best: ProgramRow | None
-    best_path: Path | None
-    stats: RunStats
 
 
 def _seed(cfg: EvolveConfig, rnd: int, gen: int, slot: int) -> int:
@@ -164,6 +115,8 @@ class Evolution:
             return await self.proposer.crossover(self.ctx, fb[0], fb[1], seed)
         if plan.operator == "simplify":
             return await self.proposer.simplify(self.ctx, fb[0], seed)
+        if plan.operator == "densify":
+            return await self.proposer.densify(self.ctx, fb[0], seed)
         return await self.proposer.mutate(self.ctx, fb[0], seed)
 
     async def final_shaping(self) -> None:
@@ -334,6 +287,9 @@ class Evolution:
             if gen == 1 and rnd > 0 and self._wants_shaping(rnd) and self.best is not None:
                 plans = [SlotPlan(p.slot, p.island, "shaping", (self.best,)) if p.slot < cfg.islands else p
                          for p in plans]
+            if gen == cfg.generations and (dense := self._to_densify(pop)):  # for PPO in the loop
+                plans = [SlotPlan(p.slot, p.island, "densify", (dense[p.slot],)) if p.slot < len(dense) else p
+                         for p in plans]
         slots = sorted(p.slot for p in plans)
         await asyncio.gather(*(self._slot(rnd, gen, p, existing.get(p.slot), inits.get(p.slot),
                                           [s for s in slots if s < p.slot]) for p in plans))
@@ -373,6 +329,14 @@ class Evolution:
 
     def _fitness_line(self, b: ProgramRow) -> str:
         return self.fitness.describe(b.fitness, b.heldout, b.metrics, b.negatives_version)
+
+    def _to_densify(self, pop: dict[int, list[ProgramRow]]) -> list[ProgramRow]:
+        """The top `ppo.select_dense` programs, whose dense versions PPO in the loop weighs."""
+        from grace.search import ppo_select
+
+        if not ppo_select.enabled(self.cfg, self.task):
+            return []
+        return truncate([r for m in pop.values() for r in m], self.cfg.ppo.select_dense)
 
     def _wants_shaping(self, rnd: int) -> bool:
         row = next((r for r in self.archive.negatives() if r["version"] == rnd), None)
@@ -420,16 +384,13 @@ class Evolution:
         return self._result()
 
     async def active_negatives(self, rnd: int) -> None:
-        """GRACE's outer loop: PPO on the current best reward; its rollouts join the negatives."""
-        from grace.search.active import collect_active_negatives, needs_shaping
+        """GRACE's outer loop (search/active.py): the probe's exploits of the current best reward and
+        the rollouts of PPO on it join the negatives."""
+        from grace.search.active import round_negatives
 
         assert self.best is not None, "active negatives need a best program"
-        traj, info = await collect_active_negatives(self.task, self.best.best_source, self.cfg, rnd, self.data)
-        info["needs_shaping"] = needs_shaping(self.best.fitness, info, self.cfg.active)
-        info["best_program"] = self.best.program_id
-        path = traj.save(self.run_dir / "negatives" / f"ppo-round{rnd}.npz")
-        self.archive.add_negatives(rnd, str(path.relative_to(self.run_dir)), f"ppo-r{rnd}", traj.n_episodes,
-                                   int(info.get("env_steps", 0)), info)
+        await round_negatives(self.archive, self.run_dir, self.task, self.cfg, rnd, self.best, self.data, self.demos,
+                              self.executor, getattr(self.progress, "note", None))
 
     async def ppo_select(self, rnd: int) -> None:
         """PPO in the loop (search/ppo_select.py; discriminator fitted on round 0's data, so rounds

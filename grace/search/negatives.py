@@ -30,29 +30,41 @@ def file_digest(path: str | Path) -> str:
 
 def ensure_random_negatives(archive: Archive, run_dir: Path, task: Task, episodes: int, seed: int,
                             extra_files: tuple[str, ...]) -> None:
-    """Negatives version 0: random-policy rollouts (persisted) plus user-given negative files."""
+    """Negatives version 0: random-policy rollouts (persisted) plus user-given negative files, all
+    of them: the first set is the version's row, the others its `extra_sets` (a version is one
+    archive row; a second row for version 0 would replace the first)."""
     if archive.negatives():
         return
     from grace.data.rollout import random_negatives
 
     neg_dir = run_dir / "negatives"
     neg_dir.mkdir(parents=True, exist_ok=True)
+    sets: list[dict[str, Any]] = []
     if episodes > 0 and (task.make_env is not None or task.demo_env is not None):
         traj = random_negatives(task, episodes, seed)
         path = traj.save(neg_dir / "random.npz")
-        archive.add_negatives(0, str(path.relative_to(run_dir)), "random", traj.n_episodes, traj.n_transitions)
+        sets.append({"source": "random", "path": str(path.relative_to(run_dir)), "episodes": traj.n_episodes,
+                     "transitions": traj.n_transitions})
     for i, f in enumerate(extra_files):
         traj = load_demos(f, task)
-        archive.add_negatives(0, str(Path(f).resolve()), f"file:{Path(f).name}#{i}", traj.n_episodes,
-                              traj.n_transitions)
+        sets.append({"source": f"file:{Path(f).name}#{i}", "path": str(Path(f).resolve()),
+                     "episodes": traj.n_episodes, "transitions": traj.n_transitions})
+    if sets:
+        first = sets[0]
+        archive.add_negatives(0, first["path"], first["source"], first["episodes"], first["transitions"],
+                              {"extra_sets": sets[1:]} if len(sets) > 1 else None)
 
 
 def negative_sets(archive: Archive, run_dir: Path, task: Task, up_to: int) -> list[tuple[str, Trajectories]]:
+    """(source tag, trajectories) of every negative set up to version `up_to`, with the sets a
+    version lists in its info as `extra_sets` (the adversarial probe's, grace/search/probe.py)."""
     out = []
     for row in archive.negatives():
         if row["version"] <= up_to:
-            path = Path(row["path"]) if Path(row["path"]).is_absolute() else run_dir / row["path"]
-            out.append((row["source"], load_demos(path, task)))
+            for source, rel in [(row["source"], row["path"]),
+                                *((e["source"], e["path"]) for e in row["info"].get("extra_sets", []))]:
+                path = Path(rel) if Path(rel).is_absolute() else run_dir / rel
+                out.append((source, load_demos(path, task)))
     return out
 
 

@@ -57,8 +57,25 @@ def likeness(result: Any) -> float | None:
     return float(result.irl_score) if ok else None
 
 
+def dense_extras(archive: Archive, rnd: int, cfg: EvolveConfig, chosen: list[ProgramRow]) -> list[ProgramRow]:
+    """The best `ppo.select_dense` dense versions the round's last generation proposed (operator
+    "densify"; a dense version the search had already scored counts as that row) that are not
+    already `chosen`: PPO weighs them against the sharper originals."""
+    made = {r.program_id for r in archive.programs(round=rnd, operator="densify") if r.status in ("ok", "duplicate")}
+    made -= {r.program_id for r in chosen}
+    pool = [r for r in archive.programs(round=rnd, status="ok") if r.program_id in made]
+    return truncate(pool, cfg.ppo.select_dense)
+
+
 async def candidates(archive: Archive, rnd: int, cfg: EvolveConfig, data: Transitions,
-                     executor: Executor | None = None) -> list[ProgramRow]:
+                     executor: Executor | None = None) -> tuple[list[ProgramRow], int]:
+    """The top candidates (`top`) followed by the `dense_extras`; (rows, how many are the top)."""
+    rows = await top(archive, rnd, cfg, data, executor)
+    return rows + dense_extras(archive, rnd, cfg, rows), len(rows)
+
+
+async def top(archive: Archive, rnd: int, cfg: EvolveConfig, data: Transitions,
+              executor: Executor | None = None) -> list[ProgramRow]:
     """The round's top-k distinct programs by (parsimony-penalised) offline score; with
     `ppo.select_similarity` < 1 (and an executor), greedily the best of the top 8k whose reward ranks
     a sample of the round's states unlike every one already chosen (rewards computed in the sandbox)."""
@@ -99,7 +116,7 @@ async def select(archive: Archive, task: Task, cfg: EvolveConfig, rnd: int, data
     after = [rnd, last[1] if last is not None and last[0] == rnd else -1]
     if (done := archive.get_meta(meta_key(rnd))) is not None and done.get("after") == after:
         return done
-    rows = await candidates(archive, rnd, cfg, data, executor)
+    rows, n_top = await candidates(archive, rnd, cfg, data, executor)
     if len(rows) < 2:
         return None
     results, seconds = await train_and_score(task, cfg, [r.best_source for r in rows], data,
@@ -108,6 +125,7 @@ async def select(archive: Archive, task: Task, cfg: EvolveConfig, rnd: int, data
     for rank, (row, res) in enumerate(zip(rows, results, strict=True)):
         like = likeness(res)
         scored.append({"row": row.id, "program_id": row.program_id, "offline_rank": rank, "fitness": row.fitness,
+                       "dense": rank >= n_top,
                        "expert_likeness": like, "error": res.error,
                        # recorded for benchmarks and the report; the choice never reads it
                        "true_return_mean": res.true_return_mean})

@@ -38,3 +38,8 @@ class RunProgress:
             self.task_id, advance=1,
             description=f"best {best:.4f}  {rate:.1f} evals/s  errors {st.errors}  invalid {st.invalid}{extra}",
         )
+
+    def note(self, line: str) -> None:
+        """A line from a stage between generations (the probe, active negatives)."""
+        if self.enabled:
+            self.console.print(f"[dim]{line}[/]")

@@ -74,7 +74,7 @@ def test_templates_render_with_strict_undefined(tmp_path: Path) -> None:
 
     base = context_vars(ctx())
     p = feedback_vars(parent("boom"))
-    extra = {"mutate": {"parent": p}, "crossover": {"a": p, "b": p}, "simplify": {"parent": p},
+    extra = {"mutate": {"parent": p}, "crossover": {"a": p, "b": p}, "simplify": {"parent": p}, "densify": {"parent": p},
              "shaping": {"parent": p, "trajectories": [{"states": [{"pole_angle": 0.1}], "rewards": [0.5]}]},
              "label_goals": {"candidates": [{"state": {"pole_angle": 0.0}}]}}
     for name in TEMPLATES:

@@ -260,3 +260,29 @@ def test_action_effort_is_rendered_as_a_cost_and_parses_back() -> None:
     obs = np.zeros((4, USER_SCHEMA.width))
     effort = evaluate(src, USER_SCHEMA, obs, np.full((4, 2), 1.0))
     assert np.all(effort < evaluate(src, USER_SCHEMA, obs, np.zeros((4, 2))))  # acting only ever costs
+
+
+def test_densify_gives_every_term_a_slope() -> None:
+    """densify (for PPO in the loop): gates dropped, a bump becomes closeness to its centre, a
+    threshold the linear term rising the same way; costs and dense shapes stay; errors when
+    nothing changes or the program is outside the term grammar."""
+    from grace.proposers.offline.terms import Feature, Term, render
+
+    ctx = make_ctx("user", USER_SCHEMA, USER_ACTION)
+    x, z = Feature("field", ("x",)), Feature("field", ("zeta_Q7",))
+    src = render([Term("gauss", x, {"w": 1.5, "c": 0.3, "s": 0.1}, gate=(z, "<", 0.0)),
+                  Term("below", z, {"w": 2.0, "t": 0.5}), Term("cost", Feature("effort"), {"w": 0.2})])
+    out = run(OfflineProposer().densify(ctx, feedback(src, ctx), 0))
+    assert out.operator == "densify" and out.error is None and out.meta["changed"] == 2
+    terms = parse_program(check_source(out.source, ctx), ctx.schema, ctx.action)
+    assert [(t.shape, t.gate) for t in terms] == [("abs", None), ("linear", None), ("cost", None)]
+    assert terms[0].params["c"] == pytest.approx(0.3) and terms[1].params["w"] < 0  # below: lower pays
+    obs = np.zeros((5, USER_SCHEMA.width))
+    obs[:, USER_SCHEMA.slices["x"]] = np.linspace(-3, 0.3, 5)[:, None]  # far from the bump: flat before
+    dense = evaluate(out.source, USER_SCHEMA, obs, np.zeros((5, 2)))
+    assert np.all(np.diff(dense) > 0)  # now every step towards the centre pays
+    again = run(OfflineProposer().densify(ctx, feedback(out.source, ctx), 0))
+    assert again.source is None and "already dense" in again.error
+    odd = run(OfflineProposer().densify(ctx, feedback(
+        "def reward(s, a, s_next, p):\n    return xp.tanh(s_next.x) * 2.0\n", ctx), 0))
+    assert odd.source is None and "not a term program" in odd.error

@@ -38,8 +38,12 @@ def test_the_winner_is_chosen_by_ppo_persisted_and_kept_on_resume(tmp_path) -> N
     rec = archive.get_meta("ppo_select_r0")
     top = archive.top(3)
     archive.close()
-    assert rec is not None and len(rec["candidates"]) == 3 and rec["steps"] == 4096 and rec["seconds"] > 0
-    assert [c["row"] for c in rec["candidates"]] == [r.id for r in top]  # the top 3 distinct, in offline order
+    assert rec is not None and rec["steps"] == 4096 and rec["seconds"] > 0
+    top_rows = [c for c in rec["candidates"] if not c["dense"]]
+    assert [c["row"] for c in top_rows] == [r.id for r in top]  # the top 3 distinct, in offline order
+    dense = [c for c in rec["candidates"] if c["dense"]]  # then up to ppo.select_dense dense versions
+    assert 1 <= len(dense) <= 2 and rec["candidates"][-len(dense):] == dense
+    assert not {c["program_id"] for c in dense} & {r.program_id for r in top}
     liked = [c for c in rec["candidates"] if c["expert_likeness"] is not None]
     assert liked and rec["winner"] == max(liked, key=lambda c: (c["expert_likeness"], -c["offline_rank"]))["row"]
     assert res.best is not None and res.best.id == rec["winner"]
@@ -82,9 +86,39 @@ def test_diverse_candidates_are_the_best_of_different_rankings(tmp_path) -> None
 
     def pick(similarity: float, odd: str | None) -> list[int]:
         c = cfg.override({"ppo.select_top": 2, "ppo.select_similarity": similarity})
-        return [r.id for r in asyncio.run(ppo_select.candidates(archive, 0, c, data, Rewards(odd)))]
+        return [r.id for r in asyncio.run(ppo_select.top(archive, 0, c, data, Rewards(odd)))]
 
     assert pick(1.0, top[5].best_source) == [top[0].id, top[1].id]  # off: the top 2 by score
     assert pick(0.9, top[5].best_source) == [top[0].id, top[5].id]  # the best, then the best ranking differently
     assert pick(0.9, None) == [top[0].id, top[1].id]  # all rank alike: filled in offline order
+    archive.close()
+
+
+def test_dense_extras_follow_the_top_and_count_an_already_scored_dense_version(tmp_path) -> None:
+    """The dense versions proposed in the last generation join PPO in the loop after the top K; one
+    the search had already scored (persisted as a duplicate) counts as that earlier row; one that is
+    already among the top is not trained twice."""
+    from grace.search.ppo_select import dense_extras
+    from grace.search.select import truncate
+
+    archive = Archive(tmp_path / "a.sqlite")
+
+    def add(pid: str, gen: int, slot: int, op: str, status: str, score: float) -> int:
+        rid = archive.add_proposal(program_id=pid, round=0, generation=gen, slot=slot, island=0, operator=op,
+                                   parents=[], proposer="offline", source=f"# {pid}", size=10)
+        archive.set_result(rid, status=status, fitness=score, score=score)
+        return rid
+
+    for i, score in enumerate((0.9, 0.8, 0.7)):
+        add(f"top{i}", 1, i, "mutate", "ok", score)
+    early = add("flat", 1, 5, "simplify", "ok", 0.3)  # the dense version, found earlier by a simplify
+    add("flat", 2, 0, "densify", "duplicate", 0.3)
+    fresh = add("slope", 2, 1, "densify", "ok", 0.5)
+    add("top1", 2, 2, "densify", "duplicate", 0.8)  # densifying gave a program already in the top
+    cfg = EvolveConfig().override({"ppo.select_top": 3, "ppo.select_dense": 2})
+    top = truncate(archive.programs(round=0, status="ok"), 3)
+    assert [r.program_id for r in top] == ["top0", "top1", "top2"]
+    assert [r.id for r in dense_extras(archive, 0, cfg, top)] == [fresh, early]
+    assert [r.id for r in dense_extras(archive, 0, cfg.override({"ppo.select_dense": 1}), top)] == [fresh]
+    assert dense_extras(archive, 0, cfg.override({"ppo.select_dense": 0}), top) == []
     archive.close()

@@ -396,6 +396,10 @@ class ChatProposer:
         build = self._builder("simplify", ctx, {"parent": parent})
         return await self._one(ctx, "simplify", build, seed, (parent.program_id,))
 
+    async def densify(self, ctx: TaskContext, parent: Feedback, seed: int) -> Proposal:
+        build = self._builder("densify", ctx, {"parent": parent})
+        return await self._one(ctx, "densify", build, seed, (parent.program_id,))
+
     async def shaping(self, ctx: TaskContext, parent: Feedback, trajectories: list[dict[str, Any]],
                       seed: int) -> Proposal:
         """GRACE's shaping step: a reward that rises along whole expert trajectories.

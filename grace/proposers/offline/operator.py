@@ -13,6 +13,8 @@ statistics), scores candidate terms by how well they rank expert states above no
   outside the grammar get generic AST edits (grace.proposers.offline.astmut).
 - crossover: a random subset of each parent's terms, deduplicated by (shape, feature).
 - simplify: drop the term with the smallest contribution, merge duplicates, drop unused PARAMS.
+- densify: the same terms with a slope in every state (gates dropped; a bump becomes closeness, a
+  threshold a linear term) for PPO in the loop to weigh against the sharper original.
 - shaping: add (or replace) a `potential(s, p)` that rises along expert episodes and stays above
   random ones at equal time (grace.proposers.offline.potential); a mutation when none does.
 
@@ -330,6 +332,21 @@ class OfflineProposer:
         return Proposal(render(merged), "simplify", (pid,), meta=meta)
 
 
+    async def densify(self, ctx: TaskContext, parent: Feedback, seed: int) -> Proposal:
+        """Every term with a slope in every state (`dense_term`); an error when the parent is
+        outside the term grammar or already dense."""
+        pid, terms = self._pid(parent), self._terms(ctx, parent)
+        if terms is None:
+            return Proposal(None, "densify", (pid,), error="not a term program: nothing to densify")
+        dense = [dense_term(t) for t in terms]
+        changed = sum(d is not t for d, t in zip(dense, terms, strict=True))
+        if not changed:
+            return Proposal(None, "densify", (pid,), error="already dense")
+        src = render(self._dedupe(dense))
+        if self._valid(ctx, src) is None:
+            return Proposal(None, "densify", (pid,), error="densified program is invalid")
+        return Proposal(src, "densify", (pid,), meta={"mutation": "densify", "changed": changed})
+
     async def shaping(self, ctx: TaskContext, parent: Feedback, trajectories: list[dict[str, Any]],
                       seed: int) -> Proposal:
         """GRACE step 7 without an LLM: `parent` with the potential learned from `trajectories`
@@ -352,6 +369,19 @@ class OfflineProposer:
                           seed: int) -> list[int] | None:
         """The offline operator does not label goals: the task's default positives apply."""
         return None
+
+def dense_term(t: Term) -> Term:
+    """`t` with a slope wherever it was flat: the gate dropped, a bump rewarding closeness to its
+    centre `-w|v - c|`, a threshold the linear term that rises the same way (`w*v` for above,
+    `-w*v` for below). A penalty bump (w < 0) and the dense shapes stay (without a gate). The
+    same object when nothing changes. Fitting re-fits every constant afterwards."""
+    w = float(t.params.get("w", 1.0))
+    if t.shape == "gauss" and w > 0:
+        return Term("abs", t.feature, {"w": w, "c": t.params.get("c", 0.0)})
+    if t.shape in ("above", "below") and t.feature.evaluable:
+        return Term("linear", t.feature, {"w": w if t.shape == "above" else -w})
+    return Term(t.shape, t.feature, t.params) if t.gate is not None else t
+
 
 def _magnitudes(fb: Feedback) -> dict[str, float]:
     """Mean |component| over the worst-scored examples (how much each term moved them)."""
