@@ -95,6 +95,7 @@ def main() -> None:
         "`step`: gymnax's `env.step` as PPO calls it (transition + auto-reset; the reset layout is computed on"
         " every step). `step_env`: transition + observation only. Random actions; one jit of a"
         f" {args.steps}-step `lax.scan`; compile seconds apart.", "",
+        "Levels that redraw their layout until every object is reachable (GoToRedBall, GoToLocal, PickupLoc: minigrid's `check_objs_reachable`, ~15% of layouts rejected) run that loop inside every vmapped auto-reset until all lanes accept (~4 rounds at 1024 envs): their `step` is 10-60x slower than `step_env`. Timings on this shared 2-core machine vary ~2-3x between runs.", "",
         "| level | envs | step (steps/s) | step_env (steps/s) | compile s (step / step_env) | minigrid, 1 env (steps/s) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
