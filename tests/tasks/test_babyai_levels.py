@@ -147,8 +147,15 @@ def _fake_twin(level: str) -> tuple[str, str]:
 
 def test_jax_twin_hook_is_one_name(monkeypatch: pytest.MonkeyPatch) -> None:
     from grace.tasks.babyai import levels
+    from grace.tasks.babyai.jax_grid import GridLevel
 
-    assert all(t.make_jax_env is None for t in levels.babyai_tasks().values())
+    tasks = levels.babyai_tasks()
+    assert all(t.jax_backend == "gymnax" for t in tasks.values())  # wired to the JAX twins
+    env, params = tasks["BabyAI-GoToRedBall-v0"].make_jax_env()
+    assert isinstance(env, GridLevel)
+    assert params.max_steps_in_episode == levels.MAX_STEPS["BabyAI-GoToRedBall-v0"]
+    monkeypatch.setattr(levels, "JAX_TWIN_FACTORY", None)
+    assert all(t.make_jax_env is None and not t.jax_backend for t in levels.babyai_tasks().values())
     monkeypatch.setattr(levels, "JAX_TWIN_FACTORY", f"{__name__}:_fake_twin")
     task = levels.babyai_tasks()["BabyAI-OpenTwoDoors-v0"]
     assert task.jax_backend == "gymnax" and task.make_jax_env() == ("twin", "BabyAI-OpenTwoDoors-v0")

@@ -22,7 +22,7 @@ import numpy as np
 from grace.tasks.babyai.encoding import SCHEMA, WIDTH, obs_vector
 from grace.tasks.spec import ActionSpace, Task
 
-JAX_TWIN_FACTORY: str | None = None
+JAX_TWIN_FACTORY: str | None = "grace.tasks.babyai.jax_levels:make_jax_level"
 """The JAX twin hook: "module:function", function(level_id) -> (env, env_params); None: no PPO."""
 
 REWARDS = Path(__file__).resolve().parent.parent / "rewards"
