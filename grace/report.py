@@ -303,6 +303,16 @@ def _trajectories(run_dir: Path, archive: Archive, cfg: dict[str, Any], best: Pr
             "ms": f"{1000 * out.seconds:.0f}", "transitions": len(total)}
 
 
+# ----------------------------------------------------------------------------- worst examples
+def _worst(run_dir: Path, cfg: dict[str, Any], best: ProgramRow) -> dict[str, Any]:
+    """The best program's worst-scored examples (as the proposer saw them); grid states drawn."""
+    from grace.report_grid import worst_section
+    from grace.tasks import get_task
+
+    task = get_task(_resolve(str(cfg.get("task", "")), run_dir))
+    return worst_section(task.schema, list(best.worst))
+
+
 # -------------------------------------------------------------------------- calls, negatives
 def _calls(archive: Archive) -> dict[str, Any]:
     stats = archive.call_stats()
@@ -365,6 +375,7 @@ def build_context(run_dir: Path) -> dict[str, Any]:
             "lineage": _guard(_lineage, archive, best) if best else no_best,
             "best": _guard(_best_code, run_dir, best) if best else no_best,
             "trajectories": _guard(_trajectories, run_dir, archive, cfg, best) if best else no_best,
+            "worst": _guard(_worst, run_dir, cfg, best) if best else no_best,
             "calls": _guard(_calls, archive),
             "negatives": _guard(_negatives, archive),
             "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
