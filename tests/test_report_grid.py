@@ -43,7 +43,7 @@ def _examples() -> list[dict]:
 
 
 def _babyai_run(tmp: Path) -> Path:
-    run = tmp / "run"
+    run = tmp / LEVEL  # named after its task, as benchmarks/babyai.py names runs: still the built-in task
     run.mkdir()
     EvolveConfig(task=LEVEL, demos=str(ROOT / "demos" / f"{LEVEL}.npz"), out=str(run)).override(
         search={"generations": 1, "population": 1, "islands": 1}).save(run / "config.toml")
