@@ -216,13 +216,21 @@ def _resolve(spec: str, run_dir: Path) -> str:
     return spec
 
 
+def _task(run_dir: Path, cfg: dict[str, Any]) -> Any:
+    """The run's task: a built-in name as is (a run directory named after its task must not be
+    taken for a task file), else a TOML path resolved like the demos."""
+    from grace.tasks import get_task, task_names
+
+    name = str(cfg.get("task", ""))
+    return get_task(name if name in task_names() else _resolve(name, run_dir))
+
+
 def _trajectories(run_dir: Path, archive: Archive, cfg: dict[str, Any], best: ProgramRow) -> dict[str, Any]:
     from grace.data.trajectories import load_demos
     from grace.sandbox.pool import SandboxPool
     from grace.search import negatives as rundata
-    from grace.tasks import get_task
 
-    task = get_task(_resolve(str(cfg.get("task", "")), run_dir))
+    task = _task(run_dir, cfg)
     inputs = rundata.read_run_inputs(archive, run_dir, task,
                                      load_demos(_resolve(str(cfg.get("demos", "")), run_dir), task))
     sets = [("expert", inputs.demos), *inputs.negatives]
@@ -303,6 +311,14 @@ def _trajectories(run_dir: Path, archive: Archive, cfg: dict[str, Any], best: Pr
             "ms": f"{1000 * out.seconds:.0f}", "transitions": len(total)}
 
 
+# ----------------------------------------------------------------------------- worst examples
+def _worst(run_dir: Path, cfg: dict[str, Any], best: ProgramRow) -> dict[str, Any]:
+    """The best program's worst-scored examples (as the proposer saw them); grid states drawn."""
+    from grace.report_grid import worst_section
+
+    return worst_section(_task(run_dir, cfg).schema, list(best.worst))
+
+
 # -------------------------------------------------------------------------- calls, negatives
 def _calls(archive: Archive) -> dict[str, Any]:
     stats = archive.call_stats()
@@ -365,6 +381,7 @@ def build_context(run_dir: Path) -> dict[str, Any]:
             "lineage": _guard(_lineage, archive, best) if best else no_best,
             "best": _guard(_best_code, run_dir, best) if best else no_best,
             "trajectories": _guard(_trajectories, run_dir, archive, cfg, best) if best else no_best,
+            "worst": _guard(_worst, run_dir, cfg, best) if best else no_best,
             "calls": _guard(_calls, archive),
             "negatives": _guard(_negatives, archive),
             "generated": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -60,6 +60,10 @@ class DataConfig:
     """Random-policy episodes generated as negatives."""
     max_per_class: int = 20000
     """Each class (S_e, S_n) is subsampled to at most this many transitions."""
+    reached_goal: str = "negative"
+    """Goal tasks: the goal transition of a negative episode that reached the goal (terminated,
+    and the task's success verifier agrees where it has one): "negative" (kept as a negative),
+    "drop" (left out) or "positive" (labelled a goal state). grace/data/dataset.py."""
     context_examples: int = 6
     """Expert and negative states of each class shown to proposers."""
     goal_candidates: int = 3
@@ -319,6 +323,8 @@ class EvolveConfig:
             (self.active.probe_budget >= 0 and self.active.probe_horizon >= 1 and 0.0 < self.active.probe_share < 1.0,
              "active.probe_budget must be >= 0, active.probe_horizon >= 1, active.probe_share in (0, 1)"),
             (self.data.max_per_class >= 1, "data.max_per_class must be >= 1"),
+            (self.data.reached_goal in ("negative", "drop", "positive"),
+             f"data.reached_goal must be negative, drop or positive, not {self.data.reached_goal!r}"),
             (self.fit.budget >= 1 and self.fit.subsample >= 2 and self.fit.chunk >= 1,
              "fit.budget and fit.chunk must be >= 1, fit.subsample >= 2"),
             (self.ppo.steps >= 1 and self.ppo.seeds >= 1, "ppo.steps and ppo.seeds must be >= 1"),

@@ -15,6 +15,23 @@ from grace.tasks import Task
 from grace.types import EXPERT, Transitions
 
 Selector = Callable[[Trajectories], np.ndarray]
+REACHED_GOAL = ("negative", "drop", "positive")
+"""What a goal task's negative episode that reached the goal does with its goal transition
+(`data.reached_goal`): stays a negative (the first wave's behaviour), is dropped, or is a positive."""
+
+
+def reached_goal(task: Task, traj: Trajectories) -> np.ndarray:
+    """Per episode: did it reach the goal? It terminated and, where the task has a success
+    verifier and the episode its rewards, the verifier says so (BabyAI's `done` action ends an
+    episode in failure; an episode without rewards counts by its termination alone)."""
+    hit = traj.terminated.copy()
+    returns = traj.returns()
+    if task.success is None or returns is None:
+        return hit
+    for i, ep in enumerate(traj.episodes()):
+        if hit[i]:
+            hit[i] = bool(task.success(float(returns[i]), True, ep.obs))
+    return hit
 
 
 def _holdout_episodes(n: int, frac: float, rng: np.random.Generator) -> np.ndarray:
@@ -40,6 +57,7 @@ def build_offline_data(
     seed: int = 0,
     max_per_class: int = 20000,
     selector: Selector | None = None,
+    reached: str = "negative",
 ) -> Transitions:
     """Label transitions as S_e / S_n, split whole episodes into train / held-out, subsample.
 
@@ -48,12 +66,17 @@ def build_offline_data(
       expert transition) overrides this.
     - S_n: every other expert transition plus all transitions of each negative dataset
       (`(source_tag, trajectories)`, e.g. ("random", ...), ("ppo-r1", ...), ("file:x.npz", ...)).
+      Goal tasks: a negative episode that reached the goal (`reached_goal`; random BabyAI
+      episodes often do) keeps its goal transition as a negative (`reached="negative"`), drops
+      it ("drop") or labels it positive ("positive"); its other transitions stay negatives.
     - Held-out: ~`holdout` of the expert episodes (stratified by whether they contain
       positives, so held-out goal states exist when >= 2 episodes have one) and the same
       fraction of each negative dataset's episodes.
     - Each class is subsampled to `max_per_class` transitions (deterministic in `seed`); the
       fitness weights the classes equally, so the few goal positives are not drowned out.
     """
+    if reached not in REACHED_GOAL:
+        raise ValueError(f"reached must be one of {REACHED_GOAL}, not {reached!r}")
     rng = np.random.default_rng(seed)
     tr = demos.transitions()
     if selector is not None:
@@ -90,13 +113,18 @@ def build_offline_data(
         if tag in names:
             raise ValueError(f"negative source tag {tag!r} is used twice (or is reserved)")
         names.append(tag)
-        parts.append({
+        label, rows = np.zeros(traj.n_transitions, bool), np.ones(traj.n_transitions, bool)
+        if task.kind == "goal" and reached != "negative":
+            goal = t["terminal"].astype(bool) & reached_goal(task, traj)[t["episode"]]
+            label, rows = (goal, rows) if reached == "positive" else (label, ~goal)
+        part = {
             "s": t["s"], "a": _actions(t["a"], task), "s_next": t["s_next"],
-            "label": np.zeros(traj.n_transitions, bool), "train": ~held_n[t["episode"]],
+            "label": label, "train": ~held_n[t["episode"]],
             "episode": t["episode"] + offset, "step": t["step"],
             "source": np.full(traj.n_transitions, len(names) - 1, np.int64),
             "terminal": t["terminal"].astype(bool),
-        })
+        }
+        parts.append({k: v[rows] for k, v in part.items()})
         offset += traj.n_episodes
     data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 

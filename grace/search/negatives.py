@@ -190,7 +190,8 @@ class RunInputs:
         from grace.data.dataset import build_offline_data
 
         return build_offline_data(self.task, self.demos, self.negatives, holdout=data.holdout, seed=seed,
-                                  max_per_class=data.max_per_class, selector=goal_selector(self.goal_labels))
+                                  max_per_class=data.max_per_class, selector=goal_selector(self.goal_labels),
+                                  reached=data.reached_goal)
 
 
 def read_run_inputs(archive: Archive, run_dir: Path, task: Task, demos: Trajectories,
