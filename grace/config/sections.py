@@ -62,7 +62,7 @@ class DataConfig:
     """Each class (S_e, S_n) is subsampled to at most this many transitions."""
     reached_goal: str = "negative"
     """Goal tasks: the goal transition of a negative episode that reached the goal (terminated,
-    and the task's success verifier agrees where it has one): "negative" (kept as a negative),
+    as an expert episode whose end is a goal positive): "negative" (kept as a negative),
     "drop" (left out) or "positive" (labelled a goal state). grace/data/dataset.py."""
     context_examples: int = 6
     """Expert and negative states of each class shown to proposers."""

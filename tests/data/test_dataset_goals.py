@@ -37,12 +37,14 @@ def _traj(ends: list[tuple[bool, float]], length: int = 4) -> Trajectories:
 
 
 DEMOS = _traj([(True, 0.9)] * 4)
-# a success, a failure termination (BabyAI's `done`), a truncation, another success
+# three terminations (one a failure by the env's verifier, which the search cannot see), a truncation
 RANDOM = _traj([(True, 0.5), (True, 0.0), (False, 0.0), (True, 0.7)])
 
 
-def test_reached_goal_uses_the_verifier_where_there_is_one() -> None:
-    assert reached_goal(_task(), RANDOM).tolist() == [True, False, False, True]
+def test_reached_goal_is_termination_never_the_envs_success_signal() -> None:
+    """As for the demos' goal positives: an episode that terminated reached the goal. The task's
+    success verifier (benchmarks only) is not read, so rewards or no rewards give the same."""
+    assert reached_goal(_task(), RANDOM).tolist() == [True, True, False, True]
     assert reached_goal(_task(success=False), RANDOM).tolist() == [True, True, False, True]
     no_rewards = Trajectories(RANDOM.obs, RANDOM.actions, RANDOM.lengths, RANDOM.terminated, RANDOM.truncated)
     assert reached_goal(_task(), no_rewards).tolist() == [True, True, False, True]
@@ -54,10 +56,10 @@ def _goal_rows(data, label: bool) -> int:
 
 
 @pytest.mark.parametrize(("reached", "negatives", "positives", "dropped"),
-                         [("negative", 3, 0, 0), ("drop", 1, 0, 2), ("positive", 1, 2, 0)])
+                         [("negative", 3, 0, 0), ("drop", 0, 0, 3), ("positive", 0, 3, 0)])
 def test_reached_goal_modes(reached: str, negatives: int, positives: int, dropped: int) -> None:
     data = build_offline_data(_task(), DEMOS, [("random", RANDOM)], holdout=0.0, reached=reached)
-    assert _goal_rows(data, False) == negatives  # the failure termination always stays negative
+    assert _goal_rows(data, False) == negatives
     assert _goal_rows(data, True) == positives
     assert int(np.sum(data["source"] == 1)) == RANDOM.n_transitions - dropped
     assert int(np.sum(data["label"] & (data["source"] == 0))) == 4  # the demos' goal transitions
