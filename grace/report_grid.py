@@ -30,6 +30,9 @@ _LOC = {v: k.removeprefix("LOC_").lower() for k, v in LOCS.items()}
 MISSION = ("m_verb", "m_type", "m_color", "m_loc", "m2_type", "m2_color")
 
 
+_FILLED = {"UNSEEN": "#3a3a3a", "WALL": "#646464", "GOAL": "#00ff00", "LAVA": "#ff8000"}
+"""Objects drawn as a whole cell of one colour."""
+
 def grid_fields(schema: ObsSchema) -> list[Field]:
     """The schema's categorical grid fields (the ones the report draws)."""
     return [f for f in schema.fields if f.kind == "categorical" and f.shape]
@@ -41,16 +44,10 @@ def _minigrid_cell(x: int, y: int, obj: int, col: int, state: int) -> str:
     name = _OBJ.get(obj, "?")
     m, h = 2, CELL // 2
     cx, cy = x + h, y + h
-    if name == "UNSEEN":
-        return f'<rect x="{x}" y="{y}" width="{CELL}" height="{CELL}" fill="#3a3a3a"/>'
-    if name == "WALL":
-        return f'<rect x="{x}" y="{y}" width="{CELL}" height="{CELL}" fill="#646464"/>'
+    if name in _FILLED:
+        return f'<rect x="{x}" y="{y}" width="{CELL}" height="{CELL}" fill="{_FILLED[name]}"/>'
     if name == "FLOOR":
         return f'<rect x="{x + 1}" y="{y + 1}" width="{CELL - 2}" height="{CELL - 2}" fill="{c}" opacity="0.4"/>'
-    if name == "GOAL":
-        return f'<rect x="{x}" y="{y}" width="{CELL}" height="{CELL}" fill="#00ff00"/>'
-    if name == "LAVA":
-        return f'<rect x="{x}" y="{y}" width="{CELL}" height="{CELL}" fill="#ff8000"/>'
     if name == "BALL":
         return f'<circle cx="{cx}" cy="{cy}" r="{h - m}" fill="{c}"/>'
     if name == "KEY":
