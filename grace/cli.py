@@ -35,8 +35,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from grace.program import ProgramError
     from grace.search.archive import ArchiveError
     from grace.tasks import SchemaError
+    from grace.tasks.brax_expert import ExpertError
 
-    errors: list[type[BaseException]] = [ConfigError, DemoError, ArchiveError, ProgramError, SchemaError]
+    errors: list[type[BaseException]] = [ConfigError, DemoError, ArchiveError, ProgramError, SchemaError, ExpertError]
     try:
         from grace.sandbox.errors import SandboxError, SandboxUnavailable
 
@@ -363,13 +364,16 @@ def demos_collect(task: Annotated[str, typer.Option(help="Task.")],
                   episodes: Annotated[int, typer.Option(help="Episodes.")] = 8,
                   out_file: Annotated[Path, typer.Option("--out", help="Output .npz.")] = Path("demos.npz"),
                   seed: Annotated[int, typer.Option(help="Seed.")] = 0,
-                  imitation: Annotated[bool, typer.Option(help="Write imitation's npz layout instead.")] = False) -> None:
-    """Collect expert demos with the task's scripted or trained expert."""
+                  imitation: Annotated[bool, typer.Option(help="Write imitation's npz layout instead.")] = False,
+                  train_steps: Annotated[int, typer.Option(help="Brax tasks: train the expert anew for this many env steps (0: load the saved one, or train for the task's default).")] = 0) -> None:
+    """Collect expert demos with the task's scripted or trained expert (Brax locomotion: brax PPO, trained first if needed)."""
     from grace.config import ConfigError
     from grace.data.rollout import collect_expert
-    from grace.tasks import get_task
+    from grace.tasks import brax_expert, get_task
 
     t = get_task(task)
+    if t.name in brax_expert.EXPERT_PPO and (train_steps or not brax_expert.default_params_path(t.name).is_file()):
+        _train_brax_expert(t.name, train_steps or brax_expert.EXPERT_STEPS[t.name], seed, brax_expert)
     traj = collect_expert(t, episodes, seed)
     try:
         out_file.parent.mkdir(parents=True, exist_ok=True)
@@ -378,6 +382,16 @@ def demos_collect(task: Annotated[str, typer.Option(help="Task.")],
         raise ConfigError(f"cannot write {out_file}: {exc.strerror or exc}") from None
     console.print(f"wrote {out_file}: {traj.n_episodes} episodes, {traj.n_transitions} transitions, "
               f"expert return {traj.meta['mean_return']:.2f} +- {traj.meta['std_return']:.2f}")
+
+
+def _train_brax_expert(name: str, steps: int, seed: int, bx: Any) -> None:
+    from rich.progress import Progress
+
+    with Progress(console=console) as bar:
+        job = bar.add_task(f"{name} expert: brax PPO", total=steps)
+        prov = bx.train_expert(name, steps, seed, bx.default_params_path(name), progress=lambda n, r: bar.update(
+            job, completed=n, description=f"{name} expert: brax PPO, eval return {r:.0f}"))
+    console.print(f"wrote {bx.default_params_path(name)}: eval return {prov['final_eval_return']:.1f} after {steps:,} env steps ({prov['train_seconds']:.0f} s, {prov['steps_per_second']:.0f} env steps/s)")
 
 
 @demos_app.command("show")

@@ -33,7 +33,7 @@ def test_demos_collect(tmp_path):
 def test_user_errors_exit_2_with_one_line(tmp_path):
     cases = [
         ("demos", "collect", "--task", "nope", "--out", str(tmp_path / "x.npz")),
-        ("demos", "collect", "--task", "hopper", "--out", str(tmp_path / "x.npz")),
+        ("demos", "collect", "--task", "hopper", "--train-steps", "-1", "--out", str(tmp_path / "x.npz")),
         ("demos", "show", str(tmp_path / "missing.npz")),
         ("tasks", "nope"),
         ("evolve", "--task", "cartpole", "--demos", str(DEMOS / "cartpole.npz"), "--proposer", "magic", "--out", str(tmp_path / "r")),

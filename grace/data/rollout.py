@@ -54,13 +54,16 @@ def random_policy(task: Task):
 def collect_expert(task: Task, episodes: int, seed: int = 0) -> Trajectories:
     if task.expert is None:
         raise DemoError(f"task {task.name!r} has no expert ({task.expert_doc or 'none defined'})")
-    traj = rollout(task, task.expert(), episodes, seed)
+    policy = task.expert()
+    traj = rollout(task, policy, episodes, seed)
     rets = traj.returns()
     traj.meta.update({
         "task": task.name, "expert": task.expert_doc or "scripted", "episodes": episodes, "seed": seed,
         "mean_return": float(np.mean(rets)), "std_return": float(np.std(rets)),
         "made_by": f"grace demos collect --task {task.name} --episodes {episodes} --seed {seed}",
     })
+    if getattr(policy, "provenance", None):  # a trained expert: how it was trained
+        traj.meta["expert_training"] = policy.provenance
     return traj
 
 

@@ -1,4 +1,5 @@
-"""The built-in tasks: classic control (gymnasium + gymnax), Brax and BabyAI (grace.tasks.babyai)."""
+"""The built-in tasks: classic control (gymnasium + gymnax), Brax (inverted pendulum here; locomotion in
+grace.tasks.locomotion) and BabyAI (grace.tasks.babyai)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import gymnasium as gym
 import numpy as np
 
 from grace.tasks import experts, fixed_horizon
+from grace.tasks.locomotion import brax_gym, brax_jax, locomotion_tasks
 from grace.tasks.spec import ActionSpace, Field, ObsSchema, Task
 
 REWARDS = Path(__file__).parent / "rewards"
@@ -23,18 +25,6 @@ def _gymnax(env_id: str, fixed: bool = False):
     from grace.tasks import jax_envs
 
     return jax_envs.make(env_id, fixed_horizon=fixed)
-
-
-def _brax_gym(name: str, max_steps: int):
-    from grace.tasks.brax_env import BraxGymEnv
-
-    return BraxGymEnv(name, max_steps=max_steps)
-
-
-def _brax_jax(name: str, max_steps: int):
-    from grace.tasks import jax_envs
-
-    return jax_envs.make_brax(name, max_steps=max_steps)
 
 
 CARTPOLE_SCHEMA = ObsSchema(
@@ -105,24 +95,6 @@ IP_DESC = (
     "is a continuous force on the cart in [-1, 1]. The expert keeps the pole upright for the "
     "whole 1000-step episode."
 )
-HOPPER_SCHEMA = ObsSchema(
-    (
-        Field("torso_height", unit="m", doc="height of the torso above the ground (about 1.25 when standing)"),
-        Field("torso_angle", unit="rad", doc="pitch of the torso, 0 is upright"),
-        Field("joint_angles", size=3, unit="rad", doc="thigh, leg and foot joint angles"),
-        Field("forward_velocity", unit="m/s", doc="torso velocity along x (forward is positive)"),
-        Field("vertical_velocity", unit="m/s", doc="torso velocity along z"),
-        Field("torso_angular_velocity", unit="rad/s", doc="pitch rate of the torso"),
-        Field("joint_velocities", size=3, unit="rad/s", doc="thigh, leg and foot joint velocities"),
-    )
-)
-HOPPER_DESC = (
-    "A one-legged planar robot (torso, thigh, leg, foot; Brax hopper). Three continuous joint "
-    "torques in [-1, 1]. The expert hops forward as fast as it can without falling: the episode "
-    "ends if the torso drops below 0.7 m or tilts more than 0.2 rad."
-)
-
-
 def _return_at_least(threshold: float, ret, terminated, obs) -> bool:
     return bool(ret >= threshold)
 
@@ -223,22 +195,13 @@ def builtin_tasks() -> dict[str, Task]:
         Task(
             name="inverted_pendulum", description=IP_DESC, schema=IP_SCHEMA,
             action=ActionSpace("continuous", shape=(1,), low=-1.0, high=1.0, doc="force on the cart"),
-            kind="keepalive", make_env=partial(_brax_gym, "inverted_pendulum", 1000),
-            make_jax_env=partial(_brax_jax, "inverted_pendulum", 1000), jax_backend="brax",
+            kind="keepalive", make_env=partial(brax_gym, "inverted_pendulum", 1000),
+            make_jax_env=partial(brax_jax, "inverted_pendulum", 1000), jax_backend="brax",
             max_steps=1000, expert=experts.inverted_pendulum, expert_doc="scripted PD controller",
             true_reward_doc="+1 per step until |pole angle| > 0.2",
             success=_returns_at_least(950), reference_reward=REWARDS / "inverted_pendulum.py",
         ),
-        Task(
-            name="hopper", description=HOPPER_DESC, schema=HOPPER_SCHEMA,
-            action=ActionSpace("continuous", shape=(3,), low=-1.0, high=1.0, doc="joint torques"),
-            kind="keepalive", make_env=partial(_brax_gym, "hopper", 1000),
-            make_jax_env=partial(_brax_jax, "hopper", 1000), jax_backend="brax", max_steps=1000,
-            expert=None, expert_doc="pending: needs a PPO-trained expert (GPU)",
-            true_reward_doc="forward velocity + 1 (healthy) - 0.001 |u|^2",
-            success=_returns_at_least(1000), reference_reward=REWARDS / "hopper.py",
-        ),
     ]
     from grace.tasks.babyai.levels import babyai_tasks
 
-    return {task.name: task for task in t} | babyai_tasks()
+    return {task.name: task for task in t} | locomotion_tasks() | babyai_tasks()

@@ -8,7 +8,7 @@ from grace.program import RewardProgram
 from grace.tasks import Field, ObsSchema, SchemaError, get_task, task_names
 
 BUILTIN = ["cartpole", "cartpole_fixed", "mountaincar", "mountaincar_fixed", "acrobot", "acrobot_fixed",
-           "pendulum", "inverted_pendulum", "hopper"]
+           "pendulum", "inverted_pendulum", "hopper", "walker2d", "ant", "humanoid"]
 
 
 def test_builtin_tasks_registered():
