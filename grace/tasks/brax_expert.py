@@ -97,11 +97,14 @@ def train_expert(name: str, steps: int, seed: int, out: Path,
     settings = dict(EXPERT_PPO[name], **overrides)
     env = envs.get_environment(name)
     curve: list[tuple[int, float]] = []
-    start = time.perf_counter()
+    sps: list[float] = []
+    start, cpu_start = time.perf_counter(), time.process_time()
 
     def on_eval(step: int, metrics: dict[str, Any]) -> None:
         ret = float(metrics.get("eval/episode_reward", np.nan))
         curve.append((int(step), ret))
+        if "training/sps" in metrics:
+            sps.append(float(metrics["training/sps"]))
         if progress is not None:
             progress(int(step), ret)
 
@@ -110,11 +113,13 @@ def train_expert(name: str, steps: int, seed: int, out: Path,
                              num_eval_envs=EVAL_EPISODES, deterministic_eval=True,
                              progress_fn=on_eval, **settings)
     leaves = jax.tree_util.tree_leaves((params[0], params[1]))
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     prov = {"task": name, "trainer": "brax.training.agents.ppo", "brax": brax.__version__,
             "env_steps": steps, "seed": seed, "settings": settings, "eval_curve": curve,
             "final_eval_return": curve[-1][1] if curve else None, "train_seconds": round(seconds, 1),
-            "steps_per_second": round(steps / seconds, 1)}
+            "cpu_seconds": round(cpu, 1), "steps_per_second": round(steps / seconds, 1),
+            "steps_per_cpu_second": round(steps / max(cpu, 1e-9), 1),
+            "training_sps": [round(x, 1) for x in sps]}  # brax's own: env steps/s of each training span
     out.parent.mkdir(parents=True, exist_ok=True)
     arrays = {f"p{i}": np.asarray(x) for i, x in enumerate(leaves)}
     np.savez_compressed(out, meta_json=np.array(json.dumps(prov)), **arrays)

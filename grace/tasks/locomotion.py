@@ -9,12 +9,13 @@ centre of mass's) displacement over the step divided by dt, which the observatio
 so they use the mean of the velocities observed at `s` and `s_next` instead (tests/tasks/
 test_locomotion.py bounds the difference; every other term is exact).
 
-PPO settings (`Task.ppo`, rejax field names) are brax's published ones where brax publishes PPO
-(notebooks/training.ipynb, `train_fn` for ant and humanoid), mapped so that an update sees the same
-env steps, minibatch size and epochs: num_envs = brax num_envs, num_steps = unroll_length *
-batch_size * num_minibatches / num_envs. Brax publishes SAC, not PPO, for hopper and walker2d;
-theirs take the ant row's shape with the discount of brax's own hopper / walker2d configs (0.997).
-brax's reward_scaling is not mapped (grace normalises rewards).
+PPO settings (`Task.ppo`, rejax field names) take brax's published PPO rows (notebooks/training.ipynb,
+`train_fn` for ant and humanoid: discount, learning rate, entropy cost, epochs) at a batch size that
+fits grace's PPO budgets (`BRAX_BATCH` has brax's own geometry, mapped so that an update sees the
+same env steps, minibatch size and epochs: num_envs = brax num_envs, num_steps = unroll_length *
+batch_size * num_minibatches / num_envs). Brax publishes SAC, not PPO, for hopper and walker2d;
+theirs take the ant row with the discount of brax's hopper / walker2d configs (0.997). brax's
+reward_scaling is not mapped (grace normalises rewards).
 """
 
 from __future__ import annotations
@@ -192,13 +193,22 @@ def _task(name: str, desc: str, schema: ObsSchema, act_dim: int, true_doc: str, 
 
 # brax notebooks/training.ipynb `train_fn['ant']`: num_envs 4096, batch_size 2048, num_minibatches 32,
 # unroll_length 5, num_updates_per_batch 4, discounting 0.97, learning_rate 3e-4, entropy_cost 1e-2.
-ANT_PPO = {"num_envs": 4096, "num_steps": 80, "num_minibatches": 32, "num_epochs": 4, "gamma": 0.97,
-           "learning_rate": 3e-4, "ent_coef": 1e-2}
-# brax notebooks/training.ipynb `train_fn['humanoid']`: num_envs 2048, batch_size 1024, num_minibatches
-# 32, unroll_length 10, num_updates_per_batch 8, discounting 0.97, learning_rate 3e-4, entropy_cost 1e-3.
-HUMANOID_PPO = {"num_envs": 2048, "num_steps": 160, "num_minibatches": 32, "num_epochs": 8, "gamma": 0.97,
-                "learning_rate": 3e-4, "ent_coef": 1e-3}
-# brax publishes SAC for hopper and walker2d (discounting 0.997 in both); the ant PPO row's shape.
+# In rejax's terms (same env steps per update, per minibatch, epochs): BRAX_BATCH["ant"].
+BRAX_BATCH = {
+    "ant": {"num_envs": 4096, "num_steps": 80, "num_minibatches": 32, "num_epochs": 4},
+    # train_fn['humanoid']: num_envs 2048, batch_size 1024, num_minibatches 32, unroll_length 10,
+    # num_updates_per_batch 8, discounting 0.97, learning_rate 3e-4, entropy_cost 1e-3.
+    "humanoid": {"num_envs": 2048, "num_steps": 160, "num_minibatches": 32, "num_epochs": 8},
+}
+"""brax's batch geometry: 327,680 env steps per update, made for its 50M-step budgets (a GPU). A
+task's own `ppo` keeps brax's discount, learning rate, entropy cost and epochs but updates every
+2,048 env steps (64 envs x 32 steps, 4 minibatches), so grace's 200k-step PPO runs (PPO in the loop,
+`ppo.steps`) make ~100 updates instead of none; benchmarks/locomotion.py --brax-batch uses these."""
+BRAX_BATCH["hopper"] = BRAX_BATCH["walker2d"] = BRAX_BATCH["ant"]
+_GRACE_BATCH = {"num_envs": 64, "num_steps": 32, "num_minibatches": 4}
+ANT_PPO = dict(_GRACE_BATCH, num_epochs=4, gamma=0.97, learning_rate=3e-4, ent_coef=1e-2)
+HUMANOID_PPO = dict(_GRACE_BATCH, num_epochs=8, gamma=0.97, learning_rate=3e-4, ent_coef=1e-3)
+# brax publishes SAC for hopper and walker2d (discounting 0.997 in both): the ant row with that discount.
 PLANAR_PPO = dict(ANT_PPO, gamma=0.997)
 
 
