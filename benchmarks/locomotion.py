@@ -180,6 +180,7 @@ def write_table(tasks: list[str], args: argparse.Namespace) -> None:
 
 
 def main() -> int:
+    global DEMOS
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--steps", type=int, default=1_000_000)
@@ -209,7 +210,6 @@ def main() -> int:
     if bad := [kv for kv in args.ppo if "=" not in kv]:
         print(f"--ppo takes KEY=VALUE, got {bad[0]!r}", file=sys.stderr)
         return 2
-    global DEMOS
     DEMOS = args.demos.resolve()
     args.results = args.results.resolve()
     args.cache = args.results / NAME

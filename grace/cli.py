@@ -387,6 +387,7 @@ def demos_collect(task: Annotated[str, typer.Option(help="Task.")],
 def _train_brax_expert(name: str, steps: int, seed: int, bx: Any) -> None:
     from rich.progress import Progress
 
+    bx.check_budget(name, steps)
     with Progress(console=console) as bar:
         job = bar.add_task(f"{name} expert: brax PPO", total=steps)
         prov = bx.train_expert(name, steps, seed, bx.default_params_path(name), progress=lambda n, r: bar.update(

@@ -79,21 +79,25 @@ def _template(env: Any) -> Any:
     return norm, nets.policy_network.init(jax.random.PRNGKey(0))
 
 
+def check_budget(name: str, steps: int) -> None:
+    """ExpertError unless `name` has a brax expert and `steps` is positive."""
+    if name not in EXPERT_PPO:
+        raise ExpertError(f"no brax expert for {name!r}; known: {', '.join(EXPERT_PPO)}")
+    if steps <= 0:
+        raise ExpertError(f"expert training steps must be positive, got {steps}")
+
+
 def train_expert(name: str, steps: int, seed: int, out: Path,
                  progress: Callable[[int, float], None] | None = None, **overrides: Any) -> dict[str, Any]:
     """Train brax PPO on `name`'s true reward for `steps` env steps; write the policy to `out`.
 
     `progress(env_steps, eval_return)` is called at each of brax's evaluations. Returns the
     provenance written into the file (settings, seed, steps, evaluation curve, seconds)."""
+    check_budget(name, steps)
     import brax
-    import jax
     from brax import envs
     from brax.training.agents.ppo import train as ppo
 
-    if name not in EXPERT_PPO:
-        raise ExpertError(f"no brax expert for {name!r}; known: {', '.join(EXPERT_PPO)}")
-    if steps <= 0:
-        raise ExpertError(f"expert training steps must be positive, got {steps}")
     settings = dict(EXPERT_PPO[name], **overrides)
     env = envs.get_environment(name)
     curve: list[tuple[int, float]] = []
@@ -112,7 +116,6 @@ def train_expert(name: str, steps: int, seed: int, out: Path,
                              seed=seed, num_evals=max(2, min(20, steps // 100_000)),
                              num_eval_envs=EVAL_EPISODES, deterministic_eval=True,
                              progress_fn=on_eval, **settings)
-    leaves = jax.tree_util.tree_leaves((params[0], params[1]))
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     prov = {"task": name, "trainer": "brax.training.agents.ppo", "brax": brax.__version__,
             "env_steps": steps, "seed": seed, "settings": settings, "eval_curve": curve,
@@ -120,10 +123,17 @@ def train_expert(name: str, steps: int, seed: int, out: Path,
             "cpu_seconds": round(cpu, 1), "steps_per_second": round(steps / seconds, 1),
             "steps_per_cpu_second": round(steps / max(cpu, 1e-9), 1),
             "training_sps": [round(x, 1) for x in sps]}  # brax's own: env steps/s of each training span
-    out.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {f"p{i}": np.asarray(x) for i, x in enumerate(leaves)}
-    np.savez_compressed(out, meta_json=np.array(json.dumps(prov)), **arrays)
+    save_policy(out, (params[0], params[1]), prov)
     return prov
+
+
+def save_policy(out: Path, params: Any, provenance: dict[str, Any]) -> None:
+    """Write (normalizer params, policy params) as plain arrays plus the provenance as JSON."""
+    import jax
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {f"p{i}": np.asarray(x) for i, x in enumerate(jax.tree_util.tree_leaves(params))}
+    np.savez_compressed(out, meta_json=np.array(json.dumps(provenance)), **arrays)
 
 
 class BraxPolicy:

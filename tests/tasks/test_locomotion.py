@@ -42,6 +42,23 @@ def test_missing_expert_is_one_clear_error(tmp_path):
         load_expert("hopper", tmp_path / "none.npz")
 
 
+@pytest.mark.slow  # builds and jits brax's networks: minutes on a loaded 2-core machine
+def test_saved_policy_loads_and_acts(tmp_path):
+    from brax import envs
+
+    from grace.tasks.brax_expert import BraxPolicy, _template, save_policy
+
+    path = tmp_path / "hopper.npz"
+    save_policy(path, _template(envs.get_environment("hopper")), {"task": "hopper", "env_steps": 0})
+    pi = BraxPolicy("hopper", path)
+    action = pi(np.zeros(11, np.float32), np.random.default_rng(0))
+    assert action.shape == (3,) and np.all(np.abs(action) <= 1.0)
+    assert pi.provenance["task"] == "hopper" and len(pi.provenance["sha256"]) == 16
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(ExpertError, match="cannot read expert policy"):
+        BraxPolicy("hopper", tmp_path / "bad.npz")
+
+
 def _brax_transitions(name: str, n_envs: int = 16, n_steps: int = 24):
     """Random-action transitions of brax's env: obs, actions, next obs, brax's reward, its
     forward velocity metric, and whether the step was taken from a live (not done) state."""
