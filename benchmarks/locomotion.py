@@ -157,7 +157,7 @@ def write_table(tasks: list[str], args: argparse.Namespace) -> None:
         ev, tr = _load(args.cache / task / "evolve.json"), _load(args.cache / task / "train.json")
         if not _demos(task).exists() and ev is None:
             lines.append(f"| {task} | pending GPU | pending GPU | - | - | no demos/{task}.npz: its brax-PPO expert "
-                         "needs a GPU | - | - |")
+                         "needs a GPU (locomotion_speed.md) | - | - |")
             continue
         if ev is None or tr is None:
             lines.append(f"| {task} | " + " | ".join(["not run"] * 7) + " |")
