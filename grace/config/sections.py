@@ -89,6 +89,10 @@ class FitSettings:
     on a scale-invariant objective and only make constants drift."""
     centre_budget: int = 80
     """Extra reward evaluations for moving fitted constants to the middle of their plateau."""
+    warm_start: bool = True
+    """Start each calibration solve of the PARAMS search from the previous point's solution (the
+    same optimum, fewer Newton steps; benchmarks/results/loop_speed.md). false = every solve from
+    (0, 0), the former path, kept for one release so the benchmark can run both."""
     chunk: int = 65536
     """Transitions per reward call (the dataset is scored in chunks of this size)."""
     n_worst: int = 8
