@@ -219,6 +219,11 @@ class PPOConfig:
     """PPO in the loop also trains the dense versions (`Proposer.densify`, proposed in the round's
     last generation) of the top N, those not already among the top: a reward flat away from the
     expert's states can rank them best and teach least (benchmarks/results/teach4.md). 0 = off."""
+    select_heldout: int = 2
+    """PPO in the loop also trains the best N programs by (parsimony-penalised) held-out fitness whose
+    held-out fitness beats every top candidate's, with their dense versions: with few demos the top by
+    training fitness can fit one demo's quirks (2 Pendulum demos: train 0.78, held-out 0.25, a policy
+    that spins; benchmarks/results/fewdemos2.md). 0 = off; nothing is added when no episode is held out."""
     discrete: PPOHyper = field(default_factory=discrete_defaults)
     """Hyperparameters for tasks with discrete actions."""
     continuous: PPOHyper = field(default_factory=PPOHyper)
@@ -328,8 +333,8 @@ class EvolveConfig:
             (self.fit.budget >= 1 and self.fit.subsample >= 2 and self.fit.chunk >= 1,
              "fit.budget and fit.chunk must be >= 1, fit.subsample >= 2"),
             (self.ppo.steps >= 1 and self.ppo.seeds >= 1, "ppo.steps and ppo.seeds must be >= 1"),
-            (min(self.ppo.select_top, self.ppo.select_steps, self.ppo.select_dense) >= 0,
-             "ppo.select_top, ppo.select_steps and ppo.select_dense must be >= 0"),
+            (min(self.ppo.select_top, self.ppo.select_steps, self.ppo.select_dense, self.ppo.select_heldout) >= 0,
+             "ppo.select_top, ppo.select_steps, ppo.select_dense and ppo.select_heldout must be >= 0"),
             (-1.0 <= self.ppo.select_similarity <= 1.0, "ppo.select_similarity must be in [-1, 1]"),
             (all(h.reward_transform in ("none", "symlog") for h in (self.ppo.discrete, self.ppo.continuous)),
              "ppo.*.reward_transform must be none or symlog"),
