@@ -28,10 +28,10 @@ Cached at <cache>/<level>/gail-<N>.json; --baselines-only runs GAIL without evol
 Tiny GAIL check (GoToRedBall, 1 seed, --steps 20000, --gail-demos 8,2000, --results /tmp/...,
 nice -n 10, before GAIL's budget was rounded up to whole 2,048-step rounds like grace's PPO, so
 18,432 env steps): 8 demos 52 s training (~360 env steps/s), 2,000 demos 98 s (~190/s; the 2,000
-bot episodes took ~1 min to collect, 0.33 MB), success 0.38 / 0.25 (meaningless at that budget;
-uniform-random play scores about as much), 4.4 min wall for the whole call, with the machine's 2
-cores at load ~5.7. A profile puts ~80% of GAIL's training time in minigrid's own `step`
-(`gen_obs`), not in torch: a 1M-step seed is ~1 h of one core on this machine.
+bot episodes took ~1 min to collect, 0.33 MB), success 0.38 / 0.25 (meaningless at that budget),
+4.4 min wall for the whole call, with the machine's 2 cores at load ~5.7. A profile puts ~70% of
+GAIL's training time in minigrid's own `step` (`gen_obs`), not in torch: at these rates a 1M-step
+seed takes 45-90 min on this machine.
 
 Tiny end-to-end check (one level, 1 generation, 20,000 PPO steps, 1 seed, PPO in the loop and
 the shaping stage off, written to /tmp, not to the committed results):
