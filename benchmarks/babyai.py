@@ -134,7 +134,8 @@ def train_level(level: str, evolved: dict[str, Any], args: argparse.Namespace) -
 
 def gail_level(level: str, n_demos: int, args: argparse.Namespace) -> dict[str, Any] | None:
     """GAIL on `level` with `n_demos` bot demos (8: the committed file), through the imitation venv."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    if str(ROOT / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
     from quality import run_imitation
 
     path = args.cache / level / f"gail-{n_demos}.json"
