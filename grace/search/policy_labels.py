@@ -52,6 +52,8 @@ async def candidates(traj: Trajectories, segments: list[Segment], task: Task, so
                      executor: Executor) -> list[dict[str, Any]]:
     """The prompt's states: one per segment (its middle transition's s_next) with `source`'s reward
     there and its mean over the segment (None where the program fails in the sandbox)."""
+    if not segments:
+        return []
     eps = list(traj.episodes())
     idx = [(e, t) for e, a, b in segments for t in range(a, b)]
     batch = {"s": np.stack([eps[e].obs[t] for e, t in idx]), "a": np.stack([eps[e].actions[t] for e, t in idx]),
@@ -97,24 +99,28 @@ async def label_round(archive: Archive, task: Task, cfg: EvolveConfig, rnd: int,
     this round has them (a resumed run), else from the proposer, persisted before they are used."""
     stored = archive.get_meta(meta_key(rnd))
     reused = stored is not None
-    if stored is None and traj.n_transitions == 0:
-        return traj, {"candidates": 0, "expert_like": None, "reused": False, "removed": 0}
     if stored is None:
         segments = candidate_segments(traj, cfg.active.llm_label_episodes, cfg.active.llm_label_segments)
         cands = await candidates(traj, segments, task, source, executor)
-        chosen = await proposer.label_policy(ctx, cands, cfg.seed + 7919 * rnd)
+        chosen = await proposer.label_policy(ctx, cands, cfg.seed + 7919 * rnd) if cands else []
         stored = {"segments": [list(s) for s in segments], "expert_like": chosen, "candidates": len(cands)}
         archive.set_meta(meta_key(rnd), stored)
     segments = [(int(e), int(a), int(b)) for e, a, b in stored["segments"]]
     chosen = stored["expert_like"]
-    info: dict[str, Any] = {"candidates": len(segments), "expert_like": chosen, "reused": reused, "removed": 0}
-    if chosen is None:
-        say("warning: policy labels: the proposer gave no usable labels (it does not label, or its reply "
-            "could not be parsed); every state of PPO's rollouts stays negative")
-        return traj, info
-    picked = [segments[i] for i in chosen if 0 <= i < len(segments)]
-    kept, removed = without_segments(traj, picked) if picked else (traj, 0)
-    info["removed"] = removed
-    say(f"policy labels: {len(picked)} of {len(segments)} segments of PPO's rollouts look expert-like; "
-        f"{removed} of {traj.n_transitions} transitions are not negatives")
-    return kept, info
+    info: dict[str, Any] = {"candidates": len(segments), "expert_like": chosen, "reused": reused, "removed": 0,
+                            "transitions": traj.n_transitions}
+    if chosen is not None:
+        picked = [segments[i] for i in chosen if 0 <= i < len(segments)]
+        traj, info["removed"] = without_segments(traj, picked) if picked else (traj, 0)
+    say(summary(info))
+    return traj, info
+
+
+def summary(info: dict[str, Any]) -> str:
+    """One line on a round's policy labels (progress, the report)."""
+    if info.get("expert_like") is None:
+        return ("warning: policy labels: the proposer gave no usable labels (it does not label, or its reply "
+                "could not be parsed); every state of PPO's rollouts stays negative")
+    return (f"policy labels: {len(info['expert_like'])} of {info['candidates']} segments of PPO's rollouts look "
+            f"expert-like; {info['removed']} of {info.get('transitions', '?')} transitions are not negatives"
+            + (" (labels reused)" if info.get("reused") else ""))

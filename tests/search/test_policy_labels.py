@@ -118,6 +118,9 @@ def test_the_llm_labels_remove_exactly_those_segments_and_are_persisted(tmp_path
     assert negs.n_transitions == 10 and info["policy_labels"]["removed"] == 10
     assert archive.get_meta("policy_labels_r1")["expert_like"] == [1, 2]
     assert "2 of 4 segments" in lines[0] and "10 of 20 transitions" in lines[0]
+    from grace.report import _negatives
+
+    assert _negatives(archive)["sets"][-1]["note"] == lines[0]
     calls = sqlite3.connect(tmp_path / "archive.sqlite").execute(
         "SELECT operator, reply FROM calls").fetchall()
     assert [c[0] for c in calls] == ["label_policy"] and "EXPERT: [1, 2]" in calls[0][1]
@@ -137,10 +140,10 @@ def test_labels_are_persisted_before_use_and_a_resumed_round_reuses_them(tmp_pat
                 run_round(tmp_path, archive, (proposer(server, archive), ctx()), monkeypatch)
         assert archive.get_meta("policy_labels_r1")["expert_like"] == [0] and len(server.requests) == 1
         # the resumed run: a fresh proposer on the same archive; the labels come from the archive
-        info, negs, _ = run_round(tmp_path, archive, (proposer(server, archive), ctx()), monkeypatch)
+        info, negs, lines = run_round(tmp_path, archive, (proposer(server, archive), ctx()), monkeypatch)
     finally:
         server.stop()
-    assert len(server.requests) == 1 and info["policy_labels"]["reused"] is True
+    assert len(server.requests) == 1 and info["policy_labels"]["reused"] is True and "(labels reused)" in lines[0]
     assert negs.n_transitions == 15 and min(float(x) for x in negs.obs[:, 0]) == 5.0  # episode 0 steps 0-4 gone
 
 
