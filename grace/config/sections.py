@@ -272,6 +272,16 @@ class ActiveConfig:
     """Steps of each probed action sequence (and of the demo continuation it must out-earn)."""
     probe_share: float = 0.25
     """Share of the negative transitions the probe's exploits make up (their episodes are repeated)."""
+    llm_labels: bool = False
+    """GRACE step 1 on policy data (an LLM proposer): the LLM labels short segments of PPO's rollouts
+    (a state each, with the best reward's value) as expert-like or not; the expert-like segments are
+    not negatives (search/policy_labels.py). Persisted (archive meta `policy_labels_r<round>`) and
+    reused on resume; a proposer that does not label, or a reply that cannot be parsed, keeps every
+    rollout state negative (a warning line)."""
+    llm_label_episodes: int = 8
+    """With llm_labels: PPO episodes shown to the LLM (spread over the rollouts; the others stay negative)."""
+    llm_label_segments: int = 3
+    """With llm_labels: segments each shown episode is cut into (one state each in the prompt)."""
 
 
 SECTIONS: dict[str, type] = {
@@ -331,6 +341,8 @@ class EvolveConfig:
             (0.0 <= self.data.holdout < 1.0, "data.holdout must be in [0, 1)"),
             (self.active.probe_budget >= 0 and self.active.probe_horizon >= 1 and 0.0 < self.active.probe_share < 1.0,
              "active.probe_budget must be >= 0, active.probe_horizon >= 1, active.probe_share in (0, 1)"),
+            (self.active.llm_label_episodes >= 1 and self.active.llm_label_segments >= 1,
+             "active.llm_label_episodes and active.llm_label_segments must be >= 1"),
             (self.data.max_per_class >= 1, "data.max_per_class must be >= 1"),
             (self.data.reached_goal in ("negative", "drop", "positive"),
              f"data.reached_goal must be negative, drop or positive, not {self.data.reached_goal!r}"),

@@ -389,12 +389,14 @@ class Evolution:
 
     async def active_negatives(self, rnd: int) -> None:
         """GRACE's outer loop (search/active.py): the probe's exploits of the current best reward and
-        the rollouts of PPO on it join the negatives."""
+        the rollouts of PPO on it join the negatives (less what the proposer labels expert-like,
+        `active.llm_labels`)."""
         from grace.search.active import round_negatives
 
         assert self.best is not None, "active negatives need a best program"
+        assert self.ctx is not None
         await round_negatives(self.archive, self.run_dir, self.task, self.cfg, rnd, self.best, self.data, self.demos,
-                              self.executor, getattr(self.progress, "note", None))
+                              self.executor, getattr(self.progress, "note", None), (self.proposer, self.ctx))
 
     async def ppo_select(self, rnd: int) -> None:
         """PPO in the loop (search/ppo_select.py; discriminator fitted on round 0's data, so rounds
