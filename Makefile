@@ -52,12 +52,14 @@ bench-speed: install-dev
 	$(BIN)/python benchmarks/ppo_batch.py
 
 # GAIL/AIRL baselines: the imitation library pins gymnasium 0.29, so it gets its own venv (CPU torch
-# pinned: an unpinned torch pulls multi-GB CUDA wheels).
+# pinned: an unpinned torch pulls multi-GB CUDA wheels). minigrid 3.2.0 (gymnasium >= 0.28.1) for the
+# BabyAI levels (benchmarks/babyai.py --baselines gail); it brings pygame-ce, which shares the pygame
+# module name with gymnasium's pygame (rendering only, unused). An older venv: pip install minigrid==3.2.0.
 IMITATION_VENV := benchmarks/.venv-imitation
 $(IMITATION_VENV)/.installed:
 	$(PY) -m venv $(IMITATION_VENV)
 	$(IMITATION_VENV)/bin/pip install -q --upgrade pip
-	$(IMITATION_VENV)/bin/pip install -q "torch==2.13.0" "imitation==1.0.1"
+	$(IMITATION_VENV)/bin/pip install -q "torch==2.13.0" "imitation==1.0.1" "minigrid==3.2.0"
 	touch $@
 
 bench-quality: install-dev $(IMITATION_VENV)/.installed

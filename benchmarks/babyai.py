@@ -12,10 +12,26 @@ over the final policies' episodes. Each stage caches its JSON under benchmarks/r
     python benchmarks/babyai.py --levels BabyAI-GoToRedBall-v0 --seeds 5 --steps 1000000
     python benchmarks/babyai.py --table-only
 
-GAIL: not run. benchmarks/baselines_imitation.py (the imitation venv's script) cannot drive a
-minigrid level: it builds only classic-control gymnasium ids (its ENVS table), never imports
-grace (so it has no 155-wide BabyAI observation vector) and benchmarks/.venv-imitation has no
-minigrid. The GAIL column says so instead of a number.
+GAIL (`--baselines gail`): imitation 1.0.1's GAIL with an SB3 PPO generator (grace's BabyAI PPO
+settings), run per level by benchmarks/baselines_imitation.py in benchmarks/.venv-imitation
+(`make benchmarks/.venv-imitation/.installed`, which installs minigrid there) on grace's own env
+for the level (benchmarks/imitation_babyai.py: the same 155-wide vector the demos hold, checked
+by replaying the demos before training), with the same --steps and --seeds; success = the
+level's verifier over 8 sampled episodes per seed. Once with the committed 8 demos, once per
+larger count in --gail-demos (default 2000, the paper's GAIL): those bot demos are collected as
+`grace demos collect --task <level> --episodes N --seed 0` does (the first 8 are the committed
+ones) into <runs>/<level>/demos-N.npz, not committed (~0.5 MB each; re-made in ~2 min per level).
+Cached at <cache>/<level>/gail-<N>.json; --baselines-only runs GAIL without evolving / training.
+
+    python benchmarks/babyai.py --baselines gail --baselines-only --seeds 5 --steps 1000000
+
+Tiny GAIL check (GoToRedBall, 1 seed, --steps 20000, --gail-demos 8,2000, --results /tmp/...,
+nice -n 10, before GAIL's budget was rounded up to whole 2,048-step rounds like grace's PPO, so
+18,432 env steps): 8 demos 52 s training (~360 env steps/s), 2,000 demos 98 s (~190/s; the 2,000
+bot episodes took ~1 min to collect, 0.33 MB), success 0.38 / 0.25 (meaningless at that budget),
+4.4 min wall for the whole call, with the machine's 2 cores at load ~5.7. A profile puts ~70% of
+GAIL's training time in minigrid's own `step` (`gen_obs`), not in torch: at these rates a 1M-step
+seed takes 45-90 min on this machine.
 
 Tiny end-to-end check (one level, 1 generation, 20,000 PPO steps, 1 seed, PPO in the loop and
 the shaping stage off, written to /tmp, not to the committed results):
@@ -47,9 +63,11 @@ NAME = "babyai"
 LEVELS = ["BabyAI-GoToRedBall-v0", "BabyAI-GoToLocal-v0", "BabyAI-PickupLoc-v0", "BabyAI-OpenDoor-v0",
           "BabyAI-OpenDoorColor-v0", "BabyAI-OpenTwoDoors-v0"]
 METHODS = ("grace", "true_reward")
-GAIL_NOTE = ("GAIL not run: benchmarks/baselines_imitation.py builds classic-control gymnasium envs only "
-             "(no minigrid level, no BabyAI observation vector: it never imports grace) and "
-             "benchmarks/.venv-imitation has no minigrid")
+BASELINES = ("gail",)
+GAIL_NOTE = ("imitation 1.0.1's GAIL (SB3 PPO generator with grace's BabyAI PPO settings, CPU torch) on grace's "
+             "env for the level (benchmarks/imitation_babyai.py, the demos' own 155-wide vector), same env steps "
+             "and seeds; success over 8 sampled episodes per seed; N demos = the committed 8, or N bot episodes "
+             "collected with seed 0")
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -114,6 +132,54 @@ def train_level(level: str, evolved: dict[str, Any], args: argparse.Namespace) -
     return out
 
 
+def gail_level(level: str, n_demos: int, args: argparse.Namespace) -> dict[str, Any] | None:
+    """GAIL on `level` with `n_demos` bot demos (8: the committed file), through the imitation venv."""
+    if str(ROOT / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+    from quality import run_imitation
+
+    path = args.cache / level / f"gail-{n_demos}.json"
+    cached = _load(path)
+    if cached and "success_mean" in cached and len(cached["runs"]) >= args.seeds and not args.force:
+        return cached
+    if args.force or (cached and cached.get("steps") != args.steps):  # never mix budgets across seeds
+        path.unlink(missing_ok=True)
+    demos = ROOT / "demos" / f"{level}.npz"
+    if n_demos != 8:
+        demos = args.runs / level / f"demos-{n_demos}.npz"
+        if not demos.exists():
+            from grace.data.rollout import collect_expert
+            from grace.tasks import get_task
+
+            print(f"[babyai] collect {n_demos} bot demos for {level} -> {demos}", flush=True)
+            collect_expert(get_task(level), n_demos, 0).save(demos)
+    print(f"[babyai] gail {level}, {n_demos} demos: {args.seeds} seeds x {args.steps} steps", flush=True)
+    out = run_imitation(level, "gail", path, args.steps, args.seeds, demos=demos)
+    if out is None or "success_mean" not in out:
+        print(f"[babyai] gail {level} ({n_demos} demos) gave no result; run benchmarks/baselines_imitation.py "
+              f"--task {level} --algo gail --demos {demos} --steps {args.steps} --seeds 1 --out /tmp/g.json "
+              "in the imitation venv to see why", flush=True)
+    return out
+
+
+def _gail(level: str, n_demos: int, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The cached GAIL result in the shape of a train.json method (None if not run)."""
+    g = _load(args.cache / level / f"gail-{n_demos}.json")
+    if not g or "success_mean" not in g:
+        return None
+    return {"ok": True, "success": g["success_mean"], "success_per_seed": [r["success"] for r in g["runs"]],
+            "returns": [r["true_return"] for r in g["runs"]], "env_steps": [r["env_steps"] for r in g["runs"]],
+            "train_s": [r["train_s"] for r in g["runs"]], "steps": g["steps"], "seeds": len(g["runs"])}
+
+
+def _gail_cell(m: dict[str, Any] | None, args: argparse.Namespace) -> str:
+    if m is None:
+        return "not run"
+    note = [f"{m['steps']:,} steps"] if m["steps"] != args.steps else []
+    note += [f"{m['seeds']} seeds"] if m["seeds"] != args.seeds else []
+    return _success(m) + (f" ({', '.join(note)})" if note else "")
+
+
 def _success(m: dict[str, Any] | None) -> str:
     if not m or not m.get("ok"):
         return "-" if not m else f"error: {str(m.get('error'))[:60]}"
@@ -128,29 +194,35 @@ def _ret(m: dict[str, Any] | None) -> str:
 
 def write_table(levels: list[str], args: argparse.Namespace) -> None:
     rows, codes = [], []
+    gail_heads = " | ".join(f"GAIL success ({n} demos)" for n in args.gail_demos)
     lines = [
-        "# BabyAI: PPO on grace's reward (8 bot demos) vs PPO on the true reward", "",
+        "# BabyAI: PPO on grace's reward (8 bot demos) vs PPO on the true reward vs GAIL", "",
         f"Produced by `python benchmarks/babyai.py` (offline operator with grace's defaults, {args.generations} "
         f"generations, seed {args.seed}{'; overrides ' + ', '.join(args.set) if args.set else ''}; PPO: "
         f"{args.steps:,} env steps per run, {args.seeds} seeds, both columns of a row trained in ONE compiled batch "
         "on the level's JAX twin with the task's PPO settings). Success = the level's instruction verifier over the "
         "final policies' episodes (mean ± std over seeds); return = the true return (1 - 0.9 steps / max_steps on "
-        f"success, else 0), mean over seeds. GAIL: '-' ({GAIL_NOTE}).", "",
-        "| level | success grace | success true-reward PPO | return grace | return true-reward PPO | GAIL "
+        f"success, else 0), mean over seeds. GAIL: {GAIL_NOTE}; a GAIL cell run with other steps or seeds "
+        "says so.", "",
+        f"| level | success grace | success true-reward PPO | {gail_heads} | return grace | return true-reward PPO "
         "| winner fitness (size) | evolve s | PPO batch s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|" + "---|" * (8 + len(args.gail_demos)),
     ]
     for level in levels:
         ev, tr = _load(args.cache / level / "evolve.json"), _load(args.cache / level / "train.json")
+        gail = {n: _gail(level, n, args) for n in args.gail_demos}
+        gail_cells = " | ".join(_gail_cell(g, args) for g in gail.values())
         if ev is None or tr is None:
-            lines.append(f"| {level} | " + " | ".join(["not run"] * 8) + " |")
+            lines.append(f"| {level} | not run | not run | {gail_cells} | " + " | ".join(["not run"] * 5) + " |")
+            if any(gail.values()):
+                rows.append({"level": level, "methods": None, "gail": gail})
             continue
         m, w = tr["methods"], ev["winner"]
-        rows.append({"level": level, "steps": tr["steps"], "seeds": tr["seeds"], "methods": m, "gail": None,
+        rows.append({"level": level, "steps": tr["steps"], "seeds": tr["seeds"], "methods": m, "gail": gail,
                      "winner": {k: w[k] for k in ("program_id", "fitness", "heldout", "size")},
                      "evolve_s": ev["wall_s"], "train_s": tr["wall_s"]})
-        lines.append(f"| {level} | **{_success(m.get('grace'))}** | {_success(m.get('true_reward'))} | "
-                     f"{_ret(m.get('grace'))} | {_ret(m.get('true_reward'))} | - | {w['fitness']:.3f} ({w['size']}) | "
+        lines.append(f"| {level} | **{_success(m.get('grace'))}** | {_success(m.get('true_reward'))} | {gail_cells} | "
+                     f"{_ret(m.get('grace'))} | {_ret(m.get('true_reward'))} | {w['fitness']:.3f} ({w['size']}) | "
                      f"{ev['wall_s']:.0f} | {tr['wall_s']:.0f} |")
         codes += [f"### {level}: the winner ({w['program_id']}, offline fitness {w['fitness']:.3f})", "",
                   "```python", w["source"].strip(), "```", ""]
@@ -174,6 +246,10 @@ def main() -> int:
     ap.add_argument("--table-only", action="store_true")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a config override for every evolution (as `grace evolve --set`)")
+    ap.add_argument("--baselines", default="", help=f"comma list of baselines to run too ({', '.join(BASELINES)}; "
+                    "needs benchmarks/.venv-imitation)")
+    ap.add_argument("--baselines-only", action="store_true", help="run the baselines only (no evolve / PPO batch)")
+    ap.add_argument("--gail-demos", default="8,2000", help="GAIL demo counts (8 = the committed demos)")
     ap.add_argument("--results", type=Path, default=RESULTS,
                     help="where babyai.md / babyai.json and the babyai/ cache go (default benchmarks/results)")
     args = ap.parse_args()
@@ -184,12 +260,26 @@ def main() -> int:
     if min(args.steps, args.seeds, args.generations) < 1:
         print("--steps, --seeds and --generations must be >= 1", file=sys.stderr)
         return 2
+    baselines = [b for b in args.baselines.split(",") if b]
+    if unknown := [b for b in baselines if b not in BASELINES]:
+        print(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}", file=sys.stderr)
+        return 2
+    try:
+        args.gail_demos = sorted({int(n) for n in args.gail_demos.split(",") if n})
+    except ValueError:
+        args.gail_demos = []
+    if not args.gail_demos or min(args.gail_demos) < 1:
+        print("--gail-demos must be a comma list of positive episode counts, e.g. 8,2000", file=sys.stderr)
+        return 2
     args.results = args.results.resolve()
     args.cache = args.results / NAME
     args.runs = ROOT / "runs" / NAME if args.results == RESULTS else args.results / "runs"
     if not args.table_only:
         for level in levels:
-            train_level(level, evolve_level(level, args), args)
+            if not args.baselines_only:
+                train_level(level, evolve_level(level, args), args)
+            for n_demos in args.gail_demos if "gail" in baselines else ():
+                gail_level(level, n_demos, args)
             write_table(levels, args)
     write_table(levels, args)
     prefix = f"{ROOT}/"

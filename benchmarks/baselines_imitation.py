@@ -1,4 +1,4 @@
-"""GAIL / AIRL (imitation 1.0.1) and true-reward PPO (SB3) baselines for benchmarks/quality.py.
+"""GAIL / AIRL (imitation 1.0.1) and true-reward PPO (SB3) baselines for benchmarks/quality.py and babyai.py.
 
 Runs INSIDE the separate benchmark venv `benchmarks/.venv-imitation` (imitation pins gymnasium
 0.29, which the main environment cannot use). It never imports grace: it reads the committed demo
@@ -13,12 +13,20 @@ termination test does not hold else 0; MountainCar / Acrobot 0 at the goal else 
 Writes one JSON: raw true returns per seed (mean over `--eval-episodes` deterministic episodes of
 the trained policy on the true env), success per seed, wall time, env steps. quality.py
 normalises them with its own R_expert / R_random.
+
+BabyAI levels (`--task BabyAI-GoToRedBall-v0`, ...; needs minigrid in the venv): the env is grace's
+own (benchmarks/imitation_babyai.py, which imports grace from the repository root), emitting the
+155-wide vector the committed demos hold; before training, the demos' actions are replayed from
+their reset seeds and every observation must match (else exit 2). The generator uses grace's
+BabyAI PPO settings, and evaluation samples the policy (as grace's PPO evaluation does: a
+deterministic grid policy loops forever in front of an obstacle).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -60,7 +68,15 @@ class NoTermination(gym.Wrapper):
         return obs, float(reward), False, truncated, info
 
 
+def is_babyai(task: str) -> bool:
+    return task.startswith("BabyAI-")
+
+
 def make_env(task: str) -> gym.Env:
+    if is_babyai(task):
+        from imitation_babyai import BabyAIGym
+
+        return BabyAIGym(task)
     env_id, max_steps, fixed = ENVS[task]
     env = gym.make(env_id, max_episode_steps=max_steps, disable_env_checker=True)
     return NoTermination(env, *fixed) if fixed else env
@@ -68,6 +84,10 @@ def make_env(task: str) -> gym.Env:
 
 # Success as grace's task definitions (grace/tasks/builtin.py) compute it from one episode.
 def success(task: str, ret: float, terminated: bool, obs: np.ndarray) -> bool:
+    if is_babyai(task):
+        from imitation_babyai import succeeded
+
+        return succeeded(ret, terminated, obs)
     if task.startswith("cartpole"):
         return ret >= 475
     if task.startswith("mountaincar"):
@@ -99,6 +119,10 @@ def load_demos(path: str, n_episodes: int | None):
 
 def ppo_kwargs(task: str) -> tuple[int, dict]:
     """(n_envs, SB3 PPO kwargs): rl-zoo-like settings, the same for PPO, GAIL's and AIRL's generator."""
+    if is_babyai(task):
+        from imitation_babyai import ppo_kwargs as babyai_kwargs
+
+        return babyai_kwargs()
     if task == "pendulum":
         return 4, dict(n_steps=1024, batch_size=256, gamma=0.9, gae_lambda=0.95, ent_coef=0.0,
                        learning_rate=1e-3, clip_range=0.2, n_epochs=10, use_sde=True, sde_sample_freq=4)
@@ -113,7 +137,7 @@ def evaluate(task: str, policy, episodes: int, seed: int) -> tuple[float, float]
         obs, _ = env.reset(seed=10_000 + seed * 1000 + ep)
         obs_list, ret, terminated, truncated = [obs], 0.0, False, False
         while not (terminated or truncated):
-            act, _ = policy.predict(obs, deterministic=True)
+            act, _ = policy.predict(obs, deterministic=not is_babyai(task))
             obs, r, terminated, truncated, _ = env.step(act)
             obs_list.append(obs)
             ret += float(r)
@@ -154,16 +178,35 @@ def run_one(task: str, algo: str, demos: str, steps: int, seed: int, n_demos: in
                           n_disc_updates_per_round=8 if algo == "gail" else 16, venv=venv,
                           gen_algo=learner, reward_net=reward_net,
                           custom_logger=imit_logger.configure(tmp, ["csv"]), allow_variable_horizon=True)
-            trainer.train(steps)
+            # BabyAI: whole rounds of n_envs * n_steps, rounded up as grace's PPO rounds its iterations
+            round_steps = n_envs * kw["n_steps"]
+            trainer.train(-(-steps // round_steps) * round_steps if is_babyai(task) else steps)
     train_s = time.time() - t0
     ret, succ = evaluate(task, learner, eval_episodes, seed)
     return {"seed": seed, "true_return": ret, "success": succ, "train_s": train_s,
             "env_steps": int(learner.num_timesteps)}
 
 
+def babyai_problem(task: str, demos: str, algo: str) -> str | None:
+    """Why a BabyAI run cannot start (unknown level, no minigrid, demos that do not replay), or None."""
+    try:
+        from imitation_babyai import LEVELS, replay_mismatch
+    except ImportError as exc:
+        return f"BabyAI needs minigrid in this venv (make benchmarks/.venv-imitation/.installed): {exc}"
+    if task not in LEVELS:
+        return f"unknown BabyAI level {task!r}; choose from {', '.join(LEVELS)}"
+    if algo == "ppo":
+        return None
+    try:
+        mismatch = replay_mismatch(task, demos)
+    except (OSError, ValueError) as exc:  # grace's DemoError is a ValueError
+        return f"cannot read demos {demos}: {exc}"
+    return None if mismatch is None else f"{demos} does not replay on {task}'s env: {mismatch}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--task", required=True, choices=sorted(ENVS))
+    ap.add_argument("--task", required=True, help=f"{', '.join(sorted(ENVS))} or a BabyAI level (BabyAI-*-v0)")
     ap.add_argument("--algo", required=True, choices=["gail", "airl", "ppo"])
     ap.add_argument("--demos", default="", help="demo .npz (default demos/<task>.npz)")
     ap.add_argument("--n-demos", type=int, default=0, help="first N demo episodes (0 = all)")
@@ -174,11 +217,19 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     demos = args.demos or str(Path(__file__).resolve().parent.parent / "demos" / f"{args.task}.npz")
+    if is_babyai(args.task):
+        if problem := babyai_problem(args.task, demos, args.algo):
+            print(problem, file=sys.stderr)
+            sys.exit(2)
+    elif args.task not in ENVS:
+        print(f"unknown task {args.task!r}; choose from {', '.join(sorted(ENVS))} or a BabyAI level", file=sys.stderr)
+        sys.exit(2)
     out = Path(args.out)
     res = json.loads(out.read_text()) if out.exists() else {"runs": []}
     done = {r["seed"] for r in res["runs"]}
     res.update(task=args.task, algo=args.algo, steps=args.steps, n_demos=args.n_demos or None,
-               demos=demos, imitation="1.0.1", policy="SB3 PPO MlpPolicy, deterministic eval")
+               demos=demos, imitation="1.0.1",
+               policy=f"SB3 PPO MlpPolicy, {'sampled' if is_babyai(args.task) else 'deterministic'} eval")
     for seed in range(args.seeds):
         if seed in done:
             continue

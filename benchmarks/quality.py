@@ -178,13 +178,26 @@ def baseline(task_name: str, algo: str, n_demos: int, args: argparse.Namespace) 
         return cached
     if task_name not in BASELINE_TASKS or not IMITATION_PY.exists() or args.no_baselines:
         return cached
-    cmd = [str(IMITATION_PY), str(ROOT / "benchmarks" / "baselines_imitation.py"), "--task", task_name,
-           "--algo", algo, "--steps", str(args.steps), "--seeds", str(args.seeds), "--out", str(path)]
-    if n_demos != 8:
-        cmd += ["--n-demos", str(n_demos)]
     print(f"[quality] baseline {task_name} {algo} n_demos={n_demos}", flush=True)
+    return run_imitation(task_name, algo, path, args.steps, args.seeds, n_demos if n_demos != 8 else 0)
+
+
+def run_imitation(task: str, algo: str, out: Path, steps: int, seeds: int, n_demos: int = 0,
+                  demos: Path | None = None) -> dict[str, Any] | None:
+    """Run benchmarks/baselines_imitation.py in the imitation venv (its stdout dropped; it resumes
+    per seed from `out`): the JSON it wrote at `out`, or None if the venv is missing or it wrote none.
+    `n_demos` 0 = every episode of `demos` (default demos/<task>.npz)."""
+    if not IMITATION_PY.exists():
+        print(f"[baselines] {algo} {task} skipped: {IMITATION_PY} missing "
+              "(make benchmarks/.venv-imitation/.installed)", flush=True)
+        return None
+    cmd = [str(IMITATION_PY), str(ROOT / "benchmarks" / "baselines_imitation.py"), "--task", task, "--algo", algo,
+           "--steps", str(steps), "--seeds", str(seeds), "--n-demos", str(n_demos), "--out", str(out)]
+    if demos is not None:
+        cmd += ["--demos", str(demos)]
+    out.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL)
-    return _load(path)
+    return _load(out)
 
 
 # -- table ------------------------------------------------------------------------------------

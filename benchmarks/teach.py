@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from quality import IMITATION_PY, normalise, references  # noqa: E402
+from quality import normalise, references, run_imitation  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 NAME = "teach"
@@ -157,16 +156,9 @@ def baseline(row: str, algo: str, args: argparse.Namespace) -> dict[str, Any] | 
     task, n_demos = split_row(row)
     if (cached := _load(path)) and "true_return_mean" in cached and not args.force:
         return cached
-    if not IMITATION_PY.exists():
-        print(f"[teach] {algo} skipped: {IMITATION_PY} missing", flush=True)
-        return None
     steps = args.brax_steps if task == "inverted_pendulum" else args.steps
     print(f"[teach] {algo} {row}: {args.seeds} seeds x {steps} steps", flush=True)
-    subprocess.run([str(IMITATION_PY), str(ROOT / "benchmarks" / "baselines_imitation.py"), "--task", task, "--algo",
-                    algo, "--steps", str(steps), "--seeds", str(args.seeds), "--n-demos", str(n_demos or 0),
-                    "--out", str(path)],
-                   check=False, stdout=subprocess.DEVNULL)
-    return _load(path)
+    return run_imitation(task, algo, path, steps, args.seeds, n_demos or 0)
 
 
 def _baseline_norm(row: str, algo: str, ref: dict[str, Any]) -> tuple[list[float] | None, str]:

@@ -213,7 +213,8 @@ def _show_selection(archive: Any) -> None:
             st.add_column(col)
         for c in rec["candidates"]:
             like = c["expert_likeness"]
-            rank = f"{c['offline_rank'] + 1}" + (" (dense version)" if c.get("dense") else "")
+            pick = c.get("pick", "dense" if c.get("dense") else "top")
+            rank = f"{c['offline_rank'] + 1}" + {"top": "", "dense": " (dense version)", "heldout": " (best held-out)"}[pick]
             st.add_row(c["program_id"], rank, f"{c['fitness']:.4f}",
                        "failed" if like is None else f"{like:.3f}", "yes" if c["row"] == rec["winner"] else "")
         console.print(st)

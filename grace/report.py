@@ -343,15 +343,17 @@ def _calls(archive: Archive) -> dict[str, Any]:
 
 
 def _negatives(archive: Archive) -> dict[str, Any]:
-    """Every negative set, the probe's (`extra_sets`) after its round's PPO set with what it found."""
-    from grace.search.probe import summary
+    """Every negative set, the probe's (`extra_sets`) after its round's PPO set with what it found
+    (and what the LLM labelled, `active.llm_labels`)."""
+    from grace.search import policy_labels, probe
 
     out = []
     for r in archive.negatives():
         info = r["info"]
+        notes = [probe.summary(info["probe"]) if info.get("probe") else "",
+                 policy_labels.summary(info["policy_labels"]) if info.get("policy_labels") else ""]
         out.append({"version": r["version"], "source": r["source"], "episodes": r["episodes"],
-                    "env_steps": r["env_steps"], "path": r["path"],
-                    "note": summary(info["probe"]) if info.get("probe") else ""})
+                    "env_steps": r["env_steps"], "path": r["path"], "note": "; ".join(n for n in notes if n)})
         out += [{"version": r["version"], "source": e["source"], "episodes": e.get("episodes", ""),
                  "env_steps": (info.get("probe") or {}).get("env_steps", ""), "path": e["path"], "note": ""}
                 for e in info.get("extra_sets", [])]

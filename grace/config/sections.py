@@ -89,6 +89,10 @@ class FitSettings:
     on a scale-invariant objective and only make constants drift."""
     centre_budget: int = 80
     """Extra reward evaluations for moving fitted constants to the middle of their plateau."""
+    warm_start: bool = True
+    """Start each calibration solve of the PARAMS search from the previous point's solution (the
+    same optimum, fewer Newton steps; benchmarks/results/loop_speed.md). false = every solve from
+    (0, 0), the former path, kept for one release so the benchmark can run both."""
     chunk: int = 65536
     """Transitions per reward call (the dataset is scored in chunks of this size)."""
     n_worst: int = 8
@@ -219,6 +223,11 @@ class PPOConfig:
     """PPO in the loop also trains the dense versions (`Proposer.densify`, proposed in the round's
     last generation) of the top N, those not already among the top: a reward flat away from the
     expert's states can rank them best and teach least (benchmarks/results/teach4.md). 0 = off."""
+    select_heldout: int = 2
+    """PPO in the loop also trains the best N programs by (parsimony-penalised) held-out fitness whose
+    held-out fitness beats every top candidate's, with their dense versions: with few demos the top by
+    training fitness can fit one demo's quirks (2 Pendulum demos: train 0.78, held-out 0.25, a policy
+    that spins; benchmarks/results/fewdemos2.md). 0 = off; nothing is added when no episode is held out."""
     discrete: PPOHyper = field(default_factory=discrete_defaults)
     """Hyperparameters for tasks with discrete actions."""
     continuous: PPOHyper = field(default_factory=PPOHyper)
@@ -263,6 +272,16 @@ class ActiveConfig:
     """Steps of each probed action sequence (and of the demo continuation it must out-earn)."""
     probe_share: float = 0.25
     """Share of the negative transitions the probe's exploits make up (their episodes are repeated)."""
+    llm_labels: bool = False
+    """GRACE step 1 on policy data (an LLM proposer): the LLM labels short segments of PPO's rollouts
+    (a state each, with the best reward's value) as expert-like or not; the expert-like segments are
+    not negatives (search/policy_labels.py). Persisted (archive meta `policy_labels_r<round>`) and
+    reused on resume; a proposer that does not label, or a reply that cannot be parsed, keeps every
+    rollout state negative (a warning line)."""
+    llm_label_episodes: int = 8
+    """With llm_labels: PPO episodes shown to the LLM (spread over the rollouts; the others stay negative)."""
+    llm_label_segments: int = 3
+    """With llm_labels: segments each shown episode is cut into (one state each in the prompt)."""
 
 
 SECTIONS: dict[str, type] = {
@@ -322,14 +341,16 @@ class EvolveConfig:
             (0.0 <= self.data.holdout < 1.0, "data.holdout must be in [0, 1)"),
             (self.active.probe_budget >= 0 and self.active.probe_horizon >= 1 and 0.0 < self.active.probe_share < 1.0,
              "active.probe_budget must be >= 0, active.probe_horizon >= 1, active.probe_share in (0, 1)"),
+            (self.active.llm_label_episodes >= 1 and self.active.llm_label_segments >= 1,
+             "active.llm_label_episodes and active.llm_label_segments must be >= 1"),
             (self.data.max_per_class >= 1, "data.max_per_class must be >= 1"),
             (self.data.reached_goal in ("negative", "drop", "positive"),
              f"data.reached_goal must be negative, drop or positive, not {self.data.reached_goal!r}"),
             (self.fit.budget >= 1 and self.fit.subsample >= 2 and self.fit.chunk >= 1,
              "fit.budget and fit.chunk must be >= 1, fit.subsample >= 2"),
             (self.ppo.steps >= 1 and self.ppo.seeds >= 1, "ppo.steps and ppo.seeds must be >= 1"),
-            (min(self.ppo.select_top, self.ppo.select_steps, self.ppo.select_dense) >= 0,
-             "ppo.select_top, ppo.select_steps and ppo.select_dense must be >= 0"),
+            (min(self.ppo.select_top, self.ppo.select_steps, self.ppo.select_dense, self.ppo.select_heldout) >= 0,
+             "ppo.select_top, ppo.select_steps, ppo.select_dense and ppo.select_heldout must be >= 0"),
             (-1.0 <= self.ppo.select_similarity <= 1.0, "ppo.select_similarity must be in [-1, 1]"),
             (all(h.reward_transform in ("none", "symlog") for h in (self.ppo.discrete, self.ppo.continuous)),
              "ppo.*.reward_transform must be none or symlog"),

@@ -37,7 +37,6 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy.special import expit
 from scipy.stats import rankdata
 
 RIDGE = 1e-5
@@ -62,7 +61,7 @@ def _grouped(r: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     """Distinct values of r (sorted) with the class-balanced weight of positives and negatives
     at each. Rewards often take few distinct values, which makes the Newton steps cheap."""
     w = class_weights(y)
-    order = np.argsort(r, kind="stable")
+    order = np.argsort(r)  # the order within a group of equal values does not change the sums
     rs = r[order]
     starts = np.flatnonzero(np.r_[True, rs[1:] != rs[:-1]])
     wp = np.add.reduceat(np.where(y[order], w[order], 0.0), starts)
@@ -99,38 +98,20 @@ def standardise(r: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, float, fl
     return (r - centre) / scale, centre, scale
 
 
-def _loglik(z: np.ndarray, wp: np.ndarray, wn: np.ndarray, alpha: float, beta: float) -> float:
-    t = alpha * z + beta
-    ls = np.minimum(t, 0.0) - np.log1p(np.exp(-np.abs(t)))  # log sigma(t); log(1 - sigma(t)) = ls - t
-    return float(np.dot(wp, ls) + np.dot(wn, ls - t))
+def _at(z: np.ndarray, wp: np.ndarray, wn: np.ndarray, theta: np.ndarray, ridge: float) -> tuple[float, np.ndarray]:
+    """(penalised log-likelihood, sigma(t)) at theta, from one exp and one log1p per value."""
+    t = theta[0] * z + theta[1]
+    e = np.exp(-np.abs(t))
+    ls = np.minimum(t, 0.0) - np.log1p(e)
+    p = np.where(t >= 0.0, 1.0, e) / (1.0 + e)
+    return float(np.dot(wp, ls) + np.dot(wn, ls - t)) - ridge * float(theta[0]) ** 2, p
 
 
-def calibrate(r: np.ndarray, label: np.ndarray, ridge: float = RIDGE) -> dict[str, float]:
-    """Fit the calibration sigma(alpha * z + beta), z = standardised r.
-
-    Returns {"fitness", "loglik", "alpha", "beta", "centre", "scale"} (alpha, beta act on z =
-    (r - centre) / scale). fitness is nan when one class is empty, 0 for a constant or
-    non-finite r (callers that must not hide NaN rewards check for them first, as
-    `grace.fitness.offline.evaluate` does).
-    """
-    r = np.asarray(r, np.float64)
-    y = np.asarray(label).astype(bool)
-    chance = {"fitness": 0.0, "loglik": -LN2, "alpha": 0.0, "beta": 0.0, "centre": 0.0, "scale": 1.0}
-    if not y.any() or y.all():
-        return {**chance, "fitness": float("nan"), "loglik": float("nan")}
-    if not np.all(np.isfinite(r)) or is_constant(r):
-        return chance
-    u, wp, wn = _grouped(r, y)
-    centre, scale = _robust_centre_scale(u, wp + wn)
-    z = (u - centre) / scale
-    theta = np.zeros(2)
-
-    def objective(th: np.ndarray) -> float:
-        return _loglik(z, wp, wn, th[0], th[1]) - ridge * th[0] ** 2
-
-    f = objective(theta)
+def _newton(z: np.ndarray, wp: np.ndarray, wn: np.ndarray, ridge: float, theta: np.ndarray,
+            f: float, p: np.ndarray) -> tuple[np.ndarray, float]:
+    """Maximise the (concave) penalised log-likelihood from `theta` (where it is `f`, sigma(t) `p`):
+    Newton steps with backtracking; (theta, the penalised log-likelihood there)."""
     for _ in range(100):
-        p = expit(theta[0] * z + theta[1])
         g_i = wp * (1.0 - p) - wn * p
         h_i = (wp + wn) * p * (1.0 - p)
         grad = np.array([np.dot(g_i, z) - 2 * ridge * theta[0], g_i.sum()])
@@ -143,19 +124,52 @@ def calibrate(r: np.ndarray, label: np.ndarray, ridge: float = RIDGE) -> dict[st
         lr = 1.0
         while lr > 1e-8:
             cand = theta + lr * step
-            fc = objective(cand)
+            fc, pc = _at(z, wp, wn, cand, ridge)
             if fc >= f - 1e-15:
                 break
             lr *= 0.5
         else:
             break
         done = float(np.max(np.abs(cand - theta))) < 1e-10 or fc - f < 1e-14
-        theta, f = cand, fc
+        theta, f, p = cand, fc, pc
         if done:
             break
+    return theta, f
+
+
+def calibrate(r: np.ndarray, label: np.ndarray, ridge: float = RIDGE,
+              start: tuple[float, float] | None = None) -> dict[str, float]:
+    """Fit the calibration sigma(alpha * z + beta), z = standardised r.
+
+    Returns {"fitness", "loglik", "alpha", "beta", "centre", "scale"} (alpha, beta act on z =
+    (r - centre) / scale). fitness is nan when one class is empty, 0 for a constant or
+    non-finite r (callers that must not hide NaN rewards check for them first, as
+    `grace.fitness.offline.evaluate` does). `start`: (alpha, beta) to start the Newton solve
+    from (a previous solution on a similar reward, as PARAMS fitting passes), used when it is
+    better than (0, 0); the objective is concave, so the optimum is the same either way (up to
+    the solver's 1e-10 tolerance) and only the number of iterations changes.
+    """
+    r = np.asarray(r, np.float64)
+    y = np.asarray(label).astype(bool)
+    chance = {"fitness": 0.0, "loglik": -LN2, "alpha": 0.0, "beta": 0.0, "centre": 0.0, "scale": 1.0}
+    if not y.any() or y.all():
+        return {**chance, "fitness": float("nan"), "loglik": float("nan")}
+    if not np.all(np.isfinite(r)) or is_constant(r):
+        return chance
+    u, wp, wn = _grouped(r, y)
+    centre, scale = _robust_centre_scale(u, wp + wn)
+    z = (u - centre) / scale
+    # at (0, 0) every sigma is 1/2 and the log-likelihood -ln 2 (the weights sum to 1)
+    theta, f, p = np.zeros(2), -LN2 * float(wp.sum() + wn.sum()), np.full(len(z), 0.5)
+    if start is not None and all(math.isfinite(v) for v in start) and start[0] > 0.0:
+        warm = np.array(start, np.float64)
+        fw, pw = _at(z, wp, wn, warm, ridge)
+        if fw > f:
+            theta, f, p = warm, fw, pw
+    theta, f = _newton(z, wp, wn, ridge, theta, f, p)
     if theta[0] <= 0.0:
         return {**chance, "centre": centre, "scale": scale}
-    ll = _loglik(z, wp, wn, theta[0], theta[1])
+    ll = f + ridge * float(theta[0]) ** 2  # the reported log-likelihood excludes the penalty
     fit = min(1.0, max(0.0, 1.0 + ll / LN2))
     return {"fitness": fit, "loglik": ll, "alpha": float(theta[0]), "beta": float(theta[1]),
             "centre": centre, "scale": scale}

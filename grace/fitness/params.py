@@ -73,6 +73,7 @@ def fit_params(
     limit = [budget]
     cache: dict[tuple[float, ...], float] = {}
     seen: list[tuple[float, np.ndarray]] = []
+    warm: list[tuple[float, float] | None] = [None]
 
     # Additive moves in units of each value's magnitude: a location (threshold, centre) can cross
     # zero, e.g. a threshold initialised at -0.3 can reach a goal at +0.5 (multiplicative,
@@ -101,7 +102,13 @@ def fit_params(
             if first:
                 raise
             r = np.full(len(rows), np.nan)
-        val = calibrate(r, label)["fitness"] if np.all(np.isfinite(r)) else -np.inf
+        if np.all(np.isfinite(r)):
+            cal = calibrate(r, label, start=warm[0])
+            val = cal["fitness"]
+            if cal["alpha"] > 0.0 and fit.warm_start:  # neighbouring points calibrate alike: start the next solve here
+                warm[0] = (cal["alpha"], cal["beta"])
+        else:
+            val = -np.inf
         cache[key] = val
         seen.append((val, np.array(u, np.float64)))
         return val

@@ -71,7 +71,7 @@ class Proposal:
 @runtime_checkable
 class Proposer(Protocol):
     """Every operator the loop may call. A proposer that cannot do one says so in its reply
-    (`Proposal(None, op, error=...)`, or `None` from `label_goals`), never by lacking the method.
+    (`Proposal(None, op, error=...)`, or `None` from `label_goals` / `label_policy`), never by lacking the method.
     """
 
     name: str
@@ -108,6 +108,14 @@ class Proposer(Protocol):
                           seed: int) -> list[int] | None:
         """GRACE step 1: indices of `candidates` ([{"state": {...}}]) that solve the task;
         None = this proposer does not label (the task's default positives are used)."""
+
+    async def label_policy(self, ctx: TaskContext, candidates: list[dict[str, Any]],
+                           seed: int) -> list[int] | None:
+        """GRACE step 1 on policy data (`active.llm_labels`): indices of `candidates` (states of the
+        policy PPO trained on the current best reward: [{"state": {...}, "reward": float | None,
+        "mean_reward": float | None, "episode": int, "steps": [first, last]}], each standing for its
+        segment) that look like the expert solving the task (D+; the rest are D-). None = no labels
+        (this proposer does not label, or its reply could not be used): every state stays negative."""
 
 
 class CallRecorder(Protocol):

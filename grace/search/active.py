@@ -1,5 +1,6 @@
 """GRACE's outer loop: PPO on the current best reward; its rollouts become fresh negatives (and,
-before it, the adversarial probe's exploits: grace/search/probe.py).
+before it, the adversarial probe's exploits: grace/search/probe.py; with `active.llm_labels`, less
+the segments the LLM calls expert-like: grace/search/policy_labels.py).
 
 Training runs in a jax-profile sandbox worker (spawned; RSS watchdog; reward code reaches JAX
 only through the restricted compile), never in the main process.
@@ -16,6 +17,7 @@ from grace.config import ActiveConfig, EvolveConfig
 from grace.data.trajectories import Trajectories
 from grace.fitness.discriminator import ExpertSimilarity
 from grace.fitness.ppo import run_ppo
+from grace.proposers.base import Proposer, TaskContext
 from grace.search.archive import Archive, ProgramRow
 from grace.search.executor import Executor
 from grace.search.off_expert import off_expert_segments
@@ -53,10 +55,13 @@ async def collect_active_negatives(task: Task, source: str, cfg: EvolveConfig, r
 
 
 async def round_negatives(archive: Archive, run_dir: Path, task: Task, cfg: EvolveConfig, rnd: int, best: ProgramRow,
-                          data: Transitions | None, demos: Trajectories, executor: Executor, note: Any = None) -> None:
+                          data: Transitions | None, demos: Trajectories, executor: Executor, note: Any = None,
+                          labeller: tuple[Proposer, TaskContext] | None = None) -> None:
     """The negatives of round `rnd` (version `rnd`) from the best reward so far: first the
     adversarial probe's exploits (`active.probe`, grace/search/probe.py; saved beside and listed in
-    the set's info as `extra_sets`), then PPO's rollouts. `note(line)`: progress lines."""
+    the set's info as `extra_sets`), then PPO's rollouts, without the segments the proposer of
+    `labeller` (proposer, context) calls expert-like when `active.llm_labels` is on
+    (grace/search/policy_labels.py). `note(line)`: progress lines."""
     from grace.search import probe
 
     say = note or (lambda line: None)
@@ -69,6 +74,11 @@ async def round_negatives(archive: Archive, run_dir: Path, task: Task, cfg: Evol
             extra.append({"source": f"{PARTIAL_PREFIX}r{rnd}", "path": str(path.relative_to(run_dir)),
                           "episodes": found.n_episodes, "transitions": found.n_transitions})
     traj, info = await collect_active_negatives(task, best.best_source, cfg, rnd, data)
+    if cfg.active.llm_labels and labeller is not None:
+        from grace.search.policy_labels import label_round
+
+        traj, info["policy_labels"] = await label_round(archive, task, cfg, rnd, best.best_source, traj, *labeller,
+                                                        executor, say)
     info |= {"needs_shaping": needs_shaping(best.fitness, info, cfg.active), "best_program": best.program_id,
              "probe": probe_info, "extra_sets": extra}
     say(f"active negatives: PPO on the best reward, {traj.n_episodes} episodes ({traj.n_transitions} transitions)")

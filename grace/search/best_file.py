@@ -20,8 +20,13 @@ def selection_line(archive: Archive, b: ProgramRow) -> dict[str, str]:
     if not rec or rec.get("winner") != b.id:
         return {}
     like = next((c["expert_likeness"] for c in rec["candidates"] if c["row"] == b.id), None)
-    n_dense = sum(bool(c.get("dense")) for c in rec["candidates"])
-    pool = f"the top {len(rec['candidates']) - n_dense}" + (f" and {n_dense} dense versions" if n_dense else "")
+    picks = [c.get("pick", "dense" if c.get("dense") else "top") for c in rec["candidates"]]
+    parts = [f"the top {picks.count('top')}"]
+    if picks.count("heldout"):
+        parts.append(f"{picks.count('heldout')} best by held-out fitness")
+    if picks.count("dense"):
+        parts.append(f"{picks.count('dense')} dense versions")
+    pool = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
     return {"selected by": (f"PPO in the loop: the most expert-like policy of {pool} "
                             f"(expert-likeness {like if like is None else f'{like:.3f}'}; "
                             f"{rec['steps']} steps x {rec['seeds']} seeds, {rec['seconds']:.0f} s)")}

@@ -287,7 +287,7 @@ class Evolution:
             if gen == 1 and rnd > 0 and self._wants_shaping(rnd) and self.best is not None:
                 plans = [SlotPlan(p.slot, p.island, "shaping", (self.best,)) if p.slot < cfg.islands else p
                          for p in plans]
-            if gen == cfg.generations and (dense := self._to_densify(pop)):  # for PPO in the loop
+            if gen == cfg.generations and (dense := self._to_densify(rnd, pop)):  # for PPO in the loop
                 plans = [SlotPlan(p.slot, p.island, "densify", (dense[p.slot],)) if p.slot < len(dense) else p
                          for p in plans]
         slots = sorted(p.slot for p in plans)
@@ -330,13 +330,17 @@ class Evolution:
     def _fitness_line(self, b: ProgramRow) -> str:
         return self.fitness.describe(b.fitness, b.heldout, b.metrics, b.negatives_version)
 
-    def _to_densify(self, pop: dict[int, list[ProgramRow]]) -> list[ProgramRow]:
-        """The top `ppo.select_dense` programs, whose dense versions PPO in the loop weighs."""
+    def _to_densify(self, rnd: int, pop: dict[int, list[ProgramRow]]) -> list[ProgramRow]:
+        """The top `ppo.select_dense` programs and the round's best by held-out fitness
+        (`ppo_select.heldout_extras`), whose dense versions PPO in the loop weighs."""
         from grace.search import ppo_select
 
         if not ppo_select.enabled(self.cfg, self.task):
             return []
-        return truncate([r for m in pop.values() for r in m], self.cfg.ppo.select_dense)
+        top = truncate([r for m in pop.values() for r in m], self.cfg.ppo.select_dense)
+        held = ppo_select.heldout_extras(self.archive.programs(round=rnd, status="ok"), self.cfg,
+                                         top + truncate([r for m in pop.values() for r in m], self.cfg.ppo.select_top))
+        return top + held
 
     def _wants_shaping(self, rnd: int) -> bool:
         row = next((r for r in self.archive.negatives() if r["version"] == rnd), None)
@@ -385,12 +389,14 @@ class Evolution:
 
     async def active_negatives(self, rnd: int) -> None:
         """GRACE's outer loop (search/active.py): the probe's exploits of the current best reward and
-        the rollouts of PPO on it join the negatives."""
+        the rollouts of PPO on it join the negatives (less what the proposer labels expert-like,
+        `active.llm_labels`)."""
         from grace.search.active import round_negatives
 
         assert self.best is not None, "active negatives need a best program"
+        assert self.ctx is not None
         await round_negatives(self.archive, self.run_dir, self.task, self.cfg, rnd, self.best, self.data, self.demos,
-                              self.executor, getattr(self.progress, "note", None))
+                              self.executor, getattr(self.progress, "note", None), (self.proposer, self.ctx))
 
     async def ppo_select(self, rnd: int) -> None:
         """PPO in the loop (search/ppo_select.py; discriminator fitted on round 0's data, so rounds

@@ -47,18 +47,7 @@ def off_expert_segments(traj: Trajectories, disc: ExpertSimilarity, data: Transi
     expert-like state with `keep_one`, else None (the adversarial probe, grace/search/probe.py).
     """
     threshold = expert_threshold(disc, data, quantile)
-    eps: list[Episode] = []
-    for ep in traj.episodes():
-        off = disc(ep.obs[1:]) < threshold
-        start = None
-        for t in range(ep.length + 1):
-            if t < ep.length and off[t]:
-                start = t if start is None else start
-            elif start is not None:
-                last = t == ep.length and ep.terminated
-                eps.append(Episode(ep.obs[start : t + 1], ep.actions[start:t],
-                                   None if ep.rewards is None else ep.rewards[start:t], last, not last))
-                start = None
+    eps = [run for ep in traj.episodes() for run in kept_runs(ep, disc(ep.obs[1:]) < threshold)]
     if not eps and not keep_one:
         return None, threshold
     if not eps:  # the policy looks expert everywhere: keep its single least expert-like state
@@ -67,3 +56,18 @@ def off_expert_segments(traj: Trajectories, disc: ExpertSimilarity, data: Transi
         eps = [Episode(ep.obs[t : t + 2], ep.actions[t : t + 1],
                        None if ep.rewards is None else ep.rewards[t : t + 1], False, True)]
     return Trajectories.from_episodes(eps, meta=dict(traj.meta, filtered="off-expert", threshold=threshold)), threshold
+
+
+def kept_runs(ep: Episode, keep: np.ndarray) -> list[Episode]:
+    """The runs of consecutive transitions of `ep` where `keep` (one flag per transition) holds, each
+    a (truncated) episode; a run that ends the episode keeps its termination."""
+    out, start = [], None
+    for t in range(ep.length + 1):
+        if t < ep.length and keep[t]:
+            start = t if start is None else start
+        elif start is not None:
+            last = t == ep.length and ep.terminated
+            out.append(Episode(ep.obs[start : t + 1], ep.actions[start:t],
+                               None if ep.rewards is None else ep.rewards[start:t], last, not last))
+            start = None
+    return out

@@ -6,6 +6,10 @@ trained policy visits the most expert-like states under the candidate-independen
 (`grace.fitness.discriminator.ExpertSimilarity`, fitted on the round's data): IRL mode. The true
 reward is recorded (for benchmarks and the report) and never read here. The decision is persisted
 in the archive's meta (`ppo_select_r<round>`) before it is used, so a resumed run keeps it.
+
+Beside the top: the best programs by held-out fitness that generalise better than every top one
+(`ppo.select_heldout`; few demos make training fitness reward one demo's quirks) and the dense
+versions of both (`ppo.select_dense`). Each record says which pick a candidate was.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from grace.fitness.discriminator import ExpertSimilarity
 from grace.fitness.ppo import run_ppo
 from grace.search.archive import Archive, ProgramRow
 from grace.search.executor import Executor
-from grace.search.select import truncate
+from grace.search.select import penalised, truncate
 from grace.tasks import Task
 from grace.types import PPOJob, Transitions
 
@@ -58,20 +62,40 @@ def likeness(result: Any) -> float | None:
 
 
 def dense_extras(archive: Archive, rnd: int, cfg: EvolveConfig, chosen: list[ProgramRow]) -> list[ProgramRow]:
-    """The best `ppo.select_dense` dense versions the round's last generation proposed (operator
-    "densify"; a dense version the search had already scored counts as that row) that are not
-    already `chosen`: PPO weighs them against the sharper originals."""
+    """The best dense versions the round's last generation proposed (operator "densify"; a dense
+    version the search had already scored counts as that row) that are not already `chosen`, one per
+    program densified (`ppo.select_dense` + `ppo.select_heldout`): PPO weighs them against the sharper
+    originals."""
     made = {r.program_id for r in archive.programs(round=rnd, operator="densify") if r.status in ("ok", "duplicate")}
     made -= {r.program_id for r in chosen}
     pool = [r for r in archive.programs(round=rnd, status="ok") if r.program_id in made]
-    return truncate(pool, cfg.ppo.select_dense)
+    return truncate(pool, cfg.ppo.select_dense + cfg.ppo.select_heldout)
+
+
+def heldout_extras(rows: list[ProgramRow], cfg: EvolveConfig, chosen: list[ProgramRow]) -> list[ProgramRow]:
+    """The best `ppo.select_heldout` distinct programs of `rows` by parsimony-penalised held-out
+    fitness whose held-out fitness beats every `chosen` one's (none when nothing is held out)."""
+    taken = {r.program_id for r in chosen}
+    bar = max((r.heldout for r in chosen if r.heldout is not None and math.isfinite(r.heldout)), default=-math.inf)
+    best: dict[str, tuple[float, ProgramRow]] = {}
+    for r in rows:
+        if r.status != "ok" or r.program_id in taken or r.heldout is None or not r.heldout > bar:
+            continue
+        key = penalised(r.heldout, r.size or 0, cfg.search.parsimony)
+        if r.program_id not in best or key > best[r.program_id][0]:
+            best[r.program_id] = (key, r)
+    ranked = sorted(best.values(), key=lambda kr: (-kr[0], kr[1].id))
+    return [r for _, r in ranked[: cfg.ppo.select_heldout]]
 
 
 async def candidates(archive: Archive, rnd: int, cfg: EvolveConfig, data: Transitions,
-                     executor: Executor | None = None) -> tuple[list[ProgramRow], int]:
-    """The top candidates (`top`) followed by the `dense_extras`; (rows, how many are the top)."""
+                     executor: Executor | None = None) -> tuple[list[ProgramRow], list[str]]:
+    """The top candidates (`top`), then the `heldout_extras`, then the `dense_extras`; (rows, the
+    pick of each: "top", "heldout" or "dense")."""
     rows = await top(archive, rnd, cfg, data, executor)
-    return rows + dense_extras(archive, rnd, cfg, rows), len(rows)
+    held = heldout_extras(archive.programs(round=rnd, status="ok"), cfg, rows)
+    dense = dense_extras(archive, rnd, cfg, rows + held)
+    return rows + held + dense, ["top"] * len(rows) + ["heldout"] * len(held) + ["dense"] * len(dense)
 
 
 async def top(archive: Archive, rnd: int, cfg: EvolveConfig, data: Transitions,
@@ -116,16 +140,16 @@ async def select(archive: Archive, task: Task, cfg: EvolveConfig, rnd: int, data
     after = [rnd, last[1] if last is not None and last[0] == rnd else -1]
     if (done := archive.get_meta(meta_key(rnd))) is not None and done.get("after") == after:
         return done
-    rows, n_top = await candidates(archive, rnd, cfg, data, executor)
+    rows, picks = await candidates(archive, rnd, cfg, data, executor)
     if len(rows) < 2:
         return None
     results, seconds = await train_and_score(task, cfg, [r.best_source for r in rows], data,
                                              cfg.seed + 104_729 * (rnd + 1))
     scored = []
-    for rank, (row, res) in enumerate(zip(rows, results, strict=True)):
+    for rank, (row, pick, res) in enumerate(zip(rows, picks, results, strict=True)):
         like = likeness(res)
         scored.append({"row": row.id, "program_id": row.program_id, "offline_rank": rank, "fitness": row.fitness,
-                       "dense": rank >= n_top,
+                       "heldout": row.heldout, "pick": pick, "dense": pick == "dense",
                        "expert_likeness": like, "error": res.error,
                        # recorded for benchmarks and the report; the choice never reads it
                        "true_return_mean": res.true_return_mean})

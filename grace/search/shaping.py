@@ -123,9 +123,11 @@ def provenance(shaped: Shaped | None, record: dict[str, Any] | None) -> dict[str
     if shaped is None:
         check = (record or {}).get("ppo_check")
         if record and not record.get("kept", True) and check:
+            with_, without = check.get("expert_likeness_with"), check.get("expert_likeness_without")
+            how = "less" if with_ is None or (without is not None and with_ <= without) else \
+                f"not {SHAPING_MARGIN:.0%} more"
             return {"shaping": (f"potential {record.get('potential')} learned from the demos, not kept: PPO on it was "
-                                f"less expert-like ({_num(check.get('expert_likeness_with'))} vs "
-                                f"{_num(check.get('expert_likeness_without'))} without)")}
+                                f"{how} expert-like ({_num(with_)} vs {_num(without)} without)")}
         return {}
     m, nan = shaped.metrics, float("nan")
     return {"shaping": (f"potential {(record or {}).get('potential')} learned from the demos: rank correlation with "

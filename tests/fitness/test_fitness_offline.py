@@ -118,6 +118,25 @@ def test_reversed_reward_scores_zero_not_a_flipped_win():
     assert calibrate(-r, y)["alpha"] == 0.0
 
 
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), gap=st.floats(0.0, 4.0), alpha=st.floats(1e-3, 50.0), beta=st.floats(-20.0, 20.0),
+       steps=st.booleans())
+def test_a_warm_start_finds_the_same_calibration(seed, gap, alpha, beta, steps):
+    """`calibrate(..., start=)` (PARAMS fitting passes the previous point's solution) reaches the
+    optimum the cold solve reaches, from any start: the objective is concave."""
+    rng = np.random.default_rng(seed)
+    y = rng.random(300) < 0.3
+    r = np.where(y, gap, 0.0) + rng.standard_normal(300)
+    if steps:  # step-like rewards: few distinct values
+        r = np.round(r)
+    if not y.any() or y.all():
+        return
+    cold, warm = calibrate(r, y), calibrate(r, y, start=(alpha, beta))
+    assert warm["fitness"] == pytest.approx(cold["fitness"], abs=1e-9)
+    assert warm["alpha"] == pytest.approx(cold["alpha"], rel=1e-6, abs=1e-7)
+    assert warm["beta"] == pytest.approx(cold["beta"], rel=1e-6, abs=1e-7)
+
+
 def test_constant_and_nan_rewards():
     y = np.r_[np.ones(5), np.zeros(20)].astype(bool)
     assert fitness(np.full(len(y), 3.7), y) == 0.0

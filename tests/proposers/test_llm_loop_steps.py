@@ -106,3 +106,35 @@ def test_shaping_runs_after_a_poor_ppo_round(tmp_path: Path, monkeypatch: pytest
     assert shaped and shaped[0].round == 1
     negs = archive.negatives()
     assert [n["version"] for n in negs] == [0, 1] and negs[1]["info"]["needs_shaping"] is True
+
+
+@pytest.mark.slow
+def test_the_loop_asks_the_llm_to_label_the_policy_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import grace.api
+    import grace.search.active as active
+    from grace.data.rollout import random_negatives
+
+    async def fake_ppo(task, source, cfg, rnd, data=None):  # PPO is tested elsewhere (and takes minutes)
+        return random_negatives(task, 3, rnd), {"env_steps": 0}
+
+    monkeypatch.setattr(active, "collect_active_negatives", fake_ppo)
+    asked: list[str] = []
+
+    def handler(body: dict[str, Any]) -> Reply:
+        text = body["messages"][-1]["content"]
+        if "EXPERT:" in text:
+            asked.append(text)
+            return ok("EXPERT: [0, 1]")
+        return ok(fenced(CP))
+
+    server = FakeOpenAI(handler=handler).start()
+    try:
+        grace.api.evolve(_cfg(tmp_path / "r", "cartpole_fixed", server.url, search={"generations": 1, "rounds": 2},
+                              active={"probe": False, "llm_labels": True}), progress=False)
+    finally:
+        server.stop()
+    assert len(asked) == 1 and "0: episode 0, steps 0-" in asked[0]
+    archive = Archive(tmp_path / "r" / "archive.sqlite", create=False)
+    assert archive.get_meta("policy_labels_r1")["expert_like"] == [0, 1]
+    info = archive.negatives()[-1]["info"]["policy_labels"]
+    assert info["removed"] > 0 and not info["reused"]

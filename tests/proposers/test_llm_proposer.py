@@ -13,7 +13,7 @@ from grace.config import ConfigError, LLMConfig
 from grace.program import RewardProgram
 from grace.proposers.base import BudgetExhausted, Feedback, TaskContext
 from grace.proposers.llm.cache import ReplayMissing, ReplayOnly, ReplyCache, request_key
-from grace.proposers.llm.chat import parse_goal_indices
+from grace.proposers.llm.labels import parse_goal_indices
 from grace.proposers.llm.openai_api import LLMProposer
 from grace.proposers.llm.prompts import TEMPLATES, PromptLibrary, builtin_prompts_dir
 from grace.search.archive import Archive, open_reply_source
@@ -76,7 +76,9 @@ def test_templates_render_with_strict_undefined(tmp_path: Path) -> None:
     p = feedback_vars(parent("boom"))
     extra = {"mutate": {"parent": p}, "crossover": {"a": p, "b": p}, "simplify": {"parent": p}, "densify": {"parent": p},
              "shaping": {"parent": p, "trajectories": [{"states": [{"pole_angle": 0.1}], "rewards": [0.5]}]},
-             "label_goals": {"candidates": [{"state": {"pole_angle": 0.0}}]}}
+             "label_goals": {"candidates": [{"state": {"pole_angle": 0.0}}]},
+             "label_policy": {"candidates": [{"state": {"pole_angle": 0.0}, "episode": 0, "steps": [0, 4],
+                                              "reward": 0.5, "mean_reward": None}]}}
     for name in TEMPLATES:
         text = lib.render(name, **base, **extra.get(name, {}))
         assert "{{" not in text and len(text) > 100

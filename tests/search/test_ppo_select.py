@@ -11,7 +11,7 @@ import pytest
 import grace
 from grace.config import EvolveConfig
 from grace.program import RewardProgram
-from grace.search.archive import Archive
+from grace.search.archive import Archive, ProgramRow
 from grace.search.ppo_select import enabled
 from grace.tasks import get_task
 from tests.conftest import DEMOS, run_cli
@@ -39,10 +39,14 @@ def test_the_winner_is_chosen_by_ppo_persisted_and_kept_on_resume(tmp_path) -> N
     top = archive.top(3)
     archive.close()
     assert rec is not None and rec["steps"] == 4096 and rec["seconds"] > 0
-    top_rows = [c for c in rec["candidates"] if not c["dense"]]
+    picks = [c["pick"] for c in rec["candidates"]]
+    assert picks == sorted(picks, key=["top", "heldout", "dense"].index)  # top, held-out picks, dense versions
+    top_rows = [c for c in rec["candidates"] if c["pick"] == "top"]
     assert [c["row"] for c in top_rows] == [r.id for r in top]  # the top 3 distinct, in offline order
-    dense = [c for c in rec["candidates"] if c["dense"]]  # then up to ppo.select_dense dense versions
-    assert 1 <= len(dense) <= 2 and rec["candidates"][-len(dense):] == dense
+    held = [c for c in rec["candidates"] if c["pick"] == "heldout"]  # generalise better than every top one
+    assert all(h["heldout"] > max(t["heldout"] for t in top_rows) for h in held)
+    dense = [c for c in rec["candidates"] if c["dense"]]  # then the dense versions
+    assert 1 <= len(dense) <= 2 + len(held) and rec["candidates"][-len(dense):] == dense
     assert not {c["program_id"] for c in dense} & {r.program_id for r in top}
     liked = [c for c in rec["candidates"] if c["expert_likeness"] is not None]
     assert liked and rec["winner"] == max(liked, key=lambda c: (c["expert_likeness"], -c["offline_rank"]))["row"]
@@ -115,10 +119,37 @@ def test_dense_extras_follow_the_top_and_count_an_already_scored_dense_version(t
     add("flat", 2, 0, "densify", "duplicate", 0.3)
     fresh = add("slope", 2, 1, "densify", "ok", 0.5)
     add("top1", 2, 2, "densify", "duplicate", 0.8)  # densifying gave a program already in the top
-    cfg = EvolveConfig().override({"ppo.select_top": 3, "ppo.select_dense": 2})
+    cfg = EvolveConfig().override({"ppo.select_top": 3, "ppo.select_dense": 2, "ppo.select_heldout": 0})
     top = truncate(archive.programs(round=0, status="ok"), 3)
     assert [r.program_id for r in top] == ["top0", "top1", "top2"]
     assert [r.id for r in dense_extras(archive, 0, cfg, top)] == [fresh, early]
     assert [r.id for r in dense_extras(archive, 0, cfg.override({"ppo.select_dense": 1}), top)] == [fresh]
     assert dense_extras(archive, 0, cfg.override({"ppo.select_dense": 0}), top) == []
+    # the held-out picks were densified too: one dense version more per pick
+    assert len(dense_extras(archive, 0, cfg.override({"ppo.select_dense": 1, "ppo.select_heldout": 1}), top)) == 2
     archive.close()
+
+
+def test_heldout_extras_are_better_generalisers_than_every_top_candidate() -> None:
+    """`ppo.select_heldout`: programs whose held-out fitness beats every chosen one's, best first by
+    parsimony-penalised held-out fitness, one row per program; none when nothing is held out."""
+    from grace.search.ppo_select import heldout_extras
+
+    def row(i: int, pid: str, fitness: float, heldout: float | None, size: int = 50) -> ProgramRow:
+        return ProgramRow(id=i, program_id=pid, round=0, generation=0, slot=i, island=0, operator="mutate",
+                          parents=[], proposer="offline", source="", fitted_source=None, status="ok",
+                          fitness=fitness, heldout=heldout, score=fitness, size=size, metrics={}, worst=[],
+                          error_kind=None, error=None, debug_output=None, negatives_version=0, meta={},
+                          created=0.0, eval_seconds=None)
+
+    top = [row(1, "a", 0.78, 0.25), row(2, "b", 0.77, 0.41)]
+    rows = top + [row(3, "c", 0.45, 0.976), row(4, "d", 0.63, 0.970), row(5, "d", 0.60, 0.965),
+                  row(6, "e", 0.52, 0.986, size=400), row(7, "f", 0.70, 0.30), row(8, "g", 0.70, None)]
+    cfg = EvolveConfig()
+    picked = heldout_extras(rows, cfg, top)
+    # e has the best held-out fitness but 350 more AST nodes (parsimony 0.0005 each): c, then d
+    assert [r.program_id for r in picked] == ["c", "d"] and picked[1].id == 4
+    assert [r.program_id for r in heldout_extras(rows, cfg.override({"ppo.select_heldout": 3}), top)] == ["c", "d", "e"]
+    assert heldout_extras(rows, cfg.override({"ppo.select_heldout": 0}), top) == []
+    assert heldout_extras(rows, cfg, top + [row(9, "h", 0.8, 0.99)]) == []  # a top one generalises best
+    assert heldout_extras([row(1, "a", 0.7, None), row(2, "b", 0.6, None)], cfg, []) == []

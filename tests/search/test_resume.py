@@ -104,6 +104,9 @@ class _Proposer:
     async def label_goals(self, ctx, candidates, seed):
         return None
 
+    async def label_policy(self, ctx, candidates, seed):
+        return None
+
 
 class _Fitness:
     """Scores every program 0.5 after a delay chosen per source and call: controls completion order."""

@@ -71,3 +71,16 @@ def test_the_potential_is_kept_only_when_ppo_says_it_teaches(tmp_path, monkeypat
     else:
         assert "not kept: PPO on it was less expert-like (0.100 vs 0.500 without)" in program.provenance["shaping"]
         assert program.program_id == RewardProgram(res.best.best_source).program_id
+
+
+def test_a_potential_within_the_margin_is_not_called_less_expert_like() -> None:
+    """The provenance says why a potential was dropped: worse, or better by less than the margin."""
+    from grace.search.shaping import provenance
+
+    def line(with_: float, without: float) -> str:
+        record = {"kept": False, "potential": "|x - c|",
+                  "ppo_check": {"expert_likeness_with": with_, "expert_likeness_without": without}}
+        return provenance(None, record)["shaping"]
+
+    assert "PPO on it was less expert-like (0.100 vs 0.500 without)" in line(0.1, 0.5)
+    assert "PPO on it was not 2% more expert-like (0.994 vs 0.993 without)" in line(0.994, 0.993)

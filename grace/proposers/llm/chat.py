@@ -15,7 +15,6 @@ Subclasses only implement `_request` (one request -> list of reply texts):
 from __future__ import annotations
 
 import asyncio
-import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,14 +26,12 @@ from grace.proposers.base import CallRecorder, Feedback, Proposal, TaskContext
 from grace.proposers.llm.accounting import CallLedger
 from grace.proposers.llm.cache import ReplyCache, cache_paths, make_cache, request_key
 from grace.proposers.llm.context import ContextBudget, ContextError, Messages
+from grace.proposers.llm.labels import PREVIOUS, REPAIR_GOALS, REPAIR_POLICY, parse_indices, repair
 from grace.proposers.llm.prompts import PromptLibrary, build_messages
 
 REPAIR = ("Your reply could not be used: {error}\n\nReply with the corrected, complete program (a module "
           "with `def reward(s, a, s_next, p)`) in one ```python block.")
-REPAIR_GOALS = "End your reply with one line `GOALS: [i, j, ...]` listing the numbers of the states that solve the task."
 _SEED_MOD = 2**31 - 1
-_PREVIOUS = (8000, 3000, 1200, 400)
-"""Characters of the previous reply a repair request resends, per shrink level."""
 class LLMConfigError(ConfigError):
     """The server refused us for a reason retrying cannot fix (bad key, unknown model, context)."""
 
@@ -68,18 +65,6 @@ def garbage_kind(error: str) -> str:
     if "must take exactly 4 arguments" in error or "no `def reward" in error:
         return "signature"
     return "invalid"
-
-
-def parse_goal_indices(text: str, n: int) -> list[int] | None:
-    """Indices in [0, n) from a label_goals reply (`GOALS: [..]`, else the last [..] list); None if none."""
-    text = strip_reasoning(text)
-    found = re.findall(r"GOALS\s*[:=]\s*\[([^\]]*)\]", text, flags=re.I)
-    if not found:
-        found = re.findall(r"\[([\d\s,]*)\]", text)
-    if not found:
-        return None
-    nums = [int(x) for x in re.findall(r"-?\d+", found[-1])]
-    return sorted({i for i in nums if 0 <= i < n})
 
 
 class ChatProposer:
@@ -332,7 +317,7 @@ class ChatProposer:
         previous = strip_reasoning(samples[0].text)
 
         def repair(level: int) -> Messages:
-            return [*messages, {"role": "assistant", "content": previous[:_PREVIOUS[level]]},
+            return [*messages, {"role": "assistant", "content": previous[:PREVIOUS[level]]},
                     {"role": "user", "content": REPAIR.format(error=errors[0])}]
 
         try:
@@ -411,24 +396,32 @@ class ChatProposer:
 
     async def label_goals(self, ctx: TaskContext, candidates: list[dict[str, Any]], seed: int) -> list[int]:
         """GRACE step 1: indices of `candidates` ([{"state": {...}}]) the LLM says solve the task."""
-        build = self._builder("label_goals", ctx, candidates=candidates)
+        found = await self._label(ctx, "label_goals", candidates, seed, ("GOALS", REPAIR_GOALS, "goals"))
+        return [] if found is None else found
+
+    async def label_policy(self, ctx: TaskContext, candidates: list[dict[str, Any]], seed: int) -> list[int] | None:
+        """GRACE step 1 on policy data: indices of `candidates` (a trained policy's states with the
+        best reward's value there) the LLM says look like the expert solving the task; None when
+        no reply could be parsed (after one repair request)."""
+        return await self._label(ctx, "label_policy", candidates, seed, ("EXPERT", REPAIR_POLICY, "policy_labels"))
+
+    async def _label(self, ctx: TaskContext, operator: str, candidates: list[dict[str, Any]], seed: int,
+                     how: tuple[str, str, str]) -> list[int] | None:
+        """Ask `operator`'s template about the numbered `candidates`; the reply's `TAG: [...]` indices,
+        one repair request when it has none, else None. `how`: (tag, repair request, stats prefix)."""
+        tag, ask, stat = how
         try:
-            messages, replies = await self.ask(ctx, "label_goals", build, 1, seed, program=False)
-            found = parse_goal_indices(replies[0].text, len(candidates))
+            messages, replies = await self.ask(ctx, operator, self._builder(operator, ctx, candidates=candidates),
+                                               1, seed, program=False)
+            found = parse_indices(replies[0].text, len(candidates), tag)
             if found is None:
-                self.stats["goals_unparsed"] += 1
-                previous = strip_reasoning(replies[0].text)
-
-                def repair(level: int) -> Messages:
-                    return [*messages, {"role": "assistant", "content": previous[:_PREVIOUS[level]]},
-                            {"role": "user", "content": REPAIR_GOALS}]
-
-                reply = (await self.ask(ctx, "label_goals:repair", repair, 1, seed, program=False))[1][0]
-                found = parse_goal_indices(reply.text, len(candidates))
+                self.stats[f"{stat}_unparsed"] += 1
+                again = repair(messages, replies[0].text, ask)
+                reply = (await self.ask(ctx, f"{operator}:repair", again, 1, seed, program=False))[1][0]
+                found = parse_indices(reply.text, len(candidates), tag)
         except TransportError:
             self.stats["request_failed"] += 1
             found = None
         if found is None:
-            self.stats["goals_failed"] += 1
-            return []
+            self.stats[f"{stat}_failed"] += 1
         return found

@@ -17,7 +17,7 @@ import jinja2
 import grace
 from grace.config import ConfigError
 
-TEMPLATES = ("system", "init", "mutate", "crossover", "simplify", "densify", "shaping", "label_goals")
+TEMPLATES = ("system", "init", "mutate", "crossover", "simplify", "densify", "shaping", "label_goals", "label_policy")
 
 EXAMPLE_PROGRAM = '''"""Reacher: bring the fingertip to the target, without flailing."""
 

@@ -370,6 +370,11 @@ class OfflineProposer:
         """The offline operator does not label goals: the task's default positives apply."""
         return None
 
+    async def label_policy(self, ctx: TaskContext, candidates: list[dict[str, Any]],
+                           seed: int) -> list[int] | None:
+        """The offline operator does not label policy data: every rollout state stays negative."""
+        return None
+
 def dense_term(t: Term) -> Term:
     """`t` with a slope wherever it was flat: the gate dropped, a bump rewarding closeness to its
     centre `-w|v - c|`, a threshold the linear term that rises the same way (`w*v` for above,
