@@ -387,7 +387,6 @@ def demos_collect(task: Annotated[str, typer.Option(help="Task.")],
 
 def _train_brax_expert(name: str, steps: int, seed: int, bx: Any) -> None:
     from rich.progress import Progress
-
     bx.check_budget(name, steps)
     with Progress(console=console) as bar:
         job = bar.add_task(f"{name} expert: brax PPO", total=steps)
