@@ -14,17 +14,28 @@ from grace.tasks.locomotion import HUMANOID_LINKS, humanoid_com_forward_velocity
 LOCOMOTION = ["hopper", "walker2d", "ant", "humanoid"]
 
 
+BRAX_SIZES = {"hopper": (11, 3), "walker2d": (17, 6), "ant": (27, 8), "humanoid": (244, 17)}
+"""(observation_size, action_size) of brax 0.14's envs, as test_schema_and_action_match_brax_env
+measures them."""
+
+
+@pytest.mark.parametrize("name", LOCOMOTION)
+def test_task_is_complete(name):
+    task = get_task(name)
+    assert (task.obs_dim, task.action.dim) == BRAX_SIZES[name]
+    RewardProgram.from_file(task.reference_reward).validate(task.schema)
+    assert task.ppo["num_envs"] * task.ppo["num_steps"] % task.ppo["num_minibatches"] == 0
+    assert name in EXPERT_PPO
+
+
+@pytest.mark.slow  # builds brax's system: ~5 s alone, minutes on a loaded machine
 @pytest.mark.parametrize("name", LOCOMOTION)
 def test_schema_and_action_match_brax_env(name):
     from brax import envs
 
     env = envs.get_environment(name)
     task = get_task(name)
-    assert task.obs_dim == env.observation_size
-    assert task.action.dim == env.action_size
-    RewardProgram.from_file(task.reference_reward).validate(task.schema)
-    assert task.ppo and task.ppo["num_envs"] * task.ppo["num_steps"] % task.ppo["num_minibatches"] == 0
-    assert name in EXPERT_PPO
+    assert (env.observation_size, env.action_size) == BRAX_SIZES[name] == (task.obs_dim, task.action.dim)
 
 
 def test_humanoid_com_velocity_sums_the_links_linear_x():
