@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 import grace
 from grace.config import EvolveConfig
 
@@ -62,9 +64,11 @@ def agreement(a: dict, b: dict) -> str:
     if not common:
         return "no program fitted by both runs"
     same = sum(a["fitted"][k][0] == b["fitted"][k][0] for k in common)
-    dfit = max(abs((a["fitted"][k][1] or 0.0) - (b["fitted"][k][1] or 0.0)) for k in common)
+    fa = np.array([a["fitted"][k][1] or 0.0 for k in common])
+    fb = np.array([b["fitted"][k][1] or 0.0 for k in common])
     return (f"{len(common)} programs fitted by both runs: identical PARAMS for {same}, largest fitness "
-            f"difference {dfit:.1e}")
+            f"difference {np.max(np.abs(fa - fb)):.1e}, mean fitness {fa.mean():.4f} vs {fb.mean():.4f}, "
+            f"higher in {int((fa > fb).sum())} vs {int((fb > fa).sum())} programs")
 
 
 def main() -> None:
