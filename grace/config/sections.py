@@ -81,14 +81,21 @@ class FitSettings:
     params: bool = True
     """Fit every candidate's PARAMS numerically (a loop stage, whoever proposed it)."""
     budget: int = 120
-    """Reward evaluations of the PARAMS search (coordinate scan + Nelder-Mead)."""
+    """Reward evaluations (PARAMS settings scored) of the PARAMS search."""
     subsample: int = 4000
-    """Train rows (class-stratified) the PARAMS search scores on."""
+    """Train rows (class-stratified) the sequential PARAMS search scores on (`batched = false`)."""
     improve_tol: float = 1e-4
     """Fitted PARAMS must beat the initial ones by more than this: smaller "gains" are float noise
     on a scale-invariant objective and only make constants drift."""
     centre_budget: int = 80
     """Extra reward evaluations for moving fitted constants to the middle of their plateau."""
+    batched: bool = True
+    """Score many PARAMS settings per reward call (a pattern search on `batch_rows` rows, the K
+    settings broadcast as (K, 1) arrays and calibrated together: grace/fitness/params_batched.py).
+    false = the sequential path (coordinate scan + Nelder-Mead on `subsample` rows, one setting
+    per call), kept for one release so benchmarks/loop_speed.py can run both side by side."""
+    batch_rows: int = 1000
+    """Train rows (class-stratified) the batched PARAMS search scores on."""
     warm_start: bool = True
     """Start each calibration solve of the PARAMS search from the previous point's solution (the
     same optimum, fewer Newton steps; benchmarks/results/loop_speed.md). false = every solve from
@@ -346,8 +353,8 @@ class EvolveConfig:
             (self.data.max_per_class >= 1, "data.max_per_class must be >= 1"),
             (self.data.reached_goal in ("negative", "drop", "positive"),
              f"data.reached_goal must be negative, drop or positive, not {self.data.reached_goal!r}"),
-            (self.fit.budget >= 1 and self.fit.subsample >= 2 and self.fit.chunk >= 1,
-             "fit.budget and fit.chunk must be >= 1, fit.subsample >= 2"),
+            (self.fit.budget >= 1 and min(self.fit.subsample, self.fit.batch_rows) >= 2 and self.fit.chunk >= 1,
+             "fit.budget and fit.chunk must be >= 1, fit.subsample and fit.batch_rows >= 2"),
             (self.ppo.steps >= 1 and self.ppo.seeds >= 1, "ppo.steps and ppo.seeds must be >= 1"),
             (min(self.ppo.select_top, self.ppo.select_steps, self.ppo.select_dense, self.ppo.select_heldout) >= 0,
              "ppo.select_top, ppo.select_steps, ppo.select_dense and ppo.select_heldout must be >= 0"),

@@ -41,6 +41,30 @@ def _round_params(params: dict[str, float]) -> dict[str, float]:
     return {k: round_param(v) for k, v in params.items()}
 
 
+class ParamSpace:
+    """PARAMS as a search space. A point u moves each value v additively as v + u * |v| (u * 1
+    for a value near zero), so a location (threshold, centre) can cross zero, e.g. a threshold
+    initialised at -0.3 can reach a goal at +0.5 (multiplicative, sign-preserving moves never
+    could), and a weight may flip sign when that separates better. Cost weights (`cost_...`) are
+    the exception: they stay >= 0 (the contract's rule). Values are rounded as the file stores
+    them (`round_param`)."""
+
+    def __init__(self, params: dict[str, float]) -> None:
+        self.names = list(params)
+        self.v0 = np.array([params[k] for k in self.names], np.float64)
+        self.unit = np.where(np.abs(self.v0) > 1e-3, np.abs(self.v0), 1.0)
+        self.costs = np.array([k.startswith(COST_PREFIX) for k in self.names], bool)
+
+    def values(self, u: np.ndarray) -> np.ndarray:
+        """The rounded values at u (d,) or at each row of u (K, d)."""
+        vals = self.v0 + self.unit * np.clip(u, -50, 50)
+        vals = np.where(self.costs, np.maximum(vals, 0.0), vals)
+        return np.vectorize(round_param, otypes=[np.float64])(vals) if vals.size else vals
+
+    def decode(self, u: np.ndarray) -> dict[str, float]:
+        return dict(zip(self.names, self.values(u).tolist(), strict=True))
+
+
 def fit_params(
     compiled: CompiledReward,
     data: dict[str, np.ndarray],
@@ -61,10 +85,14 @@ def fit_params(
     from scipy.optimize import minimize
 
     fit = fit or FitSettings()
+    if fit.batched:
+        from grace.fitness.params_batched import fit_params_batched
+
+        return fit_params_batched(compiled, data, params, seed, fit)
     budget, tol = fit.budget, fit.improve_tol
 
-    names = list(params)
-    v0 = np.array([params[k] for k in names], np.float64)
+    space = ParamSpace(params)
+    names, decode = space.names, space.decode
     rng = np.random.default_rng(seed)
     rows = _fit_subsample(data, rng, fit.subsample)
     label = data["label"][rows].astype(bool)
@@ -74,18 +102,6 @@ def fit_params(
     cache: dict[tuple[float, ...], float] = {}
     seen: list[tuple[float, np.ndarray]] = []
     warm: list[tuple[float, float] | None] = [None]
-
-    # Additive moves in units of each value's magnitude: a location (threshold, centre) can cross
-    # zero, e.g. a threshold initialised at -0.3 can reach a goal at +0.5 (multiplicative,
-    # sign-preserving moves never could). A weight may flip sign when that separates better.
-    # Cost weights (`cost_...`) are the exception: they stay >= 0 (the contract's rule).
-    unit = np.where(np.abs(v0) > 1e-3, np.abs(v0), 1.0)
-    costs = np.array([k.startswith(COST_PREFIX) for k in names], bool)
-
-    def decode(u: np.ndarray) -> dict[str, float]:
-        vals = v0 + unit * np.clip(u, -50, 50)
-        vals = np.where(costs, np.maximum(vals, 0.0), vals)
-        return _round_params(dict(zip(names, vals.tolist(), strict=True)))
 
     def score(u: np.ndarray, first: bool = False) -> float:
         nonlocal count

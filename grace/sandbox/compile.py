@@ -246,6 +246,29 @@ class CompiledReward:
             batch = int(np.shape(s_next_raw)[0])
             return check_result(total, comps, batch)
 
+    def call_many(self, s_raw: Any, a: Any, s_next_raw: Any, params: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The totals of K PARAMS settings in one call (numpy): each value of `params` is a (K,)
+        array, passed to the program as a (K, 1) array, so elementwise reward code broadcasts it
+        against (B,) fields and returns (K, B) float64 (unchecked for finiteness: the caller
+        scores non-finite rows as worst). Raises SandboxError when the total does not broadcast
+        to (K, B). Code that reduces over the batch or branches on a parameter may broadcast
+        to a wrong answer without an error: the caller compares with one-by-one calls."""
+        k = len(next(iter(params.values())))
+        # the data's float dtype: a one-by-one call's Python-float PARAMS compute in it (NEP 50)
+        kind = np.asarray(s_next_raw).dtype
+        dtype = kind if kind.kind == "f" else np.dtype(np.float64)
+        batched = {name: np.asarray(v, np.float64).astype(dtype).reshape(k, 1) for name, v in params.items()}
+        with np.errstate(all="ignore"):
+            total, _ = self.raw_call(s_raw, a, s_next_raw, batched)  # type: ignore[arg-type]
+            out = np.asarray(total)
+        if out.dtype.kind not in "biuf":
+            raise SandboxError("bad_return", f"the total reward must be numeric, got dtype {out.dtype}")
+        shape = (k, int(np.shape(s_next_raw)[0]))
+        try:
+            return np.broadcast_to(out.astype(np.float64, copy=False), shape)
+        except ValueError:
+            raise SandboxError("bad_return", f"the total has shape {out.shape}, not {shape}") from None
+
     def potential(self, s_raw: Any, params: Mapping[str, float] | None = None) -> Any:
         """The shaping potential Phi of a batch of states (`potential(s, p)`), 0 without one.
 

@@ -1,0 +1,203 @@
+"""The batched PARAMS search: many settings per reward call, calibrated together.
+
+The sequential search (grace/fitness/params.py) scores one setting per reward call on 4000 rows;
+its ~160 calibrations per candidate were 96% of the offline loop's time
+(benchmarks/results/loop_speed.md). Here every step of the search is one call:
+
+- the K settings of a step are broadcast into the program as (K, 1) arrays (elementwise reward
+  code then returns (K, B)), checked once per program against one-by-one calls; a program that
+  does not broadcast (branches on a parameter, reduces over the batch) is scored one setting per
+  call for the rest of its search;
+- the K reward rows are calibrated in one vectorised solve (grace/fitness/calibrate_many.py);
+- the search is one whose steps are batches: a coordinate scan (one call per constant) and a
+  compass search (all 2d axis moves at once, plus the last successful move repeated; the step
+  halves when nothing improves), then the max-margin centring of step-like constants with each
+  constant's bracket scanned in one call and refined in a second;
+- on `fit.batch_rows` (1000) train rows. `grace.fitness.offline.evaluate` then scores the result on
+  every row and keeps the initial PARAMS when train fitness got worse, as for the sequential path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from grace.config import FitSettings
+from grace.fitness.batched import CompiledReward, call_reward
+from grace.fitness.calibrate_many import calibrate_many
+from grace.fitness.params import ParamSpace, _fit_subsample
+
+SCAN = np.array([-1.5, -1.0, -0.75, -0.3, -0.1, 0.1, 0.3, 0.75, 1.5])
+"""The coordinate scan's moves (in units of each value's magnitude): the sequential path's, and
+-1 (the value 0: a term switched off, a threshold or centre at 0), which a compass search on a
+lattice of steps would otherwise only approach (Nelder-Mead finds it by shrinking)."""
+BRACKET = 0.02 * 4.0 ** np.arange(5)
+"""Centring: the steps each side of a constant first scanned for the plateau's edge (0.02..5.12)."""
+REFINE = np.arange(1, 8) / 8.0
+"""Centring: the points within the bracket scanned next (an eighth of it, as 3 bisections)."""
+
+
+class BatchScorer:
+    """Train fitness of PARAMS settings, many per call: a cache by rounded values, a budget of
+    settings scored, the broadcast check, and the calibration warm start."""
+
+    def __init__(self, compiled: CompiledReward, sub: dict[str, np.ndarray], label: np.ndarray,
+                 space: ParamSpace, fit: FitSettings) -> None:
+        self.compiled, self.sub, self.label, self.space, self.fit = compiled, sub, label, space, fit
+        self.count, self.limit = 0, fit.budget
+        self.cache: dict[tuple[float, ...], float] = {}
+        self.seen: list[tuple[float, np.ndarray]] = []
+        self.warm: tuple[float, float] | None = None
+        self.broadcast: bool | None = None if callable(getattr(compiled, "call_many", None)) else False
+
+    def first(self) -> float:
+        """Fitness of the initial PARAMS; the program's own exception propagates (as sequential)."""
+        r, _ = call_reward(self.compiled, self.sub, self.space.decode(np.zeros(len(self.space.names))),
+                           self.fit.chunk)
+        self.count += 1
+        f = self._calibrate(r[None, :])[0]
+        self.cache[tuple(self.space.values(np.zeros(len(self.space.names))).tolist())] = f
+        return f
+
+    def __call__(self, u: np.ndarray) -> np.ndarray:
+        """Fitness at each row of u (K, d); -inf where the reward raised or was non-finite, and
+        for settings past the budget."""
+        vals = self.space.values(u)
+        keys = [tuple(v) for v in vals.tolist()]
+        out = np.full(len(u), -np.inf)
+        todo: dict[tuple[float, ...], list[int]] = {}
+        for i, key in enumerate(keys):
+            if key in self.cache:
+                out[i] = self.cache[key]
+            elif key in todo or len(todo) < self.limit - self.count:
+                todo.setdefault(key, []).append(i)
+        if todo:
+            first = [ix[0] for ix in todo.values()]
+            f = self._calibrate(self._rewards(vals[first]))
+            self.count += len(first)
+            for (key, ix), v in zip(todo.items(), f, strict=True):
+                self.cache[key] = float(v)
+                out[ix] = v
+                self.seen.append((float(v), np.array(u[ix[0]], np.float64)))
+        return out
+
+    def _rewards(self, vals: np.ndarray) -> np.ndarray:
+        """(K, rows) rewards of K settings: one broadcast call, or one call per setting."""
+        if self.broadcast is not False:
+            try:
+                r = np.array(self.compiled.call_many(self.sub["s"], self.sub["a"], self.sub["s_next"],  # type: ignore[attr-defined]
+                                                     dict(zip(self.space.names, vals.T, strict=True))))
+                if self.broadcast is None and len(vals) >= 2:  # once per program: does it broadcast?
+                    one = self._one_by_one(vals[[0, -1]])
+                    self.broadcast = bool(np.allclose(r[[0, -1]], one, rtol=1e-9, atol=1e-12, equal_nan=True))
+                if self.broadcast is not False:
+                    return r
+            except Exception:  # noqa: BLE001 - the program's own failure: score one by one
+                self.broadcast = False
+        return self._one_by_one(vals)
+
+    def _one_by_one(self, vals: np.ndarray) -> np.ndarray:
+        rows = []
+        for v in vals:
+            try:
+                r, _ = call_reward(self.compiled, self.sub, dict(zip(self.space.names, v.tolist(), strict=True)),
+                                   self.fit.chunk)
+            except Exception:  # noqa: BLE001 - a setting where the reward raises scores worst
+                r = np.full(len(self.label), np.nan)
+            rows.append(r)
+        return np.array(rows, np.float64)
+
+    def _calibrate(self, r: np.ndarray) -> np.ndarray:
+        finite = np.isfinite(r).all(axis=1)
+        cal = calibrate_many(r, self.label, start=self.warm if self.fit.warm_start else None)
+        f = np.where(finite, cal["fitness"], -np.inf)
+        good = np.flatnonzero(finite & (cal["alpha"] > 0.0))
+        if len(good):  # neighbouring settings calibrate alike: start the next solves here
+            j = good[np.argmax(f[good])]
+            self.warm = (float(cal["alpha"][j]), float(cal["beta"][j]))
+        return f
+
+
+def fit_params_batched(compiled: CompiledReward, data: dict[str, np.ndarray], params: dict[str, float],
+                       seed: int = 0, fit: FitSettings | None = None) -> tuple[dict[str, float], int]:
+    """`grace.fitness.params.fit_params` with `fit.batched`: (params, settings scored)."""
+    fit = fit or FitSettings()
+    space = ParamSpace(params)
+    d = len(space.names)
+    rows = _fit_subsample(data, np.random.default_rng(seed), fit.batch_rows)
+    sub = {k: data[k][rows] for k in ("s", "a", "s_next")}
+    score = BatchScorer(compiled, sub, data["label"][rows].astype(bool), space, fit)
+    f0 = score.first()
+    best_u, best_f = np.zeros(d), f0
+    eye = np.eye(d)
+    for i in range(d):  # coordinate scan: one call per constant
+        if score.count >= fit.budget // 2:
+            break
+        u = best_u + SCAN[:, None] * eye[i]
+        f = score(u)
+        j = int(np.argmax(f))
+        if f[j] > best_f:
+            best_u, best_f = u[j], f[j]
+    best_u, best_f = _compass(score, best_u, best_f, fit.budget)
+    for f, u in score.seen:  # first best wins: the least-moved point among equals
+        if f > best_f:
+            best_u, best_f = u, f
+    if not best_f > f0 + fit.improve_tol:
+        best_u, best_f = np.zeros(d), f0
+    if fit.centre_budget > 0:
+        score.limit = score.count + max(fit.centre_budget, (2 * len(BRACKET) + 2 * len(REFINE) + 1) * d)
+        best_u = _centre(score, best_u, best_f, fit.improve_tol)
+    if not np.any(best_u != 0):
+        return dict(params), score.count
+    return space.decode(best_u), score.count
+
+
+def _compass(score: BatchScorer, u: np.ndarray, best: float, budget: int,
+             step: float = 0.3, tol: float = 1e-3) -> tuple[np.ndarray, float]:
+    """Compass search: every axis move of `step` each way at once (plus the last successful move
+    repeated); move to the best that improves and double the step (up to 16x its start), else halve
+    it, until it is below `tol` (as Nelder-Mead's xatol) or the budget is spent."""
+    d, start = len(u), step
+    moves = np.vstack([np.eye(d), -np.eye(d)])
+    last: np.ndarray | None = None
+    while step >= tol and score.count < budget:
+        cand = u + step * moves
+        if last is not None:
+            cand = np.vstack([cand, u + last])
+        f = score(cand)
+        j = int(np.argmax(f))
+        if f[j] > best:  # a success doubles the step (up to the first one): long valleys are walked fast
+            last, u, best = cand[j] - u, cand[j], float(f[j])
+            step = min(2 * step, 16 * start)
+        else:
+            last, step = None, step / 2
+    return u, best
+
+
+def _centre(score: BatchScorer, u: np.ndarray, best: float, tol: float) -> np.ndarray:
+    """Max-margin step (see `grace.fitness.params._centre_in_plateau`): move each constant to the
+    middle of the interval where fitness stays within `tol` of the best; per constant one call
+    scans `BRACKET` each way for the plateau's edge, a second refines it within the bracket."""
+    u = np.array(u, np.float64)
+    for i in range(len(u)):
+        e = np.eye(len(u))[i]
+        signs = np.array([-1.0, 1.0])
+        f = score(u + (signs[:, None, None] * BRACKET[None, :, None] * e).reshape(-1, len(u)))
+        fails = (f < best - tol).reshape(2, len(BRACKET))
+        if not fails.any(axis=1).all():  # the plateau runs past the range one way: leave it
+            continue
+        first = fails.argmax(axis=1)
+        if not first.any():  # worse a step of 0.02 away either way: a smooth optimum, it stays
+            continue
+        lo = np.where(first > 0, BRACKET[np.maximum(first - 1, 0)], 0.0)
+        hi = BRACKET[first]
+        pts = lo[:, None] + (hi - lo)[:, None] * REFINE[None, :]  # (2, 7)
+        f = score(u + ((signs[:, None] * pts)[:, :, None] * e).reshape(-1, len(u)))
+        fails = (f < best - tol).reshape(2, len(REFINE))
+        inner = np.where(fails.any(axis=1), fails.argmax(axis=1), len(REFINE))
+        edge = np.where(inner > 0, pts[np.arange(2), np.maximum(inner - 1, 0)], lo)
+        lo_edge, hi_edge = -edge[0], edge[1]
+        if hi_edge - lo_edge > 0:
+            v = u + (lo_edge + hi_edge) / 2 * e
+            if score(v[None, :])[0] >= best - tol:
+                u = v
+    return u

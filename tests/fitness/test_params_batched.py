@@ -1,0 +1,162 @@
+"""The batched PARAMS search: vectorised calibration, broadcast reward calls and their check,
+and the search itself against the sequential path (grace/fitness/params_batched.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from grace.config import FitSettings
+from grace.fitness import calibrate, evaluate
+from grace.fitness import params as params_module
+from grace.fitness.calibrate_many import calibrate_many
+from grace.fitness.params import ParamSpace, fit_params
+from grace.fitness.params_batched import BatchScorer
+from grace.sandbox.compile import CompiledReward
+from tests.fitness.test_fitness_offline import SCHEMA, synthetic_data
+
+THRESHOLD = '''PARAMS = {"t": 0.2, "w": 1.0}
+
+
+def reward(s, a, s_next, p):
+    hit = xp.where(s_next.x > p["t"], 1.0, 0.0)
+    return p["w"] * hit, {"hit": hit}
+'''
+MEAN_CENTRED = '''PARAMS = {"w": 1.0}
+
+
+def reward(s, a, s_next, p):
+    r = p["w"] * s_next.x + s_next.x ** 2
+    return r - xp.mean(r)
+'''
+BRANCHES = '''PARAMS = {"t": 0.5}
+
+
+def reward(s, a, s_next, p):
+    if p["t"] > 0:
+        return s_next.x - p["t"]
+    return -s_next.x
+'''
+
+
+@st.composite
+def reward_rows(draw):
+    n = draw(st.integers(8, 80))
+    k = draw(st.integers(1, 6))
+    y = np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+    y[0], y[1] = True, False
+    rows = []
+    for _ in range(k):
+        kind = draw(st.sampled_from(["ints", "floats", "constant", "nan"]))
+        if kind == "ints":
+            rows.append(np.array(draw(st.lists(st.integers(-5, 5), min_size=n, max_size=n)), np.float64))
+        elif kind == "floats":
+            rows.append(np.array(draw(st.lists(st.floats(-1e3, 1e3), min_size=n, max_size=n))))
+        elif kind == "constant":
+            rows.append(np.full(n, draw(st.floats(-10, 10))))
+        else:
+            r = np.arange(n, dtype=np.float64)
+            r[draw(st.integers(0, n - 1))] = np.nan
+            rows.append(r)
+    start = draw(st.one_of(st.none(), st.tuples(st.floats(0.01, 50.0), st.floats(-20.0, 20.0))))
+    return np.array(rows), y, start
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(reward_rows())
+def test_calibrate_many_equals_calibrate_row_by_row(case):
+    r, y, start = case
+    many = calibrate_many(r, y, start=start)
+    for i, row in enumerate(r):
+        one = calibrate(row, y)
+        assert many["fitness"][i] == pytest.approx(one["fitness"], abs=1e-7)
+        if one["alpha"] > 1e-6:  # the same calibration (the solvers stop at slightly different points)
+            assert many["alpha"][i] == pytest.approx(one["alpha"], rel=1e-3, abs=1e-6)
+    assert np.all(np.isnan(calibrate_many(r, np.ones(len(y), bool))["fitness"]))
+
+
+def test_call_many_equals_one_call_per_setting_on_float32_data():
+    rng = np.random.default_rng(0)
+    s = rng.normal(size=(64, 3)).astype(np.float32)  # datasets are float32: PARAMS must not promote
+    c = CompiledReward(THRESHOLD, SCHEMA)
+    ts, ws = np.array([-0.5, 0.0, 0.31]), np.array([1.0, 2.5, -1.0])
+    many = c.call_many(s, np.zeros(64), s, {"t": ts, "w": ws})
+    assert many.shape == (3, 64) and many.dtype == np.float64
+    for i in range(3):
+        one, _ = c(s, np.zeros(64), s, {"t": float(ts[i]), "w": float(ws[i])})
+        np.testing.assert_array_equal(many[i], one)
+
+
+@pytest.mark.parametrize("source", [MEAN_CENTRED, BRANCHES])
+def test_programs_that_do_not_broadcast_are_scored_one_by_one(source):
+    """A batch-wide mean mixes the K settings silently; a branch on a parameter raises: both are
+    caught (by the one-time comparison or the exception) and the scores equal one-by-one ones."""
+    data = synthetic_data(seed=2)
+    rows = np.flatnonzero(data["train"])[:400]
+    sub = {k: data[k][rows] for k in ("s", "a", "s_next")}
+    label = data["label"][rows].astype(bool)
+    c = CompiledReward(source, SCHEMA)
+    space = ParamSpace(c.params)
+    scorer = BatchScorer(c, sub, label, space, FitSettings())
+    u = np.array([[0.0], [0.5], [-0.7]])
+    got = scorer(u)
+    assert scorer.broadcast is False
+    for ui, fi in zip(u, got, strict=True):
+        r, _ = c(sub["s"], sub["a"], sub["s_next"], space.decode(ui))
+        assert fi == pytest.approx(calibrate(r, label)["fitness"], abs=1e-7)
+
+
+def test_an_elementwise_program_broadcasts_and_budget_caps_the_settings():
+    data = synthetic_data(seed=2)
+    rows = np.flatnonzero(data["train"])[:400]
+    sub = {k: data[k][rows] for k in ("s", "a", "s_next")}
+    c = CompiledReward(THRESHOLD, SCHEMA)
+    space = ParamSpace(c.params)
+    scorer = BatchScorer(c, sub, data["label"][rows].astype(bool), space, FitSettings(budget=5))
+    f = scorer(np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [3.0, 0.0], [4.0, 0.0], [5.0, 0.0], [6.0, 0.0]]))
+    assert scorer.broadcast is True and scorer.count == 5
+    assert np.all(np.isfinite(f[:5])) and np.all(f[5:] == -np.inf)  # past the budget: worst, not scored
+    assert scorer(np.array([[1.0, 0.0]]))[0] == f[1] and scorer.count == 5  # the cache answers
+
+
+def test_batched_search_fits_the_threshold_as_the_sequential_one_in_fewer_calls(monkeypatch):
+    data = synthetic_data()
+    c = CompiledReward(THRESHOLD, SCHEMA)
+    calls = {"many": 0, "one": 0}
+    call_many, call_one = CompiledReward.call_many, CompiledReward.__call__
+
+    def many(self, *a, **k):
+        calls["many"] += 1
+        return call_many(self, *a, **k)
+
+    def one(self, *a, **k):
+        calls["one"] += 1
+        return call_one(self, *a, **k)
+
+    monkeypatch.setattr(CompiledReward, "call_many", many)
+    monkeypatch.setattr(CompiledReward, "__call__", one)
+    batched, n_batched = fit_params(c, data, c.params, fit=FitSettings())
+    batched_calls = dict(calls)
+    calls.update(many=0, one=0)
+    sequential, _ = fit_params(c, data, c.params, fit=FitSettings(batched=False))
+    assert calls["many"] == 0 and calls["one"] > 50  # the old path: one setting per call
+    assert 0.8 < batched["t"] <= 1.05 and 0.8 < sequential["t"] <= 1.05  # both find the boundary x = 1
+    assert n_batched > 50 and batched_calls["many"] + batched_calls["one"] < n_batched / 3
+    res = evaluate(c, data, c.params, fit=FitSettings(), schema=SCHEMA)
+    assert res.fitness > 0.9 and 0.8 < res.params["t"] <= 1.05
+
+
+def test_the_flag_selects_the_path(monkeypatch):
+    data = synthetic_data(seed=1)
+    c = CompiledReward(THRESHOLD, SCHEMA)
+
+    def boom(*a, **k):
+        raise AssertionError("the batched path ran")
+
+    monkeypatch.setattr("grace.fitness.params_batched.fit_params_batched", boom)
+    fitted, n = params_module.fit_params(c, data, c.params, fit=FitSettings(batched=False))
+    assert n > 1 and fitted != c.params
+    with pytest.raises(AssertionError, match="batched path ran"):
+        params_module.fit_params(c, data, c.params, fit=FitSettings())
