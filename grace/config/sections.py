@@ -96,6 +96,11 @@ class FitSettings:
     per call), kept for one release so benchmarks/loop_speed.py can run both side by side."""
     batch_rows: int = 1000
     """Train rows (class-stratified) the batched PARAMS search scores on."""
+    final_candidates: int = 4
+    """Batched path: the search hands over its answer and up to this many - 1 runners-up; the one
+    with the best whole fitness on every train row (discrimination x return ranking, which the
+    subsample cannot see) is kept, as is the initial PARAMS when it beats them all. 1 = the
+    answer alone (kept unless its discrimination is worse than the initial PARAMS', as sequential)."""
     warm_start: bool = True
     """Start each calibration solve of the PARAMS search from the previous point's solution (the
     same optimum, fewer Newton steps; benchmarks/results/loop_speed.md). false = every solve from

@@ -64,7 +64,8 @@ def build_offline_data(
       it ("drop") or labels it positive ("positive"); its other transitions stay negatives.
     - Held-out: ~`holdout` of the expert episodes (stratified by whether they contain
       positives, so held-out goal states exist when >= 2 episodes have one) and the same
-      fraction of each negative dataset's episodes.
+      fraction of each negative dataset's episodes. One keep-alive demo: its last `holdout` of
+      steps (the episode is then split: returns are ranked on whole episodes only).
     - Each class is subsampled to `max_per_class` transitions (deterministic in `seed`); the
       fitness weights the classes equally, so the few goal positives are not drowned out.
     """
@@ -91,11 +92,18 @@ def build_offline_data(
         held[group[_holdout_episodes(len(group), holdout, rng)]] = True
     if demos.n_episodes >= 2 and holdout > 0 and not held.any():
         held[rng.integers(demos.n_episodes)] = True
+    train = ~held[tr["episode"]]
+    if demos.n_episodes == 1 and holdout > 0 and pos.all() and demos.n_transitions >= 2:
+        # One keep-alive demo: no episode to hold out, so its last `holdout` of steps are (a time
+        # block, not random steps, whose neighbours would be in train): held-out fitness then still
+        # tells a reward that generalises from one that memorised (issue "Few demos", item 4).
+        k = min(demos.n_transitions - 1, max(1, int(round(holdout * demos.n_transitions))))
+        train = tr["step"] < np.sort(tr["step"])[demos.n_transitions - k]
 
     names = [EXPERT]
     parts: list[dict[str, np.ndarray]] = [{
         "s": tr["s"], "a": _actions(tr["a"], task), "s_next": tr["s_next"], "label": pos,
-        "train": ~held[tr["episode"]], "episode": tr["episode"], "step": tr["step"],
+        "train": train, "episode": tr["episode"], "step": tr["step"],
         "source": np.zeros(demos.n_transitions, np.int64), "terminal": tr["terminal"].astype(bool),
     }]
     offset = demos.n_episodes

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from grace.fitness.metrics import LN2, RIDGE, class_weights
+from grace.fitness.metrics import LN2, QTOL, RIDGE, class_weights
 
 FTOL = 1e-10
 """A row's solve stops when a Newton step gains less than this (as `metrics._newton`)."""
@@ -33,7 +33,7 @@ def _quantiles(r: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rows = np.arange(len(r))
 
     def q(p: float) -> np.ndarray:
-        return rs[rows, np.argmax(cum >= p * cum[:, -1:], axis=1)]
+        return rs[rows, np.argmax(cum >= p * cum[:, -1:] * (1.0 - QTOL), axis=1)]
 
     return q(0.5), q(0.75) - q(0.25)
 

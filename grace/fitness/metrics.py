@@ -42,6 +42,11 @@ from scipy.stats import rankdata
 RIDGE = 1e-5
 """L2 penalty on the calibration temperature (in standardised-reward units)."""
 LN2 = math.log(2.0)
+QTOL = 1e-9
+"""Quantiles of the standardisation take the first value whose cumulative class-balanced weight
+reaches q to within this relative tolerance: with balanced weights an exact tie is common (a
+0/1 reward that separates perfectly puts exactly half the weight on each value) and must not
+be decided by the summation order's last bit."""
 
 
 def class_weights(label: np.ndarray) -> np.ndarray:
@@ -73,7 +78,7 @@ def _robust_centre_scale(u: np.ndarray, wu: np.ndarray) -> tuple[float, float]:
     cum = np.cumsum(wu)
 
     def quantile(q: float) -> float:
-        return float(u[min(int(np.searchsorted(cum, q * cum[-1], side="left")), len(u) - 1)])
+        return float(u[min(int(np.searchsorted(cum, q * cum[-1] * (1.0 - QTOL), side="left")), len(u) - 1)])
 
     centre, scale = quantile(0.5), quantile(0.75) - quantile(0.25)
     if not scale > 1e-12 * float(np.max(np.abs(u))):

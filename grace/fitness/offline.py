@@ -20,6 +20,7 @@ from grace.fitness.batched import CompiledReward, call_reward, check_finite
 from grace.fitness.metrics import calibrate, metrics
 from grace.fitness.params import fit_params as _fit
 from grace.fitness.params import round_param
+from grace.fitness.params_batched import fit_candidates
 from grace.fitness.returns import (
     DEFAULT_GAMMA,
     fit_terminal,
@@ -91,12 +92,18 @@ def evaluate(
     shaping_only = {k: params.pop(k) for k in getattr(compiled, "potential_params", ()) if k in params}
     n_evals = 0
     fitted = dict(params)
-    if fit.params and params:
-        fitted, n_evals = _fit(compiled, data, params, seed, fit)
     train, y = data["train"].astype(bool), data["label"].astype(bool)
+    expert = data["source"] == 0
+    if fit.params and params and fit.batched and fit.final_candidates > 1:
+        found, n_evals = fit_candidates(compiled, data, params, seed, fit, fit.final_candidates)
+        fitted, n_more = _pick(compiled, data, found, fit, given_terminal, shaping_only, expert)
+        n_evals += n_more
+    elif fit.params and params:
+        fitted, n_evals = _fit(compiled, data, params, seed, fit)
     r, comps = call_reward(compiled, data, fitted, fit.chunk)
     n_evals += 1
-    if fitted != params:  # the subsample may mislead: keep the initial values if train got worse
+    if fitted != params and not (fit.batched and fit.final_candidates > 1):
+        # the subsample may mislead: keep the initial values if train got worse
         # (fit_params only moves constants for a real gain, or to the middle of a plateau)
         r0, comps0 = call_reward(compiled, data, params, fit.chunk)
         n_evals += 1
@@ -106,7 +113,6 @@ def evaluate(
         ):
             fitted, r, comps = dict(params), r0, comps0
     check_finite(r)
-    expert = data["source"] == 0
     m = metrics(r, y, data["episode"], train, expert=expert)
     fitted = fitted | shaping_only
     phi = potentials(compiled, data, fitted, fit.chunk)
@@ -117,6 +123,34 @@ def evaluate(
         worst=tuple(worst_examples(r, data, comps, fit.n_worst, schema)),
         calibration={k: cal[k] for k in ("alpha", "beta", "centre", "scale")}, n_evals=n_evals,
     )
+
+
+def _pick(compiled: CompiledReward, data: Transitions, cands: list[tuple[dict[str, float], float]],
+          fit: FitSettings, given: float | None, shaping_only: dict[str, float], expert: np.ndarray
+          ) -> tuple[dict[str, float], int]:
+    """The candidate PARAMS (with their fitness on the search's subsample, the initial PARAMS
+    last) whose fitness times the return ranking of whole train episodes, under its own terminal
+    value, is best; the first within `fit.improve_tol` of the best wins, so the search's answer
+    is kept over an equal runner-up and the initial PARAMS only win outright. A candidate whose
+    reward is non-finite on the data is out; when all are, the search's answer is returned (and
+    `evaluate` reports its failure). Returns (params, reward calls)."""
+    scores = []
+    for cand, disc in cands:
+        try:
+            r, _ = call_reward(compiled, data, cand, fit.chunk)
+        except Exception:  # noqa: BLE001 - the program fails at these PARAMS (the sandbox's own check)
+            r = np.full(1, np.nan)
+        if not np.all(np.isfinite(r)):
+            scores.append(-np.inf)
+            continue
+        m = {"fitness_train": disc, "fitness_heldout": np.nan}
+        phi = potentials(compiled, data, cand | shaping_only, fit.chunk)
+        rows = {"train": data["train"].astype(bool), "heldout": np.zeros(len(r), bool)}
+        scores.append(_whole_episodes(r, data, expert, dict(cand), m, fit, given, phi, splits=rows)[1])
+    best = max(scores)
+    if best == -np.inf:
+        return cands[0][0], len(cands)
+    return cands[next(i for i, v in enumerate(scores) if v >= best - fit.improve_tol)][0], len(cands)
 
 
 def potentials(compiled: CompiledReward, data: Transitions, params: dict[str, float], chunk: int
@@ -136,7 +170,8 @@ def potentials(compiled: CompiledReward, data: Transitions, params: dict[str, fl
 
 def _whole_episodes(r: np.ndarray, data: Transitions, expert: np.ndarray, params: dict[str, float],
                     m: dict[str, float], fit: FitSettings, given: float | None,
-                    phi: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[dict[str, float], float, float]:
+                    phi: tuple[np.ndarray, np.ndarray] | None = None,
+                    splits: dict[str, np.ndarray] | None = None) -> tuple[dict[str, float], float, float]:
     """Learn the terminal value on the train split (`fit.terminal`; else keep the `given` one),
     rank episode returns under it, the potential's shaping included, on both splits (into `m`,
     with the potential's own metrics), and combine: (params, train fitness, held-out fitness).
@@ -153,8 +188,11 @@ def _whole_episodes(r: np.ndarray, data: Transitions, expert: np.ndarray, params
         term = round_param(term)  # what the file will hold
         params = params | {TERMINAL_KEY: term}
     paid = r if shaping is None else r + shaping
+    held = ~data["train"].astype(bool) & whole
+    held &= ~np.isin(data["episode"], data["episode"][train])  # a split episode (one demo) is not whole there
     out = []
-    for name, rows in (("train", train), ("heldout", ~data["train"].astype(bool) & whole)):
+    for name, rows in (splits or {"train": train, "heldout": held}).items():
+        rows = rows & whole
         ranks = return_ranking(paid[rows], *(c[rows] for c in cols), term or 0.0, gamma)
         if phi is not None:
             ranks |= potential_metrics(phi[1][rows], data["episode"][rows], data["step"][rows], expert[rows])

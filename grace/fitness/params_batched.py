@@ -120,6 +120,19 @@ class BatchScorer:
 def fit_params_batched(compiled: CompiledReward, data: dict[str, np.ndarray], params: dict[str, float],
                        seed: int = 0, fit: FitSettings | None = None) -> tuple[dict[str, float], int]:
     """`grace.fitness.params.fit_params` with `fit.batched`: (params, settings scored)."""
+    found, count = fit_candidates(compiled, data, params, seed, fit, 1)
+    return found[0][0], count
+
+
+def fit_candidates(compiled: CompiledReward, data: dict[str, np.ndarray], params: dict[str, float],
+                   seed: int = 0, fit: FitSettings | None = None, n: int = 1
+                   ) -> tuple[list[tuple[dict[str, float], float]], int]:
+    """The search's answer and, after it, up to n - 1 runners-up (the best other settings it
+    scored, best first, those within 0.05 of the answer on the subsample), then the initial
+    PARAMS, each with its fitness on the subsample: (candidates, settings scored).
+    `grace.fitness.offline.evaluate` picks among them by that fitness times the return ranking
+    of whole train episodes, which the subsample cannot see: two settings that separate the
+    states equally well can rank whole episodes oppositely."""
     fit = fit or FitSettings()
     space = ParamSpace(params)
     d = len(space.names)
@@ -146,9 +159,18 @@ def fit_params_batched(compiled: CompiledReward, data: dict[str, np.ndarray], pa
     if fit.centre_budget > 0:
         score.limit = score.count + max(fit.centre_budget, (2 * len(BRACKET) + 2 * len(REFINE) + 1) * d)
         best_u = _centre(score, best_u, best_f, fit.improve_tol)
-    if not np.any(best_u != 0):
-        return dict(params), score.count
-    return space.decode(best_u), score.count
+    answer = dict(params) if not np.any(best_u != 0) else space.decode(best_u)
+    at = float(score(best_u[None, :])[0]) if np.any(best_u != 0) else f0  # scored: the centring checks it
+    found = [(answer, at if np.isfinite(at) else best_f)]
+    keys = {tuple(answer.values()), tuple(space.decode(np.zeros(d)).values())}
+    for f, u in sorted(score.seen, key=lambda fu: -fu[0]):  # stable: the first best wins
+        if len(found) >= n or not f > best_f - 0.05:
+            break
+        cand = space.decode(u)
+        if tuple(cand.values()) not in keys:
+            keys.add(tuple(cand.values()))
+            found.append((cand, f))
+    return [*found, (dict(params), f0)], score.count
 
 
 def _compass(score: BatchScorer, u: np.ndarray, best: float, budget: int,

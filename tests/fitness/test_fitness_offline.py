@@ -227,6 +227,23 @@ def test_holdout_is_whole_episodes_and_stratified():
     assert (~tiny["train"][tiny["source"] == 0]).any() and tiny["train"][tiny["source"] == 0].any()
 
 
+def test_one_keepalive_demo_holds_out_its_last_steps_and_ranks_whole_episodes_only():
+    """Few demos, item 4: one demo has no episode to hold out, so its last quarter of steps is;
+    held-out return ranking skips the split episode (its tail is not a whole episode)."""
+    rng = np.random.default_rng(8)
+    demo = toy_traj(rng, 1, 1.0, 2.0, terminated=False, lengths=(40, 41))
+    negs = [("random", toy_traj(rng, 12, -1.0, 1.0, terminated=False, lengths=(10, 11)))]
+    data = build_offline_data(toy_task("keepalive"), demo, negs, holdout=0.25, seed=0)
+    expert = data["source"] == 0
+    steps, train = data["step"][expert], data["train"][expert]
+    assert (~train).sum() == 10 and steps[~train].min() > steps[train].max()  # the last 10 of 40
+    res = evaluate(threshold_reward, data, {"t": 1.0}, fit=FitSettings(params=False))
+    assert res.heldout_fitness > 0.9  # held-out positives exist: a held-out fitness
+    assert math.isnan(res.metrics["return_ranking_heldout"]) and res.metrics["return_ranking_train"] == 1.0
+    goal = build_offline_data(toy_task("goal"), toy_traj(rng, 1, 0, 1, goal_x=3.0), negs, seed=0)
+    assert goal["train"][goal["source"] == 0].all()  # a goal demo's one positive stays in train
+
+
 def test_subsampling_caps_each_class():
     rng = np.random.default_rng(6)
     demos = toy_traj(rng, 6, 0, 1, lengths=(20, 30))

@@ -9,13 +9,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from grace.config import FitSettings
+from grace.data.dataset import build_offline_data
 from grace.fitness import calibrate, evaluate
 from grace.fitness import params as params_module
 from grace.fitness.calibrate_many import calibrate_many
 from grace.fitness.params import ParamSpace, fit_params
 from grace.fitness.params_batched import BatchScorer
 from grace.sandbox.compile import CompiledReward
-from tests.fitness.test_fitness_offline import SCHEMA, synthetic_data
+from tests.fitness.test_fitness_offline import SCHEMA, synthetic_data, toy_task, toy_traj
 
 THRESHOLD = '''PARAMS = {"t": 0.2, "w": 1.0}
 
@@ -160,3 +161,23 @@ def test_the_flag_selects_the_path(monkeypatch):
     assert n > 1 and fitted != c.params
     with pytest.raises(AssertionError, match="batched path ran"):
         params_module.fit_params(c, data, c.params, fit=FitSettings())
+
+
+def test_the_pick_weighs_the_subsample_fitness_by_whole_episode_returns():
+    """`offline._pick`: a runner-up whose episodes rank right beats an answer that separates the
+    states better but pays negatives more over whole episodes; equal scores keep the earlier
+    candidate (the initial PARAMS, last, win only outright); a non-finite candidate is out."""
+    from grace.fitness.offline import _pick
+
+    rng = np.random.default_rng(4)  # nobody terminates: no terminal value can rescue a wrong sign
+    data = build_offline_data(toy_task("keepalive"), toy_traj(rng, 8, 1.0, 2.0, terminated=False),
+                              [("random", toy_traj(rng, 20, -1.0, 1.0, terminated=False))], seed=4)
+    sign = CompiledReward('PARAMS = {"k": 1.0}\n\n\ndef reward(s, a, s_next, p):\n'
+                          '    return p["k"] * s_next.x + 0.0 * xp.log(p["k"] + 2.0)\n', SCHEMA)
+    expert = data["source"] == 0
+    wrong, right, broken = {"k": -1.0}, {"k": 1.0}, {"k": -3.0}  # log(-1): NaN
+    fit = FitSettings()
+    assert _pick(sign, data, [(wrong, 0.9), (right, 0.8), (right, 0.8)], fit, None, {}, expert)[0] == right
+    assert _pick(sign, data, [(broken, 0.99), (wrong, 0.9), (right, 0.5)], fit, None, {}, expert)[0] == right
+    picked, calls = _pick(sign, data, [(right, 0.8), ({"k": 2.0}, 0.8)], fit, None, {}, expert)
+    assert picked == right and calls == 2
