@@ -13,7 +13,7 @@ processes of `grace.sandbox.pool.SandboxPool`, which add OS limits, timeouts and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,7 +89,12 @@ def _compile(source: str, policy: Policy, schema: ObsSchema) -> _Compiled:
 
 # ----------------------------------------------------------------------------- results
 
-def _as_batch(name: str, value: Any, batch: int) -> np.ndarray:
+def _as_batch(name: str, value: Any, batch: int, out: np.ndarray | None = None,
+              sums: list[float] | None = None) -> np.ndarray:
+    """`value` checked and as float64 of shape (batch,). With `out` (a float64 (batch,) array,
+    e.g. in the worker's shared block) the conversion writes there in one pass, and the check
+    runs on what was written. With `sums`, the sum of the returned array is appended (the
+    finiteness check computes it anyway, so callers that only reduce get it for free)."""
     try:
         arr = np.asarray(value)
     except Exception as e:  # noqa: BLE001 - any conversion failure is the program's fault
@@ -104,26 +109,44 @@ def _as_batch(name: str, value: Any, batch: int) -> np.ndarray:
     if shape != (batch,):
         raise SandboxError("bad_return", f"{name} has shape {arr.shape}; it must be a scalar or "
                                          f"have shape ({batch},) (one value per transition)")
-    arr = arr.astype(np.float64, copy=False)
-    if not np.isfinite(np.add.reduce(arr, axis=None)):  # fast path: NaN/inf propagate to the sum
+    if out is not None:
+        np.copyto(out, arr)  # broadcasts a scalar; int/bool/float32 -> float64 in the same pass
+        arr = out
+    else:
+        arr = arr.astype(np.float64, copy=False)
+    if out is not None and sums is None:
+        # fast path, in a worker (single-threaded BLAS there): NaN/inf make x.x non-finite, and
+        # a dot is about twice as fast as a sum; an overflowing x.x just takes the exact check
+        with np.errstate(over="ignore"):
+            total = np.dot(arr, arr)
+    else:
+        total = np.add.reduce(arr, axis=None)  # fast path: NaN/inf propagate to the sum
+    if not np.isfinite(total):
         bad = ~np.isfinite(arr)
         if bad.any():
             n_nan = int(np.isnan(arr).sum())
             n_inf = int(bad.sum()) - n_nan
             raise SandboxError("bad_return", f"{name} has non-finite values: {n_nan} NaN and "
                                              f"{n_inf} inf out of {arr.size}")
-    if arr.shape == (batch,):
-        return arr
-    return np.array(np.broadcast_to(arr, (batch,)))
+    if arr.shape != (batch,):
+        arr = np.array(np.broadcast_to(arr, (batch,)))
+        total = np.add.reduce(arr)
+    if sums is not None:
+        sums.append(float(total))
+    return arr
 
 
-def check_result(total: Any, components: Any, batch: int,
-                 max_components: int = 64) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def check_result(total: Any, components: Any, batch: int, max_components: int = 64,
+                 out: Callable[[int], np.ndarray] | None = None, sums: list[float] | None = None
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Validate a program's return: total and components broadcast to (batch,), all finite.
 
     A scalar total (constant reward) is broadcast. Returns float64 arrays of shape (batch,).
+    `out(i)`, when given, is where array i goes (0: the total, then the components in order):
+    the worker writes results straight into its shared block that way. `sums` (a list) gets
+    the sum of each returned array, in the same order.
     """
-    out_total = _as_batch("the total reward", total, batch)
+    out_total = _as_batch("the total reward", total, batch, out and out(0), sums)
     if components is None:
         return out_total, {}
     if type(components) is not dict:
@@ -131,12 +154,12 @@ def check_result(total: Any, components: Any, batch: int,
                                          f"{type(components).__name__}")
     if len(components) > max_components:
         raise SandboxError("bad_return", f"too many components ({len(components)} > {max_components})")
-    out: dict[str, np.ndarray] = {}
-    for key, value in components.items():
+    result: dict[str, np.ndarray] = {}
+    for i, (key, value) in enumerate(components.items(), start=1):
         if type(key) is not str or not key or len(key) > 100:
             raise SandboxError("bad_return", f"component names must be short strings, got {key!r:.60}")
-        out[key] = _as_batch(f"component {key!r}", value, batch)
-    return out_total, out
+        result[key] = _as_batch(f"component {key!r}", value, batch, out and out(i), sums)
+    return out_total, result
 
 
 def split_return(result: Any) -> tuple[Any, Any]:

@@ -1,13 +1,14 @@
 """The sandbox policy as data: `sandbox/policy.toml` (shipped as `grace/_sandbox/policy.toml`).
 
 The policy lists what reward code may reach: the names on `xp`, the builtins, the attributes
-allowed per kind of object, and the default resource limits of each worker profile.
+allowed per kind of object, and the default resource limits of each worker profile
+(`Limits`).
 """
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -62,3 +63,31 @@ def load_policy(path: str | None = None) -> Policy:
         attributes={k: frozenset(v) for k, v in data["attributes"].items()},
         limits={k: dict(v) for k, v in data["limits"].items()},
     )
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of one worker profile (defaults in sandbox/policy.toml [limits.*]).
+
+    Memory sizes in MiB (0 = no limit), times in seconds.
+    """
+
+    timeout_s: float = 10.0
+    cpu_s: int = 20
+    memory_mb: int = 4096
+    rss_watchdog_mb: int = 0
+    file_size_mb: int = 16
+    open_files: int = 256
+    processes: int = 512
+    output_mb: int = 64
+    debug_chars: int = 20000
+    startup_s: float = 60.0
+
+    @classmethod
+    def for_profile(cls, profile: str, **overrides: Any) -> Limits:
+        """The policy's defaults for `profile` ("numpy" or "jax"), with overrides."""
+        table = load_policy().limits.get(profile)
+        if table is None:
+            raise ValueError(f"unknown sandbox profile {profile!r}; use 'numpy' or 'jax'")
+        known = {f.name for f in fields(cls)}
+        return replace(cls(**{k: v for k, v in table.items() if k in known}), **overrides)

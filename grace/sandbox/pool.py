@@ -13,8 +13,9 @@ RLIMIT_CORE=0.
 
 The parent talks to a worker over two pipes (length-prefixed pickles, stdlib
 `multiprocessing.connection`); large results come back through a per-worker shared-memory
-block. A call that exceeds its wall-clock timeout gets the worker's whole process group
-SIGKILLed; the worker is respawned (resident data re-sent) on next use. The parent unpickles
+block, which the host maps read-only (`evaluate_lease` hands them to the caller without a copy,
+`evaluate(reduce="sum")` sends only sums: see grace.sandbox.results). A call that exceeds its
+wall-clock timeout gets the worker's whole process group SIGKILLed; the worker is respawned (resident data re-sent) on next use. The parent unpickles
 replies with an allow-listing unpickler (see grace.sandbox.wire). Workers die with the host:
 a watchdog thread in each worker ends it when its parent goes away (see grace.sandbox.worker). Profiles:
 
@@ -39,71 +40,30 @@ import os
 import pickle
 import queue
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from grace.sandbox.errors import SandboxError, SandboxUnavailable
-from grace.sandbox.policy import load_policy
-from grace.sandbox.slots import Slot, clean_env, remove_stale_roots, rss_mb, shutdown
-from grace.sandbox.wire import EXIT_MEMORY, decode_reply, safe_loads
+from grace.sandbox.policy import Limits
+from grace.sandbox.results import REDUCTIONS, Outcome, ResultLease, check_reduced, read_block
+from grace.sandbox.slots import Slot, clean_env, remove_stale_roots, shutdown, watch_rss
+from grace.sandbox.wire import decode_reply, safe_loads
 from grace.tasks.spec import ObsSchema
 
 NOBODY = 65534
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Resource limits of one worker profile (defaults in sandbox/policy.toml [limits.*]).
-
-    Memory sizes in MiB (0 = no limit), times in seconds.
-    """
-
-    timeout_s: float = 10.0
-    cpu_s: int = 20
-    memory_mb: int = 4096
-    rss_watchdog_mb: int = 0
-    file_size_mb: int = 16
-    open_files: int = 256
-    processes: int = 512
-    output_mb: int = 64
-    debug_chars: int = 20000
-    startup_s: float = 60.0
-
-    @classmethod
-    def for_profile(cls, profile: str, **overrides: Any) -> Limits:
-        """The policy's defaults for `profile` ("numpy" or "jax"), with overrides."""
-        table = load_policy().limits.get(profile)
-        if table is None:
-            raise ValueError(f"unknown sandbox profile {profile!r}; use 'numpy' or 'jax'")
-        known = {f.name for f in fields(cls)}
-        return replace(cls(**{k: v for k, v in table.items() if k in known}), **overrides)
-
-
-@dataclass
-class Outcome:
-    """The result of one sandboxed call: `value` when ok, else a structured `error`."""
-
-    ok: bool
-    value: Any = None
-    error: SandboxError | None = None
-    seconds: float = 0.0
-
-    def unwrap(self) -> Any:
-        """The value, or raise the SandboxError."""
-        if not self.ok:
-            assert self.error is not None
-            raise self.error
-        return self.value
+_EVALUATE = "grace.sandbox.worker:evaluate_on"
+_EVALUATE_REDUCED = "grace.sandbox.worker:evaluate_reduced"
+_EVALUATE_INTO = "grace.sandbox.worker:evaluate_into"
+_DEBUG = "grace.sandbox.worker:debug_on"
 
 
 # ============================================================================ parent side
@@ -114,6 +74,9 @@ class SandboxPool:
     >>> with SandboxPool(schema, n_workers=2) as pool:        # doctest: +SKIP
     ...     pool.put("demo", {"s": s, "a": a, "s_next": s_next})
     ...     out = pool.evaluate(source, "demo")               # Outcome(ok, (total, comps), ...)
+    ...     sums = pool.evaluate(source, "demo", reduce="sum")  # only floats cross
+    ...     with pool.evaluate_lease(source, "demo") as res:  # read-only views, no copy
+    ...         best = float(res.total.max())
 
     Thread-safe; `acall` is the asyncio entry point (up to `n_workers` calls run at once).
     """
@@ -143,6 +106,9 @@ class SandboxPool:
         self._drop = bool(drop_privileges) and os.geteuid() == 0
         self._preload: tuple[str, ...] = tuple(preload)
         self._data: dict[str, Any] = {}
+        self._batches: dict[str, int] = {}  # data key -> batch size, checked in lease replies
+        self._leases: dict[int, int] = {}  # thread id -> workers it holds through leases
+        self._lease_lock = threading.RLock()  # re-entrant: a lease may be released by the GC
         self._data_lock = threading.Lock()
         self._closed = False
         remove_stale_roots()
@@ -161,8 +127,9 @@ class SandboxPool:
             self._free.put(slot)
         self._watchdog: threading.Thread | None = None
         if self.limits.rss_watchdog_mb:
-            self._watchdog = threading.Thread(target=self._watch_rss, daemon=True,
-                                              name="grace-sandbox-rss")
+            self._watchdog = threading.Thread(
+                target=watch_rss, args=(self._slots, self.limits.rss_watchdog_mb, lambda: self._closed),
+                daemon=True, name="grace-sandbox-rss")
             self._watchdog.start()
 
     # ------------------------------------------------------------------ lifecycle
@@ -171,7 +138,7 @@ class SandboxPool:
             self._launch(slot)
         failed = [slot for slot in self._slots if not self._handshake(slot, raise_=False)]
         if failed:
-            raise RuntimeError(f"sandbox worker failed to start: {self._log_tail(failed[0])}")
+            raise RuntimeError(f"sandbox worker failed to start: {failed[0].log_tail(self._root)}")
 
     def _launch(self, slot: Slot) -> None:
         """Start the process of a slot (the handshake is separate, so starts overlap)."""
@@ -182,7 +149,7 @@ class SandboxPool:
         if hasattr(os, "memfd_create"):  # shared memory for large results, one block per worker
             shm_fd = os.memfd_create(f"grace-sandbox-w{slot.index}", os.MFD_CLOEXEC)
             os.ftruncate(shm_fd, self.limits.output_mb * 2**20)
-            slot.shm = mmap.mmap(shm_fd, 0)
+            slot.shm = mmap.mmap(shm_fd, 0, access=mmap.ACCESS_READ)  # the host never writes it
         r_child, w_parent = os.pipe()
         r_parent, w_child = os.pipe()
         boot = (f"import sys; sys.path[:0] = {self._paths!r}; "
@@ -232,7 +199,7 @@ class SandboxPool:
         except Exception as e:  # noqa: BLE001
             if raise_:
                 slot.reap()
-                raise RuntimeError(f"sandbox worker failed to start ({e}): {self._log_tail(slot)}") from None
+                raise RuntimeError(f"sandbox worker failed to start ({e}): {slot.log_tail(self._root)}") from None
             return False
         slot.dead = False
         return True
@@ -242,13 +209,6 @@ class SandboxPool:
         shutil.rmtree(slot.workdir, ignore_errors=True)
         self._launch(slot)
         self._handshake(slot)
-
-    def _log_tail(self, slot: Slot, n: int = 1500) -> str:
-        try:
-            data = Path(self._root, f"w{slot.index}.log").read_bytes()[-n:]
-            return data.decode("utf-8", "replace").strip() or "(no output)"
-        except OSError:
-            return "(no log)"
 
     def close(self) -> None:
         """Stop every worker (no zombies) and remove the temp dirs. Idempotent."""
@@ -294,10 +254,18 @@ class SandboxPool:
             raise RuntimeError(f"worker refused resident data {key!r}: {msg[1]}")
 
     def put(self, key: str, value: Any) -> None:
-        """Send `value` to every worker once (kept resident, read-only, re-sent on respawn)."""
+        """Send `value` to every worker once (kept resident, read-only, re-sent on respawn).
+        Waits for every worker: raises RuntimeError if this thread holds a result lease."""
+        if self._leases.get(threading.get_ident()):
+            raise RuntimeError("release your result leases before put(): it needs every worker")
         blob = pickle.dumps(("put", key, value), protocol=5)
+        s_next = value.get("s_next") if isinstance(value, dict) else None
         with self._data_lock:
             self._data[key] = blob
+            if getattr(s_next, "ndim", 0) >= 1:
+                self._batches[key] = int(s_next.shape[0])
+            else:
+                self._batches.pop(key, None)
         held = [self._free.get() for _ in self._slots]
         try:
             for slot in held:
@@ -328,22 +296,38 @@ class SandboxPool:
              **kwargs: Any) -> Outcome:
         """Run trusted `fn` ("module:function") as `fn(ctx, compile(source), *args, **kwargs)`
         in a worker. Never raises for program failures: they come back in `Outcome.error`."""
+        return self._run(fn, source, args, kwargs, timeout)[0]
+
+    def _run(self, fn: str, source: str | None, args: tuple[Any, ...], kwargs: dict[str, Any],
+             timeout: float | None, check: Callable[[Slot, Any], Any] | None = None,
+             hold: bool = False
+             ) -> tuple[Outcome, Slot | None]:
+        """`call`, with `check(slot, value)` applied to an ok reply (an exception there means a
+        malformed reply: the worker is killed). With `hold`, a slot whose call succeeded is
+        returned still held (the caller gives it back), else (outcome, None)."""
+        if self._leases.get(threading.get_ident(), 0) >= self.n_workers:
+            raise RuntimeError(f"this thread holds all {self.n_workers} workers through result "
+                               "leases; release one first (waiting would never end)")
         try:
             slot = self._acquire()
         except RuntimeError as e:
-            return Outcome(False, None, SandboxError("crash", str(e)), 0.0)
+            return Outcome(False, None, SandboxError("crash", str(e)), 0.0), None
         module = fn.partition(":")[0]
         if self._drop and module not in slot.preloaded and module != "grace.sandbox.worker":
             try:
                 self._add_preload(slot, module)
             except RuntimeError as e:
                 self._free.put(slot)
-                return Outcome(False, None, SandboxError("crash", str(e)), 0.0)
+                return Outcome(False, None, SandboxError("crash", str(e)), 0.0), None
         t0 = time.perf_counter()
+        held = False
         try:
-            return self._call_on(slot, fn, source, args, kwargs, timeout, t0)
+            out = self._call_on(slot, fn, source, args, kwargs, timeout, t0, check)
+            held = hold and out.ok
+            return out, (slot if held else None)
         finally:
-            self._free.put(slot)
+            if not held:
+                self._free.put(slot)
 
     def _add_preload(self, slot: Slot, module: str) -> None:
         """A worker that dropped privileges may not be able to import `module` any more (the
@@ -361,7 +345,8 @@ class SandboxPool:
             raise RuntimeError(f"cannot import the trusted module {module!r} in a worker") from None
 
     def _call_on(self, slot: Slot, fn: str, source: str | None, args: tuple[Any, ...],
-                 kwargs: dict[str, Any], timeout: float | None, t0: float) -> Outcome:
+                 kwargs: dict[str, Any], timeout: float | None, t0: float,
+                 check: Callable[[Slot, Any], Any] | None = None) -> Outcome:
         assert slot.send is not None and slot.recv is not None
         limit = self.limits.timeout_s if timeout is None else timeout
         cap = self.limits.output_mb * 1024 * 1024 + 4096
@@ -375,10 +360,12 @@ class SandboxPool:
                     time.perf_counter() - t0)
             data = slot.recv.recv_bytes(cap)
         except (EOFError, OSError, BrokenPipeError):
-            return Outcome(False, None, self._death(slot), time.perf_counter() - t0)
+            return Outcome(False, None, slot.death_error(self.limits, self._root),
+                           time.perf_counter() - t0)
         try:
             status, value, _ = decode_reply(data, slot.shm)
             if status == "ok":
+                value = value if check is None else check(slot, value)
                 return Outcome(True, value, None, time.perf_counter() - t0)
             kind, message, line = value
             return Outcome(False, None, SandboxError(str(kind), str(message), line),
@@ -389,22 +376,6 @@ class SandboxPool:
             return Outcome(False, None, SandboxError("crash", f"malformed worker reply: {e}"),
                            time.perf_counter() - t0)
 
-    def _death(self, slot: Slot) -> SandboxError:
-        """The worker died mid-call: reap it and say why."""
-        reason = slot.kill_reason
-        rc = slot.reap()
-        if reason == "memory" or rc == EXIT_MEMORY:
-            return SandboxError("memory", f"the worker exceeded its memory cap "
-                                          f"({self.limits.rss_watchdog_mb} MiB resident) and was killed")
-        if rc == -signal.SIGXCPU:
-            return SandboxError("timeout", f"CPU time limit exceeded ({self.limits.cpu_s} s)")
-        if rc is not None and rc < 0:
-            name = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
-            hint = " (possibly out of memory)" if rc == -signal.SIGKILL else ""
-            return SandboxError("crash", f"the worker was killed by {name}{hint}: "
-                                         f"{self._log_tail(slot, 300)}")
-        return SandboxError("crash", f"the worker exited (code {rc}): {self._log_tail(slot, 300)}")
-
     async def acall(self, fn: str, source: str | None, *args: Any, timeout: float | None = None,
                     **kwargs: Any) -> Outcome:
         """asyncio version of `call` (runs in a thread; at most n_workers run at once)."""
@@ -413,33 +384,70 @@ class SandboxPool:
         return await loop.run_in_executor(self._executor, job)
 
     def evaluate(self, source: str, data_key: str, params: dict[str, float] | None = None,
-                 timeout: float | None = None) -> Outcome:
-        """Score resident data `{"s", "a", "s_next"}`: value = (total (B,), components dict)."""
-        return self.call("grace.sandbox.worker:evaluate_on", source, data_key, params,
-                         timeout=timeout)
+                 timeout: float | None = None, reduce: str | None = None) -> Outcome:
+        """Score resident data `{"s", "a", "s_next"}`: value = (total (B,), components dict),
+        copied into this process. With `reduce="sum"` or `"mean"`, value = (float, {name: float}),
+        reduced in the worker (same validation), so only a few floats come back."""
+        if reduce is None:
+            return self.call(_EVALUATE, source, data_key, params, timeout=timeout)
+        if reduce not in REDUCTIONS:
+            raise ValueError(f"reduce must be None or one of {REDUCTIONS}, got {reduce!r}")
+        return self._run(_EVALUATE_REDUCED, source, (data_key, params, reduce), {}, timeout,
+                         check=lambda slot, value: check_reduced(value))[0]
 
     async def aevaluate(self, source: str, data_key: str, params: dict[str, float] | None = None,
-                        timeout: float | None = None) -> Outcome:
+                        timeout: float | None = None, reduce: str | None = None) -> Outcome:
         """asyncio version of `evaluate`."""
-        return await self.acall("grace.sandbox.worker:evaluate_on", source, data_key, params,
-                                timeout=timeout)
+        loop = asyncio.get_running_loop()
+        job = functools.partial(self.evaluate, source, data_key, params, timeout, reduce)
+        return await loop.run_in_executor(self._executor, job)
+
+    def evaluate_lease(self, source: str, data_key: str, params: dict[str, float] | None = None,
+                       timeout: float | None = None) -> ResultLease:
+        """`evaluate` without the copy: the result as read-only views onto the worker's shared
+        block, valid while the returned lease is held (it holds the worker; release it, e.g.
+        with `with`). See grace.sandbox.results for what happens to views kept past release."""
+        if not hasattr(os, "memfd_create"):  # no shared block on this platform: read-only copies
+            out = self.evaluate(source, data_key, params, timeout)
+            for arr in (out.value[0], *out.value[1].values()) if out.ok else ():
+                arr.flags.writeable = False
+            return ResultLease(out)
+        batch = self._batches.get(data_key)
+        out, slot = self._run(_EVALUATE_INTO, source, (data_key, params), {}, timeout, hold=True,
+                              check=lambda slot, header: read_block(slot.shm, header, batch))
+        if slot is None:
+            return ResultLease(out)
+        owner, total, comps = out.value
+        out.value = (total, comps)
+        me = threading.get_ident()
+        with self._lease_lock:
+            self._leases[me] = self._leases.get(me, 0) + 1
+        return ResultLease(out, owner, functools.partial(self._end_lease, slot, me))
+
+    async def aevaluate_lease(self, source: str, data_key: str,
+                              params: dict[str, float] | None = None,
+                              timeout: float | None = None) -> ResultLease:
+        """asyncio version of `evaluate_lease` (release the lease from any thread)."""
+        loop = asyncio.get_running_loop()
+        job = functools.partial(self.evaluate_lease, source, data_key, params, timeout)
+        return await loop.run_in_executor(self._executor, job)
+
+    def _end_lease(self, slot: Slot, thread: int, leaked: bool) -> None:
+        """A lease is released. If views of the block outlive it, retire the worker: the views
+        keep the old block (nobody writes it again) and a respawn gets a fresh one."""
+        if leaked:
+            slot.shm = None  # unmapped when the last view goes, not before
+            slot.reap()
+        with self._lease_lock:
+            self._leases[thread] -= 1
+            if not self._leases[thread]:
+                del self._leases[thread]
+        self._free.put(slot)
 
     def debug(self, source: str, data_key: str, params: dict[str, float] | None = None,
               timeout: float | None = None) -> Outcome:
         """The program's `debug()` output on resident data (value: str or None, capped)."""
-        return self.call("grace.sandbox.worker:debug_on", source, data_key, params,
-                         timeout=timeout)
-
-    # ------------------------------------------------------------------ memory watchdog
-    def _watch_rss(self) -> None:
-        cap = self.limits.rss_watchdog_mb
-        while not self._closed:
-            for slot in self._slots:
-                proc = slot.proc
-                if proc is not None and not slot.dead and proc.poll() is None:
-                    if rss_mb(proc.pid) > cap:
-                        slot.kill("memory")
-            time.sleep(0.05)
+        return self.call(_DEBUG, source, data_key, params, timeout=timeout)
 
 
-__all__ = ["Limits", "Outcome", "SandboxPool", "SandboxUnavailable", "clean_env"]
+__all__ = ["Limits", "Outcome", "ResultLease", "SandboxPool", "SandboxUnavailable", "clean_env"]

@@ -11,8 +11,13 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
+
+from grace.sandbox.errors import SandboxError
+from grace.sandbox.policy import Limits
+from grace.sandbox.wire import EXIT_MEMORY
 
 _SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL", "AUTH")
 _PASSTHROUGH = {"numpy": (), "jax": ("JAX_", "XLA_", "CUDA_VISIBLE_DEVICES", "TF_CPP_MIN_LOG_LEVEL")}
@@ -70,6 +75,30 @@ class Slot:
             except ProcessLookupError:
                 pass
 
+    def log_tail(self, root: str, n: int = 1500) -> str:
+        """The end of this worker's stderr log (in the pool's dir `root`)."""
+        try:
+            data = Path(root, f"w{self.index}.log").read_bytes()[-n:]
+            return data.decode("utf-8", "replace").strip() or "(no output)"
+        except OSError:
+            return "(no log)"
+
+    def death_error(self, limits: Limits, root: str) -> SandboxError:
+        """The worker died mid-call: reap it and say why."""
+        reason = self.kill_reason
+        rc = self.reap()
+        if reason == "memory" or rc == EXIT_MEMORY:
+            return SandboxError("memory", f"the worker exceeded its memory cap "
+                                          f"({limits.rss_watchdog_mb} MiB resident) and was killed")
+        if rc == -signal.SIGXCPU:
+            return SandboxError("timeout", f"CPU time limit exceeded ({limits.cpu_s} s)")
+        if rc is not None and rc < 0:
+            name = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
+            hint = " (possibly out of memory)" if rc == -signal.SIGKILL else ""
+            return SandboxError("crash", f"the worker was killed by {name}{hint}: "
+                                         f"{self.log_tail(root, 300)}")
+        return SandboxError("crash", f"the worker exited (code {rc}): {self.log_tail(root, 300)}")
+
     def reap(self) -> int | None:
         """Kill, wait and close everything; returns the exit code."""
         self.kill()
@@ -87,7 +116,10 @@ class Slot:
                     pass
         self.send = self.recv = None
         if self.shm is not None:
-            self.shm.close()
+            try:
+                self.shm.close()
+            except BufferError:  # a result lease still has views on it: unmapped when they go
+                pass
             self.shm = None
         self.dead = True
         return rc
@@ -124,6 +156,16 @@ def remove_stale_roots() -> None:
             shutil.rmtree(path, ignore_errors=True)
         except PermissionError:
             continue
+
+
+def watch_rss(slots: list[Slot], cap_mb: int, stopped: Callable[[], bool]) -> None:
+    """The jax profile's memory watchdog (a host thread): kill a worker over `cap_mb` resident."""
+    while not stopped():
+        for slot in slots:
+            proc = slot.proc
+            if proc is not None and not slot.dead and proc.poll() is None and rss_mb(proc.pid) > cap_mb:
+                slot.kill("memory")
+        time.sleep(0.05)
 
 
 def rss_mb(pid: int) -> float:

@@ -72,8 +72,9 @@ def decode_reply(data: bytes, shm: mmap.mmap | None) -> Any:
     (n,) = struct.unpack_from("<I", data, 1)
     spans = struct.unpack_from(f"<{2 * n}Q", data, 5)
     buffers = []
-    for off, length in zip(spans[::2], spans[1::2], strict=True):
-        if off + length > len(shm):
-            raise ValueError("reply buffer out of bounds")
-        buffers.append(bytearray(shm[off:off + length]))
+    with memoryview(shm) as block:
+        for off, length in zip(spans[::2], spans[1::2], strict=True):
+            if off + length > len(shm):
+                raise ValueError("reply buffer out of bounds")
+            buffers.append(bytearray(block[off:off + length]))  # one copy (slicing shm is two)
     return safe_loads(memoryview(data)[5 + 16 * n:], buffers)

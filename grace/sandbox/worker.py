@@ -26,7 +26,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from grace.sandbox.errors import SandboxError
-from grace.sandbox.pool import Limits
+from grace.sandbox.policy import Limits
 from grace.sandbox.slots import rss_mb
 from grace.sandbox.wire import EXIT_MEMORY, encode_reply
 from grace.tasks.spec import ObsSchema
@@ -42,6 +42,8 @@ class WorkerContext:
     limits: Limits
     workdir: str
     extra: dict[str, Any] = field(default_factory=dict)
+    shm: mmap.mmap | None = None
+    """The shared result block (None where the platform has no memfd_create)."""
 
 
 def _freeze(value: Any) -> Any:
@@ -181,7 +183,7 @@ def worker_main() -> None:
     if init.get("pdeathsig"):
         _set_parent_death_signal(parent)
     budget = _set_limits(limits)
-    ctx = WorkerContext({}, init["schema"], backend, limits, os.getcwd())
+    ctx = WorkerContext({}, init["schema"], backend, limits, os.getcwd(), shm=shm)
     fns: dict[str, Any] = {}
     cap = limits.output_mb * 1024 * 1024
     outbox.send_bytes(pickle.dumps(("ready", os.getpid(), os.geteuid())))
@@ -228,19 +230,54 @@ def worker_main() -> None:
             return  # exit cleanly; the parent respawns a fresh worker with a full CPU budget
 
 
+def _scored(ctx: WorkerContext, compiled: Any, data_key: str,
+            params: dict[str, float] | None) -> tuple[Any, Any, int]:
+    """Run the program on resident data: its unchecked (total, components) and the batch size."""
+    import numpy as np
+
+    d = ctx.data[data_key]
+    total, comps = compiled.raw_call(d["s"], d["a"], d["s_next"], params)
+    if ctx.backend != "numpy":
+        total = np.asarray(total)
+        comps = {k: np.asarray(v) for k, v in comps.items()} if type(comps) is dict else comps
+    return total, comps, int(np.shape(d["s_next"])[0])
+
+
 def evaluate_on(ctx: WorkerContext, compiled: Any, data_key: str,
                 params: dict[str, float] | None = None) -> Any:
     """Trusted worker function: score resident data {"s", "a", "s_next"} -> (total, comps)."""
-    d = ctx.data[data_key]
-    if ctx.backend == "numpy":
-        return compiled(d["s"], d["a"], d["s_next"], params)
-    import numpy as np
-
     from grace.sandbox.compile import check_result
 
-    total, comps = compiled.raw_call(d["s"], d["a"], d["s_next"], params)
-    comps = {k: np.asarray(v) for k, v in comps.items()} if type(comps) is dict else comps
-    return check_result(np.asarray(total), comps, int(np.shape(d["s_next"])[0]))
+    return check_result(*_scored(ctx, compiled, data_key, params))
+
+
+def evaluate_into(ctx: WorkerContext, compiled: Any, data_key: str,
+                  params: dict[str, float] | None = None) -> tuple[int, tuple[str, ...]]:
+    """Trusted worker function: score resident data and write the checked float64 total and
+    components straight into the shared block (converted and checked in that one pass; layout
+    in grace.sandbox.results). Only (batch, component names) goes through the pipe."""
+    from grace.sandbox.compile import check_result
+    from grace.sandbox.results import block_writer
+
+    if ctx.shm is None:
+        raise RuntimeError("this worker has no shared result block")
+    total, comps, batch = _scored(ctx, compiled, data_key, params)
+    _, out = check_result(total, comps, batch, out=block_writer(ctx.shm, batch))
+    return batch, tuple(out)
+
+
+def evaluate_reduced(ctx: WorkerContext, compiled: Any, data_key: str,
+                     params: dict[str, float] | None = None, how: str = "sum"
+                     ) -> tuple[float, dict[str, float]]:
+    """Trusted worker function: the sum or mean of the checked total and of each component
+    (the sums come from the finiteness check itself, so reducing costs nothing extra)."""
+    from grace.sandbox.compile import check_result
+    from grace.sandbox.results import reduce_sums
+
+    total, comps, batch = _scored(ctx, compiled, data_key, params)
+    sums: list[float] = []
+    _, out = check_result(total, comps, batch, sums=sums)
+    return reduce_sums(sums, list(out), batch, how)
 
 
 def debug_on(ctx: WorkerContext, compiled: Any, data_key: str,
