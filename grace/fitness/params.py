@@ -13,56 +13,15 @@ import numpy as np
 from grace.config import FitSettings
 from grace.fitness.batched import CompiledReward, call_reward
 from grace.fitness.metrics import calibrate
-from grace.program import COST_PREFIX
+from grace.fitness.param_space import ParamSpace, fit_subsample, round_param
+from grace.fitness.params_batched import fit_params_batched
+
+__all__ = ["ParamSpace", "fit_params", "round_param"]
 
 # The search's settings (budget, subsample, improve_tol, centre_budget, chunk) are the run's
 # `[fit]` config section (grace.config.FitSettings). improve_tol: fitted PARAMS must beat the
 # initial ones by more than this: smaller "gains" are float noise on a scale-invariant objective
 # (float32 rewards round at ~1e-7) and only make constants drift (e.g. a weight creeping to 1e8).
-
-
-def _fit_subsample(data: dict[str, np.ndarray], rng: np.random.Generator, size: int) -> np.ndarray:
-    """Train rows, at most `size`, keeping up to half the budget for each class."""
-    y, train = data["label"].astype(bool), data["train"]
-    pos, neg = np.flatnonzero(train & y), np.flatnonzero(train & ~y)
-    k_pos = min(len(pos), max(size // 2, size - len(neg)))
-    k_neg = min(len(neg), size - k_pos)
-    pick = [rng.choice(ix, size=k, replace=False) if len(ix) > k else ix
-            for ix, k in ((pos, k_pos), (neg, k_neg))]
-    return np.sort(np.concatenate(pick))
-
-
-def round_param(value: float) -> float:
-    """4 significant digits: what `RewardProgram.with_params` writes, so the file rescores the same."""
-    return float(f"{value:.4g}")
-
-
-def _round_params(params: dict[str, float]) -> dict[str, float]:
-    return {k: round_param(v) for k, v in params.items()}
-
-
-class ParamSpace:
-    """PARAMS as a search space. A point u moves each value v additively as v + u * |v| (u * 1
-    for a value near zero), so a location (threshold, centre) can cross zero, e.g. a threshold
-    initialised at -0.3 can reach a goal at +0.5 (multiplicative, sign-preserving moves never
-    could), and a weight may flip sign when that separates better. Cost weights (`cost_...`) are
-    the exception: they stay >= 0 (the contract's rule). Values are rounded as the file stores
-    them (`round_param`)."""
-
-    def __init__(self, params: dict[str, float]) -> None:
-        self.names = list(params)
-        self.v0 = np.array([params[k] for k in self.names], np.float64)
-        self.unit = np.where(np.abs(self.v0) > 1e-3, np.abs(self.v0), 1.0)
-        self.costs = np.array([k.startswith(COST_PREFIX) for k in self.names], bool)
-
-    def values(self, u: np.ndarray) -> np.ndarray:
-        """The rounded values at u (d,) or at each row of u (K, d)."""
-        vals = self.v0 + self.unit * np.clip(u, -50, 50)
-        vals = np.where(self.costs, np.maximum(vals, 0.0), vals)
-        return np.vectorize(round_param, otypes=[np.float64])(vals) if vals.size else vals
-
-    def decode(self, u: np.ndarray) -> dict[str, float]:
-        return dict(zip(self.names, self.values(u).tolist(), strict=True))
 
 
 def fit_params(
@@ -86,15 +45,13 @@ def fit_params(
 
     fit = fit or FitSettings()
     if fit.batched:
-        from grace.fitness.params_batched import fit_params_batched
-
         return fit_params_batched(compiled, data, params, seed, fit)
     budget, tol = fit.budget, fit.improve_tol
 
     space = ParamSpace(params)
     names, decode = space.names, space.decode
     rng = np.random.default_rng(seed)
-    rows = _fit_subsample(data, rng, fit.subsample)
+    rows = fit_subsample(data, rng, fit.subsample)
     label = data["label"][rows].astype(bool)
     sub = {k: data[k][rows] for k in ("s", "a", "s_next")}
     count = 0

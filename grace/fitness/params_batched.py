@@ -24,7 +24,7 @@ import numpy as np
 from grace.config import FitSettings
 from grace.fitness.batched import CompiledReward, call_reward
 from grace.fitness.calibrate_many import calibrate_many
-from grace.fitness.params import ParamSpace, _fit_subsample
+from grace.fitness.param_space import ParamSpace, fit_subsample
 
 SCAN = np.array([-1.5, -1.0, -0.75, -0.3, -0.1, 0.1, 0.3, 0.75, 1.5])
 """The coordinate scan's moves (in units of each value's magnitude): the sequential path's, and
@@ -136,7 +136,7 @@ def fit_candidates(compiled: CompiledReward, data: dict[str, np.ndarray], params
     fit = fit or FitSettings()
     space = ParamSpace(params)
     d = len(space.names)
-    rows = _fit_subsample(data, np.random.default_rng(seed), fit.batch_rows)
+    rows = fit_subsample(data, np.random.default_rng(seed), fit.batch_rows)
     sub = {k: data[k][rows] for k in ("s", "a", "s_next")}
     score = BatchScorer(compiled, sub, data["label"][rows].astype(bool), space, fit)
     f0 = score.first()

@@ -14,21 +14,18 @@ RLIMIT_CORE=0.
 The parent talks to a worker over two pipes (length-prefixed pickles, stdlib
 `multiprocessing.connection`); large results come back through a per-worker shared-memory
 block, which the host maps read-only (`evaluate_lease` hands them to the caller without a copy,
-`evaluate(reduce="sum")` sends only sums: see grace.sandbox.results). A call that exceeds its
-wall-clock timeout gets the worker's whole process group SIGKILLed; the worker is respawned (resident data re-sent) on next use. The parent unpickles
-replies with an allow-listing unpickler (see grace.sandbox.wire). Workers die with the host:
-a watchdog thread in each worker ends it when its parent goes away (see grace.sandbox.worker). Profiles:
-
+`evaluate(reduce="sum")` sends only sums: grace.sandbox.results). A call past its timeout gets
+the worker's process group SIGKILLed; it is respawned (resident data re-sent) on next use. Replies
+are unpickled by an allow-list (grace.sandbox.wire). Workers die with the host (a watchdog thread
+in each, grace.sandbox.worker). Profiles:
 - "numpy": RLIMIT_AS (default 4 GiB), short timeout; the sandbox for scoring programs.
-- "jax": no RLIMIT_AS (it breaks XLA); a watchdog thread in the parent kills a worker whose
-  resident memory exceeds the cap; long timeout (PPO training); no uid drop by default (jax
-  imports lazily from the interpreter's tree, which `nobody` may not be able to read).
+- "jax": no RLIMIT_AS (it breaks XLA): a parent watchdog kills a worker over the memory cap; long
+  timeout (PPO); no uid drop by default (jax imports lazily from files `nobody` may not read).
 
 Trusted project code runs inside the worker through `pool.call("module:function", source, ...)`:
 the worker imports the function, compiles `source` with the restricted compiler and calls
-`function(ctx, compiled, *args, **kwargs)` (ctx: grace.sandbox.worker.WorkerContext). Return
-numpy arrays and plain data (jax arrays are not accepted by the reply unpickler).
-"""
+`function(ctx, compiled, *args, **kwargs)` (ctx: grace.sandbox.worker.WorkerContext), which
+returns numpy arrays and plain data (the reply unpickler refuses jax arrays)."""
 
 from __future__ import annotations
 
