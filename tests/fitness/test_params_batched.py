@@ -156,7 +156,7 @@ def test_the_flag_selects_the_path(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("the batched path ran")
 
-    monkeypatch.setattr("grace.fitness.params_batched.fit_params_batched", boom)
+    monkeypatch.setattr(params_module, "fit_params_batched", boom)
     fitted, n = params_module.fit_params(c, data, c.params, fit=FitSettings(batched=False))
     assert n > 1 and fitted != c.params
     with pytest.raises(AssertionError, match="batched path ran"):
