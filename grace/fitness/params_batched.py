@@ -212,7 +212,7 @@ def _centre(score: BatchScorer, u: np.ndarray, best: float, tol: float) -> np.nd
             continue
         lo = np.where(first > 0, BRACKET[np.maximum(first - 1, 0)], 0.0)
         hi = BRACKET[first]
-        pts = lo[:, None] + (hi - lo)[:, None] * REFINE[None, :]  # (2, 7)
+        pts = lo[:, None] + (hi - lo)[:, None] * REFINE[None, :]  # (2, len(REFINE))
         f = score(u + ((signs[:, None] * pts)[:, :, None] * e).reshape(-1, len(u)))
         fails = (f < best - tol).reshape(2, len(REFINE))
         inner = np.where(fails.any(axis=1), fails.argmax(axis=1), len(REFINE))
