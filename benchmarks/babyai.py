@@ -49,20 +49,20 @@ success 0.25 grace vs 0.12 true-reward PPO, winner `front_is_target * target_dis
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from evolve_train import dump, evolve_cached, load, train_cached  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 NAME = "babyai"
 LEVELS = ["BabyAI-GoToRedBall-v0", "BabyAI-GoToLocal-v0", "BabyAI-PickupLoc-v0", "BabyAI-OpenDoor-v0",
           "BabyAI-OpenDoorColor-v0", "BabyAI-OpenTwoDoors-v0"]
-METHODS = ("grace", "true_reward")
 BASELINES = ("gail",)
 GAIL_NOTE = ("imitation 1.0.1's GAIL (SB3 PPO generator with grace's BabyAI PPO settings, CPU torch) on grace's "
              "env for the level (benchmarks/imitation_babyai.py, the demos' own 155-wide vector), same env steps "
@@ -70,66 +70,14 @@ GAIL_NOTE = ("imitation 1.0.1's GAIL (SB3 PPO generator with grace's BabyAI PPO 
              "collected with seed 0")
 
 
-def _load(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def _dump(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1, default=float))
-
-
 def evolve_level(level: str, args: argparse.Namespace) -> dict[str, Any]:
-    path = args.cache / level / "evolve.json"
-    if (cached := _load(path)) and not args.force:
-        return cached
-    from grace.api import evolve
-    from grace.config import EvolveConfig
-
-    run = args.runs / level
-    cfg = EvolveConfig(task=level, demos=str(ROOT / "demos" / f"{level}.npz"), out=str(run), seed=args.seed,
-                       report=False).override({"search.generations": args.generations,
-                                               "sandbox.workers": args.workers})
-    for assignment in args.set:
-        cfg = cfg.set(assignment)
-    print(f"[babyai] evolve {level}", flush=True)
-    t0 = time.time()
-    res = evolve(cfg, overwrite=True, progress=False)
-    if res.best is None:
-        raise SystemExit(f"[babyai] {level}: the search scored no program")
-    out = {"level": level, "set": args.set, "generations": args.generations, "wall_s": time.time() - t0,
-           "evaluated": res.stats.evaluated,
-           "winner": {"program_id": res.best.program_id, "fitness": res.best.fitness, "heldout": res.best.heldout,
-                      "size": res.best.size, "metrics": res.best.metrics,
-                      # best_reward.py: the winner as grace hands it over (with its potential, if any)
-                      "source": Path(res.best_path).read_text() if res.best_path else res.best.best_source}}
-    _dump(path, out)
-    return out
+    return evolve_cached(level, ROOT / "demos" / f"{level}.npz", args, NAME, key="level")
 
 
 def train_level(level: str, evolved: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    path = args.cache / level / "train.json"
-    if (cached := _load(path)) and not args.force:
-        return cached
-    from grace.fitness.ppo import TRUE_REWARD, ppo_settings, run_ppo
-    from grace.tasks import get_task
-    from grace.types import PPOJob
-
-    sources = (evolved["winner"]["source"], TRUE_REWARD)
-    print(f"[babyai] train {level}: grace, true reward x {args.seeds} seeds x {args.steps} steps", flush=True)
-    t0 = time.time()
-    results = run_ppo(level, PPOJob(sources, args.steps, args.seeds, args.seed), timeout=7200)
-    out: dict[str, Any] = {"level": level, "steps": args.steps, "seeds": args.seeds, "wall_s": time.time() - t0,
-                           "ppo": {k: (list(v) if isinstance(v, tuple) else v)
-                                   for k, v in ppo_settings(get_task(level)).items() if k != "agent_kwargs"},
-                           "methods": {}}
-    for name, res in zip(METHODS, results, strict=True):
-        out["methods"][name] = ({"ok": True, "success": res.success_rate, "success_per_seed": res.success_per_seed,
-                                 "returns": res.true_returns, "env_steps": res.env_steps,
-                                 "compile_s": res.compile_s, "run_s": res.run_s}
-                                if res.ok else {"ok": False, "error": res.error})
-    _dump(path, out)
-    return out
+    return train_cached(level, evolved, args, NAME, key="level", row=lambda res: {
+        "ok": True, "success": res.success_rate, "success_per_seed": res.success_per_seed,
+        "returns": res.true_returns, "env_steps": res.env_steps, "compile_s": res.compile_s, "run_s": res.run_s})
 
 
 def gail_level(level: str, n_demos: int, args: argparse.Namespace) -> dict[str, Any] | None:
@@ -139,7 +87,7 @@ def gail_level(level: str, n_demos: int, args: argparse.Namespace) -> dict[str, 
     from quality import run_imitation
 
     path = args.cache / level / f"gail-{n_demos}.json"
-    cached = _load(path)
+    cached = load(path)
     if cached and "success_mean" in cached and len(cached["runs"]) >= args.seeds and not args.force:
         return cached
     if args.force or (cached and cached.get("steps") != args.steps):  # never mix budgets across seeds
@@ -164,7 +112,7 @@ def gail_level(level: str, n_demos: int, args: argparse.Namespace) -> dict[str, 
 
 def _gail(level: str, n_demos: int, args: argparse.Namespace) -> dict[str, Any] | None:
     """The cached GAIL result in the shape of a train.json method (None if not run)."""
-    g = _load(args.cache / level / f"gail-{n_demos}.json")
+    g = load(args.cache / level / f"gail-{n_demos}.json")
     if not g or "success_mean" not in g:
         return None
     return {"ok": True, "success": g["success_mean"], "success_per_seed": [r["success"] for r in g["runs"]],
@@ -209,7 +157,7 @@ def write_table(levels: list[str], args: argparse.Namespace) -> None:
         "|" + "---|" * (8 + len(args.gail_demos)),
     ]
     for level in levels:
-        ev, tr = _load(args.cache / level / "evolve.json"), _load(args.cache / level / "train.json")
+        ev, tr = load(args.cache / level / "evolve.json"), load(args.cache / level / "train.json")
         gail = {n: _gail(level, n, args) for n in args.gail_demos}
         gail_cells = " | ".join(_gail_cell(g, args) for g in gail.values())
         if ev is None or tr is None:
@@ -229,7 +177,7 @@ def write_table(levels: list[str], args: argparse.Namespace) -> None:
     lines += ["", "## The winning rewards", "", *codes]
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / f"{NAME}.md").write_text("\n".join(lines) + "\n")
-    _dump(args.results / f"{NAME}.json", {"steps": args.steps, "seeds": args.seeds, "generations": args.generations,
+    dump(args.results / f"{NAME}.json", {"steps": args.steps, "seeds": args.seeds, "generations": args.generations,
                                           "set": args.set, "gail": GAIL_NOTE, "rows": rows})
     print("\n".join(lines[:len(levels) + 6]), flush=True)
 

@@ -28,30 +28,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from evolve_train import METHODS, dump, evolve_cached, load, train_cached  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 NAME = "locomotion"
 TASKS = ["hopper", "walker2d", "ant", "humanoid"]
-METHODS = ("grace", "true_reward")
 BASELINE_NOTE = ("GAIL / AIRL not run: imitation's trainers need a MuJoCo twin in benchmarks/.venv-imitation "
                  "(`pip install mujoco` resolves there, mujoco 4.0.0, not installed; gymnasium 0.29.1 twins are "
                  "Hopper-v4 etc. with MuJoCo physics and gymnasium's observation, so the brax demos would be "
                  "re-collected on the twin); brax-native GAIL / AIRL inside grace's PPO batch is the planned route")
-
-
-def _load(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def _dump(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1, default=float))
 
 
 DEMOS = ROOT / "demos"
@@ -72,58 +64,16 @@ def _ppo_overrides(task: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def evolve_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
-    path = args.cache / task / "evolve.json"
-    if (cached := _load(path)) and not args.force:
-        return cached
-    from grace.api import evolve
-    from grace.config import EvolveConfig
-
-    cfg = EvolveConfig(task=task, demos=str(_demos(task)), out=str(args.runs / task), seed=args.seed,
-                       report=False).override({"search.generations": args.generations,
-                                               "sandbox.workers": args.workers})
-    for key, value in _ppo_overrides(task, args).items():
-        cfg = cfg.set(f"ppo.continuous.{key}={json.dumps(value)}")
-    for assignment in args.set:
-        cfg = cfg.set(assignment)
-    print(f"[locomotion] evolve {task}", flush=True)
-    t0 = time.time()
-    res = evolve(cfg, overwrite=True, progress=False)
-    if res.best is None:
-        raise SystemExit(f"[locomotion] {task}: the search scored no program")
-    out = {"task": task, "set": args.set, "generations": args.generations, "wall_s": time.time() - t0,
-           "evaluated": res.stats.evaluated,
-           "winner": {"program_id": res.best.program_id, "fitness": res.best.fitness, "heldout": res.best.heldout,
-                      "size": res.best.size, "metrics": res.best.metrics,
-                      "source": Path(res.best_path).read_text() if res.best_path else res.best.best_source}}
-    _dump(path, out)
-    return out
+    settings = tuple(f"ppo.continuous.{k}={json.dumps(v)}" for k, v in _ppo_overrides(task, args).items())
+    return evolve_cached(task, _demos(task), args, "locomotion", settings=settings)
 
 
 def train_task(task: str, evolved: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    path = args.cache / task / "train.json"
-    if (cached := _load(path)) and not args.force:
-        return cached
-    from grace.fitness.ppo import TRUE_REWARD, ppo_settings, run_ppo
-    from grace.tasks import get_task
-    from grace.types import PPOJob
-
-    over = _ppo_overrides(task, args)
-    sources = (evolved["winner"]["source"], TRUE_REWARD)
-    print(f"[locomotion] train {task}: grace, true reward x {args.seeds} seeds x {args.steps} steps", flush=True)
-    t0 = time.time()
-    results = run_ppo(task, PPOJob(sources, args.steps, args.seeds, args.seed, algo_kwargs=over or None),
-                      timeout=36000)
-    out: dict[str, Any] = {"task": task, "steps": args.steps, "seeds": args.seeds, "wall_s": time.time() - t0,
-                           "ppo": {k: (list(v) if isinstance(v, tuple) else v)
-                                   for k, v in ppo_settings(get_task(task), over).items() if k != "agent_kwargs"},
-                           "methods": {}}
-    for name, res in zip(METHODS, results, strict=True):
-        out["methods"][name] = ({"ok": True, "returns": res.true_returns, "success": res.success_rate,
-                                 "env_steps": res.env_steps, "compile_s": res.compile_s, "run_s": res.run_s,
-                                 "steps_per_s": res.env_steps * len(results) * args.seeds / max(res.run_s, 1e-9)}
-                                if res.ok else {"ok": False, "error": res.error})
-    _dump(path, out)
-    return out
+    n = len(METHODS) * args.seeds
+    return train_cached(task, evolved, args, "locomotion", algo_kwargs=_ppo_overrides(task, args), timeout=36000,
+                        row=lambda res: {"ok": True, "returns": res.true_returns, "success": res.success_rate,
+                                         "env_steps": res.env_steps, "compile_s": res.compile_s, "run_s": res.run_s,
+                                         "steps_per_s": res.env_steps * n / max(res.run_s, 1e-9)})
 
 
 def _ret(m: dict[str, Any] | None) -> str:
@@ -154,7 +104,7 @@ def write_table(tasks: list[str], args: argparse.Namespace) -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     for task in tasks:
-        ev, tr = _load(args.cache / task / "evolve.json"), _load(args.cache / task / "train.json")
+        ev, tr = load(args.cache / task / "evolve.json"), load(args.cache / task / "train.json")
         if not _demos(task).exists() and ev is None:
             lines.append(f"| {task} | pending GPU | pending GPU | - | - | no demos/{task}.npz: its brax-PPO expert "
                          "needs a GPU (locomotion_speed.md) | - | - |")
@@ -173,7 +123,7 @@ def write_table(tasks: list[str], args: argparse.Namespace) -> None:
     lines += ["", "## The winning rewards", "", *(codes or ["(none yet)"])]
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / f"{NAME}.md").write_text("\n".join(lines) + "\n")
-    _dump(args.results / f"{NAME}.json", {"steps": args.steps, "seeds": args.seeds, "generations": args.generations,
+    dump(args.results / f"{NAME}.json", {"steps": args.steps, "seeds": args.seeds, "generations": args.generations,
                                           "set": args.set, "ppo": args.ppo, "brax_batch": args.brax_batch,
                                           "baselines": BASELINE_NOTE, "rows": rows})
     print("\n".join(lines[:len(tasks) + 6]), flush=True)
