@@ -1,5 +1,6 @@
 """PARAMS fitting alone: calibration warm start (`fit.warm_start`, the default) vs every Newton
-solve from (0, 0), on the built-in reference rewards (trusted files, so they run in this process),
+solve from (0, 0) in the sequential search (`fit.batched = false`; the batched one is measured by
+loop_speed.py), on the built-in reference rewards (trusted files, so they run in this process),
 interleaved run by run so machine load hits both alike. Same data as the loop: the committed demos
 plus 64 random episodes. Reports median ms per fit, reward evaluations, and whether the two paths
 fitted the same PARAMS. Writes benchmarks/results/fit_speed.md.
@@ -46,7 +47,8 @@ def main() -> None:
         for _ in range(args.repeats):
             for warm in (True, False):
                 t0 = time.perf_counter()
-                fitted[warm] = fit_params(compiled, data, params, seed=0, fit=FitSettings(warm_start=warm))
+                fitted[warm] = fit_params(compiled, data, params, seed=0,
+                                          fit=FitSettings(batched=False, warm_start=warm))
                 ms[warm].append(1000 * (time.perf_counter() - t0))
         rows.append((name, len(params), fitted, {k: float(np.median(v)) for k, v in ms.items()}))
         print(name, rows[-1][3], flush=True)
