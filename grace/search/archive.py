@@ -251,7 +251,8 @@ class Archive:
         filters = {"round": round, "generation": generation, "status": status, "operator": operator}
         given = {k: v for k, v in filters.items() if v is not None}
         where = " AND ".join(f"{k}=?" for k in given) or "1"
-        order = "score DESC, id" if best_first else "id"
+        # (round, generation, slot), not id: a resumed run stores rows in another order (select.order_key)
+        order = "score DESC, round, generation, slot" if best_first else "round, generation, slot"
         rows = self.db.execute(f"SELECT * FROM programs WHERE {where} ORDER BY {order}", tuple(given.values()))
         return [self._row(r) for r in rows]
 
@@ -278,7 +279,7 @@ class Archive:
 
     def by_program_id(self, program_id: str) -> ProgramRow | None:
         r = self.db.execute(
-            "SELECT * FROM programs WHERE program_id=? AND status='ok' ORDER BY score DESC LIMIT 1",
+            "SELECT * FROM programs WHERE program_id=? AND status='ok' ORDER BY score DESC, round, generation, slot LIMIT 1",
             (program_id,)).fetchone()
         return self._row(r) if r else None
 
@@ -300,7 +301,11 @@ class Archive:
         out: dict[int, list[ProgramRow]] = {}
         for isl, pid in rows:
             out.setdefault(isl, []).append(self.program(pid))
-        return out
+        # in the order the loop keeps them (grace.search.select.truncate: best score first, ties by
+        # where proposed), not by row id: parents are drawn by position, so a resumed run must see
+        # the members in the same order as an uninterrupted one
+        return {isl: sorted(m, key=lambda r: (-(r.score or 0.0), r.round, r.generation, r.slot))
+                for isl, m in out.items()}
 
     def complete_generation(self, round: int, generation: int, **info: Any) -> None:
         self.db.execute(

@@ -28,7 +28,7 @@ from grace.fitness.discriminator import ExpertSimilarity
 from grace.fitness.ppo import run_ppo
 from grace.search.archive import Archive, ProgramRow
 from grace.search.executor import Executor
-from grace.search.select import penalised, truncate
+from grace.search.select import order_key, penalised, truncate
 from grace.tasks import Task
 from grace.types import PPOJob, Transitions
 
@@ -84,7 +84,7 @@ def heldout_extras(rows: list[ProgramRow], cfg: EvolveConfig, chosen: list[Progr
         key = penalised(r.heldout, r.size or 0, cfg.search.parsimony)
         if r.program_id not in best or key > best[r.program_id][0]:
             best[r.program_id] = (key, r)
-    ranked = sorted(best.values(), key=lambda kr: (-kr[0], kr[1].id))
+    ranked = sorted(best.values(), key=lambda kr: (-kr[0], order_key(kr[1])))
     return [r for _, r in ranked[: cfg.ppo.select_heldout]]
 
 

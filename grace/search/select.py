@@ -18,6 +18,13 @@ def penalised(fitness: float, size: int, parsimony: float) -> float:
     return float(fitness) - parsimony * float(size)
 
 
+def order_key(r: ProgramRow) -> tuple[int, int, int]:
+    """Where a program was proposed: (round, generation, slot). Ties are broken by this, never by
+    the row id, whose order depends on when rows were stored (a resumed run stores the rest of an
+    interrupted generation later, so ids differ from an uninterrupted run's)."""
+    return (r.round, r.generation, r.slot)
+
+
 def truncate(rows: list[ProgramRow], n: int) -> list[ProgramRow]:
     """The top-n distinct programs by score (ties: older first)."""
     best: dict[str, ProgramRow] = {}
@@ -25,9 +32,9 @@ def truncate(rows: list[ProgramRow], n: int) -> list[ProgramRow]:
         if r.status != "ok" or r.score is None:
             continue
         cur = best.get(r.program_id)
-        if cur is None or (r.score, -r.id) > (cur.score or -np.inf, -cur.id):
+        if cur is None or (r.score > (cur.score or -np.inf)) or (r.score == cur.score and order_key(r) < order_key(cur)):
             best[r.program_id] = r
-    return sorted(best.values(), key=lambda r: (-(r.score or 0.0), r.id))[:n]
+    return sorted(best.values(), key=lambda r: (-(r.score or 0.0), order_key(r)))[:n]
 
 
 def softmax_pick(rows: list[ProgramRow], temperature: float, rng: np.random.Generator, k: int = 1) -> list[ProgramRow]:

@@ -177,3 +177,25 @@ def test_duplicate_status_does_not_depend_on_completion_order(tmp_path):
     sandbox evaluation finishes first."""
     slow, fast = _statuses(tmp_path, slow_first=True), _statuses(tmp_path, slow_first=False)
     assert slow == fast == [(0, "ok"), (1, "duplicate"), (2, "ok"), (3, "duplicate")]
+
+
+def test_population_reloads_in_the_order_the_loop_keeps(tmp_path):
+    """Parents are drawn by position in an island's member list: a resumed run must read the
+    members back best first, ties by where they were proposed, whatever order the rows were
+    stored in (a resumed run stores the rest of a generation after the rows of later slots)."""
+    from grace.search.archive import Archive
+    from grace.search.select import truncate
+
+    archive = Archive(tmp_path / "archive.sqlite")
+    scores = {3: 0.5, 1: 0.7, 0: 0.5, 2: 0.9}  # stored in slot order 3, 1, 0, 2: ids are not slot order
+    rows = {}
+    for slot, score in scores.items():
+        rid = archive.add_proposal(program_id=f"p{slot}", round=0, generation=0, slot=slot, island=0,
+                                   operator="init", parents=[], proposer="t", source=f"# {slot}")
+        archive.set_result(rid, status="ok", fitness=score, score=score)
+        rows[slot] = archive.program(rid)
+    kept = truncate(list(rows.values()), 4)
+    assert [r.slot for r in kept] == [2, 1, 0, 3]  # best first, the tie by slot, not by id
+    archive.set_population(0, 0, {0: [rows[s].id for s in (3, 0, 1, 2)]})  # any stored order
+    assert [r.slot for r in archive.population(0, 0)[0]] == [r.slot for r in kept]
+    archive.close()
