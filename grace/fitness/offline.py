@@ -94,7 +94,8 @@ def evaluate(
     fitted = dict(params)
     train, y = data["train"].astype(bool), data["label"].astype(bool)
     expert = data["source"] == 0
-    if fit.params and params and fit.batched and fit.final_candidates > 1:
+    picks = fit.params and bool(params) and fit.batched and fit.final_candidates > 1  # _pick guards the initial PARAMS
+    if picks:
         found, n_evals = fit_candidates(compiled, data, params, seed, fit, fit.final_candidates)
         fitted, n_more = _pick(compiled, data, found, fit, given_terminal, shaping_only, expert)
         n_evals += n_more
@@ -102,7 +103,7 @@ def evaluate(
         fitted, n_evals = _fit(compiled, data, params, seed, fit)
     r, comps = call_reward(compiled, data, fitted, fit.chunk)
     n_evals += 1
-    if fitted != params and not (fit.batched and fit.final_candidates > 1):
+    if fitted != params and not picks:
         # the subsample may mislead: keep the initial values if train got worse
         # (fit_params only moves constants for a real gain, or to the middle of a plateau)
         r0, comps0 = call_reward(compiled, data, params, fit.chunk)
@@ -135,6 +136,7 @@ def _pick(compiled: CompiledReward, data: Transitions, cands: list[tuple[dict[st
     reward is non-finite on the data is out; when all are, the search's answer is returned (and
     `evaluate` reports its failure). Returns (params, reward calls)."""
     scores = []
+    rows = {"train": data["train"].astype(bool), "heldout": np.zeros(len(data["train"]), bool)}
     for cand, disc in cands:
         try:
             r, _ = call_reward(compiled, data, cand, fit.chunk)
@@ -145,7 +147,6 @@ def _pick(compiled: CompiledReward, data: Transitions, cands: list[tuple[dict[st
             continue
         m = {"fitness_train": disc, "fitness_heldout": np.nan}
         phi = potentials(compiled, data, cand | shaping_only, fit.chunk)
-        rows = {"train": data["train"].astype(bool), "heldout": np.zeros(len(r), bool)}
         scores.append(_whole_episodes(r, data, expert, dict(cand), m, fit, given, phi, splits=rows)[1])
     best = max(scores)
     if best == -np.inf:
