@@ -2,7 +2,8 @@
 
 Runs INSIDE the separate benchmark venv `benchmarks/.venv-imitation` (imitation pins gymnasium
 0.29, which the main environment cannot use). It never imports grace: it reads the committed demo
-.npz files directly (keys obs, actions, lengths, terminated, truncated, rewards), converts them to
+.npz files directly (keys obs, actions, lengths, terminated, truncated, rewards; or imitation's own
+obs, acts, indices, terminal, rews, as benchmarks/sb3_experts.py writes them), converts them to
 imitation `TrajectoryWithRew`s and builds the envs itself; the fixed-horizon wrappers below are
 copies of grace/tasks/fixed_horizon.py (no early termination; CartPole reward 1 while the original
 termination test does not hold else 0; MountainCar / Acrobot 0 at the goal else -1).
@@ -105,13 +106,18 @@ def load_demos(path: str, n_episodes: int | None):
     from imitation.data.types import TrajectoryWithRew
 
     d = np.load(path, allow_pickle=False)
-    lengths = d["lengths"].astype(int)
+    if "indices" in d:  # imitation's own npz layout (obs, acts, indices, terminal, rews): sb3_experts.py
+        acts_all, rews_all, terminated = d["acts"], d["rews"], d["terminal"]
+        lengths = np.diff(np.concatenate([[0], d["indices"], [len(acts_all)]])).astype(int)
+    else:  # grace's layout (the committed demos)
+        acts_all, rews_all, terminated = d["actions"], d["rewards"], d["terminated"]
+        lengths = d["lengths"].astype(int)
     trajs, o, a = [], 0, 0
     for i, length in enumerate(lengths):
         obs = d["obs"][o:o + length + 1].astype(np.float32)
-        acts = d["actions"][a:a + length]
-        trajs.append(TrajectoryWithRew(obs=obs, acts=acts, infos=None, terminal=bool(d["terminated"][i]),
-                                       rews=d["rewards"][a:a + length].astype(np.float32)))
+        acts = acts_all[a:a + length]
+        trajs.append(TrajectoryWithRew(obs=obs, acts=acts, infos=None, terminal=bool(terminated[i]),
+                                       rews=rews_all[a:a + length].astype(np.float32)))
         o += length + 1
         a += length
     return trajs[:n_episodes] if n_episodes else trajs

@@ -20,7 +20,8 @@ from the same batch. Each stage caches its JSON under benchmarks/results/teach/ 
     python benchmarks/teach.py --name fewdemos --tasks pendulum@1,pendulum@2 --baselines gail
 
 A row `TASK@N` evolves on the first N committed demo episodes (and GAIL gets the same N): the
-demos-count sweep of "Few demos" (issue 12).
+demos-count sweep of "Few demos" (issue 12). `--demos-dir demos/sb3` runs it on demos grace did not
+make (SB3 experts in imitation's layout, benchmarks/sb3_experts.py).
     python benchmarks/teach.py --table-only
 """
 
@@ -43,6 +44,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 NAME = "teach"
 CACHE = RESULTS / NAME
 RUNS = ROOT / "runs" / NAME
+DEMOS = ROOT / "demos"
 WAVE1 = RESULTS / "quality"
 TASKS = ["cartpole", "acrobot", "mountaincar", "cartpole_fixed", "acrobot_fixed", "mountaincar_fixed", "pendulum",
          "inverted_pendulum"]
@@ -67,9 +69,9 @@ def split_row(row: str) -> tuple[str, int | None]:
 
 
 def demos_file(row: str) -> Path:
-    """The committed demos, or the first N of their episodes (saved under runs/)."""
+    """The task's demos (committed, or `--demos-dir`'s), or the first N of their episodes (saved under runs/)."""
     task, n = split_row(row)
-    path = ROOT / "demos" / f"{task}.npz"
+    path = DEMOS / f"{task}.npz"
     if n is None:
         return path
     from grace.data.trajectories import load_demos
@@ -158,7 +160,7 @@ def baseline(row: str, algo: str, args: argparse.Namespace) -> dict[str, Any] | 
         return cached
     steps = args.brax_steps if task == "inverted_pendulum" else args.steps
     print(f"[teach] {algo} {row}: {args.seeds} seeds x {steps} steps", flush=True)
-    return run_imitation(task, algo, path, steps, args.seeds, n_demos or 0)
+    return run_imitation(task, algo, path, steps, args.seeds, n_demos or 0, demos=DEMOS / f"{task}.npz")
 
 
 def _baseline_norm(row: str, algo: str, ref: dict[str, Any]) -> tuple[list[float] | None, str]:
@@ -206,11 +208,15 @@ def _wave1(task: str) -> tuple[float | None, int | None]:
     return ratio, size
 
 
+def _demos_flag() -> str:
+    return "" if DEMOS == ROOT / "demos" else f" --demos-dir {DEMOS.relative_to(ROOT) if DEMOS.is_relative_to(ROOT) else DEMOS}"
+
+
 def write_table(tasks: list[str], args: argparse.Namespace) -> None:
     rows, codes = [], []
     lines = [
         "# Rewards that teach: grace's winners vs true-reward PPO, with an ablation", "",
-        f"Produced by `python benchmarks/teach.py --name {NAME}` (offline operator, {args.generations} generations x 2 islands x 16, "
+        f"Produced by `python benchmarks/teach.py --name {NAME}{_demos_flag()}` (offline operator, {args.generations} generations x 2 islands x 16, "
         f"seed {args.seed}; PPO: {args.steps:,} env steps per run ({args.brax_steps:,} on Brax), {args.seeds} seeds, "
         "every column of a row trained in ONE compiled batch with the task's PPO settings). Normalised return = "
         "(R - R_random) / (R_expert - R_random) of the per-seed mean true return (quality.py's references); "
@@ -288,10 +294,13 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a config override for every evolution (as `grace evolve --set`)")
     ap.add_argument("--baselines", default="", help="comma list of gail,airl to run beside (needs the imitation venv)")
+    ap.add_argument("--demos-dir", default="", help="read TASK.npz from this folder instead of demos/ (e.g. demos/sb3: "
+                    "demos grace did not make, benchmarks/sb3_experts.py), for grace and the baselines alike")
     ap.add_argument("--name", default="teach", help="results name: benchmarks/results/NAME.md and NAME/ (cache)")
     args = ap.parse_args()
-    global CACHE, RUNS, NAME
+    global CACHE, RUNS, NAME, DEMOS
     CACHE, RUNS, NAME = RESULTS / args.name, ROOT / "runs" / args.name, args.name
+    DEMOS = Path(args.demos_dir).resolve() if args.demos_dir else DEMOS
     tasks = [t for t in args.tasks.split(",") if t]
     ablate = set(args.ablate.split(","))
     if not args.table_only:
