@@ -189,10 +189,12 @@ def _whole_episodes(r: np.ndarray, data: Transitions, expert: np.ndarray, params
         term = round_param(term)  # what the file will hold
         params = params | {TERMINAL_KEY: term}
     paid = r if shaping is None else r + shaping
-    held = ~data["train"].astype(bool) & whole
-    held &= ~np.isin(data["episode"], data["episode"][train])  # a split episode (one demo) is not whole there
+    if splits is None:
+        held = ~data["train"].astype(bool) & whole
+        held &= ~np.isin(data["episode"], data["episode"][train])  # a split episode (one demo) is not whole there
+        splits = {"train": train, "heldout": held}
     out = []
-    for name, rows in (splits or {"train": train, "heldout": held}).items():
+    for name, rows in splits.items():
         rows = rows & whole
         ranks = return_ranking(paid[rows], *(c[rows] for c in cols), term or 0.0, gamma)
         if phi is not None:

@@ -51,11 +51,12 @@ class BatchScorer:
 
     def first(self) -> float:
         """Fitness of the initial PARAMS; the program's own exception propagates (as sequential)."""
-        r, _ = call_reward(self.compiled, self.sub, self.space.decode(np.zeros(len(self.space.names))),
+        zero = self.space.values(np.zeros(len(self.space.names)))
+        r, _ = call_reward(self.compiled, self.sub, dict(zip(self.space.names, zero.tolist(), strict=True)),
                            self.fit.chunk)
         self.count += 1
         f = self._calibrate(r[None, :])[0]
-        self.cache[tuple(self.space.values(np.zeros(len(self.space.names))).tolist())] = f
+        self.cache[tuple(zero.tolist())] = f
         return f
 
     def __call__(self, u: np.ndarray) -> np.ndarray:
