@@ -51,12 +51,11 @@ class BatchScorer:
 
     def first(self) -> float:
         """Fitness of the initial PARAMS; the program's own exception propagates (as sequential)."""
-        zero = self.space.values(np.zeros(len(self.space.names)))
-        r, _ = call_reward(self.compiled, self.sub, dict(zip(self.space.names, zero.tolist(), strict=True)),
-                           self.fit.chunk)
+        initial = self.space.decode(np.zeros(len(self.space.names)))
+        r, _ = call_reward(self.compiled, self.sub, initial, self.fit.chunk)
         self.count += 1
         f = self._calibrate(r[None, :])[0]
-        self.cache[tuple(zero.tolist())] = f
+        self.cache[tuple(initial.values())] = f
         return f
 
     def __call__(self, u: np.ndarray) -> np.ndarray:
