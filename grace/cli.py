@@ -215,9 +215,22 @@ def _show_selection(archive: Any) -> None:
             like = c["expert_likeness"]
             pick = c.get("pick", "dense" if c.get("dense") else "top")
             rank = f"{c['offline_rank'] + 1}" + {"top": "", "dense": " (dense version)", "heldout": " (best held-out)"}[pick]
-            st.add_row(c["program_id"], rank, f"{c['fitness']:.4f}",
-                       "failed" if like is None else f"{like:.3f}", "yes" if c["row"] == rec["winner"] else "")
+            st.add_row(c["program_id"], rank, f"{c['fitness']:.4f}", _likeness_cell(like, c.get("likeness_seeds")),
+                       "yes" if c["row"] == rec["winner"] else "")
         console.print(st)
+        if rec.get("why"):
+            console.print(f"chosen: {rec['why']}")
+
+
+def _likeness_cell(like: float | None, seeds: list[float] | None) -> str:
+    """A policy's expert-likeness, with its standard error over seeds when there are several."""
+    if like is None:
+        return "failed"
+    if not seeds or len(seeds) < 2:
+        return f"{like:.3f}"
+    from grace.search.ppo_verdict import stderr
+
+    return f"{like:.3f} ± {stderr(seeds):.3f} ({len(seeds)} seeds)"
 
 
 @app.command("eval")

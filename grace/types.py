@@ -275,6 +275,9 @@ class PPOResult:
     success_per_seed: list[float] | None = None
     irl_score: float | None = None
     """Mean `score_states` over the policy's visited states (IRL mode), else None."""
+    irl_per_seed: list[float] | None = None
+    """Per seed: the likeness of that seed's visited states (IRL mode with a distribution match, e.g.
+    `ExpertSimilarity`), else None: the spread PPO in the loop weighs differences against."""
     curve: list[list[float]] = field(default_factory=list)
     """seeds x n_evals mean true return; `curve_steps` is its x axis."""
     curve_steps: list[int] = field(default_factory=list)

@@ -227,6 +227,11 @@ class PPOConfig:
     discriminator; never the true reward). 0 = off; skipped when the task has no JAX env."""
     select_steps: int = 0
     """Env steps per PPO run of that selection; 0 = ppo.steps."""
+    select_confirm: int = 4
+    """PPO in the loop: when the most expert-like candidate does not beat an offline-better one by
+    more than the seed noise (search/ppo_verdict.py), the two train again on this many more seeds and
+    the better offline rank wins unless the difference then holds. 0 = no second run (the better
+    offline rank wins within noise)."""
     select_similarity: float = 1.0
     """PPO in the loop: two candidates whose rewards rank a sample of the round's states alike
     (Spearman correlation above this) count as one choice, so the K trained are the best of K
@@ -361,8 +366,10 @@ class EvolveConfig:
             (self.fit.budget >= 1 and min(self.fit.subsample, self.fit.batch_rows) >= 2 and self.fit.chunk >= 1,
              "fit.budget and fit.chunk must be >= 1, fit.subsample and fit.batch_rows >= 2"),
             (self.ppo.steps >= 1 and self.ppo.seeds >= 1, "ppo.steps and ppo.seeds must be >= 1"),
-            (min(self.ppo.select_top, self.ppo.select_steps, self.ppo.select_dense, self.ppo.select_heldout) >= 0,
-             "ppo.select_top, ppo.select_steps, ppo.select_dense and ppo.select_heldout must be >= 0"),
+            (min(self.ppo.select_top, self.ppo.select_steps, self.ppo.select_dense, self.ppo.select_heldout,
+                 self.ppo.select_confirm) >= 0,
+             "ppo.select_top, ppo.select_steps, ppo.select_dense, ppo.select_heldout and ppo.select_confirm "
+             "must be >= 0"),
             (-1.0 <= self.ppo.select_similarity <= 1.0, "ppo.select_similarity must be in [-1, 1]"),
             (all(h.reward_transform in ("none", "symlog") for h in (self.ppo.discrete, self.ppo.continuous)),
              "ppo.*.reward_transform must be none or symlog"),

@@ -168,19 +168,22 @@ def train_candidates(task: Task | TaskRef | str, job: PPOJob) -> list[PPOResult]
     for j, i in enumerate(index):
         per_seed = {k: np.asarray(v[j]) for k, v in final.items()}
         act_dim = None if discrete else task.action.dim
-        eps = [ep for s in range(seeds) for ep in _episodes({k: v[s] for k, v in per_seed.items()}, act_dim)]
+        by_seed = [_episodes({k: v[s] for k, v in per_seed.items()}, act_dim) for s in range(seeds)]
+        eps = [ep for group in by_seed for ep in group]
         seed_means = per_seed["returns"].mean(axis=-1)
         success, success_seeds = None, None
         if task.success is not None:
             hits = np.array([task.success(float(ep.rewards.sum()), ep.terminated, ep.obs)
                              for ep in eps], dtype=float).reshape(seeds, -1)
             success, success_seeds = float(hits.mean()), hits.mean(axis=1).tolist()
-        irl = None
+        irl, irl_seeds = None, None
         if job.score_states is not None:
             states = np.concatenate([ep.obs[1:] for ep in eps])
             like = getattr(job.score_states, "likeness", None)  # a distribution match (ExpertSimilarity)
             irl = float(like(states)) if like is not None else float(np.mean(np.asarray(job.score_states(states),
                                                                                          dtype=np.float64)))
+            if like is not None:
+                irl_seeds = [float(like(np.concatenate([ep.obs[1:] for ep in group]))) for group in by_seed]
         traj = None
         if job.keep_trajectories:
             src = job.sources[i]
@@ -190,7 +193,7 @@ def train_candidates(task: Task | TaskRef | str, job: PPOJob) -> list[PPOResult]
         results[i] = PPOResult(
             true_return_mean=float(seed_means.mean()), true_return_std=float(seed_means.std()),
             true_returns=seed_means.tolist(), success_rate=success, success_per_seed=success_seeds,
-            irl_score=irl, curve=np.asarray(curve[j]).reshape(seeds, -1).tolist(),
+            irl_score=irl, irl_per_seed=irl_seeds, curve=np.asarray(curve[j]).reshape(seeds, -1).tolist(),
             curve_steps=list(info["curve_steps"]), env_steps=int(info["env_steps"]),
             compile_s=compile_s, run_s=run_s, batch_size=len(branches), trajectories=traj)
     jax.clear_caches()

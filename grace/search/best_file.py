@@ -27,7 +27,8 @@ def selection_line(archive: Archive, b: ProgramRow) -> dict[str, str]:
     if picks.count("dense"):
         parts.append(f"{picks.count('dense')} dense versions")
     pool = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
-    return {"selected by": (f"PPO in the loop: the most expert-like policy of {pool} "
+    why = rec.get("why", "the most expert-like policy")
+    return {"selected by": (f"PPO in the loop over {pool}: {why} "
                             f"(expert-likeness {like if like is None else f'{like:.3f}'}; "
                             f"{rec['steps']} steps x {rec['seeds']} seeds, {rec['seconds']:.0f} s)")}
 

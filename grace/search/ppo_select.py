@@ -3,7 +3,10 @@
 After a round's offline search, PPO trains on the top `ppo.select_top` distinct candidates in one
 compile (`grace.fitness.ppo.run_ppo`; the batched trainer), and the winner is the candidate whose
 trained policy visits the most expert-like states under the candidate-independent discriminator
-(`grace.fitness.discriminator.ExpertSimilarity`, fitted on the round's data): IRL mode. The true
+(`grace.fitness.discriminator.ExpertSimilarity`, fitted on the round's data): IRL mode. A higher
+expert-likeness wins only beyond the seed noise (search/ppo_verdict.py): within it, the leader and
+the best offline-ranked candidate it does not beat train on `ppo.select_confirm` more seeds, and the
+better offline rank wins unless the difference then holds. The true
 reward is recorded (for benchmarks and the report) and never read here. The decision is persisted
 in the archive's meta (`ppo_select_r<round>`) before it is used, so a resumed run keeps it.
 
@@ -28,6 +31,7 @@ from grace.fitness.discriminator import ExpertSimilarity
 from grace.fitness.ppo import run_ppo
 from grace.search.archive import Archive, ProgramRow
 from grace.search.executor import Executor
+from grace.search.ppo_verdict import leader_and_rival, mean, seed_values, settle
 from grace.search.select import order_key, penalised, truncate
 from grace.tasks import Task
 from grace.types import PPOJob, Transitions
@@ -44,11 +48,11 @@ def enabled(cfg: EvolveConfig, task: Task) -> bool:
 
 
 async def train_and_score(task: Task, cfg: EvolveConfig, sources: list[str], data: Transitions,
-                          seed: int) -> tuple[list[Any], float]:
-    """PPO on each source in one compile (`ppo.select_steps`, `ppo.seeds`), each policy scored by the
-    candidate-independent discriminator fitted on `data`; (results, seconds)."""
+                          seed: int, seeds: int | None = None) -> tuple[list[Any], float]:
+    """PPO on each source in one compile (`ppo.select_steps`; `seeds`, default `ppo.seeds`), each
+    policy scored by the candidate-independent discriminator fitted on `data`; (results, seconds)."""
     disc = ExpertSimilarity.from_data(data, seed=cfg.seed, max_ref=cfg.fitness.disc_max_ref)
-    job = PPOJob(tuple(sources), cfg.ppo.select_steps or cfg.ppo.steps, cfg.ppo.seeds, seed,
+    job = PPOJob(tuple(sources), cfg.ppo.select_steps or cfg.ppo.steps, seeds or cfg.ppo.seeds, seed,
                  cfg.ppo.overrides(task.action.kind == "discrete"), score_states=disc)
     t0 = time.time()
     results = await asyncio.to_thread(partial(run_ppo, task, job, timeout=cfg.ppo.timeout))
@@ -56,9 +60,10 @@ async def train_and_score(task: Task, cfg: EvolveConfig, sources: list[str], dat
 
 
 def likeness(result: Any) -> float | None:
-    """A trained policy's expert-likeness (None when PPO failed or gave no finite score)."""
-    ok = result.ok and result.irl_score is not None and math.isfinite(result.irl_score)
-    return float(result.irl_score) if ok else None
+    """A trained policy's expert-likeness: the mean over its seeds (None when PPO failed or gave no
+    finite score)."""
+    vals = seed_values(result)
+    return None if vals is None else mean(vals)
 
 
 def dense_extras(archive: Archive, rnd: int, cfg: EvolveConfig, chosen: list[ProgramRow]) -> list[ProgramRow]:
@@ -125,6 +130,19 @@ async def top(archive: Archive, rnd: int, cfg: EvolveConfig, data: Transitions,
     return ([row for row, _ in chosen] + [r for r in rows if r.id not in picked])[:k]
 
 
+async def _confirm(task: Task, cfg: EvolveConfig, rows: list[ProgramRow], data: Transitions, rnd: int,
+                   leader: dict[str, Any], rival: dict[str, Any]) -> dict[str, Any]:
+    """Train the leader and its rival on `ppo.select_confirm` more seeds (other seeds than the first
+    run's) and add each seed's likeness to theirs (in place); the record of that run."""
+    pair = [leader, rival]
+    results, seconds = await train_and_score(task, cfg, [rows[c["offline_rank"]].best_source for c in pair], data,
+                                             cfg.seed + 104_729 * (rnd + 1) + 15_485_863, seeds=cfg.ppo.select_confirm)
+    for c, res in zip(pair, results, strict=True):
+        c["likeness_seeds"] = c["likeness_seeds"] + (seed_values(res) or [])
+    return {"rows": [c["row"] for c in pair], "seeds": cfg.ppo.select_confirm, "seconds": seconds,
+            "env_steps": int(sum(r.env_steps or 0 for r in results)) * cfg.ppo.select_confirm}
+
+
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     if np.std(a) == 0 or np.std(b) == 0:
         return 1.0 if np.std(a) == np.std(b) else 0.0
@@ -147,20 +165,34 @@ async def select(archive: Archive, task: Task, cfg: EvolveConfig, rnd: int, data
                                              cfg.seed + 104_729 * (rnd + 1))
     scored = []
     for rank, (row, pick, res) in enumerate(zip(rows, picks, results, strict=True)):
-        like = likeness(res)
+        seeds = seed_values(res)
         scored.append({"row": row.id, "program_id": row.program_id, "offline_rank": rank, "fitness": row.fitness,
                        "heldout": row.heldout, "pick": pick, "dense": pick == "dense",
-                       "expert_likeness": like, "error": res.error,
+                       "expert_likeness": None if seeds is None else mean(seeds), "likeness_seeds": seeds,
+                       "error": res.error,
                        # recorded for benchmarks and the report; the choice never reads it
                        "true_return_mean": res.true_return_mean})
-    ok = [s for s in scored if s["expert_likeness"] is not None]
-    if not ok:
-        winner = scored[0]  # PPO could not train any: keep the offline order
-    else:  # most expert-like policy; ties keep the offline order
-        winner = max(ok, key=lambda s: (s["expert_likeness"], -s["offline_rank"]))
+    env_steps = int(sum(r.env_steps or 0 for r in results)) * cfg.ppo.seeds
+    leader, rival = leader_and_rival(scored)
+    confirm = None
+    n = cfg.ppo.select_confirm
+    if leader is None:
+        winner, why = scored[0], "no PPO run scored: the offline order"
+    elif rival is None:
+        winner, why = leader, "the most expert-like policy"
+    elif n > 0:
+        confirm = await _confirm(task, cfg, rows, data, rnd, leader, rival)
+        env_steps += confirm["env_steps"]
+        seconds += confirm["seconds"]
+        winner = settle(leader, rival)
+        why = (f"the most expert-like policy, confirmed on {n} more seeds" if winner is leader else
+               f"within seed noise of the most expert-like policy after {n} more seeds, so the better offline rank")
+    else:
+        winner, why = rival, "within seed noise of the most expert-like policy, so the better offline rank"
+    for s in scored:  # the record's likeness: over every seed trained
+        s["expert_likeness"] = None if not s["likeness_seeds"] else mean(s["likeness_seeds"])
     record = {"round": rnd, "after": after, "winner": winner["row"], "winner_program": winner["program_id"],
-              "candidates": scored, "steps": cfg.ppo.select_steps or cfg.ppo.steps, "seeds": cfg.ppo.seeds,
-              "seconds": seconds,
-              "env_steps": int(sum(r.env_steps or 0 for r in results)) * cfg.ppo.seeds}
+              "why": why, "candidates": scored, "confirm": confirm, "steps": cfg.ppo.select_steps or cfg.ppo.steps,
+              "seeds": cfg.ppo.seeds, "seconds": seconds, "env_steps": env_steps}
     archive.set_meta(meta_key(rnd), record)
     return record

@@ -31,9 +31,15 @@ def test_batch_compiles_once_and_reports_failures_per_candidate(monkeypatch: pyt
     monkeypatch.setattr(ppo_batch, "build_trainer", counting)
     scores = []
 
-    def disc(states: np.ndarray) -> np.ndarray:
-        scores.append(states.shape)
-        return -np.abs(states[:, 2])
+    class Disc:  # a distribution match (like ExpertSimilarity): scored per policy and per seed
+        def __call__(self, states: np.ndarray) -> np.ndarray:
+            raise AssertionError("a likeness scorer is not called per state")
+
+        def likeness(self, states: np.ndarray) -> float:
+            scores.append(states.shape)
+            return float(np.mean(np.abs(states[:, 2]) < 0.1))
+
+    disc = Disc()
 
     sources = [UPRIGHT, NO_TRACE, CENTRE, BAD_FIELD, ACTION]
     job = PPOJob(tuple(sources), steps=256, seeds=2, algo_kwargs=TINY, score_states=disc,
@@ -49,10 +55,12 @@ def test_batch_compiles_once_and_reports_failures_per_candidate(monkeypatch: pyt
     for r in good:
         assert len(r.true_returns) == 2 and 0 <= r.true_return_mean <= 500
         assert 0.0 <= r.success_rate <= 1.0 and r.irl_score is not None
+        assert r.irl_per_seed is not None and len(r.irl_per_seed) == 2  # each seed's visits on their own
+        assert min(r.irl_per_seed) <= r.irl_score <= max(r.irl_per_seed)  # a mean of fractions: between them
         traj = r.trajectories
         assert isinstance(traj, Trajectories) and traj.n_episodes == 4 and traj.obs_dim == 4
         assert np.allclose(traj.returns().reshape(2, 2).mean(1), r.true_returns)
-    assert len(scores) == 3
+    assert len(scores) == 3 * 3  # all seeds, then each seed
 
 
 def test_all_candidates_fail_without_training() -> None:

@@ -52,7 +52,7 @@ def test_the_winner_is_chosen_by_ppo_persisted_and_kept_on_resume(tmp_path) -> N
     assert liked and rec["winner"] == max(liked, key=lambda c: (c["expert_likeness"], -c["offline_rank"]))["row"]
     assert res.best is not None and res.best.id == rec["winner"]
     text = (run / "best_reward.py").read_text()
-    assert "selected by: PPO in the loop" in text
+    assert "selected by: PPO in the loop over the top" in text
     assert RewardProgram(text).program_id == res.best.program_id
     shown = run_cli("show", str(run), "--no-code")
     assert shown.returncode == 0 and "PPO in the loop, round 0" in shown.stdout and "yes" in shown.stdout

@@ -43,16 +43,20 @@ def test_shaping_off_writes_the_winner_as_found(tmp_path) -> None:
 
 
 @pytest.mark.ppo_select
-@pytest.mark.parametrize("shaped_teaches", [True, False])
-def test_the_potential_is_kept_only_when_ppo_says_it_teaches(tmp_path, monkeypatch, shaped_teaches: bool) -> None:
+@pytest.mark.parametrize("verdict", ["teaches", "worse", "blind"])
+def test_the_potential_is_kept_only_when_ppo_says_it_teaches(tmp_path, monkeypatch, verdict: str) -> None:
     """With PPO in the loop on, the winner trains with and without its potential in one batch; the
-    potential stays only when its policy is the more expert-like (PPO faked: its verdict is the input)."""
+    potential stays only when its policy is the more expert-like, or when neither policy comes near
+    the expert (the check cannot tell: shaping is for exactly that case). PPO faked: its verdict is
+    the input."""
     from types import SimpleNamespace
 
     from grace.search import ppo_select
 
+    with_, without = {"teaches": (0.9, 0.5), "worse": (0.1, 0.5), "blind": (0.001, 0.004)}[verdict]
+
     def fake(task, cfg, sources, data, seed):
-        like = [(0.9 if shaped_teaches else 0.1) if "def potential" in s else 0.5 for s in sources]
+        like = [with_ if "def potential" in s else without for s in sources]
         return [SimpleNamespace(ok=True, irl_score=x, error=None, true_return_mean=0.0, env_steps=0) for x in like], 0.1
 
     async def fake_train(*args):
@@ -64,12 +68,18 @@ def test_the_potential_is_kept_only_when_ppo_says_it_teaches(tmp_path, monkeypat
     res = grace.evolve(cfg, progress=False)
     program = RewardProgram.from_file(res.best_path)
     record = Archive(tmp_path / "r" / "archive.sqlite", create=False).get_meta("shaping_final")
-    assert record["kept"] is shaped_teaches and record["ppo_check"]["expert_likeness_without"] == 0.5
-    assert program.has_potential is shaped_teaches
-    if shaped_teaches:
-        assert "kept by PPO in the loop (expert-likeness 0.900 with it, 0.500 without)" in program.provenance["shaping"]
+    kept = verdict != "worse"
+    assert record["kept"] is kept and record["ppo_check"]["expert_likeness_without"] == without
+    assert record["uninformative"] is (verdict == "blind")
+    assert 0.1 < record["ppo_check"]["expert_likeness_expert"] <= 1.0  # the held-out expert's own
+    assert program.has_potential is kept
+    text = program.provenance["shaping"].replace("\n", " ")
+    if verdict == "teaches":
+        assert "kept by PPO in the loop (expert-likeness 0.900 with it, 0.500 without)" in text
+    elif verdict == "blind":
+        assert "kept: PPO in the loop could not tell (expert-likeness 0.001 with it, 0.004 without" in text
     else:
-        assert "not kept: PPO on it was less expert-like (0.100 vs 0.500 without)" in program.provenance["shaping"]
+        assert "not kept: PPO on it was less expert-like (0.100 vs 0.500 without)" in text
         assert program.program_id == RewardProgram(res.best.best_source).program_id
 
 

@@ -1,0 +1,66 @@
+"""When is one trained policy more expert-like than another? PPO in the loop's noise rule.
+
+PPO in the loop compares policies trained on a few seeds each (`ppo.seeds`, 2 by default), so two
+candidates' expert-likeness can differ by seed luck alone: on the Brax inverted pendulum it chose a
+dense reward at 0.545 over a top candidate at 0.532 whose policies balanced the whole episode, and
+the chosen reward trained worse (benchmarks/results/quality2.md). A difference counts only when it
+exceeds `SIGNIFICANCE` standard errors of the difference of the two per-seed means (each seed's
+likeness is `PPOResult.irl_per_seed`); within noise, the offline order decides (the better offline
+rank wins), after `ppo.select_confirm` more seeds on the two when the run allows them. With one seed
+there is no spread to weigh against: the more expert-like wins, as before this rule.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+SIGNIFICANCE = 2.0
+"""Standard errors of the difference a higher expert-likeness must clear to beat another."""
+
+
+def seed_values(result: Any) -> list[float] | None:
+    """A PPO result's per-seed expert-likeness (its pooled value as one seed when per-seed values were
+    not measured); None when PPO failed or gave no finite score."""
+    if not result.ok or result.irl_score is None or not math.isfinite(result.irl_score):
+        return None
+    per_seed = getattr(result, "irl_per_seed", None)
+    vals = [float(v) for v in per_seed] if per_seed else [float(result.irl_score)]
+    return vals if all(math.isfinite(v) for v in vals) else None
+
+
+def mean(vals: Sequence[float]) -> float:
+    return float(sum(vals) / len(vals))
+
+
+def stderr(vals: Sequence[float]) -> float:
+    """Standard error of the mean of `vals` (0 for one value: no spread to estimate)."""
+    n = len(vals)
+    if n < 2:
+        return 0.0
+    m = mean(vals)
+    return math.sqrt(sum((v - m) ** 2 for v in vals) / (n - 1) / n)
+
+
+def beats(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Is `a`'s mean expert-likeness higher than `b`'s by more than the noise (module docstring)?"""
+    return mean(a) - mean(b) > SIGNIFICANCE * math.hypot(stderr(a), stderr(b))
+
+
+def leader_and_rival(scored: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(the most expert-like candidate, the best-ranked offline candidate it does not beat), each a
+    record with `likeness_seeds` (per-seed likeness or None) and `offline_rank`; the rival is None when the
+    leader beats every candidate ranked above it offline, the leader None when no PPO run scored."""
+    ok = [s for s in scored if s["likeness_seeds"]]
+    if not ok:
+        return None, None
+    leader = max(ok, key=lambda s: (mean(s["likeness_seeds"]), -s["offline_rank"]))
+    rivals = [s for s in ok if s["offline_rank"] < leader["offline_rank"] and not beats(leader["likeness_seeds"], s["likeness_seeds"])]
+    return leader, min(rivals, key=lambda s: s["offline_rank"]) if rivals else None
+
+
+def settle(leader: dict[str, Any], rival: dict[str, Any]) -> dict[str, Any]:
+    """The winner of a leader and a rival after more seeds: the leader only if it now beats the
+    rival, the rival (better offline rank) when the two are still within noise or the rival leads."""
+    return leader if beats(leader["likeness_seeds"], rival["likeness_seeds"]) else rival

@@ -1,0 +1,77 @@
+"""PPO in the loop's noise rule (grace/search/ppo_verdict.py): a higher expert-likeness wins only
+beyond the seed noise; within it the leader and its offline-better rival train on more seeds and the
+better offline rank wins unless the difference then holds."""
+
+from __future__ import annotations
+
+import pytest
+
+import grace
+from grace.config import EvolveConfig
+from grace.search import ppo_select
+from grace.search.archive import Archive
+from grace.search.ppo_verdict import beats, leader_and_rival, settle, stderr
+from grace.types import PPOResult
+from tests.conftest import DEMOS
+
+
+def test_a_difference_counts_only_beyond_two_standard_errors() -> None:
+    assert beats([0.90, 0.91], [0.50, 0.52])
+    assert not beats([0.545, 0.530], [0.532, 0.540])  # inverted pendulum's 0.545 vs 0.532, seed-sized
+    assert not beats([0.6, 0.2], [0.35, 0.35])  # a higher mean from one lucky seed
+    assert beats([0.6], [0.5]) and not beats([0.5], [0.5])  # one seed: no spread, any gain counts
+    assert stderr([0.5]) == 0.0 and stderr([0.4, 0.6]) == pytest.approx(0.1)
+
+
+def _cand(rank: int, seeds: list[float] | None) -> dict:
+    return {"row": 100 + rank, "offline_rank": rank, "likeness_seeds": seeds}
+
+
+def test_the_rival_is_the_best_ranked_candidate_the_leader_does_not_beat() -> None:
+    scored = [_cand(0, [0.50, 0.60]), _cand(1, [0.20, 0.22]), _cand(2, None), _cand(3, [0.52, 0.62])]
+    leader, rival = leader_and_rival(scored)
+    assert leader is scored[3] and rival is scored[0]  # 0.57 vs 0.55 with 0.05 spreads: noise
+    clear = [_cand(0, [0.50, 0.51]), _cand(1, [0.90, 0.91])]
+    assert leader_and_rival(clear) == (clear[1], None)
+    assert leader_and_rival([_cand(0, None)]) == (None, None)
+    tie = [_cand(0, [0.5]), _cand(1, [0.5])]
+    assert leader_and_rival(tie) == (tie[0], None)  # ties keep the offline order
+    assert settle(*leader_and_rival(scored)) is scored[0]  # still within noise: the better offline rank
+    scored[3]["likeness_seeds"] += [0.9, 0.92, 0.91, 0.9]
+    assert settle(scored[3], scored[0]) is scored[3]
+
+
+SMALL = {"search.generations": 1, "search.population": 4, "search.islands": 1, "sandbox.workers": 2,
+         "ppo.select_top": 3, "ppo.select_dense": 0, "ppo.select_heldout": 0, "ppo.seeds": 2,
+         "fit.shaping": False, "report": False}
+
+
+@pytest.mark.ppo_select
+@pytest.mark.parametrize("holds", [True, False])
+def test_a_lead_within_noise_is_confirmed_on_more_seeds(tmp_path, monkeypatch, holds: bool) -> None:
+    """The last candidate leads the first within noise; the two train on `ppo.select_confirm` more
+    seeds; the lead stands only if it then holds (PPO faked: the per-seed likeness is the input)."""
+    calls: list[tuple[int, int | None]] = []
+
+    async def fake(task, cfg, sources, data, seed, seeds=None):
+        calls.append((len(sources), seeds))
+        if seeds is None:  # the first run: the last candidate leads within noise
+            per = [[0.50, 0.60]] + [[0.20, 0.22]] * (len(sources) - 2) + [[0.52, 0.62]]
+        else:  # the confirmation: leader, rival
+            per = [[0.90, 0.91, 0.92, 0.90], [0.50, 0.52, 0.51, 0.50]] if holds else [[0.55, 0.60, 0.50, 0.65]] * 2
+        return [PPOResult(true_return_mean=0.0, irl_score=sum(p) / len(p), irl_per_seed=p, env_steps=10)
+                for p in per], 0.5
+
+    monkeypatch.setattr(ppo_select, "enabled", lambda cfg, task: True)
+    monkeypatch.setattr(ppo_select, "train_and_score", fake)
+    run = tmp_path / "r"
+    cfg = EvolveConfig(task="cartpole", demos=str(DEMOS / "cartpole.npz"), out=str(run)).override(SMALL)
+    res = grace.evolve(cfg, progress=False)
+    rec = Archive(run / "archive.sqlite", create=False).get_meta("ppo_select_r0")
+    assert calls == [(3, None), (2, 4)]  # the top 3 on 2 seeds, then the pair on 4 more
+    first, last = rec["candidates"][0], rec["candidates"][-1]
+    assert rec["confirm"]["rows"] == [last["row"], first["row"]] and len(last["likeness_seeds"]) == 6
+    assert rec["winner"] == (last if holds else first)["row"] and res.best.id == rec["winner"]
+    assert ("confirmed on 4 more seeds" if holds else "so the better offline rank") in rec["why"]
+    assert rec["env_steps"] == 3 * 10 * 2 + 2 * 10 * 4
+    assert rec["why"] in (run / "best_reward.py").read_text().replace("\n  ", " ")
