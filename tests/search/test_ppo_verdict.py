@@ -12,7 +12,7 @@ from grace.search import ppo_select
 from grace.search.archive import Archive
 from grace.search.ppo_verdict import beats, leader_and_rival, settle, stderr
 from grace.types import PPOResult
-from tests.conftest import DEMOS
+from tests.conftest import DEMOS, run_cli
 
 
 def test_a_difference_counts_only_beyond_two_standard_errors() -> None:
@@ -75,3 +75,5 @@ def test_a_lead_within_noise_is_confirmed_on_more_seeds(tmp_path, monkeypatch, h
     assert ("confirmed on 4 more seeds" if holds else "so the better offline rank") in rec["why"]
     assert rec["env_steps"] == 3 * 10 * 2 + 2 * 10 * 4
     assert rec["why"] in (run / "best_reward.py").read_text().replace("\n  ", " ")
+    shown = run_cli("show", str(run), "--no-code")  # the per-seed spread and the reason, in the table
+    assert shown.returncode == 0 and "(6 seeds)" in shown.stdout and "chosen:" in shown.stdout
