@@ -202,35 +202,20 @@ def _score_one(file: Path, task: str | None, demos: str | None, run: str | None,
 
 def _show_selection(archive: Any) -> None:
     """PPO in the loop: per round, the candidates, their policies' expert-likeness and the cost."""
-    rounds = sorted({g["round"] for g in archive.completed_generations()})
-    for rnd in rounds:
-        rec = archive.get_meta(f"ppo_select_r{rnd}")
-        if not rec:
+    from grace.search.ppo_select import shown_rows
+
+    for rnd in sorted({g["round"] for g in archive.completed_generations()}):
+        if not (rec := archive.get_meta(f"ppo_select_r{rnd}")):
             continue
         st = Table(title=f"PPO in the loop, round {rnd}: {rec['steps']} steps x {rec['seeds']} seeds, "
                          f"{rec['env_steps']} env steps, {rec['seconds']:.0f} s")
         for col in ("program", "offline rank", "fitness", "policy expert-likeness", "chosen"):
             st.add_column(col)
-        for c in rec["candidates"]:
-            like = c["expert_likeness"]
-            pick = c.get("pick", "dense" if c.get("dense") else "top")
-            rank = f"{c['offline_rank'] + 1}" + {"top": "", "dense": " (dense version)", "heldout": " (best held-out)"}[pick]
-            st.add_row(c["program_id"], rank, f"{c['fitness']:.4f}", _likeness_cell(like, c.get("likeness_seeds")),
-                       "yes" if c["row"] == rec["winner"] else "")
+        for row in shown_rows(rec):
+            st.add_row(*row)
         console.print(st)
         if rec.get("why"):
             console.print(f"chosen: {rec['why']}")
-
-
-def _likeness_cell(like: float | None, seeds: list[float] | None) -> str:
-    """A policy's expert-likeness, with its standard error over seeds when there are several."""
-    if like is None:
-        return "failed"
-    if not seeds or len(seeds) < 2:
-        return f"{like:.3f}"
-    from grace.search.ppo_verdict import stderr
-
-    return f"{like:.3f} ± {stderr(seeds):.3f} ({len(seeds)} seeds)"
 
 
 @app.command("eval")

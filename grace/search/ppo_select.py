@@ -31,7 +31,7 @@ from grace.fitness.discriminator import ExpertSimilarity
 from grace.fitness.ppo import run_ppo
 from grace.search.archive import Archive, ProgramRow
 from grace.search.executor import Executor
-from grace.search.ppo_verdict import leader_and_rival, mean, seed_values, settle
+from grace.search.ppo_verdict import leader_and_rival, mean, seed_values, settle, stderr
 from grace.search.select import order_key, penalised, truncate
 from grace.tasks import Task
 from grace.types import PPOJob, Transitions
@@ -196,3 +196,17 @@ async def select(archive: Archive, task: Task, cfg: EvolveConfig, rnd: int, data
               "seeds": cfg.ppo.seeds, "seconds": seconds, "env_steps": env_steps}
     archive.set_meta(meta_key(rnd), record)
     return record
+
+
+def shown_rows(record: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """A selection record as `grace show` prints it: per candidate (program, offline rank and pick,
+    fitness, expert-likeness with its standard error over seeds, chosen)."""
+    out = []
+    for c in record["candidates"]:
+        like, seeds = c["expert_likeness"], c.get("likeness_seeds") or []
+        pick = c.get("pick", "dense" if c.get("dense") else "top")
+        rank = f"{c['offline_rank'] + 1}" + {"top": "", "dense": " (dense version)", "heldout": " (best held-out)"}[pick]
+        cell = "failed" if like is None else f"{like:.3f}" + (
+            f" ± {stderr(seeds):.3f} ({len(seeds)} seeds)" if len(seeds) > 1 else "")
+        out.append((c["program_id"], rank, f"{c['fitness']:.4f}", cell, "yes" if c["row"] == record["winner"] else ""))
+    return out
