@@ -22,10 +22,10 @@ def selection_line(archive: Archive, b: ProgramRow) -> dict[str, str]:
     like = next((c["expert_likeness"] for c in rec["candidates"] if c["row"] == b.id), None)
     picks = [c.get("pick", "dense" if c.get("dense") else "top") for c in rec["candidates"]]
     parts = [f"the top {picks.count('top')}"]
-    if picks.count("heldout"):
-        parts.append(f"{picks.count('heldout')} best by held-out fitness")
-    if picks.count("dense"):
-        parts.append(f"{picks.count('dense')} dense versions")
+    if n := picks.count("heldout"):
+        parts.append(f"{n} best by held-out fitness")
+    if n := picks.count("dense"):
+        parts.append(f"{n} dense version{'s' if n > 1 else ''}")
     pool = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
     why = rec.get("why", "the most expert-like policy")
     return {"selected by": (f"PPO in the loop over {pool}: {why} "
