@@ -34,6 +34,7 @@ class ExpertSimilarity:
         spread = pos.std(axis=0)
         self.scale = np.where(spread > 1e-6, spread, 1.0)
         self.ref = ((pos - self.mean) / self.scale).astype(np.float32)
+        self._kee: float | None = None  # K(E, E): fixed by the positives, computed once on first use
 
     @classmethod
     def from_data(cls, data: dict[str, np.ndarray], seed: int = 0, max_ref: int = 2000) -> ExpertSimilarity:
@@ -53,8 +54,16 @@ class ExpertSimilarity:
         if len(x) > max_states:
             x = x[np.random.default_rng(seed).choice(len(x), size=max_states, replace=False)]
         d = x.shape[1]
-        kpe, kpp, kee = _mean_kernel(x, self.ref, d), _mean_kernel(x, x, d), _mean_kernel(self.ref, self.ref, d)
-        return float(2.0 * kpe / (kpp + kee))
+        if self._kee is None:
+            self._kee = _mean_kernel(self.ref, self.ref, d)
+        kpe, kpp = _mean_kernel(x, self.ref, d), _mean_kernel(x, x, d)
+        return float(2.0 * kpe / (kpp + self._kee))
+
+    def heldout_likeness(self, data: dict[str, np.ndarray]) -> float | None:
+        """The likeness of the held-out positives of the offline dataset (None when none is held out):
+        the expert's own score, the scale a policy's is read against."""
+        held = data["label"].astype(bool) & ~data["train"].astype(bool)
+        return self.likeness(data["s_next"][held]) if held.any() else None
 
     def __call__(self, states: np.ndarray) -> np.ndarray:
         x = self._standardise(states)

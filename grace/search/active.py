@@ -15,12 +15,12 @@ from typing import Any
 
 from grace.config import ActiveConfig, EvolveConfig
 from grace.data.trajectories import Trajectories
-from grace.fitness.discriminator import ExpertSimilarity
 from grace.fitness.ppo import run_ppo
 from grace.proposers.base import Proposer, TaskContext
 from grace.search.archive import Archive, ProgramRow
 from grace.search.executor import Executor
 from grace.search.off_expert import off_expert_segments
+from grace.search.ppo_select import discriminator
 from grace.tasks import Task
 from grace.types import PARTIAL_PREFIX, PPOJob, Transitions
 
@@ -29,7 +29,7 @@ async def collect_active_negatives(task: Task, source: str, cfg: EvolveConfig, r
                                    data: Transitions | None = None) -> tuple[Trajectories, dict[str, Any]]:
     """Train PPO on `source`; return the trained policy's episodes and what the run measured."""
     ppo = cfg.ppo
-    disc = ExpertSimilarity.from_data(data, seed=cfg.seed, max_ref=cfg.fitness.disc_max_ref) if data is not None else None
+    disc = discriminator(cfg, data) if data is not None else None
     job = PPOJob((source,), ppo.steps, ppo.seeds, cfg.seed + 7919 * rnd,
                  ppo.overrides(task.action.kind == "discrete"), score_states=disc, keep_trajectories=True)
     res = (await asyncio.to_thread(partial(run_ppo, task, job, timeout=ppo.timeout)))[0]
@@ -40,9 +40,7 @@ async def collect_active_negatives(task: Task, source: str, cfg: EvolveConfig, r
     if disc is not None and cfg.active.off_expert:
         kept, threshold = off_expert_segments(traj, disc, data, cfg.active.off_expert_quantile)
         traj = kept if kept is not None else traj  # never None: it keeps one state
-    held_pos = None if data is None else data["label"].astype(bool) & ~data["train"].astype(bool)
-    reference = disc.likeness(data["s_next"][held_pos]) \
-        if disc is not None and held_pos is not None and held_pos.any() else None
+    reference = disc.heldout_likeness(data) if disc is not None and data is not None else None
     info = {
         "env_steps": int(res.env_steps) * ppo.seeds, "episodes": traj.n_episodes,
         "rollout_transitions": rollout_steps, "kept_transitions": traj.n_transitions,

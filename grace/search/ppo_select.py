@@ -21,6 +21,7 @@ import asyncio
 import math
 import time
 from functools import partial
+from statistics import fmean
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,7 @@ from grace.fitness.discriminator import ExpertSimilarity
 from grace.fitness.ppo import run_ppo
 from grace.search.archive import Archive, ProgramRow
 from grace.search.executor import Executor
-from grace.search.ppo_verdict import leader_and_rival, mean, seed_values, settle, stderr
+from grace.search.ppo_verdict import leader_and_rival, seed_values, settle, stderr
 from grace.search.select import order_key, penalised, truncate
 from grace.tasks import Task
 from grace.types import PPOJob, Transitions
@@ -51,19 +52,17 @@ async def train_and_score(task: Task, cfg: EvolveConfig, sources: list[str], dat
                           seed: int, seeds: int | None = None) -> tuple[list[Any], float]:
     """PPO on each source in one compile (`ppo.select_steps`; `seeds`, default `ppo.seeds`), each
     policy scored by the candidate-independent discriminator fitted on `data`; (results, seconds)."""
-    disc = ExpertSimilarity.from_data(data, seed=cfg.seed, max_ref=cfg.fitness.disc_max_ref)
     job = PPOJob(tuple(sources), cfg.ppo.select_steps or cfg.ppo.steps, seeds or cfg.ppo.seeds, seed,
-                 cfg.ppo.overrides(task.action.kind == "discrete"), score_states=disc)
+                 cfg.ppo.overrides(task.action.kind == "discrete"), score_states=discriminator(cfg, data))
     t0 = time.time()
     results = await asyncio.to_thread(partial(run_ppo, task, job, timeout=cfg.ppo.timeout))
     return results, time.time() - t0
 
 
-def likeness(result: Any) -> float | None:
-    """A trained policy's expert-likeness: the mean over its seeds (None when PPO failed or gave no
-    finite score)."""
-    vals = seed_values(result)
-    return None if vals is None else mean(vals)
+def discriminator(cfg: EvolveConfig, data: Transitions) -> ExpertSimilarity:
+    """The candidate-independent discriminator a run scores policies with, fitted on `data`'s train
+    positives (`fitness.disc_max_ref` of them at most)."""
+    return ExpertSimilarity.from_data(data, seed=cfg.seed, max_ref=cfg.fitness.disc_max_ref)
 
 
 def dense_extras(archive: Archive, rnd: int, cfg: EvolveConfig, chosen: list[ProgramRow]) -> list[ProgramRow]:
@@ -168,8 +167,7 @@ async def select(archive: Archive, task: Task, cfg: EvolveConfig, rnd: int, data
         seeds = seed_values(res)
         scored.append({"row": row.id, "program_id": row.program_id, "offline_rank": rank, "fitness": row.fitness,
                        "heldout": row.heldout, "pick": pick, "dense": pick == "dense",
-                       "expert_likeness": None if seeds is None else mean(seeds), "likeness_seeds": seeds,
-                       "error": res.error,
+                       "likeness_seeds": seeds, "error": res.error,
                        # recorded for benchmarks and the report; the choice never reads it
                        "true_return_mean": res.true_return_mean})
     env_steps = int(sum(r.env_steps or 0 for r in results)) * cfg.ppo.seeds
@@ -189,8 +187,8 @@ async def select(archive: Archive, task: Task, cfg: EvolveConfig, rnd: int, data
                f"within seed noise of the most expert-like policy after {n} more seeds, so the better offline rank")
     else:
         winner, why = rival, "within seed noise of the most expert-like policy, so the better offline rank"
-    for s in scored:  # the record's likeness: over every seed trained
-        s["expert_likeness"] = None if not s["likeness_seeds"] else mean(s["likeness_seeds"])
+    for s in scored:  # the record's likeness: over every seed trained (the confirmation's included)
+        s["expert_likeness"] = fmean(s["likeness_seeds"]) if s["likeness_seeds"] else None
     record = {"round": rnd, "after": after, "winner": winner["row"], "winner_program": winner["program_id"],
               "why": why, "candidates": scored, "confirm": confirm, "steps": cfg.ppo.select_steps or cfg.ppo.steps,
               "seeds": cfg.ppo.seeds, "seconds": seconds, "env_steps": env_steps}

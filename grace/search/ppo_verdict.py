@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from statistics import fmean, stdev
 from typing import Any
 
 SIGNIFICANCE = 2.0
@@ -30,22 +31,14 @@ def seed_values(result: Any) -> list[float] | None:
     return vals if all(math.isfinite(v) for v in vals) else None
 
 
-def mean(vals: Sequence[float]) -> float:
-    return float(sum(vals) / len(vals))
-
-
 def stderr(vals: Sequence[float]) -> float:
     """Standard error of the mean of `vals` (0 for one value: no spread to estimate)."""
-    n = len(vals)
-    if n < 2:
-        return 0.0
-    m = mean(vals)
-    return math.sqrt(sum((v - m) ** 2 for v in vals) / (n - 1) / n)
+    return stdev(vals) / math.sqrt(len(vals)) if len(vals) > 1 else 0.0
 
 
 def beats(a: Sequence[float], b: Sequence[float]) -> bool:
     """Is `a`'s mean expert-likeness higher than `b`'s by more than the noise (module docstring)?"""
-    return mean(a) - mean(b) > SIGNIFICANCE * math.hypot(stderr(a), stderr(b))
+    return fmean(a) - fmean(b) > SIGNIFICANCE * math.hypot(stderr(a), stderr(b))
 
 
 def leader_and_rival(scored: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -55,7 +48,7 @@ def leader_and_rival(scored: list[dict[str, Any]]) -> tuple[dict[str, Any] | Non
     ok = [s for s in scored if s["likeness_seeds"]]
     if not ok:
         return None, None
-    leader = max(ok, key=lambda s: (mean(s["likeness_seeds"]), -s["offline_rank"]))
+    leader = max(ok, key=lambda s: (fmean(s["likeness_seeds"]), -s["offline_rank"]))
     rivals = [s for s in ok if s["offline_rank"] < leader["offline_rank"] and not beats(leader["likeness_seeds"], s["likeness_seeds"])]
     return leader, min(rivals, key=lambda s: s["offline_rank"]) if rivals else None
 

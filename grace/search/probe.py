@@ -326,8 +326,9 @@ async def probe_round(task: Task, source: str, cfg: EvolveConfig, rnd: int, data
                       demos: Trajectories, executor: Executor) -> tuple[Trajectories | None, dict[str, Any]]:
     """The probe of a round's best reward: (its weighted negatives or None, what it measured)."""
     from grace.fitness.base import fit_settings
+    from grace.search.ppo_select import discriminator
 
-    disc = ExpertSimilarity.from_data(data, seed=cfg.seed, max_ref=cfg.fitness.disc_max_ref)
+    disc = discriminator(cfg, data)
     res = await probe_reward(task, source, executor, demos, disc, data, gamma=fit_settings(cfg, task).gamma,
                              budget=cfg.active.probe_budget, horizon=cfg.active.probe_horizon,
                              seed=cfg.seed + 7_919 * rnd, quantile=cfg.active.off_expert_quantile,

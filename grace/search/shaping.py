@@ -5,12 +5,14 @@ whoever proposed the winner."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from statistics import fmean
 from typing import Any
 
 import numpy as np
 
 from grace.config import EvolveConfig
 from grace.data.trajectories import Trajectories
+from grace.fitness.discriminator import ExpertSimilarity
 from grace.program import ProgramError, RewardProgram
 from grace.search import negatives as rundata
 from grace.search.archive import Archive, ProgramRow
@@ -121,9 +123,9 @@ async def _ppo_check(task: Task, cfg: EvolveConfig, unshaped: str, shaped: str, 
     if not ppo_select.enabled(cfg, task):
         return {"kept": True}
     results, seconds = await ppo_select.train_and_score(task, cfg, [unshaped, shaped], data, cfg.seed + 7_919)
-    without, with_ = (ppo_select.likeness(r) for r in results)
     seeds_without, seeds_with = (seed_values(r) for r in results)
-    expert = expert_likeness(cfg, data)
+    without, with_ = (fmean(v) if v else None for v in (seeds_without, seeds_with))
+    expert = expert_likeness(ppo_select.discriminator(cfg, data), data)
     blind = (with_ is not None and max(with_, without or 0.0) < SHAPING_FLOOR * expert
              and not (seeds_without and seeds_with and beats(seeds_without, seeds_with)))
     kept = with_ is not None and (blind or without is None
@@ -135,15 +137,11 @@ async def _ppo_check(task: Task, cfg: EvolveConfig, unshaped: str, shaped: str, 
                           "true_return_with": results[1].true_return_mean, "seconds": seconds}}
 
 
-def expert_likeness(cfg: EvolveConfig, data: Transitions) -> float:
+def expert_likeness(disc: ExpertSimilarity, data: Transitions) -> float:
     """The expert-likeness of the held-out expert states (of the train ones when none is held out)
-    under the discriminator PPO in the loop uses: the scale a policy's is read against."""
-    from grace.fitness.discriminator import ExpertSimilarity
-
-    disc = ExpertSimilarity.from_data(data, seed=cfg.seed, max_ref=cfg.fitness.disc_max_ref)
-    pos = np.asarray(data["label"]).astype(bool)
-    held = pos & ~np.asarray(data["train"]).astype(bool)
-    return disc.likeness(np.asarray(data["s_next"])[held if held.any() else pos])
+    under PPO in the loop's discriminator: the scale a policy's is read against."""
+    held = disc.heldout_likeness(data)
+    return held if held is not None else disc.likeness(data["s_next"][data["label"].astype(bool)])
 
 
 def _num(x: float | None) -> str:
