@@ -80,15 +80,18 @@ def _resume_overrides(given: EvolveConfig, saved: EvolveConfig) -> dict[str, Any
     return {k: given.get(k) for k in RESUMABLE if given.get(k) != default.get(k)}
 
 
-def make_executor(task: Task, sandbox: SandboxConfig) -> Executor:
-    """The executor a run's `[sandbox]` section asks for (`sandbox.executor`: local or ray)."""
+def make_executor(task: Task, sandbox: SandboxConfig, fit: FitSettings | None = None) -> Executor:
+    """The executor a run's `[sandbox]` section asks for (`sandbox.executor`: local or ray); its
+    workers preload what the run's `[fit]` needs (None: any fit)."""
+    from grace.search.executor import preload_for
+
     if sandbox.executor == "ray":
         from grace.search.ray_executor import make_ray_executor
 
-        return make_ray_executor(task, sandbox)
+        return make_ray_executor(task, sandbox, preload_for(fit))
     from grace.search.executor import LocalExecutor
 
-    return LocalExecutor(task, workers=sandbox.workers, timeout=sandbox.eval_timeout)
+    return LocalExecutor(task, workers=sandbox.workers, timeout=sandbox.eval_timeout, preload=preload_for(fit))
 
 
 def evolve(cfg: EvolveConfig | None = None, *, resume: bool = False, overwrite: bool = False,
@@ -108,7 +111,7 @@ def evolve(cfg: EvolveConfig | None = None, *, resume: bool = False, overwrite: 
     cfg, run_dir, archive = prepare_run(cfg, out, resume=resume, overwrite=overwrite)
     task = task or get_task(cfg.task)
     from grace.fitness.base import make_fitness
-    executor = make_executor(task, cfg.sandbox)
+    executor = make_executor(task, cfg.sandbox, cfg.fit)
     fitness = None
     try:
         fitness = make_fitness(cfg.fitness.kind, task, executor, cfg)

@@ -37,7 +37,6 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
 
 RIDGE = 1e-5
 """L2 penalty on the calibration temperature (in standardised-reward units)."""
@@ -47,6 +46,23 @@ QTOL = 1e-9
 reaches q to within this relative tolerance: with balanced weights an exact tie is common (a
 0/1 reward that separates perfectly puts exactly half the weight on each value) and must not
 be decided by the summation order's last bit."""
+
+
+def rankdata(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of x, ties sharing their average rank (scipy.stats.rankdata's "average"
+    method; kept here so the sandbox workers need not import scipy.stats, ~0.9 s each)."""
+    x = np.asarray(x, np.float64).ravel()
+    n = len(x)
+    if n == 0:
+        return np.zeros(0)
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    starts = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]])
+    ends = np.r_[starts[1:], n]  # each tie group holds ranks starts+1 .. ends
+    avg = (starts + 1 + ends) / 2.0
+    out = np.empty(n)
+    out[order] = np.repeat(avg, ends - starts)
+    return out
 
 
 def class_weights(label: np.ndarray) -> np.ndarray:

@@ -36,9 +36,8 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
 
-from grace.fitness.metrics import auc_pos_neg
+from grace.fitness.metrics import auc_pos_neg, rankdata
 from grace.program import PARAM_ABS_MAX
 
 DEFAULT_GAMMA = 0.99

@@ -25,10 +25,10 @@ from statistics import fmean
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
 
 from grace.config import EvolveConfig
 from grace.fitness.discriminator import ExpertSimilarity
+from grace.fitness.metrics import rankdata
 from grace.fitness.ppo import run_ppo
 from grace.search.archive import Archive, ProgramRow
 from grace.search.executor import Executor

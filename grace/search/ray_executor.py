@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from grace.config import ConfigError
-from grace.search.executor import PRELOAD
+from grace.search.executor import PRELOAD, SEQUENTIAL_FIT
 from grace.tasks import Task
 from grace.types import PPOJob, PPOResult, TaskRef
 
@@ -61,10 +61,10 @@ class SandboxHost:
     """A Ray actor that hosts one grace sandbox pool (numpy profile) and, for PPO fitness, a
     one-worker jax-profile pool opened on first use. Trusted code only: programs run in the pools."""
 
-    def __init__(self, schema: Any, workers: int) -> None:
+    def __init__(self, schema: Any, workers: int, preload: tuple[str, ...] = PRELOAD + SEQUENTIAL_FIT) -> None:
         from grace.sandbox.pool import SandboxPool
 
-        self.pool = SandboxPool(schema=schema, n_workers=workers, profile="numpy", preload=PRELOAD)
+        self.pool = SandboxPool(schema=schema, n_workers=workers, profile="numpy", preload=preload)
         self.have: dict[str, str] = {}  # data key -> the object reference it was loaded from
         self.lock = threading.Lock()
         self.ppo_pools: dict[str, Any] = {}
@@ -116,7 +116,7 @@ class RayExecutor:
 
     def __init__(self, task: Task, workers: int = 2, timeout: float = 20.0, *, actors: int = 2,
                  address: str = "", actor_cpus: float = 0.0, actor_gpus: float = 0.0,
-                 num_cpus: int | None = None) -> None:
+                 num_cpus: int | None = None, preload: tuple[str, ...] = PRELOAD + SEQUENTIAL_FIT) -> None:
         ray = import_ray()
         self.ray, self.timeout, self.retries = ray, timeout, 0
         self._started = False
@@ -126,7 +126,7 @@ class RayExecutor:
         self._cls = ray.remote(SandboxHost).options(
             num_cpus=actor_cpus or workers, num_gpus=actor_gpus, max_restarts=-1, max_task_retries=0,
             max_concurrency=CONCURRENCY)
-        self._args = (task.schema, workers)
+        self._args = (task.schema, workers, preload)
         self.actors = [self._cls.remote(*self._args) for _ in range(actors)]
         self._load = [0] * actors
         self._data: dict[str, Any] = {}
@@ -223,8 +223,9 @@ class RayExecutor:
             self._started = False
 
 
-def make_ray_executor(task: Task, sandbox: SandboxConfig) -> RayExecutor:
+def make_ray_executor(task: Task, sandbox: SandboxConfig,
+                      preload: tuple[str, ...] = PRELOAD + SEQUENTIAL_FIT) -> RayExecutor:
     """The Ray executor of a run's `[sandbox]` section."""
     return RayExecutor(task, workers=sandbox.workers, timeout=sandbox.eval_timeout, actors=sandbox.ray_actors,
                        address=sandbox.ray_address, actor_cpus=sandbox.ray_actor_cpus,
-                       actor_gpus=sandbox.ray_actor_gpus)
+                       actor_gpus=sandbox.ray_actor_gpus, preload=preload)
