@@ -64,6 +64,53 @@ def test_identity_ignores_docstring_comments_and_param_values():
     assert a.program_id != c.program_id
 
 
+NESTED = textwrap.dedent('''
+    """Module doc."""
+
+    PARAMS = {"terminal": -1.0}
+
+
+    def reward(s, a, s_next, p):
+        """Reward doc."""
+        def inner(x):
+            """Inner doc."""
+            return x
+        if s_next.pole_angle.shape:
+            try:
+                y = inner(s_next.pole_angle)
+            except ValueError:
+                """A string statement in a handler: not a docstring."""
+                y = 0.0
+        return y
+''').lstrip()
+
+
+@pytest.mark.parametrize("source", [GOOD, NESTED])
+def test_logic_equals_a_stripped_deep_copy_and_leaves_the_shared_tree_alone(source):
+    """The logic dump is built without copying the parsed tree: the same dump as stripping a
+    deep copy (the former way, so program ids do not change), the cached tree untouched."""
+    import ast
+    import copy
+
+    from grace.program.contract import assigns_params
+    from grace.program.text import strip_docstrings
+
+    prog = RewardProgram(source)
+    before = ast.dump(prog.tree, include_attributes=True)
+    ref = strip_docstrings(copy.deepcopy(prog.tree))
+    for stmt in list(ref.body):
+        if isinstance(stmt, ast.Assign) and assigns_params(stmt):
+            keys = sorted(k for k in prog.params if k != "terminal")
+            if keys:
+                stmt.value = ast.Dict(keys=[ast.Constant(k) for k in keys], values=[ast.Constant(0) for _ in keys])
+            else:
+                ref.body.remove(stmt)
+    assert prog.normalised == ast.dump(ref, annotate_fields=False, include_attributes=False)
+    assert prog.size == sum(1 for stmt in ref.body if not assigns_params(stmt) for _ in ast.walk(stmt))
+    assert ast.dump(prog.tree, include_attributes=True) == before
+    assert "Inner doc" not in prog.normalised and ("handler" in prog.normalised) == (source is NESTED)
+
+
 @settings(max_examples=50, deadline=None)
 @given(st.dictionaries(st.sampled_from(["limit", "w"]), st.floats(-1e5, 1e5, allow_nan=False), min_size=2))
 def test_with_params_round_trip(values):

@@ -48,9 +48,14 @@ from grace.program.text import (
     parse_provenance,
     replace_span,
     string_literal,
-    strip_docstrings,
+    without_docstrings,
 )
 from grace.tasks.spec import ObsSchema
+
+_LOGIC: dict[str, tuple[str, int]] = {}
+_VALID: dict[tuple[str, ObsSchema | None], ProgramError | None] = {}
+_LOGIC_CACHE = 4096
+"""Programs whose (normalised, size) and validation verdicts are kept (oldest out first)."""
 
 
 # -- the program -----------------------------------------------------------------------------------
@@ -108,34 +113,51 @@ class RewardProgram:
         return frozenset(params_used(self.functions[POTENTIAL]) - other)
 
     # -- identity and size -----------------------------------------------------------------
-    @cached_property
     def _logic_tree(self) -> ast.Module:
-        """A copy without docstrings and with PARAMS values zeroed (keys sorted)."""
+        """The tree without docstrings and with PARAMS values zeroed (keys sorted), built beside
+        the shared parsed tree (which stays untouched) without copying it whole."""
         node = self.params_node
-        tree = strip_docstrings(copy.deepcopy(self.tree))
-        for stmt in list(tree.body):
+        tree = without_docstrings(self.tree)
+        assert isinstance(tree, ast.Module)
+        body = []
+        for stmt in tree.body:
             if node is not None and isinstance(stmt, ast.Assign) and stmt.lineno == node.lineno and assigns_params(stmt):
                 keys = sorted(k for k in self.params if k != TERMINAL_KEY)  # fitted data, not logic
-                if keys or TERMINAL_KEY not in self.params:
-                    stmt.value = ast.Dict(keys=[ast.Constant(k) for k in keys], values=[ast.Constant(0) for _ in keys])
-                else:  # `PARAMS = {"terminal": v}` alone: the same logic as no PARAMS at all
-                    tree.body.remove(stmt)
-        return tree
+                if not keys and TERMINAL_KEY in self.params:
+                    continue  # `PARAMS = {"terminal": v}` alone: the same logic as no PARAMS at all
+                stmt = copy.copy(stmt)
+                stmt.value = ast.Dict(keys=[ast.Constant(k) for k in keys], values=[ast.Constant(0) for _ in keys])
+            body.append(stmt)
+        return ast.Module(body=body, type_ignores=tree.type_ignores)
 
     @cached_property
+    def _logic(self) -> tuple[str, int]:
+        """(normalised, size), shared per source text: the search asks for both of every
+        candidate, its parents and its twins many times over."""
+        hit = _LOGIC.get(self.source)
+        if hit is None:
+            tree = self._logic_tree()
+            body = [n for n in tree.body if not assigns_params(n)]
+            hit = (ast.dump(tree, annotate_fields=False, include_attributes=False),
+                   sum(1 for stmt in body for _ in ast.walk(stmt)))
+            if len(_LOGIC) >= _LOGIC_CACHE:
+                _LOGIC.pop(next(iter(_LOGIC)))
+            _LOGIC[self.source] = hit
+        return hit
+
+    @property
     def normalised(self) -> str:
         """AST dump without docstrings or PARAMS values: the program's logic."""
-        return ast.dump(self._logic_tree, annotate_fields=False, include_attributes=False)
+        return self._logic[0]
 
     @cached_property
     def program_id(self) -> str:
         return hashlib.sha256(self.normalised.encode()).hexdigest()[:12]
 
-    @cached_property
+    @property
     def size(self) -> int:
         """AST nodes in the logic (docstrings and PARAMS excluded): the parsimony measure."""
-        body = [n for n in self._logic_tree.body if not assigns_params(n)]
-        return sum(1 for stmt in body for _ in ast.walk(stmt))
+        return self._logic[1]
 
     @cached_property
     def logic_dump(self) -> str:
@@ -145,7 +167,25 @@ class RewardProgram:
 
     # -- validation ------------------------------------------------------------------------
     def validate(self, schema: ObsSchema | None = None) -> RewardProgram:
-        """THE contract validator: raise ProgramError with a precise message, else return self."""
+        """THE contract validator: raise ProgramError with a precise message, else return self.
+        The verdict is kept per (source, schema): the search validates a candidate where it is
+        made and again where it is stored."""
+        key = (self.source, schema)
+        if key not in _VALID:
+            try:
+                self._validate(schema)
+                verdict: ProgramError | None = None
+            except ProgramError as exc:
+                verdict = exc
+            if len(_VALID) >= _LOGIC_CACHE:
+                _VALID.pop(next(iter(_VALID)))
+            _VALID[key] = verdict
+        verdict = _VALID[key]
+        if verdict is not None:
+            raise ProgramError(verdict.reason, verdict.line, verdict.kind)
+        return self
+
+    def _validate(self, schema: ObsSchema | None) -> None:
         tree = self.tree
         check_module_statements(tree, self.docstring_node)
         _ = self.params
@@ -175,7 +215,6 @@ class RewardProgram:
                     and node.slice.value not in self.params
                 ):
                     raise ProgramError(f"p[{node.slice.value[:60]!r}] is used but PARAMS has no such key", node.lineno)
-        return self
 
     # -- rewriting (token-exact spans, re-validated) --------------------------------------------
     def with_params(self, params: dict[str, float]) -> RewardProgram:

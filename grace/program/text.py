@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import copy
 import io
 import re
 
@@ -42,6 +43,30 @@ def parse_provenance(docstring: str) -> dict[str, str]:
 # -- helpers for rewriting ----------------------------------------------------------------------------
 def is_string_expr(node: ast.AST) -> bool:
     return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+
+
+_DOC_OWNERS = (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+_STATEMENTS = (ast.stmt, ast.excepthandler, ast.match_case)
+
+
+def without_docstrings(node: ast.AST) -> ast.AST:
+    """`strip_docstrings` without touching `node` or copying it whole: shallow copies along the
+    paths to the docstrings, every other subtree shared (only statements can hold one)."""
+    changes = {}
+    for name, value in ast.iter_fields(node):
+        if not isinstance(value, list):
+            continue
+        new = [without_docstrings(v) if isinstance(v, _STATEMENTS) else v for v in value]
+        if name == "body" and isinstance(node, _DOC_OWNERS) and new and is_string_expr(new[0]):
+            new = new[1:] or [ast.Pass()]
+        if len(new) != len(value) or any(a is not b for a, b in zip(new, value, strict=False)):
+            changes[name] = new
+    if not changes:
+        return node
+    out = copy.copy(node)
+    for name, value in changes.items():
+        setattr(out, name, value)
+    return out
 
 
 def strip_docstrings(tree: ast.Module) -> ast.Module:

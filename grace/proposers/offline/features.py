@@ -126,6 +126,17 @@ class Analysis:
     terms: list[Term] = field(default_factory=list)
     quality: dict[tuple[str, Feature], float] = field(default_factory=dict)
     action_terms: list[Term] = field(default_factory=list)
+    _spread: dict[int, tuple[Term, float, float, float]] = field(default_factory=dict, repr=False)
+
+    def class_spread(self, t: Term) -> tuple[float, float, float]:
+        """(spread over both class samples, mean over positives, mean over negatives) of one of
+        `terms` (kept: guided proposals ask it of every term for every parent)."""
+        hit = self._spread.get(id(t))
+        if hit is None or hit[0] is not t:  # the term is kept with its entry: its id stays its own
+            tp, tn = t.values(self.pos), t.values(self.neg)
+            hit = (t, float(np.std(np.concatenate([tp, tn]))) + 1e-9, float(np.mean(tp)), float(np.mean(tn)))
+            self._spread[id(t)] = hit
+        return hit[1:]
 
     def make(self, shape: str, feat: Feature) -> Term:
         """A term with constants initialised from the data (action terms: defaults)."""
@@ -244,10 +255,9 @@ def guided_terms(an: Analysis, worst: list[dict[str, Any]], schema: Any,
         q = an.quality.get(t.key, 0.5)
         score = 4.0 * (q - 0.5)
         if wp is not None or wn is not None:
-            tp, tn = t.values(an.pos), t.values(an.neg)
-            sd = float(np.std(np.concatenate([tp, tn]))) + 1e-9
-            mp = float(np.mean(t.values(wp))) if wp is not None else float(np.mean(tp))
-            mn = float(np.mean(t.values(wn))) if wn is not None else float(np.mean(tn))
+            sd, mean_p, mean_n = an.class_spread(t)
+            mp = float(np.mean(t.values(wp))) if wp is not None else mean_p
+            mn = float(np.mean(t.values(wn))) if wn is not None else mean_n
             score += float(np.clip((mp - mn) / sd, -3, 3))
         out.append((score, t))
     out.sort(key=lambda x: -x[0])
