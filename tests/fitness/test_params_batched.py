@@ -181,3 +181,25 @@ def test_the_pick_weighs_the_subsample_fitness_by_whole_episode_returns():
     assert _pick(sign, data, [(broken, 0.99), (wrong, 0.9), (right, 0.5)], fit, None, {}, expert)[0] == right
     picked, calls = _pick(sign, data, [(right, 0.8), ({"k": 2.0}, 0.8)], fit, None, {}, expert)
     assert picked == right and calls == 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.integers(-3, 3).map(float), st.floats(-1e6, 1e6)), max_size=60))
+def test_rankdata_equals_scipy_average_ranks(values):
+    """grace's own rankdata (the workers do not import scipy.stats) is scipy's "average" method."""
+    from scipy.stats import rankdata as scipy_rankdata
+
+    from grace.fitness.metrics import rankdata
+
+    x = np.array(values, np.float64)
+    np.testing.assert_array_equal(rankdata(x), scipy_rankdata(x) if len(x) else np.zeros(0))
+
+
+def test_workers_preload_scipy_only_for_the_sequential_fit():
+    from grace.search.executor import PRELOAD, SEQUENTIAL_FIT, preload_for
+
+    assert not any(m.startswith("scipy") for m in PRELOAD)
+    assert preload_for(FitSettings()) == PRELOAD
+    assert preload_for(FitSettings(params=False, batched=False)) == PRELOAD
+    assert set(SEQUENTIAL_FIT) <= set(preload_for(FitSettings(batched=False)))
+    assert set(SEQUENTIAL_FIT) <= set(preload_for(None))
