@@ -48,12 +48,13 @@ does not broadcast (a batch-wide mean, a parameter in a branch) is off by far mo
 
 
 def same_rows(many: np.ndarray, one: np.ndarray) -> bool:
-    """Broadcast rows equal one-by-one rows up to `BROADCAST_RTOL` of each row's magnitude (NaN
-    where the other is NaN)."""
+    """Broadcast rows equal one-by-one rows up to `BROADCAST_RTOL` of each row's largest finite
+    magnitude (NaN where the other is NaN, infinities equal)."""
     with np.errstate(all="ignore"):
-        scale = np.nanmax(np.abs(np.where(np.isfinite(one), one, np.nan)), axis=1, initial=0.0, keepdims=True)
-    return bool(np.allclose(many, one, rtol=BROADCAST_RTOL, atol=float(BROADCAST_RTOL * np.max(scale, initial=0.0)) + 1e-12,
-                            equal_nan=True))
+        scale = np.max(np.abs(np.where(np.isfinite(one), one, 0.0)), axis=1, initial=0.0, keepdims=True)
+        close = np.abs(many - one) <= BROADCAST_RTOL * scale + 1e-12
+    same = (many == one) | (np.isnan(many) & np.isnan(one))  # equal infinities, both NaN
+    return bool(np.all(close | same))
 
 
 class BatchScorer:

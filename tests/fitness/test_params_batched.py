@@ -203,3 +203,55 @@ def test_workers_preload_scipy_only_for_the_sequential_fit():
     assert preload_for(FitSettings(params=False, batched=False)) == PRELOAD
     assert set(SEQUENTIAL_FIT) <= set(preload_for(FitSettings(batched=False)))
     assert set(SEQUENTIAL_FIT) <= set(preload_for(None))
+
+
+def test_centring_moves_every_step_like_constant_to_its_plateau_middle_in_three_calls():
+    """`_centre` on a fitness that is flat on a box around the optimum: each constant lands near
+    the middle of its own interval (to the bracket's resolution), a smooth constant stays, and the
+    whole centring is three scoring calls (bracket, refine, the joint move's check)."""
+    from grace.fitness.params_batched import _centre
+
+    calls = []
+
+    def score(u):
+        u = np.atleast_2d(u)
+        calls.append(len(u))
+        box = (np.abs(u[:, 0] - 0.3) < 0.5) & (np.abs(u[:, 1] + 0.2) < 1.0)
+        return np.where(box, 1.0, 0.5) - 10.0 * u[:, 2] ** 2  # u[2]: a smooth optimum at 0
+
+    u = _centre(score, np.zeros(3), 1.0, 1e-4)
+    assert len(calls) == 3
+    assert abs(u[0] - 0.3) < 0.1 and abs(u[1] + 0.2) < 0.15 and u[2] == 0.0
+    assert score(u[None, :])[0] == 1.0
+
+
+def test_centring_falls_back_to_single_moves_when_the_joint_one_leaves_the_plateau():
+    """A plateau that is not a box (a diagonal band): the joint move leaves it, so each constant's
+    move is tried alone and only a point still on the plateau is kept."""
+    from grace.fitness.params_batched import _centre
+
+    def score(u):
+        u = np.atleast_2d(u)
+        return np.where((np.abs(u[:, 0] - u[:, 1]) < 0.3) & (np.abs(u[:, 0]) < 2) & (np.abs(u[:, 1]) < 2), 1.0, 0.5)
+
+    u = _centre(score, np.zeros(2), 1.0, 1e-4)
+    assert score(u[None, :])[0] == 1.0
+
+
+def test_a_float64_indicator_term_on_float32_data_still_broadcasts():
+    """`xp.where(..., 1.0, 0.0)` is float64 whatever the data: a one-by-one call multiplies it by a
+    Python float, a broadcast call by the float32-cast (K, 1) PARAMS. The check allows that
+    rounding (it sent a quarter of CartPole's programs to one-by-one scoring)."""
+    data = synthetic_data(seed=2)
+    rows = np.flatnonzero(data["train"])[:400]
+    sub = {k: data[k][rows].astype(np.float32) if k != "a" else data[k][rows] for k in ("s", "a", "s_next")}
+    src = ('PARAMS = {"w": 0.0215, "v": 0.001}\n\n\ndef reward(s, a, s_next, p):\n'
+           '    return p["w"] * xp.where(s_next.x > 0.5, 1.0, 0.0) + p["v"] * s_next.x\n')
+    c = CompiledReward(src, SCHEMA)
+    space = ParamSpace(c.params)
+    scorer = BatchScorer(c, sub, data["label"][rows].astype(bool), space, FitSettings())
+    got = scorer(np.array([[0.0, 0.0], [0.37, 0.0], [-0.9, 0.0]]))
+    assert scorer.broadcast is True
+    for ui, fi in zip(np.array([[0.0, 0.0], [0.37, 0.0], [-0.9, 0.0]]), got, strict=True):
+        r, _ = c(sub["s"], sub["a"], sub["s_next"], space.decode(ui))
+        assert fi == pytest.approx(calibrate(r, data["label"][rows].astype(bool))["fitness"], abs=1e-5)
