@@ -255,3 +255,29 @@ def test_a_float64_indicator_term_on_float32_data_still_broadcasts():
     for ui, fi in zip(np.array([[0.0, 0.0], [0.37, 0.0], [-0.9, 0.0]]), got, strict=True):
         r, _ = c(sub["s"], sub["a"], sub["s_next"], space.decode(ui))
         assert fi == pytest.approx(calibrate(r, data["label"][rows].astype(bool))["fitness"], abs=1e-5)
+
+
+def test_a_reward_row_seen_before_is_not_calibrated_again(monkeypatch):
+    """Settings that give the same reward row (here a weight scaled by 1 and an equal setting
+    scored in two calls) take the fitness of the first solve."""
+    import grace.fitness.params_batched as pb
+
+    solved = []
+    real = pb.calibrate_many
+
+    def counting(r, *a, **k):
+        solved.append(len(r))
+        return real(r, *a, **k)
+
+    monkeypatch.setattr(pb, "calibrate_many", counting)
+    data = synthetic_data(seed=2)
+    rows = np.flatnonzero(data["train"])[:400]
+    sub = {k: data[k][rows] for k in ("s", "a", "s_next")}
+    c = CompiledReward(THRESHOLD, SCHEMA)
+    space = ParamSpace(c.params)
+    scorer = BatchScorer(c, sub, data["label"][rows].astype(bool), space, FitSettings())
+    hi = float(np.max(sub["s_next"][:, 0]))  # thresholds above every x: the all-zero reward row
+    u = np.array([[(hi + 1.0) / 0.2 - 1.0, 0.0], [(hi + 2.0) / 0.2 - 1.0, 0.0], [0.5, 0.0]])
+    f = scorer(u)
+    assert solved == [2] and f[0] == f[1]
+    assert scorer(np.array([[(hi + 3.0) / 0.2 - 1.0, 0.0]]))[0] == f[0] and solved == [2]

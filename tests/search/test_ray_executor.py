@@ -74,7 +74,7 @@ def test_same_archive_with_local_and_ray_even_when_an_actor_is_killed(tmp_path, 
                    seed=3, progress=False, report=False, **SIZES)
     made: list[rx.RayExecutor] = []
     real = rx.make_ray_executor
-    monkeypatch.setattr(rx, "make_ray_executor", lambda task, sb: made.append(real(task, sb)) or made[-1])
+    monkeypatch.setattr(rx, "make_ray_executor", lambda task, sb, *rest: made.append(real(task, sb, *rest)) or made[-1])
     killed: dict[str, int] = {}
     run = tmp_path / "ray"
 
