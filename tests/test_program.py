@@ -170,3 +170,23 @@ def test_extract_survives_arbitrary_prose(before, after):
 def test_extract_without_code():
     with pytest.raises(ProgramError, match="no reward program found"):
         extract_program("I cannot help with that.")
+
+
+def test_the_per_source_caches_hold_a_bounded_amount_of_text():
+    from grace.program.core import _SourceCache
+
+    cache = _SourceCache(limit=10)
+    cache.put(("aaaa",), (1,))
+    cache.put(("bbbb", None), (2,))
+    cache.put(("bbbb", None), (3,))  # the same key again: counted once
+    assert cache.held == 8 and cache.get(("bbbb", None)) == (3,)
+    cache.put(("cccc",), (4,))  # over 10: the oldest goes
+    assert cache.get(("aaaa",)) is None and cache.get(("cccc",)) == (4,) and cache.held == 8
+
+
+def test_a_cached_validation_verdict_raises_like_the_first():
+    bad = GOOD.replace('p["w"]', 'p["missing"]')
+    for _ in range(2):
+        with pytest.raises(ProgramError, match="missing"):
+            RewardProgram(bad).validate(SCHEMA)
+    assert RewardProgram(GOOD).validate(SCHEMA).validate(SCHEMA).source == GOOD

@@ -52,10 +52,31 @@ from grace.program.text import (
 )
 from grace.tasks.spec import ObsSchema
 
-_LOGIC: dict[str, tuple[str, int]] = {}
-_VALID: dict[tuple[str, ObsSchema | None], ProgramError | None] = {}
-_LOGIC_CACHE = 4096
-"""Programs whose (normalised, size) and validation verdicts are kept (oldest out first)."""
+
+class _SourceCache:
+    """Values kept per program text (and what else the key holds), oldest out first once the
+    texts held pass `limit` characters (8 Mi: ~4,000 typical programs, 128 of the largest)."""
+
+    def __init__(self, limit: int = 8 << 20) -> None:
+        self.items: dict[tuple, tuple] = {}
+        self.held, self.limit = 0, limit
+
+    def get(self, key: tuple) -> tuple | None:
+        return self.items.get(key)
+
+    def put(self, key: tuple, value: tuple) -> None:
+        if key not in self.items:
+            while self.items and self.held + len(key[0]) > self.limit:
+                self.held -= len(next(iter(self.items))[0])
+                self.items.pop(next(iter(self.items)))
+            self.held += len(key[0])
+        self.items[key] = value
+
+
+_LOGIC = _SourceCache()
+"""(source,) -> (normalised, size)."""
+_VALID = _SourceCache()
+"""(source, schema) -> (the ProgramError, or None when valid,)."""
 
 
 # -- the program -----------------------------------------------------------------------------------
@@ -134,15 +155,13 @@ class RewardProgram:
     def _logic(self) -> tuple[str, int]:
         """(normalised, size), shared per source text: the search asks for both of every
         candidate, its parents and its twins many times over."""
-        hit = _LOGIC.get(self.source)
+        hit = _LOGIC.get((self.source,))
         if hit is None:
             tree = self._logic_tree()
             body = [n for n in tree.body if not assigns_params(n)]
             hit = (ast.dump(tree, annotate_fields=False, include_attributes=False),
                    sum(1 for stmt in body for _ in ast.walk(stmt)))
-            if len(_LOGIC) >= _LOGIC_CACHE:
-                _LOGIC.pop(next(iter(_LOGIC)))
-            _LOGIC[self.source] = hit
+            _LOGIC.put((self.source,), hit)
         return hit
 
     @property
@@ -170,17 +189,15 @@ class RewardProgram:
         """THE contract validator: raise ProgramError with a precise message, else return self.
         The verdict is kept per (source, schema): the search validates a candidate where it is
         made and again where it is stored."""
-        key = (self.source, schema)
-        if key not in _VALID:
+        hit = _VALID.get((self.source, schema))
+        if hit is None:
             try:
                 self._validate(schema)
-                verdict: ProgramError | None = None
+                hit = (None,)
             except ProgramError as exc:
-                verdict = exc
-            if len(_VALID) >= _LOGIC_CACHE:
-                _VALID.pop(next(iter(_VALID)))
-            _VALID[key] = verdict
-        verdict = _VALID[key]
+                hit = (exc,)
+            _VALID.put((self.source, schema), hit)
+        verdict = hit[0]
         if verdict is not None:
             raise ProgramError(verdict.reason, verdict.line, verdict.kind)
         return self
