@@ -202,13 +202,27 @@ def fit_candidates(compiled: CompiledReward, data: dict[str, np.ndarray], params
     at = float(score(best_u[None, :])[0]) if np.any(best_u != 0) else f0  # scored: the centring checks it
     found = [(answer, at if np.isfinite(at) else best_f)]
     keys = {tuple(answer.values()), tuple(space.decode(np.zeros(d)).values())}
-    for f, u in sorted(score.seen, key=lambda fu: -fu[0]):  # stable: the first best wins
-        if len(found) >= n or not f > best_f - 0.05:
-            break
+
+    def add(f: float, u: np.ndarray) -> None:
         cand = space.decode(u)
         if tuple(cand.values()) not in keys:
             keys.add(tuple(cand.values()))
             found.append((cand, f))
+
+    near = [fu for fu in sorted(score.seen, key=lambda fu: -fu[0]) if fu[0] > best_f - 0.05]  # stable
+    # the last runner-up is the one least like the answer: along a direction the subsample cannot
+    # tell apart (a centre that moves nothing it can see) whole-episode returns may still differ
+    far = max(near, key=lambda fu: float(np.max(np.abs(fu[1] - best_u))), default=None) if n >= 3 else None
+    for f, u in near:
+        if len(found) >= n - (far is not None):
+            break
+        add(f, u)
+    if far is not None:
+        add(*far)
+    for f, u in near:  # the far one was among them already: the next best fills its place
+        if len(found) >= n:
+            break
+        add(f, u)
     return [*found, (dict(params), f0)], score.count
 
 

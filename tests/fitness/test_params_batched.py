@@ -281,3 +281,18 @@ def test_a_reward_row_seen_before_is_not_calibrated_again(monkeypatch):
     f = scorer(u)
     assert solved == [2] and f[0] == f[1]
     assert scorer(np.array([[(hi + 3.0) / 0.2 - 1.0, 0.0]]))[0] == f[0] and solved == [2]
+
+
+def test_the_last_runner_up_is_the_setting_least_like_the_answer():
+    """Along a constant the subsample cannot see (here one the reward ignores), every setting
+    ties; the runners-up handed to the whole-episode pick include the farthest of them, not only
+    the answer's neighbours."""
+    from grace.fitness.params_batched import fit_candidates
+
+    data = synthetic_data(seed=3)
+    src = 'PARAMS = {"w": 1.0, "c": 0.5}\n\n\ndef reward(s, a, s_next, p):\n    return p["w"] * s_next.x + 0.0 * p["c"]\n'
+    c = CompiledReward(src, SCHEMA)
+    found, _ = fit_candidates(c, data, c.params, fit=FitSettings(), n=3)
+    answer, *runners, initial = found
+    assert initial[0] == c.params and len(runners) == 2
+    assert max(abs(r["c"] - answer[0]["c"]) for r, _ in runners) >= 0.5 * 1.5  # the scan's widest move
