@@ -97,7 +97,8 @@ class FitSettings:
     batch_rows: int = 1000
     """Train rows (class-stratified) the batched PARAMS search scores on."""
     final_candidates: int = 4
-    """Batched path: the search hands over its answer and up to this many - 1 runners-up; the one
+    """Batched path: the search hands over its answer and up to this many - 1 runners-up (the best
+    settings within 0.05 of it, the last being the one least like the answer); the one
     with the best whole fitness on every train row (discrimination x return ranking, which the
     subsample cannot see) is kept, as is the initial PARAMS when it beats them all. 1 = the
     answer alone (kept unless its discrimination is worse than the initial PARAMS', as sequential)."""
