@@ -93,7 +93,14 @@ def test_logic_equals_a_stripped_deep_copy_and_leaves_the_shared_tree_alone(sour
     import copy
 
     from grace.program.contract import assigns_params
-    from grace.program.text import strip_docstrings
+    from grace.program.text import is_string_expr
+
+    def strip_docstrings(tree):  # the former way: strip a deep copy in place
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                if node.body and is_string_expr(node.body[0]):
+                    node.body = node.body[1:] or [ast.Pass()]
+        return tree
 
     prog = RewardProgram(source)
     before = ast.dump(prog.tree, include_attributes=True)

@@ -50,8 +50,9 @@ _STATEMENTS = (ast.stmt, ast.excepthandler, ast.match_case)
 
 
 def without_docstrings(node: ast.AST) -> ast.AST:
-    """`strip_docstrings` without touching `node` or copying it whole: shallow copies along the
-    paths to the docstrings, every other subtree shared (only statements can hold one)."""
+    """`node` without its docstrings (the first string statement of a module, def or class body; a
+    body left empty gets `pass`), without touching `node` or copying it whole: shallow copies
+    along the paths to the docstrings, every other subtree shared (only statements hold one)."""
     changes = {}
     for name, value in ast.iter_fields(node):
         if not isinstance(value, list):
@@ -67,14 +68,6 @@ def without_docstrings(node: ast.AST) -> ast.AST:
     for name, value in changes.items():
         setattr(out, name, value)
     return out
-
-
-def strip_docstrings(tree: ast.Module) -> ast.Module:
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            if node.body and is_string_expr(node.body[0]):
-                node.body = node.body[1:] or [ast.Pass()]
-    return tree
 
 
 def offset(source: str, lineno: int | None, col_bytes: int | None) -> int:
