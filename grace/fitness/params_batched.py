@@ -135,12 +135,10 @@ class BatchScorer:
         within a gap between data values: 11-14% of the rows of loop_speed.py's programs) takes
         its fitness without a solve."""
         keys = [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in np.ascontiguousarray(r)]
-        f = np.array([self.by_row.get(k, np.nan) for k in keys])
-        new, fresh = [], set()
+        first: dict[bytes, int] = {}
         for i, k in enumerate(keys):
-            if k not in self.by_row and k not in fresh:
-                fresh.add(k)
-                new.append(i)
+            first.setdefault(k, i)
+        new = [i for k, i in first.items() if k not in self.by_row]
         if new:
             rn = r[new]
             finite = np.isfinite(rn).all(axis=1)
@@ -152,8 +150,7 @@ class BatchScorer:
             if len(good):  # neighbouring settings calibrate alike: start the next solves here
                 j = good[np.argmax(fn[good])]
                 self.warm = (float(cal["alpha"][j]), float(cal["beta"][j]))
-            f = np.array([self.by_row[k] for k in keys])
-        return f
+        return np.array([self.by_row[k] for k in keys])
 
 
 def fit_params_batched(compiled: CompiledReward, data: dict[str, np.ndarray], params: dict[str, float],
