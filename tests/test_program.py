@@ -180,15 +180,17 @@ def test_extract_without_code():
 
 
 def test_the_per_source_caches_hold_a_bounded_amount_of_text():
-    from grace.program.core import _SourceCache
+    from grace.program.parse import SourceCache
 
-    cache = _SourceCache(limit=10)
+    cache = SourceCache(limit=10)
     cache.put(("aaaa",), (1,))
     cache.put(("bbbb", None), (2,))
     cache.put(("bbbb", None), (3,))  # the same key again: counted once
     assert cache.held == 8 and cache.get(("bbbb", None)) == (3,)
     cache.put(("cccc",), (4,))  # over 10: the oldest goes
     assert cache.get(("aaaa",)) is None and cache.get(("cccc",)) == (4,) and cache.held == 8
+    cache.put(("x" * 11,), (5,))  # longer than the limit: not kept, nothing evicted for it
+    assert cache.get(("x" * 11,)) is None and cache.held == 8
 
 
 def test_a_cached_validation_verdict_raises_like_the_first():

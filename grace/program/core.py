@@ -37,7 +37,13 @@ from grace.program.contract import (
     params_used,
     read_params,
 )
-from grace.program.parse import SOURCE_LIMIT_BYTES, ProgramError, cached_tree, parse_source
+from grace.program.parse import (
+    SOURCE_LIMIT_BYTES,
+    ProgramError,
+    SourceCache,
+    cached_tree,
+    parse_source,
+)
 from grace.program.text import (
     PROVENANCE_MARKER,
     fmt_number,
@@ -52,30 +58,10 @@ from grace.program.text import (
 )
 from grace.tasks.spec import ObsSchema
 
-
-class _SourceCache:
-    """Values kept per program text (and what else the key holds), oldest out first once the
-    texts held pass `limit` characters (8 Mi: ~4,000 typical programs, 128 of the largest)."""
-
-    def __init__(self, limit: int = 8 << 20) -> None:
-        self.items: dict[tuple, tuple] = {}
-        self.held, self.limit = 0, limit
-
-    def get(self, key: tuple) -> tuple | None:
-        return self.items.get(key)
-
-    def put(self, key: tuple, value: tuple) -> None:
-        if key not in self.items:
-            while self.items and self.held + len(key[0]) > self.limit:
-                self.held -= len(next(iter(self.items))[0])
-                self.items.pop(next(iter(self.items)))
-            self.held += len(key[0])
-        self.items[key] = value
-
-
-_LOGIC = _SourceCache()
-"""(source,) -> (normalised, size)."""
-_VALID = _SourceCache()
+_LOGIC = SourceCache(8 << 20)
+"""(source,) -> (normalised, size); 8 Mi characters of source: ~4,000 typical programs, 128 of
+the largest."""
+_VALID = SourceCache(8 << 20)
 """(source, schema) -> (the ProgramError, or None when valid,)."""
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import io
 import tokenize
+from typing import Any
 
 # Host-side limits (candidates for a config field; see sandbox/README.md).
 SOURCE_LIMIT_BYTES = 64 * 1024
@@ -86,21 +87,41 @@ def _check_tree_size(tree: ast.Module) -> None:
         stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
 
 
-_TREES: dict[str, ast.Module | ProgramError] = {}
-_TREE_CACHE_BYTES = 1 << 20
+class SourceCache:
+    """Values kept per program text (the key's first item; the rest of the key may be anything
+    hashable), oldest out first once the texts held would pass `limit` characters; a text longer
+    than `limit` is not kept."""
+
+    def __init__(self, limit: int) -> None:
+        self.items: dict[tuple, Any] = {}
+        self.held, self.limit = 0, limit
+
+    def get(self, key: tuple) -> Any:
+        return self.items.get(key)
+
+    def put(self, key: tuple, value: Any) -> None:
+        if key not in self.items:
+            if len(key[0]) > self.limit:
+                return
+            while self.items and self.held + len(key[0]) > self.limit:
+                self.held -= len(next(iter(self.items))[0])
+                self.items.pop(next(iter(self.items)))
+            self.held += len(key[0])
+        self.items[key] = value
+
+
+_TREES = SourceCache(1 << 20)
+"""(source,) -> its parsed module, or the ProgramError parsing it raised."""
 
 
 def cached_tree(source: str) -> ast.Module:
-    hit = _TREES.get(source) if isinstance(source, str) else None
+    hit = _TREES.get((source,)) if isinstance(source, str) else None
     if hit is None:
         try:
             hit = parse_source(source)
         except ProgramError as exc:
             hit = exc
-        while _TREES and sum(map(len, _TREES)) + len(source) > _TREE_CACHE_BYTES:
-            _TREES.pop(next(iter(_TREES)))
-        if len(source) <= _TREE_CACHE_BYTES:
-            _TREES[source] = hit
+        _TREES.put((source,), hit)
     if isinstance(hit, ProgramError):
         raise ProgramError(hit.reason, hit.line, hit.kind)
     return hit
