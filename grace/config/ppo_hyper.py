@@ -38,7 +38,8 @@ class PPOHyper:
     normalize_observations: bool = True
     """Normalise observations by running statistics."""
     reward_transform: str = "none"
-    """Per-step transform of the candidate reward seen by PPO: none | symlog."""
+    """Per-step transform of the candidate reward seen by PPO: none | symlog. It applies to the reward
+    with its terminal value, never to the shaping term (added after it, so it stays potential-based)."""
     activation: str = "tanh"
     """Activation of the actor and critic networks (a flax.linen name)."""
     hidden_layer_sizes: tuple[int, ...] = (64, 64)

@@ -46,29 +46,34 @@ def _compile(source: str, schema: Any) -> Any:
 
 
 def _branch(compiled: Any, params: dict[str, float], gamma: float) -> Callable[..., Any]:
-    """The reward PPO is paid for one transition: the program's total with its shaping
-    (`potential`, discounted by PPO's own `gamma`) and terminal value applied, exactly as
-    `grace eval` and the exports apply them (`grace.fitness.returns.applied_reward`)."""
+    """What PPO is paid for one transition, as (reward, shaping): the program's total with its
+    terminal value, and its shaping (`potential`, discounted by PPO's own `gamma`). Their sum is
+    exactly what `grace eval` and the exports pay (`grace.fitness.returns.applied_reward`); PPO's
+    `reward_transform` applies to the first part only (`grace.fitness.ppo_batch.REWARD_TRANSFORMS`)."""
     import jax.numpy as jnp
 
-    from grace.fitness.returns import applied_reward
+    from grace.fitness.returns import shaping_term
 
     terminal = float(params.get(TERMINAL_KEY, 0.0))
     shaped = bool(getattr(compiled, "has_potential", False))
 
     def branch(s: Any, a: Any, s_next: Any, r_env: Any, terminated: Any) -> Any:
-        r = compiled(s, a, s_next, params)[0]
-        if not shaped and not terminal:
-            return r
-        phi_s = compiled.potential(s, params) if shaped else 0.0
-        phi_next = compiled.potential(s_next, params) if shaped else 0.0
-        return applied_reward(r, phi_s, phi_next, terminated, terminal, gamma, jnp)
+        r = jnp.asarray(compiled(s, a, s_next, params)[0], jnp.float32)
+        term = jnp.asarray(terminated, dtype=bool)
+        if terminal:
+            r = r + jnp.where(term, terminal, 0.0)
+        if not shaped:
+            return r, jnp.zeros((), jnp.float32)
+        f = shaping_term(compiled.potential(s, params), compiled.potential(s_next, params), term, gamma, jnp)
+        return r, jnp.asarray(f, jnp.float32)
 
     return branch
 
 
 def _true_branch(s: Any, a: Any, s_next: Any, r_env: Any, terminated: Any) -> Any:
-    return r_env
+    import jax.numpy as jnp
+
+    return r_env, jnp.zeros((), jnp.float32)
 
 
 def _episodes(final: dict[str, np.ndarray], act_dim: int | None) -> list[Episode]:

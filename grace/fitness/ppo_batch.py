@@ -3,8 +3,9 @@
 The candidate rewards of a generation become the branches of one `jax.lax.switch`; the branch
 index lives in the env params, so `jax.vmap` over (candidate index x seed) gives one XLA compile
 for the whole batch. Each branch maps `(s, a, s_next, r_env, terminated)` of one transition
-(unbatched: the env is vmapped by rejax) to the float32 reward PPO is paid: the candidate's
-reward with its shaping and terminal value applied (`grace.fitness.returns.applied_reward`);
+(unbatched: the env is vmapped by rejax) to what PPO is paid, as (reward with its terminal value,
+shaping): their sum is `grace.fitness.returns.applied_reward`, and `reward_transform` applies to the
+reward part only;
 `r_env` lets the true reward join the batch as a branch too (the baseline of `grace train`).
 
 Scoring never uses the candidate reward: the trained policy is rolled out on the task's own env
@@ -25,12 +26,17 @@ from gymnax.environments import environment, spaces
 
 from grace.config import PPOConfig
 
-Branch = Callable[[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
-"""branch(s, a, s_next, r_env, terminated) -> float32 scalar reward for one transition;
-`terminated`: the transition ends its episode by termination (not by the time limit)."""
+Branch = Callable[[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+"""branch(s, a, s_next, r_env, terminated) -> (reward, shaping), float32 scalars for one transition:
+the program's reward with its terminal value, and its potential-based shaping term (0 without a
+potential); `terminated`: the transition ends its episode by termination (not by the time limit)."""
 
 REWARD_TRANSFORMS = ("none", "symlog")
-"""Per-step transform of the candidate reward seen by PPO (`algo_kwargs["reward_transform"]`)."""
+"""Per-step transform of the candidate reward seen by PPO (`algo_kwargs["reward_transform"]`). It
+applies to the reward (terminal value included), never to the shaping term, which is added after it:
+F = gamma * Phi(s') - Phi(s) leaves the optimal policy of whatever reward PPO sees unchanged only when
+it is added untransformed (symlog of a shaped reward wiped out PPO on the fixed-horizon Acrobot:
+benchmarks/results/transform.md)."""
 
 REWARD_CLIP = 1e6
 """Candidate rewards are clipped to +-REWARD_CLIP and NaN becomes 0 (one bad lane stays local)."""
@@ -71,9 +77,13 @@ def terminated(done: jax.Array, inner: Any, params: Any) -> jax.Array:
     return done
 
 
+def _finite(x: jax.Array) -> jax.Array:
+    return jnp.clip(jnp.nan_to_num(jnp.reshape(x, ()).astype(jnp.float32)), -REWARD_CLIP, REWARD_CLIP)
+
+
 class CandidateRewardEnv(environment.Environment):
     """Wraps a gymnax env; the reward is branch `params.cand` evaluated on (s, a, s_next, r,
-    terminated): the branch applies its own shaping and terminal value."""
+    terminated): its reward (terminal value included) through the transform, plus its shaping."""
 
     def __init__(self, env: Any, branches: Sequence[Branch], transform: str = "none") -> None:
         super().__init__()
@@ -94,13 +104,13 @@ class CandidateRewardEnv(environment.Environment):
         r_env = jnp.reshape(r_env, ()).astype(jnp.float32)
         term = terminated(done, inner, params.inner)
         if len(self.branches) == 1:
-            r = self.branches[0](state.obs, action, obs, r_env, term)
+            r, f = self.branches[0](state.obs, action, obs, r_env, term)
         else:
-            r = jax.lax.switch(params.cand, self.branches, state.obs, action, obs, r_env, term)
-        r = jnp.clip(jnp.nan_to_num(jnp.reshape(r, ()).astype(jnp.float32)), -REWARD_CLIP, REWARD_CLIP)
+            r, f = jax.lax.switch(params.cand, self.branches, state.obs, action, obs, r_env, term)
+        r, f = _finite(r), _finite(f)
         if self.transform == "symlog":
             r = jnp.sign(r) * jnp.log1p(jnp.abs(r))
-        return obs, CandState(inner, obs), r, done, info
+        return obs, CandState(inner, obs), jnp.clip(r + f, -REWARD_CLIP, REWARD_CLIP), done, info
 
     def reset_env(self, key: jax.Array, params: CandParams):  # noqa: D102
         obs, inner = self.env.reset_env(key, params.inner)
@@ -126,7 +136,8 @@ def action_spec(env: Any, params: Any) -> jax.ShapeDtypeStruct:
 
 
 def check_branch(branch: Branch, obs_dim: int, act: jax.ShapeDtypeStruct) -> str | None:
-    """Trace one branch abstractly (`jax.eval_shape`); None if it gives a float scalar, else why."""
+    """Trace one branch abstractly (`jax.eval_shape`); None if its reward and shaping are float
+    scalars, else why."""
     obs = jax.ShapeDtypeStruct((obs_dim,), jnp.float32)
     r_env = jax.ShapeDtypeStruct((), jnp.float32)
     term = jax.ShapeDtypeStruct((), jnp.bool_)
@@ -134,10 +145,13 @@ def check_branch(branch: Branch, obs_dim: int, act: jax.ShapeDtypeStruct) -> str
         out = jax.eval_shape(branch, obs, act, obs, r_env, term)
     except Exception as exc:  # noqa: BLE001 - any tracing failure is the candidate's
         return f"does not trace under JAX: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
-    if not hasattr(out, "shape") or out.shape != ():
-        return f"reward of one transition must be a scalar; got shape {getattr(out, 'shape', out)}"
-    if not jnp.issubdtype(out.dtype, jnp.floating):
-        return f"reward must be a float; got dtype {out.dtype}"
+    if not isinstance(out, tuple) or len(out) != 2:
+        return f"a PPO branch must give (reward, shaping); got {type(out).__name__}"
+    for what, part in zip(("reward", "shaping"), out, strict=True):
+        if not hasattr(part, "shape") or part.shape != ():
+            return f"{what} of one transition must be a scalar; got shape {getattr(part, 'shape', part)}"
+        if not jnp.issubdtype(part.dtype, jnp.floating):
+            return f"{what} must be a float; got dtype {part.dtype}"
     return None
 
 

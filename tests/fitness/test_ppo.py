@@ -73,9 +73,33 @@ def test_check_branch_shapes() -> None:
     import jax.numpy as jnp
 
     act = jax.ShapeDtypeStruct((), jnp.int32)
-    assert ppo_batch.check_branch(lambda s, a, s2, r, d: s2[0], 4, act) is None
-    assert "scalar" in ppo_batch.check_branch(lambda s, a, s2, r, d: s2, 4, act)
-    assert "float" in ppo_batch.check_branch(lambda s, a, s2, r, d: a, 4, act)
+    zero = jnp.zeros((), jnp.float32)
+    assert ppo_batch.check_branch(lambda s, a, s2, r, d: (s2[0], zero), 4, act) is None
+    assert "(reward, shaping)" in ppo_batch.check_branch(lambda s, a, s2, r, d: s2[0], 4, act)
+    assert "scalar" in ppo_batch.check_branch(lambda s, a, s2, r, d: (s2, zero), 4, act)
+    assert "shaping must be a float" in ppo_batch.check_branch(lambda s, a, s2, r, d: (s2[0], a), 4, act)
+
+
+def test_symlog_transforms_the_reward_never_the_shaping() -> None:
+    """PPO's reward_transform applies to the reward (terminal value included); the shaping term is
+    added after it untransformed, so it stays potential-based for whatever reward PPO sees."""
+    import jax
+    import jax.numpy as jnp
+
+    from grace.tasks.jax_envs import make
+
+    base, params = make("CartPole-v1")
+    cp = ppo_batch.CandParams(params, jnp.int32(0))
+
+    def branch(s, a, s2, r, d):  # noqa: ANN001, ANN202
+        return jnp.float32(-9.0), 100.0 * s2[2]
+
+    key = jax.random.PRNGKey(3)
+    for transform, expect in (("symlog", -np.log1p(9.0)), ("none", -9.0)):
+        env = ppo_batch.CandidateRewardEnv(base, [branch], transform)
+        obs, st = env.reset_env(key, cp)
+        obs2, _, r, _, _ = env.step_env(key, st, 1, cp)
+        assert float(r) == pytest.approx(expect + 100.0 * float(obs2[2]), rel=1e-5)
 
 
 def test_config_defaults_and_overrides() -> None:
