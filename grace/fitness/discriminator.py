@@ -13,17 +13,30 @@ own reward scale. In feature space standardised by the positives' spread (d dime
   not enough: a Pendulum policy that swings through the expert's swing-up states for the whole
   episode scored 0.84 on the nearest-state mean (the expert-like true-reward policy 0.95) and
   0.59 here (0.95); it is how expert-like PPO in the loop, PPO fitness and the rounds measure.
+- per policy, with how its episodes end (`policy_likeness`): the likeness times the match of the
+  share of episodes that terminate, 1 - |policy's share - the experts' share|, when the
+  discriminator knows the experts' share (`ending_rate`; from_data(..., endings=True): only when the
+  demos come from the env PPO trains on). States alone cannot see that an episode never ends: on
+  BabyAI GoToRedBall a reward that paid for wandering near the ball trained policies that never
+  reached it (success 0.02) yet scored 0.33, above the held-out bot's own 0.29, and PPO in the loop
+  chose it over a reward whose policies succeeded 0.78 of the time (benchmarks/results/babyai2/).
+  Termination is the env's, never the candidate's reward, so the score stays candidate-independent.
 
 Plain numpy; picklable, so it crosses into a sandbox worker.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+
+from grace.types import PARTIAL_PREFIX
 
 
 class ExpertSimilarity:
-    def __init__(self, positives: np.ndarray, max_ref: int = 2000, seed: int = 0) -> None:
+    def __init__(self, positives: np.ndarray, max_ref: int = 2000, seed: int = 0,
+                 ending_rate: float | None = None) -> None:
         pos = np.asarray(positives, dtype=np.float64)
         if len(pos) == 0:
             raise ValueError("ExpertSimilarity needs at least one positive state")
@@ -35,12 +48,29 @@ class ExpertSimilarity:
         self.scale = np.where(spread > 1e-6, spread, 1.0)
         self.ref = ((pos - self.mean) / self.scale).astype(np.float32)
         self._kee: float | None = None  # K(E, E): fixed by the positives, computed once on first use
+        self.ending_rate = ending_rate
+        """The share of expert episodes that terminate (None: episode endings are not compared)."""
 
     @classmethod
-    def from_data(cls, data: dict[str, np.ndarray], seed: int = 0, max_ref: int = 2000) -> ExpertSimilarity:
-        """From the train positives of the offline dataset (`max_ref`: the run's fitness.disc_max_ref)."""
+    def from_data(cls, data: dict[str, np.ndarray], seed: int = 0, max_ref: int = 2000,
+                  endings: bool = False) -> ExpertSimilarity:
+        """From the train positives of the offline dataset (`max_ref`: the run's fitness.disc_max_ref);
+        `endings`: also the share of its expert episodes that terminate (`expert_ending_rate`)."""
         mask = data["label"].astype(bool) & data["train"].astype(bool)
-        return cls(data["s_next"][mask], max_ref=max_ref, seed=seed)
+        rate = expert_ending_rate(data) if endings else None
+        return cls(data["s_next"][mask], max_ref=max_ref, seed=seed, ending_rate=rate)
+
+    def ending_match(self, terminated: Sequence[bool]) -> float:
+        """1 - |share of `terminated` episodes - the experts' share|; 1 without an expert share or
+        episodes (nothing to compare)."""
+        flags = np.asarray(terminated, dtype=bool)
+        if self.ending_rate is None or flags.size == 0:
+            return 1.0
+        return float(1.0 - abs(flags.mean() - self.ending_rate))
+
+    def policy_likeness(self, states: np.ndarray, terminated: Sequence[bool]) -> float:
+        """`likeness` of a policy's visited states times the `ending_match` of its episodes."""
+        return self.likeness(states) * self.ending_match(terminated)
 
     def _standardise(self, states: np.ndarray) -> np.ndarray:
         return ((np.asarray(states, dtype=np.float64) - self.mean) / self.scale).astype(np.float32)
@@ -73,6 +103,19 @@ class ExpertSimilarity:
             d2 = (x * x).sum(1)[:, None] - 2.0 * x @ ref.T + (ref * ref).sum(1)[None, :]
             best = np.minimum(best, d2.min(axis=1))
         return np.exp(-np.maximum(best, 0.0) / x.shape[1])
+
+
+def expert_ending_rate(data: dict[str, np.ndarray]) -> float | None:
+    """The share of the dataset's train expert episodes that terminate (any row flagged terminal);
+    partial episodes (the probe's segments) do not count. None without such episodes."""
+    partial = [i for i, n in enumerate(data.get("source_names", ())) if str(n).startswith(PARTIAL_PREFIX)]
+    mask = data["label"].astype(bool) & data["train"].astype(bool) & ~np.isin(data["source"], partial)
+    episodes = np.asarray(data["episode"])[mask]
+    if episodes.size == 0:
+        return None
+    ids, inv = np.unique(episodes, return_inverse=True)
+    ended = np.bincount(inv, weights=np.asarray(data["terminal"], dtype=np.float64)[mask], minlength=len(ids)) > 0
+    return float(ended.mean())
 
 
 def _mean_kernel(a: np.ndarray, b: np.ndarray, d: int) -> float:

@@ -29,7 +29,7 @@ async def collect_active_negatives(task: Task, source: str, cfg: EvolveConfig, r
                                    data: Transitions | None = None) -> tuple[Trajectories, dict[str, Any]]:
     """Train PPO on `source`; return the trained policy's episodes and what the run measured."""
     ppo = cfg.ppo
-    disc = discriminator(cfg, data) if data is not None else None
+    disc = discriminator(cfg, data, task) if data is not None else None
     job = PPOJob((source,), ppo.steps, ppo.seeds, cfg.seed + 7919 * rnd,
                  ppo.overrides(task.action.kind == "discrete"), score_states=disc, keep_trajectories=True)
     res = (await asyncio.to_thread(partial(run_ppo, task, job, timeout=ppo.timeout)))[0]

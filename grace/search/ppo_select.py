@@ -53,16 +53,19 @@ async def train_and_score(task: Task, cfg: EvolveConfig, sources: list[str], dat
     """PPO on each source in one compile (`ppo.select_steps`; `seeds`, default `ppo.seeds`), each
     policy scored by the candidate-independent discriminator fitted on `data`; (results, seconds)."""
     job = PPOJob(tuple(sources), cfg.ppo.select_steps or cfg.ppo.steps, seeds or cfg.ppo.seeds, seed,
-                 cfg.ppo.overrides(task.action.kind == "discrete"), score_states=discriminator(cfg, data))
+                 cfg.ppo.overrides(task.action.kind == "discrete"), score_states=discriminator(cfg, data, task))
     t0 = time.time()
     results = await asyncio.to_thread(partial(run_ppo, task, job, timeout=cfg.ppo.timeout))
     return results, time.time() - t0
 
 
-def discriminator(cfg: EvolveConfig, data: Transitions) -> ExpertSimilarity:
+def discriminator(cfg: EvolveConfig, data: Transitions, task: Task | None = None) -> ExpertSimilarity:
     """The candidate-independent discriminator a run scores policies with, fitted on `data`'s train
-    positives (`fitness.disc_max_ref` of them at most)."""
-    return ExpertSimilarity.from_data(data, seed=cfg.seed, max_ref=cfg.fitness.disc_max_ref)
+    positives (`fitness.disc_max_ref` of them at most). With `task`, policies are also scored on how
+    their episodes end, when the demos come from the env PPO trains on (`task.demo_env` unset: a
+    fixed-horizon variant never terminates where its demos did)."""
+    endings = task is not None and task.demo_env is None
+    return ExpertSimilarity.from_data(data, seed=cfg.seed, max_ref=cfg.fitness.disc_max_ref, endings=endings)
 
 
 def dense_extras(archive: Archive, rnd: int, cfg: EvolveConfig, chosen: list[ProgramRow]) -> list[ProgramRow]:
