@@ -229,11 +229,11 @@ def main() -> int:
             for n_demos in args.gail_demos if "gail" in baselines else ():
                 gail_level(level, n_demos, args)
             write_table(levels, args)
-    write_table(levels, args)
-    prefix = f"{ROOT}/"
+    prefix = f"{ROOT}/"  # no machine paths in committed outputs: strip them before the table reads them
     for p in args.cache.rglob("*.json"):
         if prefix in (text := p.read_text()):
             p.write_text(text.replace(prefix, ""))
+    write_table(levels, args)
     return 0
 
 
