@@ -30,6 +30,13 @@ segments, grace/search/probe.py): their states count in the discrimination, but 
 ranking and the terminal value, which compare whole episodes, skip them."""
 
 
+def whole_episode_rows(data: Mapping[str, Any]) -> np.ndarray:
+    """Rows of `data` (Transitions' columns) that belong to whole episodes: not from a
+    `PARTIAL_PREFIX` source."""
+    partial = [i for i, n in enumerate(data.get("source_names", ())) if str(n).startswith(PARTIAL_PREFIX)]
+    return ~np.isin(data["source"], partial)
+
+
 # -- the labelled dataset ---------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class Transitions(Mapping[str, Any]):
@@ -243,7 +250,8 @@ class PPOJob:
     grace's defaults (`grace.fitness.ppo.ppo_settings`)."""
     score_states: Any = None
     """IRL mode: a picklable `score_states(obs_batch) -> scores` (a discriminator fixed per round);
-    the policy's score is `score_states.likeness(obs_batch)` where it has one, else the mean score."""
+    the policy's score is `score_states.policy_likeness(obs_batch, terminated_flags)` where it has
+    one (ExpertSimilarity), else the mean score."""
     keep_trajectories: bool = False
     n_evals: int = 1
     """Points of the learning curve (1: only the final policy)."""

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from grace.types import PARTIAL_PREFIX
+from grace.types import whole_episode_rows
 
 
 class ExpertSimilarity:
@@ -108,8 +108,7 @@ class ExpertSimilarity:
 def expert_ending_rate(data: dict[str, np.ndarray]) -> float | None:
     """The share of the dataset's train expert episodes that terminate (any row flagged terminal);
     partial episodes (the probe's segments) do not count. None without such episodes."""
-    partial = [i for i, n in enumerate(data.get("source_names", ())) if str(n).startswith(PARTIAL_PREFIX)]
-    mask = data["label"].astype(bool) & data["train"].astype(bool) & ~np.isin(data["source"], partial)
+    mask = data["label"].astype(bool) & data["train"].astype(bool) & whole_episode_rows(data)
     episodes = np.asarray(data["episode"])[mask]
     if episodes.size == 0:
         return None

@@ -31,7 +31,7 @@ from grace.fitness.returns import (
 from grace.program import TERMINAL_KEY, RewardProgram
 from grace.search.executor import Executor
 from grace.tasks import ObsSchema
-from grace.types import PARTIAL_PREFIX, EvalResult, Example, Transitions
+from grace.types import EvalResult, Example, Transitions, whole_episode_rows
 
 
 # -- evaluation ------------------------------------------------------------------------------------
@@ -178,8 +178,7 @@ def _whole_episodes(r: np.ndarray, data: Transitions, expert: np.ndarray, params
     with the potential's own metrics), and combine: (params, train fitness, held-out fitness).
     See grace.fitness.returns."""
     gamma = fit.gamma or DEFAULT_GAMMA
-    partial = [i for i, n in enumerate(data["source_names"]) if n.startswith(PARTIAL_PREFIX)]
-    whole = ~np.isin(data["source"], partial)  # partial episodes are not ranked (grace.types.PARTIAL_PREFIX)
+    whole = whole_episode_rows(data)  # partial episodes are not ranked (grace.types.PARTIAL_PREFIX)
     train = data["train"].astype(bool) & whole
     cols = (data["episode"], data["step"], data["terminal"], expert)
     shaping = None if phi is None else shaping_term(phi[0], phi[1], data["terminal"], gamma)

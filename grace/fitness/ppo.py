@@ -184,7 +184,7 @@ def train_candidates(task: Task | TaskRef | str, job: PPOJob) -> list[PPOResult]
         irl, irl_seeds = None, None
         if job.score_states is not None:
             states = np.concatenate([ep.obs[1:] for ep in eps])
-            like = _policy_likeness(job.score_states)
+            like = getattr(job.score_states, "policy_likeness", None)  # a distribution match (ExpertSimilarity)
             irl = (float(like(states, [ep.terminated for ep in eps])) if like is not None
                    else float(np.mean(np.asarray(job.score_states(states), dtype=np.float64))))
             if like is not None:
@@ -204,16 +204,6 @@ def train_candidates(task: Task | TaskRef | str, job: PPOJob) -> list[PPOResult]
             compile_s=compile_s, run_s=run_s, batch_size=len(branches), trajectories=traj)
     jax.clear_caches()
     return results
-
-
-def _policy_likeness(score_states: Any) -> Callable[[np.ndarray, list[bool]], float] | None:
-    """A distribution match's per-policy score (visited states, each episode's termination flag):
-    `policy_likeness` (ExpertSimilarity: with how episodes end), else `likeness` (states alone);
-    None for a per-state scorer."""
-    if (both := getattr(score_states, "policy_likeness", None)) is not None:
-        return both
-    states_only = getattr(score_states, "likeness", None)
-    return None if states_only is None else (lambda states, _terminated: states_only(states))
 
 
 # -- worker entry points (trusted code run by a jax-profile sandbox worker) ---------------------------

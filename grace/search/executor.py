@@ -24,12 +24,14 @@ PRELOAD = ("grace.fitness.offline", "grace.fitness.applied", "grace.fitness.metr
 SEQUENTIAL_FIT = ("scipy.optimize",)
 """Also preloaded when the run fits PARAMS by the sequential path (its Nelder-Mead): ~0.5 s of
 each worker's start that the default batched path does not need."""
+EVERY_FIT = PRELOAD + SEQUENTIAL_FIT
+"""What any `[fit]` needs: the default of an executor built without its run's settings."""
 
 
 def preload_for(fit: FitSettings | None) -> tuple[str, ...]:
     """What a run's workers import before they drop privileges, for its `[fit]` section (None:
     everything any fit needs)."""
-    return PRELOAD if fit is not None and (fit.batched or not fit.params) else PRELOAD + SEQUENTIAL_FIT
+    return PRELOAD if fit is not None and (fit.batched or not fit.params) else EVERY_FIT
 
 
 class Executor(Protocol):
@@ -52,7 +54,7 @@ class LocalExecutor:
     """The local sandbox worker pool (numpy profile); `timeout` is the default per call."""
 
     def __init__(self, task: Task, workers: int = 2, timeout: float = 20.0,
-                 preload: tuple[str, ...] = PRELOAD + SEQUENTIAL_FIT) -> None:
+                 preload: tuple[str, ...] = EVERY_FIT) -> None:
         from grace.sandbox.pool import SandboxPool
 
         self.timeout = timeout

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from grace.config import ConfigError
-from grace.search.executor import PRELOAD, SEQUENTIAL_FIT
+from grace.search.executor import EVERY_FIT
 from grace.tasks import Task
 from grace.types import PPOJob, PPOResult, TaskRef
 
@@ -61,7 +61,7 @@ class SandboxHost:
     """A Ray actor that hosts one grace sandbox pool (numpy profile) and, for PPO fitness, a
     one-worker jax-profile pool opened on first use. Trusted code only: programs run in the pools."""
 
-    def __init__(self, schema: Any, workers: int, preload: tuple[str, ...] = PRELOAD + SEQUENTIAL_FIT) -> None:
+    def __init__(self, schema: Any, workers: int, preload: tuple[str, ...] = EVERY_FIT) -> None:
         from grace.sandbox.pool import SandboxPool
 
         self.pool = SandboxPool(schema=schema, n_workers=workers, profile="numpy", preload=preload)
@@ -116,7 +116,7 @@ class RayExecutor:
 
     def __init__(self, task: Task, workers: int = 2, timeout: float = 20.0, *, actors: int = 2,
                  address: str = "", actor_cpus: float = 0.0, actor_gpus: float = 0.0,
-                 num_cpus: int | None = None, preload: tuple[str, ...] = PRELOAD + SEQUENTIAL_FIT) -> None:
+                 num_cpus: int | None = None, preload: tuple[str, ...] = EVERY_FIT) -> None:
         ray = import_ray()
         self.ray, self.timeout, self.retries = ray, timeout, 0
         self._started = False
@@ -224,7 +224,7 @@ class RayExecutor:
 
 
 def make_ray_executor(task: Task, sandbox: SandboxConfig,
-                      preload: tuple[str, ...] = PRELOAD + SEQUENTIAL_FIT) -> RayExecutor:
+                      preload: tuple[str, ...] = EVERY_FIT) -> RayExecutor:
     """The Ray executor of a run's `[sandbox]` section."""
     return RayExecutor(task, workers=sandbox.workers, timeout=sandbox.eval_timeout, actors=sandbox.ray_actors,
                        address=sandbox.ray_address, actor_cpus=sandbox.ray_actor_cpus,

@@ -35,7 +35,7 @@ def test_batch_compiles_once_and_reports_failures_per_candidate(monkeypatch: pyt
         def __call__(self, states: np.ndarray) -> np.ndarray:
             raise AssertionError("a likeness scorer is not called per state")
 
-        def likeness(self, states: np.ndarray) -> float:
+        def policy_likeness(self, states: np.ndarray, terminated: list[bool]) -> float:
             scores.append(states.shape)
             return float(np.mean(np.abs(states[:, 2]) < 0.1))
 
