@@ -250,8 +250,8 @@ class PPOJob:
     grace's defaults (`grace.fitness.ppo.ppo_settings`)."""
     score_states: Any = None
     """IRL mode: a picklable `score_states(obs_batch) -> scores` (a discriminator fixed per round);
-    the policy's score is `score_states.policy_likeness(obs_batch, terminated_flags)` where it has
-    one (ExpertSimilarity), else the mean score."""
+    the policy's score is `score_states.policy_likeness(episodes_obs, terminated_flags)` (each
+    episode's visited states in step order) where it has one (ExpertSimilarity), else the mean score."""
     keep_trajectories: bool = False
     n_evals: int = 1
     """Points of the learning curve (1: only the final policy)."""

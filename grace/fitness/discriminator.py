@@ -21,6 +21,15 @@ own reward scale. In feature space standardised by the positives' spread (d dime
   reached it (success 0.02) yet scored 0.33, above the held-out bot's own 0.29, and PPO in the loop
   chose it over a reward whose policies succeeded 0.78 of the time (benchmarks/results/babyai2/).
   Termination is the env's, never the candidate's reward, so the score stays candidate-independent.
+- over the experts' horizon (`horizons`; from_data(..., horizon=True): when the demos come from
+  another env than PPO's, a terminating one whose fixed-horizon variant PPO trains on): the
+  references are every state of the expert episodes, and a policy's state at step t weighs the
+  share of expert episodes still running at t. What the expert does after its episode ended is
+  unknown, so the policy is compared over the steps the expert was seen. On fixed-horizon Acrobot
+  the goal states alone ranked policies against their true returns (likeness 0.10 for true-reward
+  PPO's, 0.14-0.16 for a sparse reward's that reached the line later); over the horizon the ranking
+  follows the returns (0.99 true, 0.99 dense tip height, 0.93-0.98 sparse, 0.66 a policy left
+  hanging; benchmarks/results/horizon_likeness.md).
 
 Plain numpy; picklable, so it crosses into a sandbox worker.
 """
@@ -36,7 +45,7 @@ from grace.types import whole_episode_rows
 
 class ExpertSimilarity:
     def __init__(self, positives: np.ndarray, max_ref: int = 2000, seed: int = 0,
-                 ending_rate: float | None = None) -> None:
+                 ending_rate: float | None = None, horizons: Sequence[int] | None = None) -> None:
         pos = np.asarray(positives, dtype=np.float64)
         if len(pos) == 0:
             raise ValueError("ExpertSimilarity needs at least one positive state")
@@ -50,15 +59,20 @@ class ExpertSimilarity:
         self._kee: float | None = None  # K(E, E): fixed by the positives, computed once on first use
         self.ending_rate = ending_rate
         """The share of expert episodes that terminate (None: episode endings are not compared)."""
+        self.survival = None if horizons is None else _survival(horizons)
+        """survival[t]: the share of expert episodes longer than t steps (None: a policy's states all
+        weigh the same)."""
 
     @classmethod
     def from_data(cls, data: dict[str, np.ndarray], seed: int = 0, max_ref: int = 2000,
-                  endings: bool = False) -> ExpertSimilarity:
+                  endings: bool = False, horizon: bool = False) -> ExpertSimilarity:
         """From the train positives of the offline dataset (`max_ref`: the run's fitness.disc_max_ref);
-        `endings`: also the share of its expert episodes that terminate (`expert_ending_rate`)."""
-        mask = data["label"].astype(bool) & data["train"].astype(bool)
+        `endings`: also the share of its expert episodes that terminate (`expert_ending_rate`);
+        `horizon`: every state of its whole train expert episodes, compared over their lengths."""
+        mask = reference_rows(data, horizon) & data["train"].astype(bool)
         rate = expert_ending_rate(data) if endings else None
-        return cls(data["s_next"][mask], max_ref=max_ref, seed=seed, ending_rate=rate)
+        horizons = expert_horizons(data) if horizon else None
+        return cls(data["s_next"][mask], max_ref=max_ref, seed=seed, ending_rate=rate, horizons=horizons)
 
     def ending_match(self, terminated: Sequence[bool]) -> float:
         """1 - |share of `terminated` episodes - the experts' share|; 1 without an expert share or
@@ -68,32 +82,51 @@ class ExpertSimilarity:
             return 1.0
         return float(1.0 - abs(flags.mean() - self.ending_rate))
 
-    def policy_likeness(self, states: np.ndarray, terminated: Sequence[bool]) -> float:
-        """`likeness` of a policy's visited states times the `ending_match` of its episodes."""
-        return self.likeness(states) * self.ending_match(terminated)
+    def policy_likeness(self, episodes: Sequence[np.ndarray], terminated: Sequence[bool]) -> float:
+        """`likeness` of the states a policy visited (`episodes`: each one's states in step order),
+        weighed over the experts' horizon when it is known, times the `ending_match` of its episodes."""
+        eps = [np.asarray(e) for e in episodes]
+        if not eps:
+            return float("nan")
+        states = np.concatenate(eps)
+        weights = None
+        if self.survival is not None:
+            surv = np.append(self.survival, 0.0)  # no expert episode runs past the longest
+            weights = np.concatenate([surv[np.minimum(np.arange(len(e)), len(surv) - 1)] for e in eps])
+        return self.likeness(states, weights=weights) * self.ending_match(terminated)
 
     def _standardise(self, states: np.ndarray) -> np.ndarray:
         return ((np.asarray(states, dtype=np.float64) - self.mean) / self.scale).astype(np.float32)
 
-    def likeness(self, states: np.ndarray, max_states: int = 2000, seed: int = 0) -> float:
-        """How closely the distribution of `states` (a policy's visits) matches the positives'
-        (module docstring); in [0, 1]. At most `max_states` of them (a seeded subsample) are used."""
+    def likeness(self, states: np.ndarray, max_states: int = 2000, seed: int = 0,
+                 weights: np.ndarray | None = None) -> float:
+        """How closely the distribution of `states` (a policy's visits; `weights`: how much each
+        counts, none negative) matches the positives' (module docstring); in [0, 1]. At most
+        `max_states` of them (a seeded subsample of those with weight) are used."""
         x = self._standardise(states)
-        if len(x) == 0:
+        w = np.ones(len(x)) if weights is None else np.asarray(weights, dtype=np.float64)
+        keep = np.flatnonzero(w > 0)
+        if len(keep) == 0:
             return float("nan")
-        if len(x) > max_states:
-            x = x[np.random.default_rng(seed).choice(len(x), size=max_states, replace=False)]
+        if len(keep) > max_states:
+            keep = np.sort(np.random.default_rng(seed).choice(keep, size=max_states, replace=False))
+        x, w = x[keep], w[keep] / w[keep].sum()
         d = x.shape[1]
         if self._kee is None:
             self._kee = _mean_kernel(self.ref, self.ref, d)
-        kpe, kpp = _mean_kernel(x, self.ref, d), _mean_kernel(x, x, d)
+        kpe, kpp = _mean_kernel(x, self.ref, d, w), _mean_kernel(x, x, d, w, w)
         return float(2.0 * kpe / (kpp + self._kee))
 
     def heldout_likeness(self, data: dict[str, np.ndarray]) -> float | None:
-        """The likeness of the held-out positives of the offline dataset (None when none is held out):
-        the expert's own score, the scale a policy's is read against."""
-        held = data["label"].astype(bool) & ~data["train"].astype(bool)
+        """The likeness of the held-out reference states of the offline dataset (None when none is
+        held out): the expert's own score, the scale a policy's is read against."""
+        held = reference_rows(data, self.survival is not None) & ~data["train"].astype(bool)
         return self.likeness(data["s_next"][held]) if held.any() else None
+
+    def reference_likeness(self, data: dict[str, np.ndarray]) -> float:
+        """`heldout_likeness`, or the train reference states' own when none is held out."""
+        held = self.heldout_likeness(data)
+        return held if held is not None else self.likeness(data["s_next"][reference_rows(data, self.survival is not None)])
 
     def __call__(self, states: np.ndarray) -> np.ndarray:
         x = self._standardise(states)
@@ -117,12 +150,44 @@ def expert_ending_rate(data: dict[str, np.ndarray]) -> float | None:
     return float(ended.mean())
 
 
-def _mean_kernel(a: np.ndarray, b: np.ndarray, d: int) -> float:
-    """Mean of exp(-||a_i - b_j||^2 / d) over all pairs (chunked to bound memory)."""
+def reference_rows(data: dict[str, np.ndarray], horizon: bool) -> np.ndarray:
+    """The rows whose states the discriminator compares against: the positives, or (`horizon`)
+    every row of the whole expert episodes."""
+    if not horizon:
+        return data["label"].astype(bool)
+    return (np.asarray(data["source"]) == 0) & whole_episode_rows(data)  # source 0: EXPERT (Transitions)
+
+
+def expert_horizons(data: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The lengths in steps of the dataset's whole train expert episodes (the last step index + 1,
+    so a subsampled episode keeps its length); None without such episodes."""
+    mask = reference_rows(data, True) & data["train"].astype(bool)
+    episodes, steps = np.asarray(data["episode"])[mask], np.asarray(data["step"])[mask]
+    if episodes.size == 0:
+        return None
+    ids, inv = np.unique(episodes, return_inverse=True)
+    last = np.zeros(len(ids), np.int64)
+    np.maximum.at(last, inv, steps)
+    return last + 1
+
+
+def _survival(horizons: Sequence[int]) -> np.ndarray:
+    """survival[t] = the share of `horizons` greater than t, for t below the longest."""
+    h = np.asarray(horizons, dtype=np.int64)
+    if h.size == 0 or h.min() <= 0:
+        raise ValueError("expert horizons must be positive episode lengths")
+    return (h[None, :] > np.arange(h.max())[:, None]).mean(axis=1)
+
+
+def _mean_kernel(a: np.ndarray, b: np.ndarray, d: int, wa: np.ndarray | None = None,
+                 wb: np.ndarray | None = None) -> float:
+    """Mean of exp(-||a_i - b_j||^2 / d) over all pairs, weighted by `wa`/`wb` (each summing to 1;
+    None: uniform); chunked to bound memory."""
     total, bb = 0.0, (b * b).sum(1)[None, :]
     for start in range(0, len(a), 512):
         x = a[start : start + 512]
-        d2 = (x * x).sum(1)[:, None] - 2.0 * x @ b.T + bb
-        total += float(np.exp(-np.maximum(d2, 0.0) / d).sum(dtype=np.float64))
-    return total / (len(a) * len(b))
+        k = np.exp(-np.maximum((x * x).sum(1)[:, None] - 2.0 * x @ b.T + bb, 0.0) / d).astype(np.float64)
+        rows = k.sum(axis=1) / len(b) if wb is None else k @ wb
+        total += float(rows.sum() / len(a) if wa is None else rows @ wa[start : start + 512])
+    return total
 

@@ -183,13 +183,14 @@ def train_candidates(task: Task | TaskRef | str, job: PPOJob) -> list[PPOResult]
             success, success_seeds = float(hits.mean()), hits.mean(axis=1).tolist()
         irl, irl_seeds = None, None
         if job.score_states is not None:
-            states = np.concatenate([ep.obs[1:] for ep in eps])
             like = getattr(job.score_states, "policy_likeness", None)  # a distribution match (ExpertSimilarity)
-            irl = (float(like(states, [ep.terminated for ep in eps])) if like is not None
-                   else float(np.mean(np.asarray(job.score_states(states), dtype=np.float64))))
             if like is not None:
-                irl_seeds = [float(like(np.concatenate([ep.obs[1:] for ep in group]), [ep.terminated for ep in group]))
+                irl = float(like([ep.obs[1:] for ep in eps], [ep.terminated for ep in eps]))
+                irl_seeds = [float(like([ep.obs[1:] for ep in group], [ep.terminated for ep in group]))
                              for group in by_seed]
+            else:
+                states = np.concatenate([ep.obs[1:] for ep in eps])
+                irl = float(np.mean(np.asarray(job.score_states(states), dtype=np.float64)))
         traj = None
         if job.keep_trajectories:
             src = job.sources[i]

@@ -43,7 +43,7 @@ class PPOFitness:
         self.seed, self.disc_max_ref, self.window = seed, disc_max_ref, self.ppo.batch_window
         self.algo_kwargs = self.ppo.overrides(task.action.kind == "discrete")  # over the task's own
         self.disc: ExpertSimilarity | None = None
-        self.endings = task.demo_env is None  # episode endings compared only on the demos' own env
+        self.endings = task.demo_env is None  # episode endings compared on the demos' own env, else over their horizon
         self.returns: tuple[float, float] = (0.0, 1.0)  # (R_random, R_expert), ppo-true only
         self.batches: list[int] = []
         self._queue: list[tuple[int, str, asyncio.Future[PPOResult]]] = []
@@ -55,7 +55,7 @@ class PPOFitness:
         self.offline.prepare(data, return_range)
         if self.mode == "ppo":
             self.disc = ExpertSimilarity.from_data(data, seed=self.seed, max_ref=self.disc_max_ref,
-                                                   endings=self.endings)
+                                                   endings=self.endings, horizon=not self.endings)
         if return_range is not None:
             self.returns = return_range
 

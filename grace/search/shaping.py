@@ -12,7 +12,6 @@ import numpy as np
 
 from grace.config import EvolveConfig
 from grace.data.trajectories import Trajectories
-from grace.fitness.discriminator import ExpertSimilarity
 from grace.program import ProgramError, RewardProgram
 from grace.search import negatives as rundata
 from grace.search.archive import Archive, ProgramRow
@@ -125,7 +124,7 @@ async def _ppo_check(task: Task, cfg: EvolveConfig, unshaped: str, shaped: str, 
     results, seconds = await ppo_select.train_and_score(task, cfg, [unshaped, shaped], data, cfg.seed + 7_919)
     seeds_without, seeds_with = (seed_values(r) for r in results)
     without, with_ = (fmean(v) if v else None for v in (seeds_without, seeds_with))
-    expert = expert_likeness(ppo_select.discriminator(cfg, data), data)
+    expert = ppo_select.discriminator(cfg, data, task).reference_likeness(data)
     blind = (with_ is not None and max(with_, without or 0.0) < SHAPING_FLOOR * expert
              and not (seeds_without and seeds_with and beats(seeds_without, seeds_with)))
     kept = with_ is not None and (blind or without is None
@@ -135,13 +134,6 @@ async def _ppo_check(task: Task, cfg: EvolveConfig, unshaped: str, shaped: str, 
                           "expert_likeness_expert": expert, "seeds_without": seeds_without, "seeds_with": seeds_with,
                           "true_return_without": results[0].true_return_mean,
                           "true_return_with": results[1].true_return_mean, "seconds": seconds}}
-
-
-def expert_likeness(disc: ExpertSimilarity, data: Transitions) -> float:
-    """The expert-likeness of the held-out expert states (of the train ones when none is held out)
-    under PPO in the loop's discriminator: the scale a policy's is read against."""
-    held = disc.heldout_likeness(data)
-    return held if held is not None else disc.likeness(data["s_next"][data["label"].astype(bool)])
 
 
 def _num(x: float | None) -> str:

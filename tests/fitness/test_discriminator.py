@@ -68,10 +68,54 @@ def test_policy_likeness_weighs_how_episodes_end() -> None:
     visits = rng.normal(0, 1, (400, 2))
     goal = ExpertSimilarity(expert, ending_rate=1.0)
     states_only = goal.likeness(visits)
-    assert goal.policy_likeness(visits, [True] * 8) == states_only
-    assert goal.policy_likeness(visits, [True] * 6 + [False] * 2) == states_only * 0.75
-    assert goal.policy_likeness(visits, [False] * 8) == 0.0
+    assert goal.policy_likeness([visits], [True] * 8) == states_only
+    assert goal.policy_likeness([visits], [True] * 6 + [False] * 2) == states_only * 0.75
+    assert goal.policy_likeness([visits], [False] * 8) == 0.0
     keepalive = ExpertSimilarity(expert, ending_rate=0.0)  # experts never fall: falling is unlike them
-    assert keepalive.policy_likeness(visits, [True] * 8) == 0.0
-    assert ExpertSimilarity(expert).policy_likeness(visits, [False] * 8) == states_only
+    assert keepalive.policy_likeness([visits], [True] * 8) == 0.0
+    assert ExpertSimilarity(expert).policy_likeness([visits], [False] * 8) == states_only
     assert goal.ending_match([]) == 1.0
+
+
+def _swing_up(n_steps: int, reach: int) -> np.ndarray:
+    """A 1-D state rising linearly from 0 to 1 by step `reach`, then held there, with a time-free
+    second coordinate; `n_steps` visited states in step order."""
+    t = np.arange(n_steps)
+    return np.stack([np.minimum(t / reach, 1.0), np.sin(t)], axis=1)
+
+
+def test_horizon_likeness_compares_a_policy_over_the_steps_the_experts_were_seen() -> None:
+    """Experts reach the goal in 10-20 steps and their episodes end there; policies run 100 steps
+    in a fixed-horizon env. Over the experts' horizon a policy that rises as fast as they did is
+    expert-like, one that rises five times slower less so, one that never rises least; over whole
+    episodes the fast riser, parked at the goal for 85 steps, looks less like the experts than
+    the slow one (the goal-state trap of fixed-horizon Acrobot)."""
+    experts = [_swing_up(n, n) for n in (10, 14, 17, 20)]
+    disc = ExpertSimilarity(np.concatenate(experts), horizons=[len(e) for e in experts])
+    plain = ExpertSimilarity(np.concatenate(experts))
+    fast, slow, never = ([_swing_up(100, reach)] * 4 for reach in (15, 75, 10**6))
+    over_horizon = [disc.policy_likeness(p, [False] * 4) for p in (fast, slow, never)]
+    assert over_horizon[0] > 0.9 and over_horizon[0] > over_horizon[1] > over_horizon[2]
+    assert plain.policy_likeness(fast, [False] * 4) < plain.policy_likeness(slow, [False] * 4)
+    # a state past the longest expert episode weighs nothing
+    tail = [np.concatenate([e[:20], np.full((80, 2), 50.0)]) for e in fast]
+    assert disc.policy_likeness(tail, [False] * 4) == disc.policy_likeness([e[:20] for e in fast], [False] * 4)
+    assert np.isnan(disc.policy_likeness([], []))
+
+
+def test_from_data_over_the_horizon_takes_every_state_of_whole_train_expert_episodes() -> None:
+    data = _dataset([True, True, False])
+    data["step"] = np.concatenate([np.arange(5)] * 3 + [np.arange(3), np.array([0, 1])])
+    data["s_next"] = data["s_next"].astype(np.float64)
+    data["label"] = np.where(data["step"] == 4, 1, 0)  # goal rows only, as a goal task labels them
+    data["source"] = np.where(data["episode"] == 3, 2, data["source"])  # the random episode: a negative source
+    data["source_names"] = np.array(["expert", "probe-1", "random"])
+    goal_states = ExpertSimilarity.from_data(data)
+    over = ExpertSimilarity.from_data(data, horizon=True)
+    assert len(goal_states.ref) == 3 and len(over.ref) == 15  # 3 expert episodes x 5 steps; no probe rows
+    assert over.survival.tolist() == [1.0] * 5 and goal_states.survival is None
+    from grace.fitness.discriminator import expert_horizons
+
+    data["train"] = np.where(data["episode"] == 2, 0, data["train"])
+    assert expert_horizons(data).tolist() == [5, 5]
+    assert over.heldout_likeness(data) is not None and goal_states.heldout_likeness(data) is not None

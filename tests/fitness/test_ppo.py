@@ -35,7 +35,9 @@ def test_batch_compiles_once_and_reports_failures_per_candidate(monkeypatch: pyt
         def __call__(self, states: np.ndarray) -> np.ndarray:
             raise AssertionError("a likeness scorer is not called per state")
 
-        def policy_likeness(self, states: np.ndarray, terminated: list[bool]) -> float:
+        def policy_likeness(self, episodes: list[np.ndarray], terminated: list[bool]) -> float:
+            assert len(episodes) == len(terminated)
+            states = np.concatenate(episodes)
             scores.append(states.shape)
             return float(np.mean(np.abs(states[:, 2]) < 0.1))
 

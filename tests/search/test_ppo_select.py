@@ -158,7 +158,7 @@ def test_heldout_extras_are_better_generalisers_than_every_top_candidate() -> No
 def test_policies_are_scored_on_how_episodes_end_only_on_the_demos_own_env() -> None:
     """Episode endings join the expert-likeness when the demos come from the env PPO trains on
     (terminating CartPole: its experts never fall); a fixed-horizon variant whose demos came from
-    the terminating env (acrobot_fixed) compares states alone."""
+    the terminating env (acrobot_fixed) compares every expert state over the experts' horizon."""
     import numpy as np
 
     from grace.search.ppo_select import discriminator
@@ -166,9 +166,11 @@ def test_policies_are_scored_on_how_episodes_end_only_on_the_demos_own_env() -> 
     n = 12
     data = {"label": np.ones(n, int), "train": np.ones(n, int), "episode": np.repeat([0, 1], n // 2),
             "terminal": np.zeros(n, bool), "source": np.zeros(n, int), "source_names": np.array(["demos"]),
+            "step": np.tile(np.arange(n // 2), 2),
             "s_next": np.random.default_rng(0).normal(size=(n, 4))}
     cfg = EvolveConfig(task="cartpole")
     assert discriminator(cfg, data, get_task("cartpole")).ending_rate == 0.0
     assert get_task("acrobot_fixed").demo_env is not None
-    assert discriminator(cfg, data, get_task("acrobot_fixed")).ending_rate is None
-    assert discriminator(cfg, data).ending_rate is None
+    fixed = discriminator(cfg, data, get_task("acrobot_fixed"))
+    assert fixed.ending_rate is None and fixed.survival is not None and len(fixed.survival) == n // 2
+    assert discriminator(cfg, data).ending_rate is None and discriminator(cfg, data).survival is None
