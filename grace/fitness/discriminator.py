@@ -46,7 +46,8 @@ from grace.types import whole_episode_rows
 
 class ExpertSimilarity:
     def __init__(self, positives: np.ndarray, max_ref: int = 2000, seed: int = 0,
-                 ending_rate: float | None = None, horizons: Sequence[int] | None = None) -> None:
+                 ending_rate: float | None = None, horizons: Sequence[int] | None = None,
+                 whole_episodes: bool = False) -> None:
         pos = np.asarray(positives, dtype=np.float64)
         if len(pos) == 0:
             raise ValueError("ExpertSimilarity needs at least one positive state")
@@ -60,20 +61,35 @@ class ExpertSimilarity:
         self._kee: float | None = None  # K(E, E): fixed by the positives, computed once on first use
         self.ending_rate = ending_rate
         """The share of expert episodes that terminate (None: episode endings are not compared)."""
+        self.whole_episodes = whole_episodes or horizons is not None
+        """The references are every state of the expert episodes, not the positives alone."""
         self.survival = None if horizons is None else _survival(horizons)
         """survival[t]: the share of expert episodes longer than t steps (None: a policy's states all
         weigh the same)."""
 
     @classmethod
     def from_data(cls, data: dict[str, np.ndarray], seed: int = 0, max_ref: int = 2000,
-                  endings: bool = False, horizon: bool = False) -> ExpertSimilarity:
+                  endings: bool = False, whole_episodes: bool = False, horizon: bool = False) -> ExpertSimilarity:
         """From the train positives of the offline dataset (`max_ref`: the run's fitness.disc_max_ref);
         `endings`: also the share of its expert episodes that terminate (`expert_ending_rate`);
-        `horizon`: every state of its whole train expert episodes, compared over their lengths."""
-        mask = reference_rows(data, horizon) & data["train"].astype(bool)
+        `whole_episodes`: every state of its whole train expert episodes instead; `horizon`: those,
+        compared over the episodes' lengths."""
+        whole = whole_episodes or horizon
+        mask = reference_rows(data, whole) & data["train"].astype(bool)
         rate = expert_ending_rate(data) if endings else None
         horizons = expert_horizons(data) if horizon else None
-        return cls(data["s_next"][mask], max_ref=max_ref, seed=seed, ending_rate=rate, horizons=horizons)
+        return cls(data["s_next"][mask], max_ref=max_ref, seed=seed, ending_rate=rate, horizons=horizons,
+                   whole_episodes=whole)
+
+    @classmethod
+    def for_task(cls, data: dict[str, np.ndarray], *, goal: bool, same_env: bool, seed: int = 0,
+                 max_ref: int = 2000) -> ExpertSimilarity:
+        """The discriminator grace compares a task's policies with (module docstring): episode endings
+        counted when the demos come from the env PPO trains on (`same_env`: `task.demo_env` unset),
+        the experts' horizon when they do not; every expert state on `goal` tasks (`task.kind`), the
+        positives (every expert state too) on keep-alive ones."""
+        return cls.from_data(data, seed=seed, max_ref=max_ref, endings=same_env, whole_episodes=goal,
+                             horizon=not same_env)
 
     def ending_match(self, terminated: Sequence[bool]) -> float:
         """1 - |share of `terminated` episodes - the experts' share|; 1 without an expert share or
@@ -121,13 +137,13 @@ class ExpertSimilarity:
     def heldout_likeness(self, data: dict[str, np.ndarray]) -> float | None:
         """The likeness of the held-out reference states of the offline dataset (None when none is
         held out): the expert's own score, the scale a policy's is read against."""
-        held = reference_rows(data, self.survival is not None) & ~data["train"].astype(bool)
+        held = reference_rows(data, self.whole_episodes) & ~data["train"].astype(bool)
         return self.likeness(data["s_next"][held]) if held.any() else None
 
     def reference_likeness(self, data: dict[str, np.ndarray]) -> float:
         """`heldout_likeness`, or the train reference states' own when none is held out."""
         held = self.heldout_likeness(data)
-        return held if held is not None else self.likeness(data["s_next"][reference_rows(data, self.survival is not None)])
+        return held if held is not None else self.likeness(data["s_next"][reference_rows(data, self.whole_episodes)])
 
     def __call__(self, states: np.ndarray) -> np.ndarray:
         x = self._standardise(states)
@@ -151,10 +167,10 @@ def expert_ending_rate(data: dict[str, np.ndarray]) -> float | None:
     return float(ended.mean())
 
 
-def reference_rows(data: dict[str, np.ndarray], horizon: bool) -> np.ndarray:
-    """The rows whose states the discriminator compares against: the positives, or (`horizon`)
-    every row of the whole expert episodes."""
-    if not horizon:
+def reference_rows(data: dict[str, np.ndarray], whole_episodes: bool) -> np.ndarray:
+    """The rows whose states the discriminator compares against: the positives, or
+    (`whole_episodes`) every row of the whole expert episodes."""
+    if not whole_episodes:
         return data["label"].astype(bool)
     return (np.asarray(data["source"]) == 0) & whole_episode_rows(data)  # source 0: EXPERT (Transitions)
 

@@ -43,7 +43,8 @@ class PPOFitness:
         self.seed, self.disc_max_ref, self.window = seed, disc_max_ref, self.ppo.batch_window
         self.algo_kwargs = self.ppo.overrides(task.action.kind == "discrete")  # over the task's own
         self.disc: ExpertSimilarity | None = None
-        self.endings = task.demo_env is None  # episode endings compared on the demos' own env, else over their horizon
+        # how its policies are compared with the experts (ExpertSimilarity.for_task)
+        self.goal, self.same_env = task.kind == "goal", task.demo_env is None
         self.returns: tuple[float, float] = (0.0, 1.0)  # (R_random, R_expert), ppo-true only
         self.batches: list[int] = []
         self._queue: list[tuple[int, str, asyncio.Future[PPOResult]]] = []
@@ -54,8 +55,8 @@ class PPOFitness:
     def prepare(self, data: Any, return_range: tuple[float, float] | None = None) -> None:
         self.offline.prepare(data, return_range)
         if self.mode == "ppo":
-            self.disc = ExpertSimilarity.from_data(data, seed=self.seed, max_ref=self.disc_max_ref,
-                                                   endings=self.endings, horizon=not self.endings)
+            self.disc = ExpertSimilarity.for_task(data, goal=self.goal, same_env=self.same_env, seed=self.seed,
+                                                  max_ref=self.disc_max_ref)
         if return_range is not None:
             self.returns = return_range
 

@@ -61,13 +61,13 @@ async def train_and_score(task: Task, cfg: EvolveConfig, sources: list[str], dat
 
 def discriminator(cfg: EvolveConfig, data: Transitions, task: Task | None = None) -> ExpertSimilarity:
     """The candidate-independent discriminator a run scores policies with, fitted on `data`'s train
-    positives (`fitness.disc_max_ref` of them at most). With `task`: when the demos come from the env
-    PPO trains on (`task.demo_env` unset), policies are also scored on how their episodes end; when
-    they come from another (a fixed-horizon variant never terminates where its demos did), on every
-    state of the expert episodes over the experts' horizon (`ExpertSimilarity.from_data`)."""
-    same_env = task is None or task.demo_env is None
-    return ExpertSimilarity.from_data(data, seed=cfg.seed, max_ref=cfg.fitness.disc_max_ref,
-                                      endings=task is not None and same_env, horizon=not same_env)
+    expert states (`fitness.disc_max_ref` of them at most): with `task`, as `ExpertSimilarity.for_task`
+    compares that task's policies (how episodes end on the demos' own env, over the experts' horizon
+    on a fixed-horizon variant, every expert state on goal tasks); without, the positives alone."""
+    if task is None:
+        return ExpertSimilarity.from_data(data, seed=cfg.seed, max_ref=cfg.fitness.disc_max_ref)
+    return ExpertSimilarity.for_task(data, goal=task.kind == "goal", same_env=task.demo_env is None,
+                                     seed=cfg.seed, max_ref=cfg.fitness.disc_max_ref)
 
 
 def dense_extras(archive: Archive, rnd: int, cfg: EvolveConfig, chosen: list[ProgramRow]) -> list[ProgramRow]:

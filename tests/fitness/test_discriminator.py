@@ -119,3 +119,20 @@ def test_from_data_over_the_horizon_takes_every_state_of_whole_train_expert_epis
     data["train"] = np.where(data["episode"] == 2, 0, data["train"])
     assert expert_horizons(data).tolist() == [5, 5]
     assert over.heldout_likeness(data) is not None and goal_states.heldout_likeness(data) is not None
+
+
+def test_for_task_picks_the_references_and_weights_by_task_kind_and_env() -> None:
+    """Goal tasks compare with every state of the expert episodes (the goal transitions alone scored
+    true-reward PPO's Acrobot policies below slower ones); keep-alive tasks with the positives; the
+    horizon only where the demos come from another env; endings only on the demos' own env."""
+    data = _dataset([True, True, False])
+    data["step"] = np.concatenate([np.arange(5)] * 3 + [np.arange(3), np.array([0, 1])])
+    data["label"] = np.where(data["step"] == 4, 1, 0)
+    data["source"] = np.where(data["episode"] == 3, 2, data["source"])
+    data["source_names"] = np.array(["expert", "probe-1", "random"])
+    goal = ExpertSimilarity.for_task(data, goal=True, same_env=True)
+    assert len(goal.ref) == 15 and goal.survival is None and goal.ending_rate == 2 / 3
+    fixed = ExpertSimilarity.for_task(data, goal=True, same_env=False)
+    assert len(fixed.ref) == 15 and fixed.survival is not None and fixed.ending_rate is None
+    keepalive = ExpertSimilarity.for_task(data, goal=False, same_env=True)
+    assert len(keepalive.ref) == 3 and not keepalive.whole_episodes and keepalive.survival is None
