@@ -21,6 +21,14 @@ own reward scale. In feature space standardised by the positives' spread (d dime
   reached it (success 0.02) yet scored 0.33, above the held-out bot's own 0.29, and PPO in the loop
   chose it over a reward whose policies succeeded 0.78 of the time (benchmarks/results/babyai2/).
   Termination is the env's, never the candidate's reward, so the score stays candidate-independent.
+- the references on goal tasks (`whole_episodes`; from_data(..., whole_episodes=True)): every state
+  of the whole expert episodes, not only the goal transitions that are the dataset's positives. A
+  policy's episode, like the expert's, runs from the start to the goal: its states are compared
+  with the expert's occupancy, as GAIL matches it. The goal transitions alone ranked terminating
+  Acrobot's policies poorly (true-reward PPO 0.14, a sparse reward's slower policy 0.15; Spearman
+  with the true return 0.70) and scored 0 for every MountainCar policy, the one that reached the
+  flag on some episodes included; every expert state: 0.98, 0.98, 0.98, 0.64 for a policy three
+  times slower, 0 for one that never ended (Spearman 1.00), and 0.06 for that MountainCar policy.
 - over the experts' horizon (`horizons`; from_data(..., horizon=True): when the demos come from
   another env than PPO's, a terminating one whose fixed-horizon variant PPO trains on): the
   references are every state of the expert episodes, and a policy's state at step t weighs the
@@ -30,7 +38,11 @@ own reward scale. In feature space standardised by the positives' spread (d dime
   0.20-0.23 (Spearman with the true return 0.05); over the horizon 0.99, the dense tip height
   0.99, the sparse rewards 0.93-0.99 and a policy left hanging 0.66 (Spearman 0.97;
   benchmarks/results/horizon_likeness.md). PPO in the loop then chose the dense tip height and the
-  row went from 0.78 to 1.01 of true-reward PPO (quality7.md).
+  row went from 0.78 to 1.01 of true-reward PPO (quality7.md). Every expert state without the
+  weights ranks them no better than the goal states (Spearman -0.87 there).
+
+`ExpertSimilarity.for_task` picks among these by the task: what PPO in the loop, the shaping check,
+the rounds and PPO fitness all use.
 
 Plain numpy; picklable, so it crosses into a sandbox worker.
 """
