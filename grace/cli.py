@@ -214,6 +214,8 @@ def _show_selection(archive: Any) -> None:
         for row in shown_rows(rec):
             st.add_row(*row)
         console.print(st)
+        if rec.get("compared_with"):
+            console.print(f"policies compared with: {rec['compared_with']}")
         if rec.get("why"):
             console.print(f"chosen: {rec['why']}")
 

@@ -103,6 +103,12 @@ class ExpertSimilarity:
         return cls.from_data(data, seed=seed, max_ref=max_ref, endings=same_env, whole_episodes=goal,
                              horizon=not same_env)
 
+    def describe(self) -> str:
+        """What a policy's states are compared with, in words (PPO in the loop's record, `grace show`)."""
+        refs = ("every expert state over the experts' horizon" if self.survival is not None
+                else "every expert state" if self.whole_episodes else "the positive (expert or goal) states")
+        return refs + (", and the share of episodes that end" if self.ending_rate is not None else "")
+
     def ending_match(self, terminated: Sequence[bool]) -> float:
         """1 - |share of `terminated` episodes - the experts' share|; 1 without an expert share or
         episodes (nothing to compare)."""

@@ -51,7 +51,8 @@ def enabled(cfg: EvolveConfig, task: Task) -> bool:
 async def train_and_score(task: Task, cfg: EvolveConfig, sources: list[str], data: Transitions,
                           seed: int, seeds: int | None = None) -> tuple[list[Any], float]:
     """PPO on each source in one compile (`ppo.select_steps`; `seeds`, default `ppo.seeds`), each
-    policy scored by the candidate-independent discriminator fitted on `data`; (results, seconds)."""
+    policy scored by the candidate-independent discriminator fitted on `data` (`discriminator`);
+    (results, seconds)."""
     job = PPOJob(tuple(sources), cfg.ppo.select_steps or cfg.ppo.steps, seeds or cfg.ppo.seeds, seed,
                  cfg.ppo.overrides(task.action.kind == "discrete"), score_states=discriminator(cfg, data, task))
     t0 = time.time()
@@ -196,6 +197,7 @@ async def select(archive: Archive, task: Task, cfg: EvolveConfig, rnd: int, data
         s["expert_likeness"] = fmean(s["likeness_seeds"]) if s["likeness_seeds"] else None
     record = {"round": rnd, "after": after, "winner": winner["row"], "winner_program": winner["program_id"],
               "why": why, "candidates": scored, "confirm": confirm, "steps": cfg.ppo.select_steps or cfg.ppo.steps,
+              "compared_with": discriminator(cfg, data, task).describe(),
               "seeds": cfg.ppo.seeds, "seconds": seconds, "env_steps": env_steps}
     archive.set_meta(meta_key(rnd), record)
     return record

@@ -136,3 +136,6 @@ def test_for_task_picks_the_references_and_weights_by_task_kind_and_env() -> Non
     assert len(fixed.ref) == 15 and fixed.survival is not None and fixed.ending_rate is None
     keepalive = ExpertSimilarity.for_task(data, goal=False, same_env=True)
     assert len(keepalive.ref) == 3 and not keepalive.whole_episodes and keepalive.survival is None
+    assert goal.describe() == "every expert state, and the share of episodes that end"
+    assert fixed.describe() == "every expert state over the experts' horizon"
+    assert keepalive.describe().startswith("the positive")
