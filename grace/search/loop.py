@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -407,7 +408,9 @@ class Evolution:
             return
         reference = self.data if self.neg_version == 0 else rundata.read_run_inputs(  # round 0's data
             self.archive, self.run_dir, self.task, self.demos, version=0).dataset(self.cfg.data, self.cfg.seed)
-        record = await ppo_select.select(self.archive, self.task, self.cfg, rnd, reference, self.executor)
+        shaper = (partial(shaping.with_demo_potential, self.executor, self.task, self.cfg, self.demos, reference)
+                  if self.cfg.fit.shaping else None)
+        record = await ppo_select.select(self.archive, self.task, self.cfg, rnd, reference, self.executor, shaper)
         if record is not None:
             self.best = self.archive.program((rounds.best_round(self.archive, rnd) or (0, record["winner"]))[1])
             self.write_best()

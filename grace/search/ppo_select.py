@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Awaitable, Callable
 from functools import partial
 from statistics import fmean
 from typing import Any
@@ -32,7 +33,7 @@ from grace.fitness.metrics import rankdata
 from grace.fitness.ppo import run_ppo
 from grace.search.archive import Archive, ProgramRow
 from grace.search.executor import Executor
-from grace.search.ppo_verdict import leader_and_rival, seed_values, settle, stderr
+from grace.search.ppo_verdict import IMITATION_FLOOR, leader_and_rival, seed_values, settle, stderr
 from grace.search.select import order_key, penalised, truncate
 from grace.tasks import Task
 from grace.types import PPOJob, Transitions
@@ -135,12 +136,17 @@ async def top(archive: Archive, rnd: int, cfg: EvolveConfig, data: Transitions,
     return ([row for row, _ in chosen] + [r for r in rows if r.id not in picked])[:k]
 
 
-async def _confirm(task: Task, cfg: EvolveConfig, rows: list[ProgramRow], data: Transitions, rnd: int,
+Shaper = Callable[[str], Awaitable[str | None]]
+"""A source with the potential learned from the demos for it, or None (search/shaping.py)."""
+
+
+async def _confirm(task: Task, cfg: EvolveConfig, sources: list[str], data: Transitions, rnd: int,
                    leader: dict[str, Any], rival: dict[str, Any]) -> dict[str, Any]:
-    """Train the leader and its rival on `ppo.select_confirm` more seeds (other seeds than the first
-    run's) and add each seed's likeness to theirs (in place); the record of that run."""
+    """Train the leader and its rival (`sources`, by offline rank: what the first run trained) on
+    `ppo.select_confirm` more seeds (other seeds than the first run's) and add each seed's likeness
+    to theirs (in place); the record of that run."""
     pair = [leader, rival]
-    results, seconds = await train_and_score(task, cfg, [rows[c["offline_rank"]].best_source for c in pair], data,
+    results, seconds = await train_and_score(task, cfg, [sources[c["offline_rank"]] for c in pair], data,
                                              cfg.seed + 104_729 * (rnd + 1) + 15_485_863, seeds=cfg.ppo.select_confirm)
     for c, res in zip(pair, results, strict=True):
         c["likeness_seeds"] = c["likeness_seeds"] + (seed_values(res) or [])
@@ -154,11 +160,37 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
+async def _shaped_rerun(task: Task, cfg: EvolveConfig, scored: list[dict[str, Any]], sources: list[str],
+                        data: Transitions, seed: int, shaper: Shaper) -> dict[str, Any] | None:
+    """The blind rule: when no candidate's policy reached `IMITATION_FLOOR` of the expert's own
+    expert-likeness, train each candidate again (same seeds) with the demos' potential for it and
+    score them on that (in place: `likeness_seeds`, the unshaped ones kept as
+    `likeness_seeds_unshaped`; `sources` gets the shaped sources, what a confirmation trains). The
+    winner is still the unshaped program; the final shaping stage decides whether it keeps a
+    potential. None when the choice was not blind or no candidate got a potential."""
+    expert = discriminator(cfg, data, task).reference_likeness(data)
+    if any(s["likeness_seeds"] and fmean(s["likeness_seeds"]) >= IMITATION_FLOOR * expert for s in scored):
+        return None
+    shaped = [await shaper(src) for src in sources]
+    todo = [i for i, src in enumerate(shaped) if src is not None]
+    if not todo:
+        return None
+    results, seconds = await train_and_score(task, cfg, [shaped[i] for i in todo], data, seed)
+    for s in scored:
+        s["likeness_seeds_unshaped"], s["likeness_seeds"], s["shaped"] = s["likeness_seeds"], None, False
+    for i, res in zip(todo, results, strict=True):
+        scored[i] |= {"likeness_seeds": seed_values(res), "shaped": True, "true_return_shaped": res.true_return_mean}
+        sources[i] = shaped[i]  # type: ignore[call-overload]
+    return {"floor": IMITATION_FLOOR * expert, "shaped": len(todo), "seconds": seconds,
+            "env_steps": int(sum(r.env_steps or 0 for r in results)) * cfg.ppo.seeds}
+
+
 async def select(archive: Archive, task: Task, cfg: EvolveConfig, rnd: int, data: Transitions,
-                 executor: Executor | None = None) -> dict[str, Any] | None:
+                 executor: Executor | None = None, shaper: Shaper | None = None) -> dict[str, Any] | None:
     """Train PPO on the round's top candidates and persist the choice; returns the record, or
     None when there is nothing to choose between. A record made after the same generation is
-    reused (a resumed run keeps its choice; a run resumed with more generations chooses again)."""
+    reused (a resumed run keeps its choice; a run resumed with more generations chooses again).
+    `shaper` (the demos' potential for a source): the blind rule (`_shaped_rerun`)."""
     last = archive.last_completed()
     after = [rnd, last[1] if last is not None and last[0] == rnd else -1]
     if (done := archive.get_meta(meta_key(rnd))) is not None and done.get("after") == after:
@@ -166,8 +198,8 @@ async def select(archive: Archive, task: Task, cfg: EvolveConfig, rnd: int, data
     rows, picks = await candidates(archive, rnd, cfg, data, executor)
     if len(rows) < 2:
         return None
-    results, seconds = await train_and_score(task, cfg, [r.best_source for r in rows], data,
-                                             cfg.seed + 104_729 * (rnd + 1))
+    sources = [r.best_source for r in rows]
+    results, seconds = await train_and_score(task, cfg, sources, data, cfg.seed + 104_729 * (rnd + 1))
     scored = []
     for rank, (row, pick, res) in enumerate(zip(rows, picks, results, strict=True)):
         seeds = seed_values(res)
@@ -177,6 +209,11 @@ async def select(archive: Archive, task: Task, cfg: EvolveConfig, rnd: int, data
                        # recorded for benchmarks and the report; the choice never reads it
                        "true_return_mean": res.true_return_mean})
     env_steps = int(sum(r.env_steps or 0 for r in results)) * cfg.ppo.seeds
+    blind = None if shaper is None else await _shaped_rerun(task, cfg, scored, sources, data,
+                                                            cfg.seed + 104_729 * (rnd + 1), shaper)
+    if blind is not None:
+        env_steps += blind["env_steps"]
+        seconds += blind["seconds"]
     leader, rival = leader_and_rival(scored)
     confirm = None
     n = cfg.ppo.select_confirm
@@ -185,7 +222,7 @@ async def select(archive: Archive, task: Task, cfg: EvolveConfig, rnd: int, data
     elif rival is None:
         winner, why = leader, "the most expert-like policy"
     elif n > 0:
-        confirm = await _confirm(task, cfg, rows, data, rnd, leader, rival)
+        confirm = await _confirm(task, cfg, sources, data, rnd, leader, rival)
         env_steps += confirm["env_steps"]
         seconds += confirm["seconds"]
         winner = settle(leader, rival)
@@ -193,11 +230,13 @@ async def select(archive: Archive, task: Task, cfg: EvolveConfig, rnd: int, data
                f"within seed noise of the most expert-like policy after {n} more seeds, so the better offline rank")
     else:
         winner, why = rival, "within seed noise of the most expert-like policy, so the better offline rank"
+    if blind is not None:
+        why = f"no policy imitated unshaped, so compared with the demos' potential added: {why}"
     for s in scored:  # the record's likeness: over every seed trained (the confirmation's included)
         s["expert_likeness"] = fmean(s["likeness_seeds"]) if s["likeness_seeds"] else None
     record = {"round": rnd, "after": after, "winner": winner["row"], "winner_program": winner["program_id"],
               "why": why, "candidates": scored, "confirm": confirm, "steps": cfg.ppo.select_steps or cfg.ppo.steps,
-              "compared_with": discriminator(cfg, data, task).describe(),
+              "compared_with": discriminator(cfg, data, task).describe(), "blind": blind,
               "seeds": cfg.ppo.seeds, "seconds": seconds, "env_steps": env_steps}
     archive.set_meta(meta_key(rnd), record)
     return record

@@ -20,6 +20,19 @@ from typing import Any
 SIGNIFICANCE = 2.0
 """Standard errors of the difference a higher expert-likeness must clear to beat another."""
 
+IMITATION_FLOOR = 0.05
+"""Below this share of the expert's own expert-likeness (held-out expert states), a policy did not
+imitate at all. When every candidate of PPO in the loop stays below it, the choice is blind and the
+candidates are compared again with the demos' potential (search/ppo_select.py). When both policies
+of the final shaping check stay below it and the one without the potential is not more
+expert-like beyond the seed noise (`beats`), the check cannot tell and the potential is kept: potential-based shaping leaves the optimal policy unchanged (Ng et al. 1999) and
+is there for exactly the reward PPO cannot learn from unaided. Measured: on terminating MountainCar
+the check compared 0.000 with 0.005 without (0.02 of the held-out expert's 0.26) and dropped the
+|velocity - c| potential that moved the fixed-horizon row from 0.02 to 0.40 (quality2.md). At 0.1
+the rule also kept a tip-height potential on terminating Acrobot whose policies scored 0.000 against
+0.049 without (0.09 of the expert's 0.57), and PPO on it never reached the goal (quality3.md's
+notes): a policy at a tenth of the expert's likeness already imitates in part."""
+
 
 def seed_values(result: Any) -> list[float] | None:
     """A PPO result's per-seed expert-likeness (its pooled value as one seed when per-seed values were

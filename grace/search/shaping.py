@@ -16,7 +16,7 @@ from grace.program import ProgramError, RewardProgram
 from grace.search import negatives as rundata
 from grace.search.archive import Archive, ProgramRow
 from grace.search.executor import Executor
-from grace.search.ppo_verdict import beats, seed_values
+from grace.search.ppo_verdict import IMITATION_FLOOR, beats, seed_values
 from grace.tasks import Task
 from grace.types import Transitions
 
@@ -49,6 +49,32 @@ async def trajectories(executor: Executor, task: Task, cfg: EvolveConfig, demos:
     return out + ([] if data is None else [t | {"prompt": False} for t in rundata.shaping_trajectories(task, data)])
 
 
+def demo_potential(task: Task, cfg: EvolveConfig, trajs: list[dict[str, Any]]) -> Any:
+    """The potential learned from the demos (`trajectories`, for one reward's scale), or None when
+    none clearly rises along the expert episodes (grace/proposers/offline/potential.py)."""
+    from grace.fitness.base import fit_settings
+    from grace.proposers.offline.potential import HORIZON_CAP, reward_spread, search_potential
+
+    gamma = fit_settings(cfg, task).gamma
+    return search_potential([t for t in trajs if not t.get("prompt", True)], task.schema, reward_spread(trajs),
+                            horizon=min(HORIZON_CAP, 1.0 / max(1e-6, 1.0 - gamma)))
+
+
+async def with_demo_potential(executor: Executor, task: Task, cfg: EvolveConfig, demos: Trajectories,
+                              data: Transitions, source: str) -> str | None:
+    """`source` with the potential learned from the demos for it (its PARAMS kept, validated), or
+    None when no potential clearly rises along the expert episodes or the shaped program is refused."""
+    from grace.proposers.offline.potential import with_potential
+
+    pot = demo_potential(task, cfg, await trajectories(executor, task, cfg, demos, data, source))
+    if pot is None:
+        return None
+    try:
+        return with_potential(RewardProgram(source), pot).validate(task.schema).source
+    except ProgramError:
+        return None
+
+
 async def final(archive: Archive, executor: Executor, task: Task, cfg: EvolveConfig, best: ProgramRow,
                 trajs: list[dict[str, Any]], data: Transitions | None = None) -> Shaped | None:
     """The winner with the learned potential, scored once in the sandbox with its PARAMS kept
@@ -60,16 +86,10 @@ async def final(archive: Archive, executor: Executor, task: Task, cfg: EvolveCon
     Recorded as archive meta `shaping_final` before it is used."""
     from grace.fitness.base import fit_settings
     from grace.fitness.offline import DATA_KEY, WORKER_FN
-    from grace.proposers.offline.potential import (
-        HORIZON_CAP,
-        reward_spread,
-        search_potential,
-        with_potential,
-    )
+    from grace.proposers.offline.potential import with_potential
 
     fit = replace(fit_settings(cfg, task), params=False)
-    pot = search_potential([t for t in trajs if not t.get("prompt", True)], task.schema, reward_spread(trajs),
-                           horizon=min(HORIZON_CAP, 1.0 / max(1e-6, 1.0 - fit.gamma)))
+    pot = demo_potential(task, cfg, trajs)
     record: dict[str, Any] = {"program": best.id, "potential": None}
     shaped: Shaped | None = None
     if pot is not None:
@@ -99,22 +119,9 @@ SHAPING_MARGIN = 0.02
 ~0.9 on Pendulum, ~0.002 on MountainCar): a shaped reward is a bigger program, and on Pendulum the
 pair tied (0.8655 with vs 0.8628 without) while the true returns ran the other way."""
 
-SHAPING_FLOOR = 0.05
-"""Below this share of the expert's own expert-likeness (held-out expert states), a policy did not
-imitate at all. When both policies of the check stay below it and the one without the potential is
-not more expert-like beyond the seed noise (search/ppo_verdict.py), the check cannot tell and the
-potential is kept: potential-based shaping leaves the optimal policy unchanged (Ng et al. 1999) and
-is there for exactly the reward PPO cannot learn from unaided. Measured: on terminating MountainCar
-the check compared 0.000 with 0.005 without (0.02 of the held-out expert's 0.26) and dropped the
-|velocity - c| potential that moved the fixed-horizon row from 0.02 to 0.40 (quality2.md). At 0.1
-the rule also kept a tip-height potential on terminating Acrobot whose policies scored 0.000 against
-0.049 without (0.09 of the expert's 0.57), and PPO on it never reached the goal (quality3.md's
-notes): a policy at a tenth of the expert's likeness already imitates in part."""
-
-
 async def _ppo_check(task: Task, cfg: EvolveConfig, unshaped: str, shaped: str, data: Transitions) -> dict[str, Any]:
     """PPO in the loop on the winner without and with its potential: `kept` when the shaped reward's
-    policy is more expert-like by a SHAPING_MARGIN share, or when neither policy reaches SHAPING_FLOOR
+    policy is more expert-like by a SHAPING_MARGIN share, or when neither policy reaches IMITATION_FLOOR
     of the expert's expert-likeness and the one without is not more expert-like beyond the seed noise
     (or PPO in the loop is off: then it is kept)."""
     from grace.search import ppo_select
@@ -125,7 +132,7 @@ async def _ppo_check(task: Task, cfg: EvolveConfig, unshaped: str, shaped: str, 
     seeds_without, seeds_with = (seed_values(r) for r in results)
     without, with_ = (fmean(v) if v else None for v in (seeds_without, seeds_with))
     expert = ppo_select.discriminator(cfg, data, task).reference_likeness(data)
-    blind = (with_ is not None and max(with_, without or 0.0) < SHAPING_FLOOR * expert
+    blind = (with_ is not None and max(with_, without or 0.0) < IMITATION_FLOOR * expert
              and not (seeds_without and seeds_with and beats(seeds_without, seeds_with)))
     kept = with_ is not None and (blind or without is None
                                   or with_ > without + SHAPING_MARGIN * max(abs(with_), abs(without)))

@@ -177,3 +177,46 @@ def test_policies_are_scored_on_how_episodes_end_only_on_the_demos_own_env() -> 
     fixed = discriminator(cfg, data, get_task("acrobot_fixed"))
     assert fixed.ending_rate is None and fixed.survival is not None and len(fixed.survival) == n // 2
     assert discriminator(cfg, data).ending_rate is None and discriminator(cfg, data).survival is None
+
+
+def test_a_blind_choice_compares_the_candidates_again_with_the_demos_potential(monkeypatch) -> None:
+    """When no candidate's policy reaches the imitation floor (terminating MountainCar: no policy
+    reaches the flag unshaped), every candidate trains again with the demos' potential for it and is
+    scored on that; a candidate without a potential drops out; unshaped likeness is kept on record.
+    When one candidate imitates, nothing trains again."""
+    import asyncio
+
+    from grace.search import ppo_select
+    from grace.types import PPOResult
+
+    class Disc:
+        def reference_likeness(self, data) -> float:
+            return 0.9  # the floor: 0.045
+
+    trained: list[list[str]] = []
+
+    async def fake_train(task, cfg, sources, data, seed, seeds=None):
+        trained.append(list(sources))
+        return [PPOResult(true_return_mean=-130.0, irl_score=0.5, irl_per_seed=[0.4, 0.6], env_steps=10)
+                for _ in sources], 1.0
+
+    async def shaper(source: str) -> str | None:
+        return None if source == "b" else source + "+potential"
+
+    monkeypatch.setattr(ppo_select, "discriminator", lambda cfg, data, task=None: Disc())
+    monkeypatch.setattr(ppo_select, "train_and_score", fake_train)
+    cfg, task = EvolveConfig(task="mountaincar"), get_task("mountaincar")
+
+    def scored(*likeness: list[float]) -> list[dict]:
+        return [{"likeness_seeds": v, "offline_rank": i} for i, v in enumerate(likeness)]
+
+    blind, sources = scored([0.0, 0.0], [0.01, 0.0], [0.0, 0.04]), ["a", "b", "c"]
+    rec = asyncio.run(ppo_select._shaped_rerun(task, cfg, blind, sources, {}, 0, shaper))
+    assert trained == [["a+potential", "c+potential"]] and sources == ["a+potential", "b", "c+potential"]
+    assert rec["shaped"] == 2 and abs(rec["floor"] - 0.045) < 1e-12 and rec["env_steps"] == 20 * cfg.ppo.seeds
+    assert [s["likeness_seeds"] for s in blind] == [[0.4, 0.6], None, [0.4, 0.6]]
+    assert [s["shaped"] for s in blind] == [True, False, True]
+    assert blind[1]["likeness_seeds_unshaped"] == [0.01, 0.0]
+    seeing, sources = scored([0.0, 0.0], [0.05, 0.06]), ["a", "c"]
+    assert asyncio.run(ppo_select._shaped_rerun(task, cfg, seeing, sources, {}, 0, shaper)) is None
+    assert trained == [["a+potential", "c+potential"]] and sources == ["a", "c"]
