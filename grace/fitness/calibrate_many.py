@@ -12,8 +12,9 @@ tests/fitness/test_params_batched.py). What makes it cheap (benchmarks/results/l
 - a row whose positives do not score higher than its negatives on class-weighted average has its
   optimum at alpha <= 0 (the slope there, where the best beta is 0, is that difference), which
   is chance: it is not solved (12% of the rows of loop_speed.py's programs, the slowest solves);
-- the quantiles come from an unstable (SIMD) argsort and the cumulative count of positives, read
-  at three levels by one searchsorted;
+- the quantiles are a selection (np.partition) when the classes have as many rows (the search's
+  subsample when both have enough), else an unstable argsort and the cumulative count of
+  positives read at three levels by one searchsorted;
 - a Newton step is one exp, two in-place products and one batched matmul for its five sums;
   a likelihood evaluation one exp and one log1p per value; rows leave the live arrays only when
   one converges; every per-row sum is taken the same way wherever the row sits in the batch.
@@ -40,6 +41,11 @@ def _quantiles(r: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     sort need not be stable: the order within ties does not change the value found."""
     k, n = r.shape
     n_pos = int(y.sum())
+    if 2 * n_pos == n:  # the classes weigh the same per row (the search's subsample when both
+        # have enough rows): the q-quantile is the ceil(q n (1 - QTOL))-th smallest, a selection
+        at = [math.ceil(q * n * (1.0 - QTOL)) - 1 for q in (0.25, 0.5, 0.75)]
+        part = np.partition(r, at, axis=1)
+        return part[:, at[1]], part[:, at[2]] - part[:, at[0]]
     w_pos, w_neg = 0.5 / n_pos, 0.5 / (n - n_pos)
     order = np.argsort(r, axis=1)
     cum = np.cumsum(y[order], axis=1) * (w_pos - w_neg)
@@ -79,19 +85,17 @@ def _log_right(z: np.ndarray, sign: np.ndarray, a: np.ndarray, b: np.ndarray) ->
 
 
 class _Rows:
-    """The rows' constants: class weights w, label signs s, and [w s, w s z, w, w z, w z^2] per
-    row (every sum of a Newton step is one batched matmul against it)."""
+    """The rows' constants: class weights w, label signs s, and [w, w z, w z^2] per row (every
+    sum of a Newton step is one batched matmul against it)."""
 
     def __init__(self, z: np.ndarray, w: np.ndarray, y: np.ndarray, ridge: float) -> None:
         k, n = z.shape
         self.w, self.ridge = w, ridge
         self.sign = np.where(y, 1.0, -1.0)
-        m = np.empty((k, 5, n))
-        m[:, 2] = w
-        np.multiply(z, w, out=m[:, 3])
-        np.multiply(m[:, 3], z, out=m[:, 4])
-        m[:, 0] = w * self.sign
-        np.multiply(m[:, 3], self.sign, out=m[:, 1])
+        m = np.empty((k, 3, n))
+        m[:, 0] = w
+        np.multiply(z, w, out=m[:, 1])
+        np.multiply(m[:, 1], z, out=m[:, 2])
         self.m = m
 
     def objective(self, lr: np.ndarray, a: np.ndarray) -> np.ndarray:
@@ -114,11 +118,12 @@ def _newton(z: np.ndarray, rows: _Rows, a: np.ndarray, b: np.ndarray, f: np.ndar
         nl = len(live)
         c, q = cq[0, :nl], cq[1, :nl]
         np.exp(lr, out=q)  # the probability of the right label
-        np.subtract(1.0, q, out=c)  # of the wrong one: the gradient is sum w s c (z, 1)
+        np.subtract(1.0, q, out=c)  # of the wrong one
         q *= c  # p (1 - p): the curvature
-        s = np.matmul(cq[:, :nl].transpose(1, 0, 2), ml.transpose(0, 2, 1)).reshape(nl, 10).T
+        c *= sign  # y - p: the gradient is sum w (y - p) (z, 1)
+        s = np.matmul(cq[:, :nl].transpose(1, 0, 2), ml.transpose(0, 2, 1)).reshape(nl, 6).T
         ga, gb = s[1] - r2 * a, s[0]
-        hzz, hz1, h11 = s[9] + r2, s[8], s[7]  # minus the Hessian
+        hzz, hz1, h11 = s[5] + r2, s[4], s[3]  # minus the Hessian
         det = hzz * h11 - hz1 * hz1
         flat = det <= 1e-300
         if flat.any():  # degenerate curvature: gradient ascent
@@ -138,7 +143,9 @@ def _newton(z: np.ndarray, rows: _Rows, a: np.ndarray, b: np.ndarray, f: np.ndar
         lc = _log_right(zl, sign, ca, cb)
         fc = rows.objective(lc, ca)
         ok = fc >= f - 1e-15
-        if not ok.all():  # backtracking, per row
+        if ok.all():
+            out_a[live], out_b[live], out_f[live] = ca, cb, fc
+        else:  # backtracking, per row
             todo, step = np.flatnonzero(~ok), 0.5
             fc[todo] = -np.inf
             while len(todo) and step > 1e-8:
@@ -150,7 +157,7 @@ def _newton(z: np.ndarray, rows: _Rows, a: np.ndarray, b: np.ndarray, f: np.ndar
                 ca[hit], cb[hit], fc[hit], lc[hit] = xa[acc], xb[acc], fv[acc], lt[acc]
                 todo, step = todo[~acc], step * 0.5
             ok = np.isfinite(fc)  # a row whose backtracking failed stops where it is
-        out_a[live[ok]], out_b[live[ok]], out_f[live[ok]] = ca[ok], cb[ok], fc[ok]
+            out_a[live[ok]], out_b[live[ok]], out_f[live[ok]] = ca[ok], cb[ok], fc[ok]
         more = ok & (np.maximum(np.abs(ca - a), np.abs(cb - b)) >= 1e-10) & (fc - f >= FTOL)
         if not more.all():
             if not more.any():
