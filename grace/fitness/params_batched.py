@@ -207,7 +207,9 @@ def fit_candidates(compiled: CompiledReward, data: dict[str, np.ndarray], params
     near = [fu for fu in sorted(score.seen, key=lambda fu: -fu[0]) if fu[0] > best_f - 0.05]  # stable
     # the last runner-up is the one least like the answer: along a direction the subsample cannot
     # tell apart (a centre that moves nothing it can see) whole-episode returns may still differ
-    far = max(near, key=lambda fu: float(np.max(np.abs(fu[1] - best_u))), default=None) if n >= 3 else None
+    far = None
+    if n >= 3 and near:  # the first of the farthest (as max would pick), in one array operation
+        far = near[int(np.argmax(np.max(np.abs(np.array([u for _, u in near]) - best_u), axis=1)))]
     for f, u in near:
         if len(found) >= n - (far is not None):
             break
