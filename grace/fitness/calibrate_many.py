@@ -184,8 +184,10 @@ def calibrate_many(r: np.ndarray, label: np.ndarray, ridge: float = RIDGE,
         return out
     w = class_weights(y)
     with np.errstate(all="ignore"):
-        finite = np.isfinite(r).all(axis=1)
-        spread = (r.max(axis=1) - r.min(axis=1)) > 1e-12 * np.max(np.abs(r), axis=1)
+        hi, lo = r.max(axis=1), r.min(axis=1)  # NaN anywhere makes both NaN, inf one of them
+        finite = np.isfinite(hi) & np.isfinite(lo)
+        big = np.maximum(np.abs(hi), np.abs(lo))  # the largest magnitude
+        spread = (hi - lo) > 1e-12 * big
         # the slope in alpha at (0, 0), the best point with alpha = 0 (each class weighs 1/2): a
         # row where it is <= 0 has its (concave) optimum at alpha <= 0, which is chance
         rising = _dot(r, np.where(y, w, -w)) > 0.0
@@ -194,7 +196,7 @@ def calibrate_many(r: np.ndarray, label: np.ndarray, ridge: float = RIDGE,
         return out
     rk = r[ok]
     centre, scale = _quantiles(rk, y)
-    tiny = ~(scale > 1e-12 * np.max(np.abs(rk), axis=1))
+    tiny = ~(scale > 1e-12 * big[ok])
     if tiny.any():  # no interquartile spread: the class-balanced standard deviation
         rt = rk[tiny]
         mean = rt @ w / w.sum()
@@ -204,13 +206,19 @@ def calibrate_many(r: np.ndarray, label: np.ndarray, ridge: float = RIDGE,
     m = len(ok)
     a, b = np.zeros(m), np.zeros(m)
     f = np.full(m, -LN2 * float(w.sum()))  # at (0, 0) every sigma is 1/2
-    lr = np.full(z.shape, -LN2)
+    lr: np.ndarray | None = None
     if start is not None and all(math.isfinite(v) for v in start) and start[0] > 0.0:
         wa, wb = np.full(m, float(start[0])), np.full(m, float(start[1]))
         lw = _log_right(z, rows.sign, wa, wb)
         fw = rows.objective(lw, wa)
         better = fw > f
-        a[better], b[better], f[better], lr[better] = wa[better], wb[better], fw[better], lw[better]
+        if better.all():
+            a, b, f, lr = wa, wb, fw, lw
+        elif better.any():
+            lw[~better] = -LN2
+            a[better], b[better], f[better], lr = wa[better], wb[better], fw[better], lw
+    if lr is None:
+        lr = np.full(z.shape, -LN2)
     a, b, f = _newton(z, rows, a, b, f, lr)
     pos = a > 0.0  # alpha <= 0 is chance (the constrained optimum)
     ll = f + ridge * a ** 2  # the reported log-likelihood excludes the penalty
