@@ -12,7 +12,8 @@ from grace.config import FitSettings
 from grace.data.dataset import build_offline_data
 from grace.fitness import calibrate, evaluate
 from grace.fitness import params as params_module
-from grace.fitness.calibrate_many import calibrate_many
+from grace.fitness.calibrate_many import _quantiles, calibrate_many
+from grace.fitness.metrics import standardise
 from grace.fitness.params import ParamSpace, fit_params
 from grace.fitness.params_batched import BatchScorer
 from grace.sandbox.compile import CompiledReward
@@ -305,11 +306,20 @@ def test_calibrate_many_matches_calibrate_tightly_and_is_position_independent():
     whose positives score lower on average is chance without a solve, as the solve finds."""
     rng = np.random.default_rng(3)
     n = 1000
-    y = rng.random(n) < 0.3
+    for y in (rng.random(n) < 0.3, rng.permutation(n) < n // 2):  # the classes as many: a selection
+        _check_against_calibrate(rng, y)
+
+
+def _check_against_calibrate(rng: np.random.Generator, y: np.ndarray) -> None:
+    n = len(y)
     x = rng.normal(size=n) + 1.2 * y
     rows = [x, -x, 2.5 * x + 1.0, (x > 0.4).astype(float), 3.0 * (x > 0.4), np.round(x, 1),
             x + 0.1 * rng.standard_cauchy(n), np.where(y, 1.0, 0.0), np.exp(x)]
     r = np.array(rows)
+    centre, iqr = _quantiles(r, y)  # the same order statistics as the one-by-one standardisation
+    for i, row in enumerate(r):
+        _, c, scale = standardise(row, y)
+        assert centre[i] == c and (iqr[i] == scale or iqr[i] <= 1e-12 * np.max(np.abs(row)))
     for start in (None, (2.0, -0.5), (40.0, 3.0)):
         many = calibrate_many(r, y, start=start)
         for i, row in enumerate(r):
