@@ -7,7 +7,9 @@ and the share where the evaluator waited on the proposer ("propose only"). One r
 count, side by side, and PARAMS fitting batched (`fit.batched`, the default), sequential (one
 setting per reward call, warm-started calibration), by the old path (sequential, every Newton
 solve from (0, 0)) and off. Then the candidates of the old-path run are refitted by the old path
-and the batched one in a sandbox worker: the same programs, their fitness and PARAMS side by side.
+and the batched one in a sandbox worker: the same programs, their fitness and PARAMS side by side;
+and by the batched path with its calibration solver as it was before its speed-up
+(benchmarks/calibrate_many_ref.py) and as it is, in this process: what the speed-up changed.
 PPO in the loop is off (`ppo.select_top = 0`): this measures the offline search.
 Writes benchmarks/results/loop_speed.md.
 """
@@ -100,6 +102,60 @@ def fixed_set(task_name: str, sources: list[str]) -> dict:
     return out
 
 
+def reference_check(task_name: str, sources: list[str]) -> dict:
+    """Refit the same programs by the batched path as it is and with the calibration solver it
+    had before its speed-up (benchmarks/calibrate_many_ref.py swapped in), in this process,
+    alternating program by program: CPU ms per evaluation, train / held-out fitness and PARAMS."""
+    import calibrate_many_ref as ref  # benchmarks/, next to this script
+
+    import grace.fitness.params_batched as pb
+    from grace.data.dataset import build_offline_data
+    from grace.data.rollout import random_negatives
+    from grace.data.trajectories import load_demos
+    from grace.fitness.offline import evaluate
+    from grace.sandbox.compile import CompiledReward
+    from grace.tasks import get_task
+
+    task = get_task(task_name)
+    data = build_offline_data(task, load_demos(ROOT / "demos" / f"{task_name}.npz", task),
+                              [("random", random_negatives(task, 64, 0))])
+    solvers = {"reference": ref.calibrate_many, "current": pb.calibrate_many}
+    out: dict[str, dict[str, list]] = {m: {"fitness": [], "heldout": [], "params": [], "ms": []} for m in solvers}
+    try:
+        for src in sources:
+            compiled = CompiledReward(src, task.schema)
+            for mode, solver in solvers.items():
+                pb.calibrate_many = solver
+                t0 = time.process_time()
+                try:
+                    res = evaluate(compiled, data, RewardProgram(src).params, FitSettings(), task.schema, seed=0)
+                    got = (res.fitness, res.heldout_fitness, res.params)
+                except Exception:  # noqa: BLE001 - the program fails: both paths alike
+                    got = (np.nan, np.nan, None)
+                out[mode]["ms"].append(1000 * (time.process_time() - t0))
+                for key, v in zip(("fitness", "heldout", "params"), got, strict=True):
+                    out[mode][key].append(v)
+    finally:
+        pb.calibrate_many = solvers["current"]
+    return out
+
+
+def reference_line(task: str, rc: dict) -> str:
+    old, new = (np.array(rc[m]["fitness"], np.float64) for m in ("reference", "current"))
+    held_old, held_new = (np.array(rc[m]["heldout"], np.float64) for m in ("reference", "current"))
+    ok = np.isfinite(old) & np.isfinite(new)
+    d, dh = new[ok] - old[ok], held_new[ok] - held_old[ok]
+    same = sum(a == b for a, b, k in zip(rc["reference"]["params"], rc["current"]["params"], ok, strict=True) if k)
+    ms_old, ms_new = np.mean(rc["reference"]["ms"]), np.mean(rc["current"]["ms"])
+    return (f"- {task}, the same {int(ok.sum())} programs refitted by the batched path with the calibration solver "
+            f"before its speed-up (benchmarks/calibrate_many_ref.py) and with the current one, in this process "
+            f"(OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}; the workers run 1): "
+            f"CPU ms per evaluation {ms_old:.1f} vs {ms_new:.1f} ({ms_old / ms_new:.2f}x); identical fitted PARAMS "
+            f"for {same} of {int(ok.sum())}; train fitness within 1e-6 for {np.mean(np.abs(d) <= 1e-6):.1%} (max |difference| "
+            f"{np.max(np.abs(d), initial=0.0):.2g}, mean difference {d.mean():+.2g}), held-out within 1e-6 for "
+            f"{np.mean(np.abs(dh) <= 1e-6):.1%} (max |difference| {np.max(np.abs(dh), initial=0.0):.2g})")
+
+
 def fixed_line(task: str, fx: dict) -> str:
     old, new = (np.array(fx[m]["fitness"], np.float64) for m in ("old path", "batched"))
     ok = np.isfinite(old) & np.isfinite(new)
@@ -121,6 +177,8 @@ def main() -> None:
     rows = [run(task, w, args.generations, mode) for task in ("cartpole", "mountaincar")
             for w, mode in ((1, "batched"), (2, "batched"), (2, "sequential"), (2, "old path"), (2, "off"))]
     fixed = {r["task"]: fixed_set(r["task"], r["sources"]) for r in rows if (r["workers"], r["mode"]) == (2, "old path")}
+    checked = {r["task"]: reference_check(r["task"], r["sources"]) for r in rows
+               if (r["workers"], r["mode"]) == (2, "old path")}
     lines = [
         "# Evolution loop throughput",
         "",
@@ -165,6 +223,7 @@ def main() -> None:
                      f"each run's own programs: batched run {np.mean([f for _, f in new['fitted'].values() if f is not None]):.4f} "
                      f"vs old-path run {np.mean([f for _, f in old['fitted'].values() if f is not None]):.4f} mean fitness")
         lines.append(fixed_line(task, fixed[task]))
+        lines.append(reference_line(task, checked[task]))
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -288,6 +288,7 @@ def metrics(
     episode: np.ndarray,
     train: np.ndarray,
     expert: np.ndarray | None = None,
+    calibrated: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """Fitness, accuracy, AUC and trajectory ranking on the train and held-out splits.
 
@@ -297,6 +298,7 @@ def metrics(
     - auc: ranking AUC (ties half); trajectory ranking: see `trajectory_ranking`.
     - `expert` marks transitions of expert episodes (default: episodes with any positive).
     Every value is a float; a split without both classes gives nan for what needs both.
+    `calibrated`: `calibrate(r[train], label[train])` when the caller made it already.
     """
     r = np.asarray(r, np.float64)
     y = np.asarray(label).astype(bool)
@@ -308,7 +310,10 @@ def metrics(
     thr, acc_train = best_threshold(r[tr], y[tr])
     out: dict[str, Any] = {}
     for name, m in (("train", tr), ("heldout", ~tr)):
-        out[f"fitness_{name}"] = fitness(r[m], y[m]) if m.any() else float("nan")
+        if name == "train" and calibrated is not None:
+            out["fitness_train"] = calibrated["fitness"]
+        else:
+            out[f"fitness_{name}"] = fitness(r[m], y[m]) if m.any() else float("nan")
         out[f"auc_{name}"] = auc(r[m], y[m])
         out[f"traj_ranking_{name}"] = trajectory_ranking(r[m], ep[m], expert[m])
         out[f"n_pos_{name}"] = float(y[m].sum())

@@ -23,6 +23,7 @@ from grace.fitness.params import round_param
 from grace.fitness.params_batched import fit_candidates
 from grace.fitness.returns import (
     DEFAULT_GAMMA,
+    Grouping,
     fit_terminal,
     potential_metrics,
     return_ranking,
@@ -94,10 +95,11 @@ def evaluate(
     fitted = dict(params)
     train, y = data["train"].astype(bool), data["label"].astype(bool)
     expert = data["source"] == 0
+    groups = _Groupings(data, expert, fit.gamma or DEFAULT_GAMMA)
     picks = fit.params and bool(params) and fit.batched and fit.final_candidates > 1  # _pick guards the initial PARAMS
     if picks:
         found, n_evals = fit_candidates(compiled, data, params, seed, fit, fit.final_candidates)
-        fitted, n_more = _pick(compiled, data, found, fit, given_terminal, shaping_only, expert)
+        fitted, n_more = _pick(compiled, data, found, fit, given_terminal, shaping_only, expert, groups)
         n_evals += n_more
     elif fit.params and params:
         fitted, n_evals = _fit(compiled, data, params, seed, fit)
@@ -114,11 +116,11 @@ def evaluate(
         ):
             fitted, r, comps = dict(params), r0, comps0
     check_finite(r)
-    m = metrics(r, y, data["episode"], train, expert=expert)
+    cal = calibrate(r[train], y[train])
+    m = metrics(r, y, data["episode"], train, expert=expert, calibrated=cal)
     fitted = fitted | shaping_only
     phi = potentials(compiled, data, fitted, fit.chunk)
-    fitted, fit_train, fit_held = _whole_episodes(r, data, expert, fitted, m, fit, given_terminal, phi)
-    cal = calibrate(r[train], y[train])
+    fitted, fit_train, fit_held = _whole_episodes(r, data, expert, fitted, m, fit, given_terminal, phi, groups=groups)
     return EvalResult(
         fitness=fit_train, heldout_fitness=fit_held, metrics=m, params=fitted,
         worst=tuple(worst_examples(r, data, comps, fit.n_worst, schema)),
@@ -127,8 +129,8 @@ def evaluate(
 
 
 def _pick(compiled: CompiledReward, data: Transitions, cands: list[tuple[dict[str, float], float]],
-          fit: FitSettings, given: float | None, shaping_only: dict[str, float], expert: np.ndarray
-          ) -> tuple[dict[str, float], int]:
+          fit: FitSettings, given: float | None, shaping_only: dict[str, float], expert: np.ndarray,
+          groups: _Groupings | None = None) -> tuple[dict[str, float], int]:
     """The candidate PARAMS (with their fitness on the search's subsample, the initial PARAMS
     last) whose fitness times the return ranking of whole train episodes, under its own terminal
     value, is best; the first within `fit.improve_tol` of the best wins, so the search's answer
@@ -147,7 +149,7 @@ def _pick(compiled: CompiledReward, data: Transitions, cands: list[tuple[dict[st
             continue
         m = {"fitness_train": disc, "fitness_heldout": np.nan}
         phi = potentials(compiled, data, cand | shaping_only, fit.chunk)
-        scores.append(_whole_episodes(r, data, expert, dict(cand), m, fit, given, phi, splits=rows)[1])
+        scores.append(_whole_episodes(r, data, expert, dict(cand), m, fit, given, phi, splits=rows, groups=groups)[1])
     best = max(scores)
     if best == -np.inf:
         return cands[0][0], len(cands)
@@ -169,21 +171,38 @@ def potentials(compiled: CompiledReward, data: Transitions, params: dict[str, fl
     return out[0], out[1]
 
 
+class _Groupings:
+    """The episode `Grouping` of each set of rows ranked, made once per evaluation: every
+    candidate PARAMS of `_pick` is ranked on the same train rows."""
+
+    def __init__(self, data: Transitions, expert: np.ndarray, gamma: float) -> None:
+        self.data, self.expert, self.gamma = data, expert, gamma
+        self.made: dict[bytes, Grouping] = {}
+
+    def __call__(self, rows: np.ndarray) -> Grouping:
+        key = np.packbits(rows).tobytes() + len(rows).to_bytes(8, "little")
+        if key not in self.made:
+            self.made[key] = Grouping(self.data["episode"][rows], self.data["step"][rows], self.expert[rows], self.gamma)
+        return self.made[key]
+
+
 def _whole_episodes(r: np.ndarray, data: Transitions, expert: np.ndarray, params: dict[str, float],
                     m: dict[str, float], fit: FitSettings, given: float | None,
                     phi: tuple[np.ndarray, np.ndarray] | None = None,
-                    splits: dict[str, np.ndarray] | None = None) -> tuple[dict[str, float], float, float]:
+                    splits: dict[str, np.ndarray] | None = None,
+                    groups: _Groupings | None = None) -> tuple[dict[str, float], float, float]:
     """Learn the terminal value on the train split (`fit.terminal`; else keep the `given` one),
     rank episode returns under it, the potential's shaping included, on both splits (into `m`,
     with the potential's own metrics), and combine: (params, train fitness, held-out fitness).
-    See grace.fitness.returns."""
+    `groups`: the evaluation's episode groupings (made here when None). See grace.fitness.returns."""
     gamma = fit.gamma or DEFAULT_GAMMA
+    groups = groups or _Groupings(data, expert, gamma)
     whole = whole_episode_rows(data)  # partial episodes are not ranked (grace.types.PARTIAL_PREFIX)
     train = data["train"].astype(bool) & whole
     cols = (data["episode"], data["step"], data["terminal"], expert)
     shaping = None if phi is None else shaping_term(phi[0], phi[1], data["terminal"], gamma)
     term = (fit_terminal(r[train], *(c[train] for c in cols), gamma,
-                         None if shaping is None else shaping[train]) if fit.terminal else given)
+                         None if shaping is None else shaping[train], groups(train)) if fit.terminal else given)
     if term is not None:
         term = round_param(term)  # what the file will hold
         params = params | {TERMINAL_KEY: term}
@@ -195,7 +214,7 @@ def _whole_episodes(r: np.ndarray, data: Transitions, expert: np.ndarray, params
     out = []
     for name, rows in splits.items():
         rows = rows & whole
-        ranks = return_ranking(paid[rows], *(c[rows] for c in cols), term or 0.0, gamma)
+        ranks = return_ranking(paid[rows], *(c[rows] for c in cols), term or 0.0, gamma, groups(rows))
         if phi is not None:
             ranks |= potential_metrics(phi[1][rows], data["episode"][rows], data["step"][rows], expert[rows])
         m.update({f"{k}_{name}": v for k, v in ranks.items()})

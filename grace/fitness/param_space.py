@@ -42,7 +42,7 @@ class ParamSpace:
         """The rounded values at u (d,) or at each row of u (K, d)."""
         vals = self.v0 + self.unit * np.clip(u, -50, 50)
         vals = np.where(self.costs, np.maximum(vals, 0.0), vals)
-        return np.vectorize(round_param, otypes=[np.float64])(vals) if vals.size else vals
+        return np.array([float(f"{v:.4g}") for v in vals.ravel().tolist()]).reshape(vals.shape)  # round_param
 
     def decode(self, u: np.ndarray) -> dict[str, float]:
         return dict(zip(self.names, self.values(u).tolist(), strict=True))

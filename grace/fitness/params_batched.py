@@ -22,8 +22,6 @@ its ~160 calibrations per candidate were 96% of the offline loop's time
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
 from grace.config import FitSettings
@@ -70,7 +68,7 @@ class BatchScorer:
         self.cache: dict[tuple[float, ...], float] = {}
         self.seen: list[tuple[float, np.ndarray]] = []
         self.warm: tuple[float, float] | None = None
-        self.by_row: dict[bytes, float] = {}  # fitness by the reward row's digest
+        self.by_row: dict[bytes, float] = {}  # fitness by the reward row (its bytes)
         self.broadcast: bool | None = None if callable(getattr(compiled, "call_many", None)) else False
 
     def first(self) -> float:
@@ -134,7 +132,7 @@ class BatchScorer:
         """Fitness of each reward row; a row equal to one calibrated before (a threshold moved
         within a gap between data values: 11-14% of the rows of loop_speed.py's programs) takes
         its fitness without a solve."""
-        keys = [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in np.ascontiguousarray(r)]
+        keys = [row.tobytes() for row in np.ascontiguousarray(r)]  # the row itself: hashing 8 kB is 4x the cost of keeping it
         first: dict[bytes, int] = {}
         for i, k in enumerate(keys):
             first.setdefault(k, i)
@@ -209,7 +207,9 @@ def fit_candidates(compiled: CompiledReward, data: dict[str, np.ndarray], params
     near = [fu for fu in sorted(score.seen, key=lambda fu: -fu[0]) if fu[0] > best_f - 0.05]  # stable
     # the last runner-up is the one least like the answer: along a direction the subsample cannot
     # tell apart (a centre that moves nothing it can see) whole-episode returns may still differ
-    far = max(near, key=lambda fu: float(np.max(np.abs(fu[1] - best_u))), default=None) if n >= 3 else None
+    far = None
+    if n >= 3 and near:  # the first of the farthest (as max would pick), in one array operation
+        far = near[int(np.argmax(np.max(np.abs(np.array([u for _, u in near]) - best_u), axis=1)))]
     for f, u in near:
         if len(found) >= n - (far is not None):
             break

@@ -78,14 +78,28 @@ def _discounted_sums(inv: np.ndarray, n: int, r: np.ndarray, step: np.ndarray, t
     return np.bincount(inv, weights=per_row, minlength=n)
 
 
+class Grouping:
+    """Rows grouped by episode once (the np.unique and the discounts `return_ranking` would redo
+    per call), for ranking many rewards on the same rows: `grace.fitness.offline` ranks every
+    candidate PARAMS, each under two terminal values, on the same train rows."""
+
+    def __init__(self, episode: np.ndarray, step: np.ndarray, expert: np.ndarray, gamma: float) -> None:
+        self.ids, self.inv = np.unique(np.asarray(episode), return_inverse=True)
+        self.disc = np.power(gamma, np.asarray(step, np.float64))
+        self.is_exp = np.bincount(self.inv, weights=np.asarray(expert, np.float64), minlength=len(self.ids)) > 0
+        self.gamma = gamma
+
+
 def return_ranking(r: np.ndarray, episode: np.ndarray, step: np.ndarray, terminal: np.ndarray,
-                   expert: np.ndarray, terminal_reward: float, gamma: float) -> dict[str, float]:
+                   expert: np.ndarray, terminal_reward: float, gamma: float,
+                   groups: Grouping | None = None) -> dict[str, float]:
     """`return_ranking` (pairs where the expert episode earns more; nan without both kinds of
-    episode), the mean discounted return of expert and of negative episodes, and their counts."""
-    ids, inv = np.unique(np.asarray(episode), return_inverse=True)
-    g = _discounted_sums(inv, len(ids), r, step, terminal, terminal_reward, gamma)
-    is_exp = np.bincount(inv, weights=np.asarray(expert, np.float64), minlength=len(ids)) > 0
-    ge, gn = g[is_exp], g[~is_exp]
+    episode), the mean discounted return of expert and of negative episodes, and their counts.
+    `groups`: these rows' `Grouping` (episode, step, expert and gamma), when made already."""
+    groups = groups or Grouping(episode, step, expert, gamma)
+    per_row = groups.disc * (np.asarray(r, np.float64) + np.where(np.asarray(terminal, bool), terminal_reward, 0.0))
+    g = np.bincount(groups.inv, weights=per_row, minlength=len(groups.ids))
+    ge, gn = g[groups.is_exp], g[~groups.is_exp]
     if ge.size and gn.size:  # returns equal up to rounding tie (they are sums of many terms)
         tol = 1e-9 * max(float(np.max(np.abs(g))), 1e-300)
         ge, gn = np.round(ge / tol) * tol, np.round(gn / tol) * tol
@@ -98,17 +112,21 @@ def return_ranking(r: np.ndarray, episode: np.ndarray, step: np.ndarray, termina
 
 
 def fit_terminal(r: np.ndarray, episode: np.ndarray, step: np.ndarray, terminal: np.ndarray,
-                 expert: np.ndarray, gamma: float, shaping: np.ndarray | None = None) -> float | None:
+                 expert: np.ndarray, gamma: float, shaping: np.ndarray | None = None,
+                 groups: Grouping | None = None) -> float | None:
     """The terminal value learned from the data (see the module docstring); None when no
     transition terminates (then it cannot matter on this data and the program keeps none).
-    `shaping`: the potential's F per row, added to `r` when episodes are ranked."""
+    `shaping`: the potential's F per row, added to `r` when episodes are ranked; `groups`: the
+    rows' `Grouping`, when made already."""
     terminal = np.asarray(terminal, bool)
     r = np.asarray(r, np.float64)
     if not terminal.any() or r.size == 0:
         return None
     low, high = terminal_value(float(r.min()), gamma), terminal_value(float(r.max()), gamma)
     paid = r if shaping is None else r + shaping
-    rank = {v: return_ranking(paid, episode, step, terminal, expert, v, gamma)["return_ranking"] for v in (low, high)}
+    groups = groups or Grouping(episode, step, expert, gamma)
+    rank = {v: return_ranking(paid, episode, step, terminal, expert, v, gamma, groups)["return_ranking"]
+            for v in (low, high)}
     rank = {v: (0.5 if math.isnan(x) else x) for v, x in rank.items()}
     if rank[low] != rank[high]:
         return low if rank[low] > rank[high] else high

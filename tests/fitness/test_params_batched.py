@@ -12,7 +12,8 @@ from grace.config import FitSettings
 from grace.data.dataset import build_offline_data
 from grace.fitness import calibrate, evaluate
 from grace.fitness import params as params_module
-from grace.fitness.calibrate_many import calibrate_many
+from grace.fitness.calibrate_many import _quantiles, calibrate_many
+from grace.fitness.metrics import standardise
 from grace.fitness.params import ParamSpace, fit_params
 from grace.fitness.params_batched import BatchScorer
 from grace.sandbox.compile import CompiledReward
@@ -296,3 +297,39 @@ def test_the_last_runner_up_is_the_setting_least_like_the_answer():
     answer, *runners, initial = found
     assert initial[0] == c.params and len(runners) == 2
     assert max(abs(r["c"] - answer[0]["c"]) for r, _ in runners) >= 0.5 * 1.5  # the scan's widest move
+
+
+def test_calibrate_many_matches_calibrate_tightly_and_is_position_independent():
+    """The vectorised solve equals the one-by-one one to 1e-9 (both stop within FTOL = 1e-10 of the
+    same optimum); a row calibrates the same bit for bit wherever it sits in the batch (the
+    search breaks ties between equal fitness by order: rounding must not decide them); a row
+    whose positives score lower on average is chance without a solve, as the solve finds."""
+    rng = np.random.default_rng(3)
+    n = 1000
+    for y in (rng.random(n) < 0.3, rng.permutation(n) < n // 2):  # the classes as many: a selection
+        _check_against_calibrate(rng, y)
+
+
+def _check_against_calibrate(rng: np.random.Generator, y: np.ndarray) -> None:
+    n = len(y)
+    x = rng.normal(size=n) + 1.2 * y
+    rows = [x, -x, 2.5 * x + 1.0, (x > 0.4).astype(float), 3.0 * (x > 0.4), np.round(x, 1),
+            x + 0.1 * rng.standard_cauchy(n), np.where(y, 1.0, 0.0), np.exp(x)]
+    r = np.array(rows)
+    centre, iqr = _quantiles(r, y)  # the same order statistics as the one-by-one standardisation
+    for i, row in enumerate(r):
+        _, c, scale = standardise(row, y)
+        assert centre[i] == c and (iqr[i] == scale or iqr[i] <= 1e-12 * np.max(np.abs(row)))
+    for start in (None, (2.0, -0.5), (40.0, 3.0)):
+        many = calibrate_many(r, y, start=start)
+        for i, row in enumerate(r):
+            one = calibrate(row, y)
+            # separable rows (the label itself) end on the ridge, where the objective is flat: the
+            # two solvers stop further apart there
+            tol = 1e-7 if calibrate(row, y)["fitness"] > 0.99 else 1e-9
+            assert many["fitness"][i] == pytest.approx(one["fitness"], abs=tol)
+        assert many["fitness"][1] == 0.0 and many["alpha"][1] == 0.0  # ranks negatives higher: chance
+        assert many["fitness"][3] == many["fitness"][4]  # the same step, scaled: the same z
+        for k in (1, 3, 4, 5, 8):  # the same row at every position of batches of every size
+            same = calibrate_many(np.tile(r[0], (k, 1)), y, start=start)["fitness"]
+            assert np.all(same == many["fitness"][0])

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from grace.export import export_program
-from grace.fitness.returns import episode_returns, fit_terminal, return_ranking, terminal_value
+from grace.fitness.returns import (
+    Grouping,
+    episode_returns,
+    fit_terminal,
+    return_ranking,
+    terminal_value,
+)
 from grace.program import TERMINAL_KEY, RewardProgram
 from grace.tasks import get_task
 from tests.fitness.lockstep import ppo_and_gymnax_export
@@ -176,3 +182,24 @@ def test_a_huge_reward_gives_a_terminal_value_the_file_can_hold() -> None:
     assert terminal_value(-1e29, GAMMA) == -PARAM_ABS_MAX
     program = RewardProgram('PARAMS = {"w": 1.0}\n\n\ndef reward(s, a, s_next, p):\n    return p["w"]\n')
     assert program.with_params({"w": 1.0, TERMINAL_KEY: term}).params[TERMINAL_KEY] == term
+
+
+def test_grouping_made_once_ranks_as_made_per_call():
+    """`offline` groups the train rows by episode once per evaluation and ranks every candidate
+    reward on it: the same numbers as grouping inside each call, rows in any order."""
+    rng = np.random.default_rng(0)
+    n = 600
+    episode = rng.permutation(np.repeat(np.arange(30), 20))
+    step = np.zeros(n, int)
+    for e in range(30):
+        step[episode == e] = np.arange(20)
+    terminal = (step == 19) & (episode % 3 == 0)
+    expert = episode < 10
+    groups = Grouping(episode, step, expert, GAMMA)
+    for _ in range(3):
+        r = rng.normal(size=n) + expert
+        for tv in (-5.0, 0.0, 2.5):
+            assert return_ranking(r, episode, step, terminal, expert, tv, GAMMA, groups) == \
+                return_ranking(r, episode, step, terminal, expert, tv, GAMMA)
+        assert fit_terminal(r, episode, step, terminal, expert, GAMMA, groups=groups) == \
+            fit_terminal(r, episode, step, terminal, expert, GAMMA)
