@@ -43,7 +43,7 @@ def test_shaping_off_writes_the_winner_as_found(tmp_path) -> None:
 
 
 @pytest.mark.ppo_select
-@pytest.mark.parametrize("verdict", ["teaches", "worse", "blind", "partly"])
+@pytest.mark.parametrize("verdict", ["teaches", "worse", "blind", "partly", "noisy"])
 def test_the_potential_is_kept_only_when_ppo_says_it_teaches(tmp_path, monkeypatch, verdict: str) -> None:
     """With PPO in the loop on, the winner trains with and without its potential in one batch; the
     potential stays only when its policy is the more expert-like, or when neither policy comes near
@@ -54,16 +54,21 @@ def test_the_potential_is_kept_only_when_ppo_says_it_teaches(tmp_path, monkeypat
     from grace.search import ppo_select
 
     # per seed, with the potential and without; "partly": both below the floor, but the policy without
-    # is ahead of the one with beyond the seed noise (the check can tell: it is dropped)
+    # is ahead of the one with beyond the seed noise (the check can tell: it is dropped); "noisy":
+    # within the noise on 2 seeds (terminating MountainCar's), so 4 more seeds decide (kept)
     per_with, per_without = {"teaches": ([0.9, 0.9], [0.5, 0.5]), "worse": ([0.1, 0.1], [0.5, 0.5]),
                              "blind": ([0.001, 0.001], [0.0, 0.008]),
-                             "partly": ([0.0, 0.0], [0.011, 0.013])}[verdict]
-    without = sum(per_without) / 2
+                             "partly": ([0.0, 0.0], [0.011, 0.013]),
+                             "noisy": ([0.97, 0.12], [0.74, 0.98])}[verdict]
+    confirmed = ([0.95, 0.96, 0.97, 0.9], [0.0, 0.0, 0.9, 0.0]) if verdict == "noisy" else (per_with, per_without)
+    seeds_without = per_without + (confirmed[1] if verdict in ("noisy", "blind") else [])
+    without = sum(seeds_without) / len(seeds_without)
 
-    def fake(task, cfg, sources, data, seed):
-        per = [per_with if "def potential" in s else per_without for s in sources]
-        return [SimpleNamespace(ok=True, irl_score=sum(x) / 2, irl_per_seed=x, error=None, true_return_mean=0.0,
-                                env_steps=0) for x in per], 0.1
+    def fake(task, cfg, sources, data, seed, seeds=None):
+        pw, pwo = (per_with, per_without) if seeds is None else confirmed
+        per = [pw if "def potential" in s else pwo for s in sources]
+        return [SimpleNamespace(ok=True, irl_score=sum(x) / len(x), irl_per_seed=x, error=None,
+                                true_return_mean=0.0, env_steps=0) for x in per], 0.1
 
     async def fake_train(*args):
         return fake(*args)
@@ -74,8 +79,9 @@ def test_the_potential_is_kept_only_when_ppo_says_it_teaches(tmp_path, monkeypat
     res = grace.evolve(cfg, progress=False)
     program = RewardProgram.from_file(res.best_path)
     record = Archive(tmp_path / "r" / "archive.sqlite", create=False).get_meta("shaping_final")
-    kept = verdict in ("teaches", "blind")
+    kept = verdict in ("teaches", "blind", "noisy")
     assert record["kept"] is kept and record["ppo_check"]["expert_likeness_without"] == pytest.approx(without)
+    assert record["ppo_check"]["confirm_seeds"] == (cfg.ppo.select_confirm if verdict in ("noisy", "blind") else 0)
     assert record["uninformative"] is (verdict == "blind")
     assert 0.1 < record["ppo_check"]["expert_likeness_expert"] <= 1.0  # the held-out expert's own
     assert program.has_potential is kept
@@ -86,6 +92,8 @@ def test_the_potential_is_kept_only_when_ppo_says_it_teaches(tmp_path, monkeypat
         assert "kept: PPO in the loop could not tell (expert-likeness 0.001 with it, 0.004 without" in text
     elif verdict == "worse":
         assert "not kept: PPO on it was less expert-like (0.100 vs 0.500 without)" in text
+    elif verdict == "noisy":  # 0.545 vs 0.860 on 2 seeds; 0.812 vs 0.437 on 6
+        assert "kept by PPO in the loop (expert-likeness 0.812 with it, 0.437 without)" in text
     else:
         assert "not kept: PPO on it was less expert-like (0.000 vs 0.012 without)" in text
     if not kept:
