@@ -206,8 +206,19 @@ class RayExecutor:
         return [res for part in parts for res in part]
 
     def actor_pids(self) -> list[int]:
-        """The process ids of the actors (on their nodes), for fault tests and diagnostics."""
-        self.pids = list(self.ray.get([a.pid.remote() for a in self.actors], timeout=120))
+        """The process ids of the actors (on their nodes), for fault tests and diagnostics; an actor
+        Ray is still restarting (`ActorUnavailableError`) is asked again for up to RETRY_SECONDS."""
+        deadline, pids = time.monotonic() + RETRY_SECONDS, []
+        for actor in self.actors:
+            while True:
+                try:
+                    pids.append(int(self.ray.get(actor.pid.remote(), timeout=120)))
+                    break
+                except self.ray.exceptions.ActorUnavailableError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+        self.pids = pids
         return self.pids
 
     def close(self) -> None:
