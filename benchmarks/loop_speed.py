@@ -140,13 +140,19 @@ def reference_check(task_name: str, sources: list[str]) -> dict:
     return out
 
 
-def reference_line(task: str, rc: dict) -> str:
-    old, new = (np.array(rc[m]["fitness"], np.float64) for m in ("reference", "current"))
-    held_old, held_new = (np.array(rc[m]["heldout"], np.float64) for m in ("reference", "current"))
+def _compared(runs: dict, before: str, after: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, float, float]:
+    """Two refits of the same programs: (fitness before, after, both finite, identical PARAMS among
+    those, mean ms before, after)."""
+    old, new = (np.array(runs[m]["fitness"], np.float64) for m in (before, after))
     ok = np.isfinite(old) & np.isfinite(new)
+    same = sum(a == b for a, b, k in zip(runs[before]["params"], runs[after]["params"], ok, strict=True) if k)
+    return old, new, ok, same, float(np.mean(runs[before]["ms"])), float(np.mean(runs[after]["ms"]))
+
+
+def reference_line(task: str, rc: dict) -> str:
+    old, new, ok, same, ms_old, ms_new = _compared(rc, "reference", "current")
+    held_old, held_new = (np.array(rc[m]["heldout"], np.float64) for m in ("reference", "current"))
     d, dh = new[ok] - old[ok], held_new[ok] - held_old[ok]
-    same = sum(a == b for a, b, k in zip(rc["reference"]["params"], rc["current"]["params"], ok, strict=True) if k)
-    ms_old, ms_new = np.mean(rc["reference"]["ms"]), np.mean(rc["current"]["ms"])
     return (f"- {task}, the same {int(ok.sum())} programs refitted by the batched path with the calibration solver "
             f"before its speed-up (benchmarks/calibrate_many_ref.py) and with the current one, in this process "
             f"(OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}; the workers run 1): "
@@ -157,11 +163,8 @@ def reference_line(task: str, rc: dict) -> str:
 
 
 def fixed_line(task: str, fx: dict) -> str:
-    old, new = (np.array(fx[m]["fitness"], np.float64) for m in ("old path", "batched"))
-    ok = np.isfinite(old) & np.isfinite(new)
+    old, new, ok, same, ms_old, ms_new = _compared(fx, "old path", "batched")
     d = new[ok] - old[ok]
-    same = sum(a == b for a, b, k in zip(fx["old path"]["params"], fx["batched"]["params"], ok, strict=True) if k)
-    ms_old, ms_new = np.mean(fx["old path"]["ms"]), np.mean(fx["batched"]["ms"])
     return (f"- {task}, the same {int(ok.sum())} programs refitted by both paths in one worker: mean ms per "
             f"evaluation {ms_old:.0f} (old path) vs {ms_new:.0f} (batched), {ms_old / ms_new:.1f}x; train fitness "
             f"mean {old[ok].mean():.4f} vs {new[ok].mean():.4f}; within 0.01 of the old path for "

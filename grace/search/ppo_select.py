@@ -148,18 +148,27 @@ Shaper = Callable[[str], Awaitable[str | None]]
 """A source with the potential learned from the demos for it, or None (search/shaping.py)."""
 
 
+async def more_seeds(task: Task, cfg: EvolveConfig, sources: list[str], data: Transitions, seed: int
+                     ) -> tuple[list[list[float]], float, int]:
+    """`ppo.select_confirm` more seeds for each source (other seeds than the first run's, which used
+    `seed`): (each source's per-seed likeness, seconds, env steps). What settles a comparison within
+    the seed noise, here and in the shaping check."""
+    results, seconds = await train_and_score(task, cfg, sources, data, seed + 15_485_863, cfg.ppo.select_confirm)
+    return ([seed_values(r) or [] for r in results], seconds,
+            int(sum(r.env_steps or 0 for r in results)) * cfg.ppo.select_confirm)
+
+
 async def _confirm(task: Task, cfg: EvolveConfig, sources: list[str], data: Transitions, rnd: int,
                    leader: dict[str, Any], rival: dict[str, Any]) -> dict[str, Any]:
     """Train the leader and its rival (`sources`, by offline rank: what the first run trained) on
-    `ppo.select_confirm` more seeds (other seeds than the first run's) and add each seed's likeness
-    to theirs (in place); the record of that run."""
+    `more_seeds` and add each seed's likeness to theirs (in place); the record of that run."""
     pair = [leader, rival]
-    results, seconds = await train_and_score(task, cfg, [sources[c["offline_rank"]] for c in pair], data,
-                                             cfg.seed + 104_729 * (rnd + 1) + 15_485_863, seeds=cfg.ppo.select_confirm)
-    for c, res in zip(pair, results, strict=True):
-        c["likeness_seeds"] = c["likeness_seeds"] + (seed_values(res) or [])
+    extra, seconds, env_steps = await more_seeds(task, cfg, [sources[c["offline_rank"]] for c in pair], data,
+                                                 cfg.seed + 104_729 * (rnd + 1))
+    for c, values in zip(pair, extra, strict=True):
+        c["likeness_seeds"] = c["likeness_seeds"] + values
     return {"rows": [c["row"] for c in pair], "seeds": cfg.ppo.select_confirm, "seconds": seconds,
-            "env_steps": int(sum(r.env_steps or 0 for r in results)) * cfg.ppo.select_confirm}
+            "env_steps": env_steps}
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -169,14 +178,14 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 async def _shaped_rerun(task: Task, cfg: EvolveConfig, scored: list[dict[str, Any]], sources: list[str],
-                        data: Transitions, seed: int, shaper: Shaper) -> dict[str, Any] | None:
+                        data: Transitions, seed: int, shaper: Shaper, expert: float) -> dict[str, Any] | None:
     """The blind rule: when no candidate's policy reached `IMITATION_FLOOR` of the expert's own
     expert-likeness, train each candidate again (same seeds) with the demos' potential for it and
     score them on that (in place: `likeness_seeds`, the unshaped ones kept as
     `likeness_seeds_unshaped`; `sources` gets the shaped sources, what a confirmation trains). The
     winner is still the unshaped program; the final shaping stage decides whether it keeps a
-    potential. None when the choice was not blind or no candidate got a potential."""
-    expert = discriminator(cfg, data, task).reference_likeness(data)
+    potential. None when the choice was not blind or no candidate got a potential. `expert`: the
+    held-out experts' own expert-likeness."""
     if any(s["likeness_seeds"] and fmean(s["likeness_seeds"]) >= IMITATION_FLOOR * expert for s in scored):
         return None
     shaped = [await shaper(src) for src in sources]
@@ -217,8 +226,9 @@ async def select(archive: Archive, task: Task, cfg: EvolveConfig, rnd: int, data
                        # recorded for benchmarks and the report; the choice never reads it
                        "true_return_mean": res.true_return_mean})
     env_steps = int(sum(r.env_steps or 0 for r in results)) * cfg.ppo.seeds
-    blind = None if shaper is None else await _shaped_rerun(task, cfg, scored, sources, data,
-                                                            cfg.seed + 104_729 * (rnd + 1), shaper)
+    disc = discriminator(cfg, data, task)
+    blind = None if shaper is None else await _shaped_rerun(task, cfg, scored, sources, data, cfg.seed + 104_729 * (rnd + 1),
+                                                            shaper, disc.reference_likeness(data))
     if blind is not None:
         env_steps += blind["env_steps"]
         seconds += blind["seconds"]
@@ -244,7 +254,7 @@ async def select(archive: Archive, task: Task, cfg: EvolveConfig, rnd: int, data
         s["expert_likeness"] = fmean(s["likeness_seeds"]) if s["likeness_seeds"] else None
     record = {"round": rnd, "after": after, "winner": winner["row"], "winner_program": winner["program_id"],
               "why": why, "candidates": scored, "confirm": confirm, "steps": cfg.ppo.select_steps or cfg.ppo.steps,
-              "compared_with": discriminator(cfg, data, task).describe(), "blind": blind,
+              "compared_with": disc.describe(), "blind": blind,
               "seeds": cfg.ppo.seeds, "seconds": seconds, "env_steps": env_steps}
     archive.set_meta(meta_key(rnd), record)
     return record

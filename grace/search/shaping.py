@@ -137,9 +137,7 @@ async def _ppo_check(task: Task, cfg: EvolveConfig, unshaped: str, shaped: str, 
     confirm = 0
     if (cfg.ppo.select_confirm > 0 and seeds_without and seeds_with
             and not beats(seeds_without, seeds_with) and not beats(seeds_with, seeds_without)):
-        more, more_s = await ppo_select.train_and_score(task, cfg, [unshaped, shaped], data,
-                                                        cfg.seed + 7_919 + 15_485_863, cfg.ppo.select_confirm)
-        extra = [seed_values(r) or [] for r in more]
+        extra, more_s, _ = await ppo_select.more_seeds(task, cfg, [unshaped, shaped], data, cfg.seed + 7_919)
         seeds_without, seeds_with = seeds_without + extra[0], seeds_with + extra[1]
         seconds, confirm = seconds + more_s, cfg.ppo.select_confirm
     without, with_ = (fmean(v) if v else None for v in (seeds_without, seeds_with))

@@ -189,10 +189,6 @@ def test_a_blind_choice_compares_the_candidates_again_with_the_demos_potential(m
     from grace.search import ppo_select
     from grace.types import PPOResult
 
-    class Disc:
-        def reference_likeness(self, data) -> float:
-            return 0.9  # the floor: 0.045
-
     trained: list[list[str]] = []
 
     async def fake_train(task, cfg, sources, data, seed, seeds=None):
@@ -203,7 +199,6 @@ def test_a_blind_choice_compares_the_candidates_again_with_the_demos_potential(m
     async def shaper(source: str) -> str | None:
         return None if source == "b" else source + "+potential"
 
-    monkeypatch.setattr(ppo_select, "discriminator", lambda cfg, data, task=None: Disc())
     monkeypatch.setattr(ppo_select, "train_and_score", fake_train)
     cfg, task = EvolveConfig(task="mountaincar"), get_task("mountaincar")
 
@@ -211,12 +206,12 @@ def test_a_blind_choice_compares_the_candidates_again_with_the_demos_potential(m
         return [{"likeness_seeds": v, "offline_rank": i} for i, v in enumerate(likeness)]
 
     blind, sources = scored([0.0, 0.0], [0.01, 0.0], [0.0, 0.04]), ["a", "b", "c"]
-    rec = asyncio.run(ppo_select._shaped_rerun(task, cfg, blind, sources, {}, 0, shaper))
+    rec = asyncio.run(ppo_select._shaped_rerun(task, cfg, blind, sources, {}, 0, shaper, 0.9))  # floor 0.045
     assert trained == [["a+potential", "c+potential"]] and sources == ["a+potential", "b", "c+potential"]
     assert rec["shaped"] == 2 and abs(rec["floor"] - 0.045) < 1e-12 and rec["env_steps"] == 20 * cfg.ppo.seeds
     assert [s["likeness_seeds"] for s in blind] == [[0.4, 0.6], None, [0.4, 0.6]]
     assert [s["shaped"] for s in blind] == [True, False, True]
     assert blind[1]["likeness_seeds_unshaped"] == [0.01, 0.0]
     seeing, sources = scored([0.0, 0.0], [0.05, 0.06]), ["a", "c"]
-    assert asyncio.run(ppo_select._shaped_rerun(task, cfg, seeing, sources, {}, 0, shaper)) is None
+    assert asyncio.run(ppo_select._shaped_rerun(task, cfg, seeing, sources, {}, 0, shaper, 0.9)) is None
     assert trained == [["a+potential", "c+potential"]] and sources == ["a", "c"]
