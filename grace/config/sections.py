@@ -231,8 +231,8 @@ class PPOConfig:
     select_confirm: int = 4
     """PPO in the loop: when the most expert-like candidate does not beat an offline-better one by
     more than the seed noise (search/ppo_verdict.py), the two train again on this many more seeds and
-    the better offline rank wins unless the difference then holds. 0 = no second run (the better
-    offline rank wins within noise)."""
+    the more reliably expert-like wins (higher mean minus two standard errors; the better offline
+    rank on a tie). 0 = no second run (the same rule on the first run's seeds)."""
     select_similarity: float = 1.0
     """PPO in the loop: two candidates whose rewards rank a sample of the round's states alike
     (Spearman correlation above this) count as one choice, so the K trained are the best of K

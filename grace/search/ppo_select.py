@@ -6,7 +6,7 @@ trained policy visits the most expert-like states under the candidate-independen
 (`grace.fitness.discriminator.ExpertSimilarity`, fitted on the round's data): IRL mode. A higher
 expert-likeness wins only beyond the seed noise (search/ppo_verdict.py): within it, the leader and
 the best offline-ranked candidate it does not beat train on `ppo.select_confirm` more seeds, and the
-better offline rank wins unless the difference then holds. The true
+more reliably expert-like of the two wins (the higher mean minus two standard errors). The true
 reward is recorded (for benchmarks and the report) and never read here. The decision is persisted
 in the archive's meta (`ppo_select_r<round>`) before it is used, so a resumed run keeps it.
 
@@ -239,15 +239,13 @@ async def select(archive: Archive, task: Task, cfg: EvolveConfig, rnd: int, data
         winner, why = scored[0], "no PPO run scored: the offline order"
     elif rival is None:
         winner, why = leader, "the most expert-like policy"
-    elif n > 0:
-        confirm = await _confirm(task, cfg, sources, data, rnd, leader, rival)
-        env_steps += confirm["env_steps"]
-        seconds += confirm["seconds"]
-        winner = settle(leader, rival)
-        why = (f"the most expert-like policy, confirmed on {n} more seeds" if winner is leader else
-               f"within seed noise of the most expert-like policy after {n} more seeds, so the better offline rank")
     else:
-        winner, why = rival, "within seed noise of the most expert-like policy, so the better offline rank"
+        if n > 0:
+            confirm = await _confirm(task, cfg, sources, data, rnd, leader, rival)
+            env_steps += confirm["env_steps"]
+            seconds += confirm["seconds"]
+        winner, why = settle(leader, rival)
+        why = f"{why}, after {n} more seeds" if n > 0 else why
     if blind is not None:
         why = f"no policy imitated unshaped, so compared with the demos' potential added: {why}"
     for s in scored:  # the record's likeness: over every seed trained (the confirmation's included)
