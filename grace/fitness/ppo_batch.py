@@ -47,8 +47,9 @@ def seen_terminal(terminal: float, transform: str, gamma: float | None) -> float
     state that pays `r_abs = terminal * (1 - gamma) / gamma` per step forever
     (`grace.fitness.returns.terminal_value`), so a per-step transform applies to those steps, not to
     their sum: under symlog the terminating transition pays `gamma * symlog(r_abs) / (1 - gamma)`.
-    symlog of the sum paid terminating Acrobot's goal 5.3 where hovering below it paid up to 1.1 per
-    step forever (110): one PPO seed of five never crossed the line (quality12.md). `gamma`: PPO's
+    symlog of the sum paid terminating Acrobot's goal symlog(1 + 99) = 4.6, while a policy that
+    stayed above the winner's threshold without crossing the line was paid symlog(1) = 0.69 per
+    step forever (69), and one PPO seed of five never crossed (quality12.md). `gamma`: PPO's
     discount, the one the terminal value was fitted with (`fit.gamma` follows it)."""
     if transform == "none" or not terminal:
         return float(terminal)
