@@ -49,6 +49,12 @@ def terminal_value(r_abs: float, gamma: float) -> float:
     return float(np.clip(gamma * r_abs / (1.0 - gamma), -PARAM_ABS_MAX, PARAM_ABS_MAX))
 
 
+def absorbing_reward(terminal: float, gamma: float) -> float:
+    """The per-step reward of the absorbing state a terminal value stands for (`terminal_value`'s
+    inverse)."""
+    return terminal * (1.0 - gamma) / gamma
+
+
 def shaping_term(phi_s: Any, phi_next: Any, terminated: Any, gamma: float, xp: Any = np) -> Any:
     """F = gamma * Phi(s') * (1 - terminated) - Phi(s): the absorbing state has Phi = 0. `xp`:
     numpy (the sandbox, `grace eval`) or jax.numpy (PPO): the one formula for both."""
