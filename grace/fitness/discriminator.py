@@ -21,6 +21,13 @@ own reward scale. In feature space standardised by the positives' spread (d dime
   reached it (success 0.02) yet scored 0.33, above the held-out bot's own 0.29, and PPO in the loop
   chose it over a reward whose policies succeeded 0.78 of the time (benchmarks/results/babyai2/).
   Termination is the env's, never the candidate's reward, so the score stays candidate-independent.
+- and how long its episodes run (`length_match`; with the experts' share): the ratio of the mean
+  episode lengths, min / max, policy vs expert (`expert_lengths`). The state distribution is
+  normalised over the episode, so it cannot see how soon a goal is reached: on terminating
+  MountainCar every shaped candidate's policy scored 0.95-0.98 while they reached the flag in 124 to
+  177 steps (the experts: 121), and PPO in the loop chose one of 150 steps (0.66 of the expert's
+  normalised return vs GAIL's 0.85; benchmarks/results/quality13.md). A keep-alive policy that
+  falls sooner is further from the experts' full episodes the same way.
 - the references on goal tasks (`whole_episodes`; from_data(..., whole_episodes=True)): every state
   of the whole expert episodes, not only the goal transitions that are the dataset's positives. A
   policy's episode, like the expert's, runs from the start to the goal: its states are compared
@@ -59,7 +66,7 @@ from grace.types import whole_episode_rows
 class ExpertSimilarity:
     def __init__(self, positives: np.ndarray, max_ref: int = 2000, seed: int = 0,
                  ending_rate: float | None = None, horizons: Sequence[int] | None = None,
-                 whole_episodes: bool = False) -> None:
+                 whole_episodes: bool = False, lengths: Sequence[int] | None = None) -> None:
         pos = np.asarray(positives, dtype=np.float64)
         if len(pos) == 0:
             raise ValueError("ExpertSimilarity needs at least one positive state")
@@ -73,6 +80,8 @@ class ExpertSimilarity:
         self._kee: float | None = None  # K(E, E): fixed by the positives, computed once on first use
         self.ending_rate = ending_rate
         """The share of expert episodes that terminate (None: episode endings are not compared)."""
+        self.mean_length = None if lengths is None or len(lengths) == 0 else float(np.mean(lengths))
+        """The experts' mean episode length in steps (None: episode lengths are not compared)."""
         self.whole_episodes = whole_episodes or horizons is not None
         """The references are every state of the expert episodes, not the positives alone."""
         self.survival = None if horizons is None else _survival(horizons)
@@ -83,15 +92,17 @@ class ExpertSimilarity:
     def from_data(cls, data: dict[str, np.ndarray], seed: int = 0, max_ref: int = 2000,
                   endings: bool = False, whole_episodes: bool = False, horizon: bool = False) -> ExpertSimilarity:
         """From the train positives of the offline dataset (`max_ref`: the run's fitness.disc_max_ref);
-        `endings`: also the share of its expert episodes that terminate (`expert_ending_rate`);
+        `endings`: also the share of its expert episodes that terminate (`expert_ending_rate`) and
+        their lengths (`expert_horizons`);
         `whole_episodes`: every state of its whole train expert episodes instead; `horizon`: those,
         compared over the episodes' lengths."""
         whole = whole_episodes or horizon
         mask = reference_rows(data, whole) & data["train"].astype(bool)
         rate = expert_ending_rate(data) if endings else None
-        horizons = expert_horizons(data) if horizon else None
-        return cls(data["s_next"][mask], max_ref=max_ref, seed=seed, ending_rate=rate, horizons=horizons,
-                   whole_episodes=whole)
+        lengths = expert_horizons(data) if horizon or endings else None
+        return cls(data["s_next"][mask], max_ref=max_ref, seed=seed, ending_rate=rate,
+                   horizons=lengths if horizon else None, whole_episodes=whole,
+                   lengths=lengths if endings else None)
 
     @classmethod
     def for_task(cls, data: dict[str, np.ndarray], *, goal: bool, same_env: bool, seed: int = 0,
@@ -107,7 +118,8 @@ class ExpertSimilarity:
         """What a policy's states are compared with, in words (PPO in the loop's record, `grace show`)."""
         refs = ("every expert state over the experts' horizon" if self.survival is not None
                 else "every expert state" if self.whole_episodes else "the positive (expert or goal) states")
-        return refs + (", and the share of episodes that end" if self.ending_rate is not None else "")
+        return (refs + (", and the share of episodes that end" if self.ending_rate is not None else "")
+                + (" and how long they run" if self.mean_length is not None else ""))
 
     def ending_match(self, terminated: Sequence[bool]) -> float:
         """1 - |share of `terminated` episodes - the experts' share|; 1 without an expert share or
@@ -117,9 +129,19 @@ class ExpertSimilarity:
             return 1.0
         return float(1.0 - abs(flags.mean() - self.ending_rate))
 
+    def length_match(self, lengths: Sequence[int]) -> float:
+        """min / max of the mean of `lengths` (a policy's episodes, in steps) and the experts' mean;
+        1 without an expert mean or episodes (nothing to compare)."""
+        steps = np.asarray(lengths, dtype=np.float64)
+        if self.mean_length is None or steps.size == 0:
+            return 1.0
+        mean = float(steps.mean())
+        return min(mean, self.mean_length) / max(mean, self.mean_length, 1e-12)
+
     def policy_likeness(self, episodes: Sequence[np.ndarray], terminated: Sequence[bool]) -> float:
         """`likeness` of the states a policy visited (`episodes`: each one's states in step order),
-        weighed over the experts' horizon when it is known, times the `ending_match` of its episodes."""
+        weighed over the experts' horizon when it is known, times the `ending_match` and the
+        `length_match` of its episodes."""
         eps = [np.asarray(e) for e in episodes]
         if not eps:
             return float("nan")
@@ -128,7 +150,8 @@ class ExpertSimilarity:
         if self.survival is not None:
             surv = np.append(self.survival, 0.0)  # no expert episode runs past the longest
             weights = np.concatenate([surv[np.minimum(np.arange(len(e)), len(surv) - 1)] for e in eps])
-        return self.likeness(states, weights=weights) * self.ending_match(terminated)
+        return (self.likeness(states, weights=weights) * self.ending_match(terminated)
+                * self.length_match([len(e) for e in eps]))
 
     def _standardise(self, states: np.ndarray) -> np.ndarray:
         return ((np.asarray(states, dtype=np.float64) - self.mean) / self.scale).astype(np.float32)

@@ -4,6 +4,7 @@ distributed like the expert's, not merely near some expert state."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from grace.fitness.discriminator import ExpertSimilarity
 
@@ -43,11 +44,11 @@ def _dataset(ends: list[bool], partial_ends: bool = False) -> dict[str, np.ndarr
     episode that always terminates, and one probe segment (a partial episode) of the expert."""
     rows = []
     for e, ended in enumerate(ends):
-        rows += [(e, 1, 1, 0, t == 4 and ended) for t in range(5)]
-    rows += [(len(ends), 0, 1, 0, t == 2) for t in range(3)]
-    rows += [(len(ends) + 1, 1, 1, 1, partial_ends) for _ in range(2)]
-    ep, label, train, source, term = (np.array(c) for c in zip(*rows, strict=True))
-    return {"episode": ep, "label": label, "train": train, "source": source, "terminal": term.astype(bool),
+        rows += [(e, t, 1, 1, 0, t == 4 and ended) for t in range(5)]
+    rows += [(len(ends), t, 0, 1, 0, t == 2) for t in range(3)]
+    rows += [(len(ends) + 1, t, 1, 1, 1, partial_ends) for t in range(2)]
+    ep, step, label, train, source, term = (np.array(c) for c in zip(*rows, strict=True))
+    return {"episode": ep, "step": step, "label": label, "train": train, "source": source, "terminal": term.astype(bool),
             "source_names": np.array(["demos", "probe-1"]), "s_next": np.arange(len(ep) * 2.0).reshape(-1, 2)}
 
 
@@ -75,6 +76,21 @@ def test_policy_likeness_weighs_how_episodes_end() -> None:
     assert keepalive.policy_likeness([visits], [True] * 8) == 0.0
     assert ExpertSimilarity(expert).policy_likeness([visits], [False] * 8) == states_only
     assert goal.ending_match([]) == 1.0
+
+
+def test_policy_likeness_weighs_how_long_episodes_run() -> None:
+    """The state distribution cannot see how soon a goal is reached (terminating MountainCar:
+    candidates reaching the flag in 124 and 150 steps scored alike): with the experts' mean length,
+    the ratio of the means (min / max) weighs the policy, slower or faster alike."""
+    rng = np.random.default_rng(3)
+    expert = rng.normal(0, 1, (600, 2))
+    goal = ExpertSimilarity(expert, ending_rate=1.0, lengths=[100, 140])
+    slow, on_time = [rng.normal(0, 1, (150, 2))] * 4, [rng.normal(0, 1, (120, 2))] * 4
+    states = goal.likeness(np.concatenate(slow))
+    assert goal.policy_likeness(slow, [True] * 4) == pytest.approx(states * 120 / 150)
+    assert goal.length_match([120, 120]) == 1.0 and goal.length_match([60]) == 0.5 and goal.length_match([]) == 1.0
+    assert goal.policy_likeness(on_time, [True] * 4) > goal.policy_likeness(slow, [True] * 4)
+    assert ExpertSimilarity(expert, ending_rate=1.0).length_match([5]) == 1.0  # no expert lengths
 
 
 def _swing_up(n_steps: int, reach: int) -> np.ndarray:
@@ -131,11 +147,12 @@ def test_for_task_picks_the_references_and_weights_by_task_kind_and_env() -> Non
     data["source"] = np.where(data["episode"] == 3, 2, data["source"])
     data["source_names"] = np.array(["expert", "probe-1", "random"])
     goal = ExpertSimilarity.for_task(data, goal=True, same_env=True)
-    assert len(goal.ref) == 15 and goal.survival is None and goal.ending_rate == 2 / 3
+    assert len(goal.ref) == 15 and goal.survival is None and goal.ending_rate == 2 / 3 and goal.mean_length == 5
     fixed = ExpertSimilarity.for_task(data, goal=True, same_env=False)
     assert len(fixed.ref) == 15 and fixed.survival is not None and fixed.ending_rate is None
+    assert fixed.mean_length is None  # another env's episode lengths are not the policy's to match
     keepalive = ExpertSimilarity.for_task(data, goal=False, same_env=True)
     assert len(keepalive.ref) == 3 and not keepalive.whole_episodes and keepalive.survival is None
-    assert goal.describe() == "every expert state, and the share of episodes that end"
+    assert goal.describe() == "every expert state, and the share of episodes that end and how long they run"
     assert fixed.describe() == "every expert state over the experts' horizon"
     assert keepalive.describe().startswith("the positive")

@@ -57,7 +57,7 @@ def test_the_winner_is_chosen_by_ppo_persisted_and_kept_on_resume(tmp_path) -> N
     shown = run_cli("show", str(run), "--no-code")
     assert shown.returncode == 0 and "PPO in the loop, round 0" in shown.stdout and "yes" in shown.stdout
     # terminating CartPole: keep-alive, demos from the env PPO trains on
-    assert rec["compared_with"] == "the positive (expert or goal) states, and the share of episodes that end"
+    assert rec["compared_with"] == "the positive (expert or goal) states, and the share of episodes that end and how long they run"
     assert "policies compared with: the positive" in shown.stdout.replace("\n", " ")
     # a resume of the finished run keeps the persisted choice (PPO does not train again)
     again = grace.evolve(resume=True, out=str(run), progress=False)
