@@ -75,7 +75,7 @@ def main() -> None:
             r = np.asarray(call_reward(compile_reward(src, task.schema), batch, program.params)[0], np.float64)
             cells = []
             for g in (gamma, 0.99):
-                start = return_ranking(r, data["episode"], data["step"], data["terminal"], expert, 0.0, g)["return_ranking"]
+                start = return_ranking(r, data["episode"], data["step"], expert, 0.0, g)["return_ranking"]
                 v = suffix_returns(r, np.asarray(data["episode"]), np.asarray(data["step"]), g)
                 every = above_at_equal_time(v[expert], data["step"][expert], v[~expert], data["step"][~expert])
                 cells += [f"{start:.3f}", f"{every:.3f}"]

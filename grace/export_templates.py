@@ -1,7 +1,8 @@
 """The text templates of an export (grace/export.py): the calling functions every export has and
 the per-target wrappers. Every export applies the reward exactly as grace trained with it: the
-program's total, the potential's shaping `GAMMA * Phi(s_next) * (1 - terminated) - Phi(s)` and the
-terminal value on termination (grace/fitness/returns.py `applied_reward`)."""
+program's total less the per-step reward of the absorbing state its terminal value stands for (so an
+ended episode is worth 0) and the potential's shaping `GAMMA * Phi(s_next) * (1 - terminated) -
+Phi(s)` (grace/fitness/returns.py `applied_reward`)."""
 
 EXTRAS_CLASS = '''
 class _WithExtras:
@@ -36,22 +37,22 @@ def reward_and_components(s, a, s_next, xp=numpy):
 
 def reward_fn(s, a, s_next, xp=numpy, terminated=None):
     """The reward grace trained with for transitions (s, a, s_next): the total of
-    `reward_and_components`, plus the potential's shaping `GAMMA * Phi(s_next) - Phi(s)` (0
-    without a potential), plus, on transitions that terminate, the terminal value.
+    `reward_and_components`, less `absorbing_reward()`, plus the potential's shaping
+    `GAMMA * Phi(s_next) - Phi(s)` (0 without a potential).
 
     `terminated` (bool, batch-shaped; None = none terminates): transitions that end their episode
-    by termination, not by a time limit: the episode enters an absorbing state with Phi = 0, and
-    they get the terminal value `PARAMS["terminal"]` (0 when the reward has none).
+    by termination, not by a time limit: the episode enters an absorbing state with Phi = 0
+    (it only matters with a potential). An ended episode is worth 0, as any RL library values it.
     """
-    total = reward_and_components(s, a, s_next, xp)[0] + shaping(s, s_next, xp, terminated)
-    if terminated is None:
-        return total
-    return total + xp.where(xp.asarray(terminated, dtype=bool), terminal_value(), 0.0)
+    return reward_and_components(s, a, s_next, xp)[0] - absorbing_reward() + shaping(s, s_next, xp, terminated)
 
 
-def terminal_value():
-    """`PARAMS["terminal"]`: added to the reward of a transition that terminates its episode."""
-    return float(PARAMS.get("terminal", 0.0))
+def absorbing_reward():
+    """The per-step reward of the absorbing state an episode enters when it terminates, which the
+    terminal value `PARAMS["terminal"]` stands for (`terminal * (1 - GAMMA) / GAMMA`; 0 without
+    one): `reward_fn` pays every step the program's total less it, so ending is worth 0 and the
+    optimal policy is the one the terminal value, paid on termination, would give."""
+    return float(PARAMS.get("terminal", 0.0)) * (1.0 - GAMMA) / GAMMA
 
 
 def potential_fn(s, xp=numpy):
@@ -75,8 +76,9 @@ def shaping(s, s_next, xp=numpy, terminated=None):
 
 _GYMNASIUM = '''
 class GraceReward(gymnasium.Wrapper):
-    """Replaces the env's reward with the exported reward of (obs, action, next_obs), its
-    shaping, and the terminal value when the step terminates the episode (not when truncated).
+    """Replaces the env's reward with `reward_fn` of (obs, action, next_obs): the exported
+    reward less `absorbing_reward()`, with its shaping (Phi = 0 after a termination, not after a
+    truncation).
 
     `info["env_reward"]` keeps the env's own reward; `info["grace_components"]` holds the
     reward's components as floats.
@@ -91,9 +93,8 @@ class GraceReward(gymnasium.Wrapper):
         obs, env_reward, terminated, truncated, info = self.env.step(action)
         s, s_next = numpy.asarray(self._obs), numpy.asarray(obs)
         total, components = reward_and_components(s, numpy.asarray(action), s_next)
-        total = total + shaping(s, s_next, numpy, bool(terminated))
-        if terminated:  # not on truncation: a time limit is not an absorbing state
-            total = total + terminal_value()
+        # not on truncation: a time limit is not an absorbing state
+        total = total - absorbing_reward() + shaping(s, s_next, numpy, bool(terminated))
         self._obs = obs
         info = dict(info)
         info["env_reward"] = env_reward
@@ -103,8 +104,9 @@ class GraceReward(gymnasium.Wrapper):
 
 _BRAX = '''
 class GraceReward(Wrapper):
-    """Replaces `state.reward` with the exported reward of (obs, action, next obs) (jax.numpy),
-    its shaping, and the terminal value when the raw env's `done` (termination) is set.
+    """Replaces `state.reward` with `reward_fn` of (obs, action, next obs) (jax.numpy): the
+    exported reward less `absorbing_reward()`, with its shaping (Phi = 0 when the raw env's
+    `done`, termination, is set).
 
     Wrap the raw env, before any training wrappers (episode, vmap, auto-reset): brax's
     `ppo.train(environment=GraceReward(env))` does that. Works under jit and vmap, batched or
@@ -127,15 +129,16 @@ class GraceReward(Wrapper):
         metrics.update({f"grace_{k}": jnp.asarray(v, jnp.float32) for k, v in components.items()})
         # the raw env's done is termination (time limits come from the training wrappers around it)
         ended = next_state.done > 0.5
-        total = total + shaping(state.obs, next_state.obs, jnp, ended)
-        reward = jnp.asarray(total + jnp.where(ended, terminal_value(), 0.0), jnp.float32)
+        total = total - absorbing_reward() + shaping(state.obs, next_state.obs, jnp, ended)
+        reward = jnp.asarray(total, jnp.float32)
         return next_state.replace(reward=reward, metrics={**next_state.metrics, **metrics})
 '''
 
 _GYMNAX = '''
 class GraceReward:
-    """gymnax-style wrapper: `step` returns the exported reward of (obs, action, next obs), its
-    shaping, and the terminal value on termination (done before the env's time limit).
+    """gymnax-style wrapper: `step` returns `reward_fn` of (obs, action, next obs): the exported
+    reward less `absorbing_reward()`, with its shaping (Phi = 0 on termination: done before the
+    env's time limit).
 
     The reward is computed on the true next observation, before the auto-reset (which
     happens exactly as in `gymnax.environments.environment.Environment.step`).
@@ -162,7 +165,7 @@ class GraceReward:
         terminated = done  # gymnax folds its time limit into done: that is not termination
         if hasattr(state_st, "time"):
             terminated = jnp.logical_and(done, state_st.time < params.max_steps_in_episode)
-        total = total + shaping(obs, obs_st, jnp, terminated) + jnp.where(terminated, terminal_value(), 0.0)
+        total = total - absorbing_reward() + shaping(obs, obs_st, jnp, terminated)
         obs_re, state_re = self._env.reset_env(key_reset, params)
         state = jax.tree.map(lambda x, y: jax.lax.select(done, x, y), state_re, state_st)
         obs = jax.lax.select(done, obs_re, obs_st)
@@ -177,8 +180,8 @@ def imitation_reward(state, action, next_state, done, /):
     """imitation's `RewardFn`: rewards of a batch of transitions as a float32 array (B,).
 
     `state`, `next_state`: (B, obs_dim); `action`: (B,) or (B, act_dim); `done` marks
-    transitions that terminate their episode and get the terminal value (pass terminations
-    only: a time-limit truncation is not an absorbing state); shaping is included.
+    transitions that terminate their episode (pass terminations only: a time-limit truncation is
+    not an absorbing state); shaping is included, and the absorbing state's reward taken off.
     """
     total = reward_fn(numpy.asarray(state), numpy.asarray(action), numpy.asarray(next_state),
                       numpy, numpy.asarray(done, dtype=bool))

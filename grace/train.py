@@ -47,8 +47,9 @@ def train_reward(file_or_source: str | Path, task: str | Path | Task, steps: int
 
     `task`: a built-in name, a TOML task file, or a Task (e.g. built in Python; its factories
     must be importable module-level functions). `algo_kwargs`: PPO settings over the task's own
-    (`grace.fitness.ppo.ppo_settings`; recorded in the summary's `ppo`). The reward's terminal
-    value (`PARAMS["terminal"]`) is added on terminating transitions, as everywhere. The reward is validated and traced first
+    (`grace.fitness.ppo.ppo_settings`; recorded in the summary's `ppo`). The reward is paid
+    less the absorbing state's reward its terminal value (`PARAMS["terminal"]`) stands for, as
+    everywhere (`grace.fitness.returns.applied_reward`). The reward is validated and traced first
     (RewardCheckError, before anything trains); both then train in one compiled batch in a
     jax-profile sandbox worker.
 

@@ -38,9 +38,9 @@ class PPOHyper:
     normalize_observations: bool = True
     """Normalise observations by running statistics."""
     reward_transform: str = "none"
-    """Per-step transform of the candidate reward seen by PPO: none | symlog. It applies to the reward,
-    and to the terminal value as the absorbing steps it stands for (`ppo_batch.seen_terminal`), never
-    to the shaping term (added after it, so it stays potential-based)."""
+    """Per-step transform of the candidate reward seen by PPO: none | symlog. It applies to the reward
+    (less its absorbing state's: an ended episode stays worth 0), never to the shaping term (added
+    after it, so it stays potential-based)."""
     activation: str = "tanh"
     """Activation of the actor and critic networks (a flax.linen name)."""
     hidden_layer_sizes: tuple[int, ...] = (64, 64)

@@ -1,9 +1,8 @@
 """The applied reward of a program on a batch of transitions, inside a sandbox worker.
 
 `applied_in_worker` is the trusted worker function (`executor.call(APPLIED_FN, source, batch,
-...)`) that pays each transition what PPO and every export pay it: the program's total plus its
-shaping and, on a terminating transition, the terminal value (`grace.fitness.returns.
-applied_reward`). The adversarial probe (grace/search/probe.py) scores its rollouts with it, so
+...)`) that pays each transition what PPO and every export pay it: the program's total less its
+absorbing state's reward, plus its shaping (`grace.fitness.returns.applied_reward`). The adversarial probe (grace/search/probe.py) scores its rollouts with it, so
 reward code never runs in the host.
 """
 

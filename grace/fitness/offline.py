@@ -214,7 +214,8 @@ def _whole_episodes(r: np.ndarray, data: Transitions, expert: np.ndarray, params
     out = []
     for name, rows in splits.items():
         rows = rows & whole
-        ranks = return_ranking(paid[rows], *(c[rows] for c in cols), term or 0.0, gamma, groups(rows))
+        ranks = return_ranking(paid[rows], data["episode"][rows], data["step"][rows], expert[rows], term or 0.0,
+                               gamma, groups(rows))
         if phi is not None:
             ranks |= potential_metrics(phi[1][rows], data["episode"][rows], data["step"][rows], expert[rows])
         m.update({f"{k}_{name}": v for k, v in ranks.items()})

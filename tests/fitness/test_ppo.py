@@ -104,42 +104,36 @@ def test_symlog_transforms_the_reward_never_the_shaping() -> None:
         assert float(r) == pytest.approx(expect + 100.0 * float(obs2[2]), rel=1e-5)
 
 
-def test_symlog_pays_the_terminal_value_as_the_absorbing_steps_it_stands_for() -> None:
-    """A terminal value is an absorbing state's per-step reward forever; symlog transforms each of
-    those steps, not their sum (which paid terminating Acrobot's goal less than hovering below it)."""
+def test_ppo_pays_every_step_less_the_absorbing_reward_and_nothing_on_termination() -> None:
+    """A terminal value stands for an absorbing state's per-step reward forever: PPO is paid the
+    program's reward less that on every step, the transform applied per step, and an ended episode
+    is worth 0, as rejax values it (paid as a lump on termination, the CartPole winner of quality13
+    trained to 500 steps on 7 of 10 seeds; paid this way, 10 of 10)."""
     import jax
     import jax.numpy as jnp
 
+    from grace.fitness.ppo import _branch
     from grace.fitness.returns import terminal_value
     from grace.tasks.jax_envs import make
 
     gamma = 0.99
-    for r_abs in (2.0, -1.0, 0.25):
-        seen = ppo_batch.seen_terminal(terminal_value(r_abs, gamma), "symlog", gamma)
-        assert seen == pytest.approx(terminal_value(float(np.sign(r_abs) * np.log1p(abs(r_abs))), gamma), rel=1e-9)
-        assert ppo_batch.seen_terminal(terminal_value(r_abs, gamma), "none", gamma) == terminal_value(r_abs, gamma)
-    # staying at the goal forever pays what staying just below it would: 99 * symlog(2), not symlog(198)
-    assert ppo_batch.seen_terminal(198.0, "symlog", gamma) == pytest.approx(99.0 * np.log1p(2.0), rel=1e-6)
-    with pytest.raises(ValueError, match="discount"):
-        ppo_batch.seen_terminal(5.0, "symlog", None)
-
     base, params = make("CartPole-v1")
     cp = ppo_batch.CandParams(params, jnp.int32(0))
 
-    def branch(s, a, s2, r, d):  # noqa: ANN001, ANN202
-        return jnp.float32(2.0), jnp.float32(0.0)
+    def compiled(s, a, s2, p):  # noqa: ANN001, ANN202
+        return jnp.float32(2.0), {}
 
-    branch.terminal = terminal_value(-1.0, gamma)  # falling over: -1 forever
-    env = ppo_batch.CandidateRewardEnv(base, [branch], "symlog", gamma)
-    key = jax.random.PRNGKey(0)
-    obs, st = env.reset_env(key, cp)
-    paid, done = [], False
-    while not done:  # push right until the pole falls: termination, not the time limit
-        key, k = jax.random.split(key)
-        obs, st, r, done, _ = env.step_env(k, st, 1, cp)
-        paid.append(float(r))
-    assert paid[:-1] == pytest.approx([np.log1p(2.0)] * (len(paid) - 1), rel=1e-5)
-    assert paid[-1] == pytest.approx(np.log1p(2.0) + terminal_value(-np.log1p(1.0), gamma), rel=1e-5)
+    branch = _branch(compiled, {"terminal": terminal_value(-1.0, gamma)}, gamma)  # falling over: -1 forever
+    for transform, step_pay in (("symlog", np.log1p(3.0)), ("none", 3.0)):
+        env = ppo_batch.CandidateRewardEnv(base, [branch], transform)
+        key = jax.random.PRNGKey(0)
+        obs, st = env.reset_env(key, cp)
+        paid, done = [], False
+        while not done:  # push right until the pole falls: termination, not the time limit
+            key, k = jax.random.split(key)
+            obs, st, r, done, _ = env.step_env(k, st, 1, cp)
+            paid.append(float(r))
+        assert len(paid) < 100 and paid == pytest.approx([step_pay] * len(paid), rel=1e-5)
 
 
 def test_config_defaults_and_overrides() -> None:

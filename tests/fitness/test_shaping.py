@@ -67,8 +67,8 @@ def test_shaped_returns_telescope() -> None:
         term = np.zeros(11, bool)
         term[-1] = ends
         f = shaping_term(phi[:-1], phi[1:], term, GAMMA)
-        _, g = episode_returns(r + f, np.zeros(11), np.arange(11), term, 0.0, GAMMA)
-        _, g0 = episode_returns(r, np.zeros(11), np.arange(11), term, 0.0, GAMMA)
+        _, g = episode_returns(r + f, np.zeros(11), np.arange(11), 0.0, GAMMA)
+        _, g0 = episode_returns(r, np.zeros(11), np.arange(11), 0.0, GAMMA)
         tail = 0.0 if ends else GAMMA ** 11 * phi[-1]
         assert g[0] - g0[0] == pytest.approx(-phi[0] + tail, abs=1e-9)
 
@@ -213,9 +213,7 @@ def test_grace_eval_ranks_shaped_episode_returns_and_reports_the_potential(progr
     expert = data["source"] == 0
     from grace.fitness.returns import return_ranking
 
-    rank = return_ranking(paid[train] - np.where(data["terminal"][train], params[TERMINAL_KEY], 0.0),
-                          data["episode"][train], data["step"][train], data["terminal"][train], expert[train],
-                          params[TERMINAL_KEY], GAMMA)
+    rank = return_ranking(paid[train], data["episode"][train], data["step"][train], expert[train], 0.0, GAMMA)
     assert res.metrics["return_ranking_train"] == pytest.approx(rank["return_ranking"])
 
 

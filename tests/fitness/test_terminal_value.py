@@ -1,5 +1,6 @@
 """The terminal value and the episode-return margin (grace/fitness/returns.py): what they decide
-in a small MDP, and that the sandbox, PPO and every export add the same value at the same steps."""
+in a small MDP, and that the sandbox, PPO and every export pay the same reward at the same steps
+(the program's total less the absorbing state's reward the terminal value stands for)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from grace.export import export_program
 from grace.fitness.returns import (
     Grouping,
+    absorbing_reward,
     episode_returns,
     fit_terminal,
     return_ranking,
@@ -31,13 +33,15 @@ R = np.array([-0.5, -1.0])
 
 
 def _optimal_policy(terminal: float) -> np.ndarray:
-    """Value iteration with the reward of the landing state; quitting adds `terminal`."""
+    """Value iteration with what grace pays (`applied_reward`): the landing state's reward less the
+    absorbing state's that the `terminal` value stands for; quitting ends the episode (worth 0)."""
+    paid = R - absorbing_reward(terminal, GAMMA)
     v = np.zeros(2)
     for _ in range(5000):
         q = np.stack([
-            np.full(2, R[0] + GAMMA * v[0]),  # stay good
-            np.full(2, R[1] + GAMMA * v[1]),  # drift bad
-            R + terminal,  # quit from where you are: this state's reward, then the absorbing state
+            np.full(2, paid[0] + GAMMA * v[0]),  # stay good
+            np.full(2, paid[1] + GAMMA * v[1]),  # drift bad
+            paid,  # quit from where you are: this state's reward, then the absorbing state
         ], axis=1)
         v = q.max(axis=1)
     return q.argmax(axis=1)
@@ -67,8 +71,8 @@ def test_only_the_learned_terminal_value_makes_the_expert_policy_optimal() -> No
     assert learned == pytest.approx(terminal_value(R.min(), GAMMA))  # ending = the worst state forever
     assert list(_optimal_policy(learned)) == [0, 0]  # stay in the good state, never quit
     assert _optimal_policy(0.0)[0] == 2  # no terminal value: the expert's state is left by quitting
-    with_learned = return_ranking(d["r"], d["episode"], d["step"], d["terminal"], d["expert"], learned, GAMMA)
-    without = return_ranking(d["r"], d["episode"], d["step"], d["terminal"], d["expert"], 0.0, GAMMA)
+    with_learned = return_ranking(d["r"], d["episode"], d["step"], d["expert"], learned, GAMMA)
+    without = return_ranking(d["r"], d["episode"], d["step"], d["expert"], 0.0, GAMMA)
     assert with_learned["return_ranking"] == 1.0 and without["return_ranking"] == 0.0
 
 
@@ -85,19 +89,18 @@ def test_without_terminations_there_is_no_terminal_value() -> None:
 
 
 def test_returns_are_shift_invariant_with_the_terminal_value() -> None:
-    """With the absorbing state valued as r_abs / (1 - gamma), r -> r + c shifts every episode's
-    return by the same c / (1 - gamma): the ranking, and what is optimal, cannot depend on c."""
+    """The terminal value learned for r + c stands for an absorbing state paying r_abs + c, so
+    what grace pays, r + c - (r_abs + c), and every episode's return, truncated ones included, do
+    not depend on c: neither can the ranking or what is optimal."""
     d = _toy_data()
     for c in (-3.0, 0.7, 10.0):
         a = fit_terminal(d["r"], d["episode"], d["step"], d["terminal"], d["expert"], GAMMA)
         b = fit_terminal(d["r"] + c, d["episode"], d["step"], d["terminal"], d["expert"], GAMMA)
-        _, ga = episode_returns(d["r"], d["episode"], d["step"], d["terminal"], a, GAMMA)
-        _, gb = episode_returns(d["r"] + c, d["episode"], d["step"], d["terminal"], b, GAMMA)
-        ends = np.array([d["step"][d["episode"] == e].max() for e in np.unique(d["episode"])])
-        truncated = ~np.array([d["terminal"][d["episode"] == e].any() for e in np.unique(d["episode"])])
-        # truncated episodes miss the tail c * gamma^T / (1 - gamma) that the data never shows
-        expected = c / (1 - GAMMA) - np.where(truncated, c * GAMMA ** (ends + 1) / (1 - GAMMA), 0.0)
-        np.testing.assert_allclose(gb - ga, expected, rtol=1e-6, atol=1e-6)
+        assert absorbing_reward(b, GAMMA) == pytest.approx(absorbing_reward(a, GAMMA) + c)
+        _, ga = episode_returns(d["r"], d["episode"], d["step"], a, GAMMA)
+        _, gb = episode_returns(d["r"] + c, d["episode"], d["step"], b, GAMMA)
+        np.testing.assert_allclose(gb, ga, rtol=1e-9, atol=1e-9)
+        assert ga[:4].min() > ga[4:].max()  # the expert out-earns every episode that quits
 
 
 # -- the same reward everywhere ---------------------------------------------------------------------
@@ -111,7 +114,7 @@ def program() -> RewardProgram:
         RewardProgram.from_file(task.reference_reward).params | {TERMINAL_KEY: TERMINAL})
 
 
-def test_gymnasium_export_adds_the_terminal_value_on_termination_only(program, tmp_path) -> None:
+def test_gymnasium_export_pays_the_total_less_the_absorbing_reward_on_every_step(program, tmp_path) -> None:
     import gymnasium
 
     task = get_task("cartpole")
@@ -125,8 +128,9 @@ def test_gymnasium_export_adds_the_terminal_value_on_termination_only(program, t
     for _ in range(300):
         action = int(rng.integers(2)) if rng.random() < 0.7 else int(obs[2] > 0)
         nxt, reward, terminated, truncated, _ = env.step(action)
-        base = float(mod.reward_fn(obs, np.asarray(action), nxt))
-        assert reward == pytest.approx(base + (TERMINAL if terminated else 0.0), abs=1e-5)
+        total = float(mod.reward_and_components(obs, np.asarray(action), nxt)[0])
+        assert reward == pytest.approx(total - TERMINAL * (1 - mod.GAMMA) / mod.GAMMA, abs=1e-5)
+        assert reward == pytest.approx(float(mod.reward_fn(obs, np.asarray(action), nxt, terminated=terminated)))
         seen["terminated"] += terminated
         seen["truncated"] += truncated and not terminated
         obs = nxt
@@ -165,7 +169,7 @@ def test_the_sandbox_scores_the_same_episode_returns_as_the_export(program, tmp_
     terminal = (step == 9) & (episode % 2 == 0)
     compiled = compile_reward(program.source, task.schema)
     r, _ = call_reward(compiled, {"s": s, "a": a, "s_next": s2}, program.params)
-    _, g = episode_returns(r, episode, step, terminal, program.params[TERMINAL_KEY], GAMMA)
+    _, g = episode_returns(r, episode, step, program.params[TERMINAL_KEY], GAMMA)
     paid = mod.imitation_reward(s, a, s2, terminal).astype(np.float64)
     expected = np.bincount(episode, weights=paid * GAMMA ** step)
     np.testing.assert_allclose(g, expected, rtol=1e-5, atol=1e-4)
@@ -199,7 +203,7 @@ def test_grouping_made_once_ranks_as_made_per_call():
     for _ in range(3):
         r = rng.normal(size=n) + expert
         for tv in (-5.0, 0.0, 2.5):
-            assert return_ranking(r, episode, step, terminal, expert, tv, GAMMA, groups) == \
-                return_ranking(r, episode, step, terminal, expert, tv, GAMMA)
+            assert return_ranking(r, episode, step, expert, tv, GAMMA, groups) == \
+                return_ranking(r, episode, step, expert, tv, GAMMA)
         assert fit_terminal(r, episode, step, terminal, expert, GAMMA, groups=groups) == \
             fit_terminal(r, episode, step, terminal, expert, GAMMA)
