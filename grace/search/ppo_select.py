@@ -227,8 +227,9 @@ async def select(archive: Archive, task: Task, cfg: EvolveConfig, rnd: int, data
                        "true_return_mean": res.true_return_mean})
     env_steps = int(sum(r.env_steps or 0 for r in results)) * cfg.ppo.seeds
     disc = discriminator(cfg, data, task)
+    expert = disc.reference_likeness(data)
     blind = None if shaper is None else await _shaped_rerun(task, cfg, scored, sources, data, cfg.seed + 104_729 * (rnd + 1),
-                                                            shaper, disc.reference_likeness(data))
+                                                            shaper, expert)
     if blind is not None:
         env_steps += blind["env_steps"]
         seconds += blind["seconds"]
@@ -244,7 +245,7 @@ async def select(archive: Archive, task: Task, cfg: EvolveConfig, rnd: int, data
             confirm = await _confirm(task, cfg, sources, data, rnd, leader, rival)
             env_steps += confirm["env_steps"]
             seconds += confirm["seconds"]
-        winner, why = settle(leader, rival)
+        winner, why = settle(leader, rival, IMITATION_FLOOR * expert)
         why = f"{why}, after {n} more seeds" if n > 0 else why
     if blind is not None:
         why = f"no policy imitated unshaped, so compared with the demos' potential added: {why}"

@@ -80,15 +80,21 @@ def lower_bound(vals: Sequence[float]) -> float:
     return fmean(vals) - SIGNIFICANCE * stderr(vals)
 
 
-def settle(leader: dict[str, Any], rival: dict[str, Any]) -> tuple[dict[str, Any], str]:
+def settle(leader: dict[str, Any], rival: dict[str, Any], floor: float = 0.0) -> tuple[dict[str, Any], str]:
     """The winner of a leader and its offline-better rival (after more seeds when the run allowed
-    them) and why: whichever beats the other beyond the noise, else the higher `lower_bound`, the
-    rival (better offline rank) on a tie."""
+    them) and why: whichever beats the other beyond the noise; else the one whose policies imitated
+    (reached `floor`, `IMITATION_FLOOR` of the expert's own likeness) on some seed when the other's
+    never did: the lower bound of a reward that never teaches is not reliability (on BabyAI
+    OpenTwoDoors a rival at 0 on six seeds beat a leader that imitated on one, and PPO on it never
+    opened a door; babyai7); else the higher `lower_bound`, the rival (better offline rank) on a tie."""
     a, b = leader["likeness_seeds"], rival["likeness_seeds"]
     if beats(a, b):
         return leader, "the most expert-like policy"
     if beats(b, a):
         return rival, "the better offline rank, more expert-like beyond the seed noise"
+    if (max(a) >= floor) != (max(b) >= floor):
+        return (leader, "the only one of the two whose policies imitated on some seed") if max(a) >= floor else \
+            (rival, "the better offline rank, the only one of the two whose policies imitated on some seed")
     if lower_bound(a) > lower_bound(b):
         return leader, ("within seed noise of the better offline rank and more reliably expert-like "
                         "(higher mean minus 2 standard errors)")

@@ -57,6 +57,20 @@ def test_within_noise_the_more_reliably_expert_like_wins() -> None:
     assert lower_bound([0.4, 0.6]) == pytest.approx(0.3) and lower_bound([0.7]) == 0.7
 
 
+def test_a_reward_that_never_teaches_is_not_reliable() -> None:
+    """BabyAI OpenTwoDoors (babyai7): the offline-better rival's policies scored 0 on six seeds, the
+    leader's imitated on one (0.19; the floor: 0.05 of the expert's 0.92). The rival's lower bound
+    (0) is higher, yet its reward never teaches: the leader wins; without a floor, as before."""
+    rival, leader = _cand(0, [0.0] * 6), _cand(3, [0.009, 0.193, 0.0, 0.0, 0.0, 0.0])
+    assert not beats(leader["likeness_seeds"], rival["likeness_seeds"])
+    assert lower_bound(rival["likeness_seeds"]) > lower_bound(leader["likeness_seeds"])
+    assert settle(leader, rival, 0.046) == (leader, "the only one of the two whose policies imitated on some seed")
+    assert settle(leader, rival)[0] is rival
+    assert settle(rival, leader, 0.046)[0] is leader  # whichever side it is on
+    both = _cand(0, [0.05, 0.06, 0.05, 0.06])
+    assert settle(leader, both, 0.046)[0] is both  # both imitated somewhere: the lower bound decides
+
+
 SMALL = {"search.generations": 1, "search.population": 4, "search.islands": 1, "sandbox.workers": 2,
          "ppo.select_top": 3, "ppo.select_dense": 0, "ppo.select_heldout": 0, "ppo.seeds": 2,
          "fit.shaping": False, "report": False}
