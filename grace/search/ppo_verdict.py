@@ -7,7 +7,9 @@ the chosen reward trained worse (benchmarks/results/quality2.md). A difference c
 exceeds `SIGNIFICANCE` standard errors of the difference of the two per-seed means (each seed's
 likeness is `PPOResult.irl_per_seed`). Within noise, the leader and the best offline-ranked
 candidate it does not beat (the rival) train on `ppo.select_confirm` more seeds when the run allows
-them, and if neither then beats the other, the more reliably expert-like wins: the higher lower bound
+them, and if neither then beats the other, a reward whose policies imitated on some seed (reached
+`IMITATION_FLOOR` of the expert's own likeness) beats one whose policies never did; else the more
+reliably expert-like wins: the higher lower bound
 (mean minus `SIGNIFICANCE` standard errors, `lower_bound`), the better offline rank on a tie. A reward
 whose policies imitate on some seeds and fail on others teaches less reliably than one whose
 policies all imitate a little less: on fixed-horizon CartPole the offline-better rival (0.85 over six
