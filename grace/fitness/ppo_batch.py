@@ -41,12 +41,6 @@ policy of whatever reward PPO sees unchanged only when it is added untransformed
 reward wiped out PPO on the fixed-horizon Acrobot: benchmarks/results/transform.md)."""
 
 
-def symlog(x: Any, xp: Any = jnp) -> Any:
-    """sign(x) * log(1 + |x|): PPO's `symlog` reward transform (`xp`: jax.numpy in the env, numpy for
-    a float)."""
-    return xp.sign(x) * xp.log1p(xp.abs(x))
-
-
 REWARD_CLIP = 1e6
 """Candidate rewards are clipped to +-REWARD_CLIP and NaN becomes 0 (one bad lane stays local)."""
 
@@ -118,7 +112,7 @@ class CandidateRewardEnv(environment.Environment):
             r, f = jax.lax.switch(params.cand, self.branches, state.obs, action, obs, r_env, term)
         r, f = _finite(r), _finite(f)
         if self.transform == "symlog":
-            r = symlog(r)
+            r = jnp.sign(r) * jnp.log1p(jnp.abs(r))
         return obs, CandState(inner, obs), jnp.clip(r + f, -REWARD_CLIP, REWARD_CLIP), done, info
 
     def reset_env(self, key: jax.Array, params: CandParams):  # noqa: D102

@@ -84,22 +84,28 @@ def episode_returns(r: np.ndarray, episode: np.ndarray, step: np.ndarray, termin
                     gamma: float) -> tuple[np.ndarray, np.ndarray]:
     """(episode ids, discounted return of each): sum_t gamma^t (r_t - r_abs), `r_abs` the
     `terminal` value's `absorbing_reward`. Rows may come in any order; only rows present count."""
-    ids, inv = np.unique(np.asarray(episode), return_inverse=True)
-    disc = np.power(gamma, np.asarray(step, np.float64))
-    per_row = disc * (np.asarray(r, np.float64) - absorbing_reward(terminal, gamma))
-    return ids, np.bincount(inv, weights=per_row, minlength=len(ids))
+    groups = Grouping(episode, step, None, gamma)
+    return groups.ids, groups.returns(r, terminal)
 
 
 class Grouping:
     """Rows grouped by episode once (the np.unique and the discounts `return_ranking` would redo
     per call), for ranking many rewards on the same rows: `grace.fitness.offline` ranks every
-    candidate PARAMS, each under two terminal values, on the same train rows."""
+    candidate PARAMS, each under two terminal values, on the same train rows. `expert`: which rows
+    are the experts' (None: no episode is)."""
 
-    def __init__(self, episode: np.ndarray, step: np.ndarray, expert: np.ndarray, gamma: float) -> None:
+    def __init__(self, episode: np.ndarray, step: np.ndarray, expert: np.ndarray | None, gamma: float) -> None:
         self.ids, self.inv = np.unique(np.asarray(episode), return_inverse=True)
         self.disc = np.power(gamma, np.asarray(step, np.float64))
-        self.is_exp = np.bincount(self.inv, weights=np.asarray(expert, np.float64), minlength=len(self.ids)) > 0
+        is_exp = np.zeros(len(self.inv)) if expert is None else np.asarray(expert, np.float64)
+        self.is_exp = np.bincount(self.inv, weights=is_exp, minlength=len(self.ids)) > 0
         self.gamma = gamma
+
+    def returns(self, r: np.ndarray, terminal: float) -> np.ndarray:
+        """Each episode's discounted return, sum_t gamma^t (r_t - r_abs), `r_abs` the `terminal`
+        value's `absorbing_reward` (what `applied_reward` pays), in the order of `ids`."""
+        per_row = self.disc * (np.asarray(r, np.float64) - absorbing_reward(terminal, self.gamma))
+        return np.bincount(self.inv, weights=per_row, minlength=len(self.ids))
 
 
 def return_ranking(r: np.ndarray, episode: np.ndarray, step: np.ndarray, expert: np.ndarray,
@@ -109,8 +115,7 @@ def return_ranking(r: np.ndarray, episode: np.ndarray, step: np.ndarray, expert:
     and of negative episodes, and their counts. `groups`: these rows' `Grouping` (episode, step,
     expert and gamma), when made already."""
     groups = groups or Grouping(episode, step, expert, gamma)
-    per_row = groups.disc * (np.asarray(r, np.float64) - absorbing_reward(terminal, gamma))
-    g = np.bincount(groups.inv, weights=per_row, minlength=len(groups.ids))
+    g = groups.returns(r, terminal)
     ge, gn = g[groups.is_exp], g[~groups.is_exp]
     if ge.size and gn.size:  # returns equal up to rounding tie (they are sums of many terms)
         tol = 1e-9 * max(float(np.max(np.abs(g))), 1e-300)
