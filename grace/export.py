@@ -4,7 +4,7 @@ The exported file does not import grace. It holds, in this order:
 
 - the program's docstring (provenance kept) plus a short usage note;
 - `PARAMS`, copied verbatim from the program (the fitted values, no rounding), and `GAMMA`, the
-  discount the reward was built for (its shaping and absorbing reward assume it: the task's PPO
+  discount the reward was built for (its shaping and terminal value assume it: the task's PPO
   discount unless the caller says otherwise);
 - `Obs`, a small read-only view class with one property per observation field
   (`pole_angle = property(lambda self: self.raw[..., 2])`): the field mapping, baked in;
@@ -13,7 +13,8 @@ The exported file does not import grace. It holds, in this order:
   backend switch, so it is thread-safe and traces cleanly under `jax.jit` / `jax.vmap`;
 - `reward_and_components(s, a, s_next, xp=numpy)` (the program's own total) and
   `reward_fn(s, a, s_next, xp=numpy, terminated=None)` (what grace trains with: the total less
-  `absorbing_reward()`, the terminal value's, plus shaping; `export_templates`);
+  `paid()`: less the terminal value's shift, plus its lump on termination, plus shaping;
+  `export_templates`);
 - per target, the idiomatic wrapper: a `gymnasium.Wrapper`, a `brax.envs.Wrapper`, a
   gymnax-style wrapper, or a function matching imitation's `RewardFn`.
 """
@@ -100,7 +101,7 @@ def export_program(program: RewardProgram, task: Task, target: str, gamma: float
     head = "\n\n".join([
         _module_docstring(program, task, target),
         "from __future__ import annotations\n\nimport functools\n\n" + "\n".join(_IMPORTS[target]),
-        params_text + f"\nGAMMA = {float(gamma)!r}  # the discount this reward was built for (shaping, absorbing reward)",
+        params_text + f"\nGAMMA = {float(gamma)!r}  # the discount this reward was built for (shaping, terminal value)",
     ])
     parts = [
         head,
@@ -115,7 +116,7 @@ def export_program(program: RewardProgram, task: Task, target: str, gamma: float
     return text
 
 
-_TEMPLATE_NAMES = {"Obs", "_WithExtras", "GraceReward", "make_reward", "reward_and_components", "reward_fn", "absorbing_reward",
+_TEMPLATE_NAMES = {"Obs", "_WithExtras", "GraceReward", "make_reward", "reward_and_components", "reward_fn", "paid", "payment",
                    "imitation_reward", "potential_fn", "shaping"}
 
 

@@ -1,7 +1,7 @@
 """The text templates of an export (grace/export.py): the calling functions every export has and
 the per-target wrappers. Every export applies the reward exactly as grace trained with it: the
-program's total less the per-step reward of the absorbing state its terminal value stands for (so an
-ended episode is worth 0) and the potential's shaping `GAMMA * Phi(s_next) * (1 - terminated) -
+program's total less its terminal value's shift, the rest of the terminal value as a lump on a
+terminating transition (`payment()`) and the potential's shaping `GAMMA * Phi(s_next) * (1 - terminated) -
 Phi(s)` (grace/fitness/returns.py `applied_reward`)."""
 
 EXTRAS_CLASS = '''
@@ -37,22 +37,36 @@ def reward_and_components(s, a, s_next, xp=numpy):
 
 def reward_fn(s, a, s_next, xp=numpy, terminated=None):
     """The reward grace trained with for transitions (s, a, s_next): the total of
-    `reward_and_components`, less `absorbing_reward()`, plus the potential's shaping
-    `GAMMA * Phi(s_next) - Phi(s)` (0 without a potential).
+    `reward_and_components` as `paid` pays it.
 
     `terminated` (bool, batch-shaped; None = none terminates): transitions that end their episode
-    by termination, not by a time limit: the episode enters an absorbing state with Phi = 0
-    (it only matters with a potential). An ended episode is worth 0, as any RL library values it.
+    by termination, not by a time limit: the episode enters an absorbing state with Phi = 0.
     """
-    return reward_and_components(s, a, s_next, xp)[0] - absorbing_reward() + shaping(s, s_next, xp, terminated)
+    return paid(reward_and_components(s, a, s_next, xp)[0], s, s_next, xp, terminated)
 
 
-def absorbing_reward():
-    """The per-step reward of the absorbing state an episode enters when it terminates, which the
-    terminal value `PARAMS["terminal"]` stands for (`terminal * (1 - GAMMA) / GAMMA`; 0 without
-    one): `reward_fn` pays every step the program's total less it, so ending is worth 0 and the
-    optimal policy is the one the terminal value, paid on termination, would give."""
-    return float(PARAMS.get("terminal", 0.0)) * (1.0 - GAMMA) / GAMMA
+def paid(total, s, s_next, xp=numpy, terminated=None):
+    """What grace pays for a transition whose program total is `total`: `total - shift`, plus
+    `lump` when the transition terminates (`payment()`), plus the potential's shaping
+    `GAMMA * Phi(s_next) * (1 - terminated) - Phi(s)` (0 without a potential)."""
+    shift, lump = payment()
+    out = total - shift + shaping(s, s_next, xp, terminated)
+    if terminated is not None and lump:
+        out = out + xp.where(xp.asarray(terminated, dtype=bool), lump, 0.0)
+    return out
+
+
+def payment():
+    """(shift, lump) of the terminal value `PARAMS["terminal"]`: the value of the absorbing state
+    an episode enters when it terminates, which pays `r_abs = terminal * (1 - GAMMA) / GAMMA` per
+    step forever. Every step pays the total less `shift`, the lower of `r_abs` and
+    `PARAMS["floor"]` (the lowest reward the data saw; `r_abs` without one), and a terminating
+    transition pays `lump`, the value of the rest: the optimal policy of the terminal value paid
+    on termination, with no payment below 0 on the data (both 0 without a terminal value)."""
+    r_abs = float(PARAMS.get("terminal", 0.0)) * (1.0 - GAMMA) / GAMMA
+    floor = PARAMS.get("floor")
+    shift = r_abs if floor is None else min(r_abs, float(floor))
+    return shift, GAMMA * (r_abs - shift) / (1.0 - GAMMA)
 
 
 def potential_fn(s, xp=numpy):
@@ -77,8 +91,7 @@ def shaping(s, s_next, xp=numpy, terminated=None):
 _GYMNASIUM = '''
 class GraceReward(gymnasium.Wrapper):
     """Replaces the env's reward with `reward_fn` of (obs, action, next_obs): the exported
-    reward less `absorbing_reward()`, with its shaping (Phi = 0 after a termination, not after a
-    truncation).
+    reward as `paid` pays it (the lump and Phi = 0 after a termination, not after a truncation).
 
     `info["env_reward"]` keeps the env's own reward; `info["grace_components"]` holds the
     reward's components as floats.
@@ -94,7 +107,7 @@ class GraceReward(gymnasium.Wrapper):
         s, s_next = numpy.asarray(self._obs), numpy.asarray(obs)
         total, components = reward_and_components(s, numpy.asarray(action), s_next)
         # not on truncation: a time limit is not an absorbing state
-        total = total - absorbing_reward() + shaping(s, s_next, numpy, bool(terminated))
+        total = paid(total, s, s_next, numpy, bool(terminated))
         self._obs = obs
         info = dict(info)
         info["env_reward"] = env_reward
@@ -105,8 +118,8 @@ class GraceReward(gymnasium.Wrapper):
 _BRAX = '''
 class GraceReward(Wrapper):
     """Replaces `state.reward` with `reward_fn` of (obs, action, next obs) (jax.numpy): the
-    exported reward less `absorbing_reward()`, with its shaping (Phi = 0 when the raw env's
-    `done`, termination, is set).
+    exported reward as `paid` pays it (the lump and Phi = 0 when the raw env's `done`,
+    termination, is set).
 
     Wrap the raw env, before any training wrappers (episode, vmap, auto-reset): brax's
     `ppo.train(environment=GraceReward(env))` does that. Works under jit and vmap, batched or
@@ -129,7 +142,7 @@ class GraceReward(Wrapper):
         metrics.update({f"grace_{k}": jnp.asarray(v, jnp.float32) for k, v in components.items()})
         # the raw env's done is termination (time limits come from the training wrappers around it)
         ended = next_state.done > 0.5
-        total = total - absorbing_reward() + shaping(state.obs, next_state.obs, jnp, ended)
+        total = paid(total, state.obs, next_state.obs, jnp, ended)
         reward = jnp.asarray(total, jnp.float32)
         return next_state.replace(reward=reward, metrics={**next_state.metrics, **metrics})
 '''
@@ -137,8 +150,8 @@ class GraceReward(Wrapper):
 _GYMNAX = '''
 class GraceReward:
     """gymnax-style wrapper: `step` returns `reward_fn` of (obs, action, next obs): the exported
-    reward less `absorbing_reward()`, with its shaping (Phi = 0 on termination: done before the
-    env's time limit).
+    reward as `paid` pays it (the lump and Phi = 0 on termination: done before the env's time
+    limit).
 
     The reward is computed on the true next observation, before the auto-reset (which
     happens exactly as in `gymnax.environments.environment.Environment.step`).
@@ -165,7 +178,7 @@ class GraceReward:
         terminated = done  # gymnax folds its time limit into done: that is not termination
         if hasattr(state_st, "time"):
             terminated = jnp.logical_and(done, state_st.time < params.max_steps_in_episode)
-        total = total - absorbing_reward() + shaping(obs, obs_st, jnp, terminated)
+        total = paid(total, obs, obs_st, jnp, terminated)
         obs_re, state_re = self._env.reset_env(key_reset, params)
         state = jax.tree.map(lambda x, y: jax.lax.select(done, x, y), state_re, state_st)
         obs = jax.lax.select(done, obs_re, obs_st)
@@ -181,7 +194,7 @@ def imitation_reward(state, action, next_state, done, /):
 
     `state`, `next_state`: (B, obs_dim); `action`: (B,) or (B, act_dim); `done` marks
     transitions that terminate their episode (pass terminations only: a time-limit truncation is
-    not an absorbing state); shaping is included, and the absorbing state's reward taken off.
+    not an absorbing state); it is paid as `paid` says (shift, lump and shaping).
     """
     total = reward_fn(numpy.asarray(state), numpy.asarray(action), numpy.asarray(next_state),
                       numpy, numpy.asarray(done, dtype=bool))

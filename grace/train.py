@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from grace.fitness.ppo import TRUE_REWARD, check_rewards, open_pool, ppo_settings, run_ppo
-from grace.program import TERMINAL_KEY, ProgramError, RewardProgram, read_reward_file
+from grace.program import FLOOR_KEY, TERMINAL_KEY, ProgramError, RewardProgram, read_reward_file
 from grace.tasks import Task, get_task
 from grace.types import PPOJob, PPOResult, TaskRef
 
@@ -48,7 +48,7 @@ def train_reward(file_or_source: str | Path, task: str | Path | Task, steps: int
     `task`: a built-in name, a TOML task file, or a Task (e.g. built in Python; its factories
     must be importable module-level functions). `algo_kwargs`: PPO settings over the task's own
     (`grace.fitness.ppo.ppo_settings`; recorded in the summary's `ppo`). The reward is paid
-    less the absorbing state's reward its terminal value (`PARAMS["terminal"]`) stands for, as
+    with its terminal value (`PARAMS["terminal"]`) as a shift and a lump on termination, as
     everywhere (`grace.fitness.returns.applied_reward`). The reward is validated and traced first
     (RewardCheckError, before anything trains); both then train in one compiled batch in a
     jax-profile sandbox worker.
@@ -80,6 +80,7 @@ def train_reward(file_or_source: str | Path, task: str | Path | Task, steps: int
         "reward": reward, "baseline": base,
         "ppo": {k: (list(v) if isinstance(v, tuple) else v) for k, v in ppo_settings(t, algo_kwargs).items()},
         "terminal": RewardProgram(source).params.get(TERMINAL_KEY),
+        "floor": RewardProgram(source).params.get(FLOOR_KEY),
         "env_steps_per_run": results[1].env_steps if results[1].ok else None,
         "compile_s": results[1].compile_s if results[1].ok else None,
         "run_s": results[1].run_s if results[1].ok else None,

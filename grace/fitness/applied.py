@@ -16,7 +16,7 @@ from grace.config import FitSettings
 from grace.fitness.batched import CompiledReward, call_reward, check_finite
 from grace.fitness.offline import potentials
 from grace.fitness.returns import applied_reward
-from grace.program import TERMINAL_KEY
+from grace.program import FLOOR_KEY, TERMINAL_KEY
 
 APPLIED_FN = "grace.fitness.applied:applied_in_worker"
 
@@ -26,12 +26,13 @@ def applied_rewards(compiled: CompiledReward, batch: dict[str, np.ndarray], para
     """Per-transition applied reward (float64, (N,)) of `batch` {"s", "a", "s_next", "terminal"};
     ValueError when it is non-finite."""
     params = {k: float(v) for k, v in (params or {}).items()}
-    terminal = float(params.get(TERMINAL_KEY, 0.0))
+    terminal, floor = float(params.get(TERMINAL_KEY, 0.0)), params.get(FLOOR_KEY)
     r, _ = call_reward(compiled, batch, params, chunk or FitSettings().chunk)
     check_finite(r)
     phi = potentials(compiled, batch, params, chunk or FitSettings().chunk)
     phi_s, phi_next = phi if phi is not None else (0.0, 0.0)
-    out = np.asarray(applied_reward(r, phi_s, phi_next, np.asarray(batch["terminal"], bool), terminal, gamma),
+    out = np.asarray(applied_reward(r, phi_s, phi_next, np.asarray(batch["terminal"], bool), terminal, gamma,
+                                    floor=floor),
                      np.float64)
     check_finite(out)
     return out

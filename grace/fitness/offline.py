@@ -29,7 +29,7 @@ from grace.fitness.returns import (
     return_ranking,
     shaping_term,
 )
-from grace.program import TERMINAL_KEY, RewardProgram
+from grace.program import FLOOR_KEY, TERMINAL_KEY, RewardProgram
 from grace.search.executor import Executor
 from grace.tasks import ObsSchema
 from grace.types import EvalResult, Example, Transitions, whole_episode_rows
@@ -89,7 +89,7 @@ def evaluate(
     """
     fit = fit or FitSettings()
     params = {k: float(v) for k, v in (params or {}).items()}
-    given_terminal = params.pop(TERMINAL_KEY, None)  # learned after the other PARAMS (or kept)
+    given = {k: params.pop(k) for k in (TERMINAL_KEY, FLOOR_KEY) if k in params}  # learned after the rest (or kept)
     shaping_only = {k: params.pop(k) for k in getattr(compiled, "potential_params", ()) if k in params}
     n_evals = 0
     fitted = dict(params)
@@ -99,7 +99,7 @@ def evaluate(
     picks = fit.params and bool(params) and fit.batched and fit.final_candidates > 1  # _pick guards the initial PARAMS
     if picks:
         found, n_evals = fit_candidates(compiled, data, params, seed, fit, fit.final_candidates)
-        fitted, n_more = _pick(compiled, data, found, fit, given_terminal, shaping_only, expert, groups)
+        fitted, n_more = _pick(compiled, data, found, fit, given, shaping_only, expert, groups)
         n_evals += n_more
     elif fit.params and params:
         fitted, n_evals = _fit(compiled, data, params, seed, fit)
@@ -120,7 +120,7 @@ def evaluate(
     m = metrics(r, y, data["episode"], train, expert=expert, calibrated=cal)
     fitted = fitted | shaping_only
     phi = potentials(compiled, data, fitted, fit.chunk)
-    fitted, fit_train, fit_held = _whole_episodes(r, data, expert, fitted, m, fit, given_terminal, phi, groups=groups)
+    fitted, fit_train, fit_held = _whole_episodes(r, data, expert, fitted, m, fit, given, phi, groups=groups)
     return EvalResult(
         fitness=fit_train, heldout_fitness=fit_held, metrics=m, params=fitted,
         worst=tuple(worst_examples(r, data, comps, fit.n_worst, schema)),
@@ -129,7 +129,7 @@ def evaluate(
 
 
 def _pick(compiled: CompiledReward, data: Transitions, cands: list[tuple[dict[str, float], float]],
-          fit: FitSettings, given: float | None, shaping_only: dict[str, float], expert: np.ndarray,
+          fit: FitSettings, given: dict[str, float], shaping_only: dict[str, float], expert: np.ndarray,
           groups: _Groupings | None = None) -> tuple[dict[str, float], int]:
     """The candidate PARAMS (with their fitness on the search's subsample, the initial PARAMS
     last) whose fitness times the return ranking of whole train episodes, under its own terminal
@@ -182,18 +182,19 @@ class _Groupings:
     def __call__(self, rows: np.ndarray) -> Grouping:
         key = np.packbits(rows).tobytes() + len(rows).to_bytes(8, "little")
         if key not in self.made:
-            self.made[key] = Grouping(self.data["episode"][rows], self.data["step"][rows], self.expert[rows], self.gamma)
+            self.made[key] = Grouping(self.data["episode"][rows], self.data["step"][rows], self.expert[rows], self.gamma,
+                                      self.data["terminal"][rows])
         return self.made[key]
 
 
 def _whole_episodes(r: np.ndarray, data: Transitions, expert: np.ndarray, params: dict[str, float],
-                    m: dict[str, float], fit: FitSettings, given: float | None,
+                    m: dict[str, float], fit: FitSettings, given: dict[str, float],
                     phi: tuple[np.ndarray, np.ndarray] | None = None,
                     splits: dict[str, np.ndarray] | None = None,
                     groups: _Groupings | None = None) -> tuple[dict[str, float], float, float]:
-    """Learn the terminal value on the train split (`fit.terminal`; else keep the `given` one),
-    rank episode returns under it, the potential's shaping included, on both splits (into `m`,
-    with the potential's own metrics), and combine: (params, train fitness, held-out fitness).
+    """Learn the terminal value and its floor on the train split (`fit.terminal`; else keep the
+    `given` ones), rank episode returns as they are paid, the potential's shaping included, on
+    both splits (into `m`, with the potential's own metrics), and combine: (params, train fitness, held-out fitness).
     `groups`: the evaluation's episode groupings (made here when None). See grace.fitness.returns."""
     gamma = fit.gamma or DEFAULT_GAMMA
     groups = groups or _Groupings(data, expert, gamma)
@@ -201,11 +202,14 @@ def _whole_episodes(r: np.ndarray, data: Transitions, expert: np.ndarray, params
     train = data["train"].astype(bool) & whole
     cols = (data["episode"], data["step"], data["terminal"], expert)
     shaping = None if phi is None else shaping_term(phi[0], phi[1], data["terminal"], gamma)
-    term = (fit_terminal(r[train], *(c[train] for c in cols), gamma,
-                         None if shaping is None else shaping[train], groups(train)) if fit.terminal else given)
-    if term is not None:
-        term = round_param(term)  # what the file will hold
-        params = params | {TERMINAL_KEY: term}
+    paying = dict(given)
+    if fit.terminal:
+        term = fit_terminal(r[train], *(c[train] for c in cols), gamma,
+                            None if shaping is None else shaping[train], groups(train))
+        paying = {} if term is None else {TERMINAL_KEY: term, FLOOR_KEY: float(r[train].min())}
+    paying = {k: round_param(v) for k, v in paying.items()}  # what the file will hold
+    params = params | paying
+    term, floor = paying.get(TERMINAL_KEY, 0.0), paying.get(FLOOR_KEY)
     paid = r if shaping is None else r + shaping
     if splits is None:
         held = ~data["train"].astype(bool) & whole
@@ -214,8 +218,8 @@ def _whole_episodes(r: np.ndarray, data: Transitions, expert: np.ndarray, params
     out = []
     for name, rows in splits.items():
         rows = rows & whole
-        ranks = return_ranking(paid[rows], data["episode"][rows], data["step"][rows], expert[rows], term or 0.0,
-                               gamma, groups(rows))
+        ranks = return_ranking(paid[rows], data["episode"][rows], data["step"][rows], expert[rows], term,
+                               gamma, groups(rows), floor)
         if phi is not None:
             ranks |= potential_metrics(phi[1][rows], data["episode"][rows], data["step"][rows], expert[rows])
         m.update({f"{k}_{name}": v for k, v in ranks.items()})

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from grace.data.trajectories import Episode, Trajectories
-from grace.program import TERMINAL_KEY, RewardProgram
+from grace.program import FLOOR_KEY, TERMINAL_KEY, RewardProgram
 from grace.tasks import Task
 from grace.types import PPOJob, PPOResult, TaskRef
 
@@ -47,26 +47,29 @@ def _compile(source: str, schema: Any) -> Any:
 
 def _branch(compiled: Any, params: dict[str, float], gamma: float) -> Callable[..., Any]:
     """What PPO is paid for one transition, as (reward, shaping): the program's total less the
-    per-step reward of the absorbing state its terminal value stands for (so an ended episode is
-    worth 0), and its shaping (`potential`), both with PPO's own discount `gamma`. Their sum is
+    shift of its terminal value, and its shaping (`potential`), both with PPO's own discount
+    `gamma`; the rest of the terminal value, its lump, is the branch's `terminal` attribute, which
+    `CandidateRewardEnv` pays on termination (`grace.fitness.returns.payment`). Together they are
     exactly what `grace eval` and the exports pay (`grace.fitness.returns.applied_reward`); PPO's
-    `reward_transform` applies per step to the reward, never to the shaping
-    (`grace.fitness.ppo_batch.REWARD_TRANSFORMS`)."""
+    `reward_transform` applies per step to the reward and to the lump as the steps it stands for,
+    never to the shaping (`grace.fitness.ppo_batch.REWARD_TRANSFORMS`)."""
     import jax.numpy as jnp
 
-    from grace.fitness.returns import absorbing_reward, shaping_term
+    from grace.fitness.returns import payment, shaping_term
 
     shaped = bool(getattr(compiled, "has_potential", False))
-    r_abs = absorbing_reward(float(params.get(TERMINAL_KEY, 0.0)), gamma)
+    floor = params.get(FLOOR_KEY)
+    shift, lump = payment(float(params.get(TERMINAL_KEY, 0.0)), None if floor is None else float(floor), gamma)
 
     def branch(s: Any, a: Any, s_next: Any, r_env: Any, terminated: Any) -> Any:
-        r = jnp.asarray(compiled(s, a, s_next, params)[0], jnp.float32) - jnp.float32(r_abs)
+        r = jnp.asarray(compiled(s, a, s_next, params)[0], jnp.float32) - jnp.float32(shift)
         if not shaped:
             return r, jnp.zeros((), jnp.float32)
         term = jnp.asarray(terminated, dtype=bool)
         f = shaping_term(compiled.potential(s, params), compiled.potential(s_next, params), term, gamma, jnp)
         return r, jnp.asarray(f, jnp.float32)
 
+    branch.terminal = lump  # type: ignore[attr-defined]
     return branch
 
 

@@ -3,10 +3,10 @@
 The candidate rewards of a generation become the branches of one `jax.lax.switch`; the branch
 index lives in the env params, so `jax.vmap` over (candidate index x seed) gives one XLA compile
 for the whole batch. Each branch maps `(s, a, s_next, r_env, terminated)` of one transition
-(unbatched: the env is vmapped by rejax) to what PPO is paid, as (reward, shaping): their sum is
-`grace.fitness.returns.applied_reward` (the program's reward less its absorbing state's, so an ended
-episode is worth 0, plus shaping), and `reward_transform` applies per step to the reward, never to
-the shaping;
+(unbatched: the env is vmapped by rejax) to what PPO is paid, as (reward, shaping), with the lump
+of the program's terminal value as the branch's `terminal` attribute: reward + lump on termination
++ shaping is `grace.fitness.returns.applied_reward`, and `reward_transform` applies per step to the
+reward and the lump (`seen_terminal`), never to the shaping;
 `r_env` lets the true reward join the batch as a branch too (the baseline of `grace train`).
 
 Scoring never uses the candidate reward: the trained policy is rolled out on the task's own env
@@ -15,6 +15,7 @@ Scoring never uses the candidate reward: the trained policy is rolled out on the
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,19 +27,38 @@ from flax import struct
 from gymnax.environments import environment, spaces
 
 from grace.config import PPOConfig
+from grace.fitness.returns import absorbing_reward, terminal_value
 
 Branch = Callable[[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 """branch(s, a, s_next, r_env, terminated) -> (reward, shaping), float32 scalars for one transition:
-the program's reward (less its absorbing state's, `grace.fitness.returns.applied_reward`) and its
+the program's reward (less its terminal value's shift, `grace.fitness.returns.payment`) and its
 potential-based shaping term (0 without a potential); `terminated`: the transition ends its episode
-by termination (not by the time limit)."""
+by termination (not by the time limit). A program's branch carries its terminal value's lump as a
+`terminal` attribute, which `CandidateRewardEnv` pays on termination."""
 
 REWARD_TRANSFORMS = ("none", "symlog")
 """Per-step transform of the candidate reward seen by PPO (`algo_kwargs["reward_transform"]`). It
-applies to each step's reward (an ended episode, worth 0 untransformed, stays worth 0), never to the
-shaping term, which is added after it: F = gamma * Phi(s') - Phi(s) leaves the optimal
+applies to each step's reward, and to the lump paid on termination as the steps it stands for
+(`seen_terminal`), never to the shaping term, which is added after it: F = gamma * Phi(s') - Phi(s) leaves the optimal
 policy of whatever reward PPO sees unchanged only when it is added untransformed (symlog of a shaped
 reward wiped out PPO on the fixed-horizon Acrobot: benchmarks/results/transform.md)."""
+
+
+def seen_terminal(terminal: float, transform: str, gamma: float | None) -> float:
+    """The lump PPO is paid on termination under `transform`. A lump stands for an absorbing state
+    that pays `r_abs = terminal * (1 - gamma) / gamma` per step forever
+    (`grace.fitness.returns.terminal_value`), so a per-step transform applies to those steps, not to
+    their sum: under symlog the terminating transition pays `gamma * symlog(r_abs) / (1 - gamma)`.
+    symlog of the sum paid terminating Acrobot's goal symlog(1 + 99) = 4.6, while a policy that
+    stayed above the winner's threshold without crossing the line was paid symlog(1) = 0.69 per
+    step forever (69), and one PPO seed of five never crossed (quality12.md). `gamma`: PPO's
+    discount, the one the terminal value was fitted with (`fit.gamma` follows it)."""
+    if transform == "none" or not terminal:
+        return float(terminal)
+    if gamma is None or not 0.0 < gamma < 1.0:
+        raise ValueError(f"a {transform} reward transform needs PPO's discount in (0, 1) to pay a terminal value; got {gamma}")
+    r_abs = absorbing_reward(terminal, gamma)
+    return terminal_value(math.copysign(math.log1p(abs(r_abs)), r_abs), gamma)
 
 
 REWARD_CLIP = 1e6
@@ -86,9 +106,12 @@ def _finite(x: jax.Array) -> jax.Array:
 
 class CandidateRewardEnv(environment.Environment):
     """Wraps a gymnax env; the reward is branch `params.cand` evaluated on (s, a, s_next, r,
-    terminated): its reward through the transform, plus its shaping."""
+    terminated): its reward through the transform, its lump (a branch's `terminal` attribute, 0
+    without) on a terminating transition as the transform sees it (`seen_terminal`; `gamma`: PPO's
+    discount), plus its shaping."""
 
-    def __init__(self, env: Any, branches: Sequence[Branch], transform: str = "none") -> None:
+    def __init__(self, env: Any, branches: Sequence[Branch], transform: str = "none",
+                 gamma: float | None = None) -> None:
         super().__init__()
         if not branches:
             raise ValueError("no reward branches")
@@ -97,6 +120,8 @@ class CandidateRewardEnv(environment.Environment):
         self.env = env
         self.branches = tuple(branches)
         self.transform = transform
+        self.terminals = jnp.asarray([seen_terminal(float(getattr(b, "terminal", 0.0)), transform, gamma)
+                                      for b in self.branches], jnp.float32)
 
     @property
     def default_params(self) -> CandParams:
@@ -113,6 +138,7 @@ class CandidateRewardEnv(environment.Environment):
         r, f = _finite(r), _finite(f)
         if self.transform == "symlog":
             r = jnp.sign(r) * jnp.log1p(jnp.abs(r))
+        r = r + jnp.where(term, self.terminals[params.cand], 0.0)
         return obs, CandState(inner, obs), jnp.clip(r + f, -REWARD_CLIP, REWARD_CLIP), done, info
 
     def reset_env(self, key: jax.Array, params: CandParams):  # noqa: D102
@@ -222,7 +248,7 @@ def build_trainer(env: Any, params: Any, branches: Sequence[Branch], discrete: b
     from rejax import PPO
 
     cfg = ppo_config(discrete, steps, algo_kwargs, n_evals)
-    wrapped = CandidateRewardEnv(env, branches, cfg.pop("reward_transform", "none"))
+    wrapped = CandidateRewardEnv(env, branches, cfg.pop("reward_transform", "none"), cfg.get("gamma"))
     algo = PPO.create(env=wrapped, env_params=CandParams(params, jnp.int32(0)), **cfg)
 
     def curve_cb(a: Any, ts: Any, rng: jax.Array) -> jax.Array:

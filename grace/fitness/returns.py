@@ -13,23 +13,29 @@ The terminal value (`PARAMS["terminal"]`)
     highest ("as good as the best", when the experts terminate: reaching a goal), whichever
     ranks expert episodes above negative episodes more often (ties: by who terminates more).
 
-    How it is paid (`applied_reward`): every step pays `r - r_abs` and the absorbing state pays
-    `r_abs - r_abs = 0`, so an ended episode is worth 0, as every RL library values one. On
-    every episode that ends, and every one that never does, the return is the return with the
-    terminal value paid on the terminating transition less the constant `r_abs / (1 - gamma)`:
-    the same optimal policy, and the reward's offset (which the calibrated objective cannot pin
-    down) no longer matters. An episode cut by a time limit is worth 0 after the cut too, as
-    rejax's PPO (and SB3's by default) treats a timeout: the returns grace ranks are the ones PPO
-    learns from. Paid the other way, as the terminal value on the terminating transition, the
-    CartPole winner of quality13 (-699.5; most states below 0) trained to 500 steps on 7 of 10
-    PPO seeds; shifted, on 10 of 10 (true reward: 7 of 10; benchmarks/results/shifted.md). On a
-    goal task the shift turns a goal bonus into a living penalty: the babyai6 OpenTwoDoors winner
-    (a 0/1 indicator, terminal value 99) succeeded on 0.65 of episodes shifted vs 1.00 as the lump
-    (the same file): what to pay as the lump there is open (issue "Rewards that teach").
+    How it is paid (`payment`, `applied_reward`): every step pays `r - c` and the terminating
+    transition pays the rest, `gamma * (r_abs - c) / (1 - gamma)`, as a lump, where the shift `c` is
+    the lower of `r_abs` and the lowest reward the data saw (`PARAMS["floor"]`, fitted with the
+    terminal value). Any constant `c` gives the same optimal policy (it is paid in every state,
+    the absorbing one included); this one makes every payment >= 0 on the data, and the reward's
+    offset (which the calibrated objective cannot pin down) no longer matters:
+    - When ending is as bad as the worst state (falling over), `c = r_abs`: every step pays
+      `r - r_abs` and an ended episode is worth 0, as every RL library values one. Paid as the
+      lump on the terminating transition instead, the CartPole winner of quality13 (-699.5; most
+      states below 0) trained to 500 steps on 7 of 10 PPO seeds; shifted, on 10 of 10 (true
+      reward: 7 of 10; benchmarks/results/shifted.md).
+    - When ending is as good as the best state (reaching a goal), `c` is the floor: steps pay
+      `r - floor >= 0` and reaching the goal pays the lump. Shifted by `r_abs` instead, the goal
+      bonus became a living penalty: the babyai6 OpenTwoDoors winner (a 0/1 indicator, terminal
+      value 99) succeeded on 0.65 of episodes vs 1.00 paid this way (shifted.md).
+    An episode cut by a time limit is worth 0 after the cut, as rejax's PPO (and SB3's by default)
+    treats a timeout: the returns grace ranks are the ones PPO learns from. A file without a floor
+    (written before it existed, or by hand) is paid `c = r_abs`.
 
 Potential-based shaping (`potential(s, p)`; Ng, Harada & Russell 1999)
     A program may define a potential Phi; the reward applied everywhere (PPO, `grace eval`, the
-    exports) is `r - r_abs + gamma * Phi(s') * (1 - terminated) - Phi(s)` (`applied_reward`):
+    exports) is `r - c + lump * terminated + gamma * Phi(s') * (1 - terminated) - Phi(s)`
+    (`applied_reward`):
     the absorbing state has Phi = 0, so optimal policies are those of `r` alone. Along an episode the shaping telescopes to `-Phi(s_0)` (plus
     `gamma^T Phi(s_T)` when truncated). `potential_metrics` says whether Phi rises along expert
     episodes (rank correlation with time) and stays above negative episodes at equal time.
@@ -71,51 +77,74 @@ def shaping_term(phi_s: Any, phi_next: Any, terminated: Any, gamma: float, xp: A
     return gamma * xp.where(xp.asarray(terminated, dtype=bool), 0.0, phi_next) - phi_s
 
 
+def payment(terminal: float, floor: float | None, gamma: float) -> tuple[float, float]:
+    """(shift, lump) of a terminal value: every step pays the reward less `shift` and the
+    transition that terminates pays `lump` more. `shift` is the lower of the absorbing state's
+    per-step reward and the `floor` (the lowest reward the data saw; None: none, so the whole
+    terminal value is paid as the shift) and `lump` the value of the absorbing state's rest
+    (see the module docstring)."""
+    r_abs = absorbing_reward(terminal, gamma)
+    shift = r_abs if floor is None else min(r_abs, float(floor))
+    return shift, terminal_value(r_abs - shift, gamma)
+
+
 def applied_reward(r: Any, phi_s: Any, phi_next: Any, terminated: Any, terminal: float, gamma: float,
-                   xp: Any = np) -> Any:
-    """The reward PPO trains on and every export pays: `r - r_abs` (the `terminal` value's
-    `absorbing_reward`, so an ended episode is worth 0) + shaping (`terminated`: the transition
-    ends its episode by termination, never by a time limit; the absorbing state has Phi = 0)."""
+                   xp: Any = np, floor: float | None = None) -> Any:
+    """The reward PPO trains on and every export pays: `r - shift`, the terminal value's `lump`
+    on a terminating transition (`payment` of `terminal` and `floor`), plus shaping
+    (`terminated`: the transition ends its episode by termination, never by a time limit; the
+    absorbing state has Phi = 0)."""
     term = xp.asarray(terminated, dtype=bool)
-    return r - absorbing_reward(terminal, gamma) + shaping_term(phi_s, phi_next, term, gamma, xp)
+    shift, lump = payment(terminal, floor, gamma)
+    return r - shift + xp.where(term, lump, 0.0) + shaping_term(phi_s, phi_next, term, gamma, xp)
 
 
 def episode_returns(r: np.ndarray, episode: np.ndarray, step: np.ndarray, terminal: float,
-                    gamma: float) -> tuple[np.ndarray, np.ndarray]:
-    """(episode ids, discounted return of each): sum_t gamma^t (r_t - r_abs), `r_abs` the
-    `terminal` value's `absorbing_reward`. Rows may come in any order; only rows present count."""
-    groups = Grouping(episode, step, None, gamma)
-    return groups.ids, groups.returns(r, terminal)
+                    gamma: float, floor: float | None = None,
+                    terminated: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(episode ids, discounted return of each) of what `applied_reward` pays (shaping aside:
+    add it to `r`): sum_t gamma^t (r_t - shift + lump * terminated_t). Rows may come in any
+    order; only rows present count. `terminated`: the rows whose transition terminates (None:
+    none does)."""
+    groups = Grouping(episode, step, None, gamma, terminated)
+    return groups.ids, groups.returns(r, terminal, floor)
 
 
 class Grouping:
     """Rows grouped by episode once (the np.unique and the discounts `return_ranking` would redo
     per call), for ranking many rewards on the same rows: `grace.fitness.offline` ranks every
     candidate PARAMS, each under two terminal values, on the same train rows. `expert`: which rows
-    are the experts' (None: no episode is)."""
+    are the experts' (None: no episode is); `terminated`: which rows' transitions terminate their
+    episode (None: none does)."""
 
-    def __init__(self, episode: np.ndarray, step: np.ndarray, expert: np.ndarray | None, gamma: float) -> None:
+    def __init__(self, episode: np.ndarray, step: np.ndarray, expert: np.ndarray | None, gamma: float,
+                 terminated: np.ndarray | None = None) -> None:
         self.ids, self.inv = np.unique(np.asarray(episode), return_inverse=True)
         self.disc = np.power(gamma, np.asarray(step, np.float64))
         is_exp = np.zeros(len(self.inv)) if expert is None else np.asarray(expert, np.float64)
         self.is_exp = np.bincount(self.inv, weights=is_exp, minlength=len(self.ids)) > 0
+        ends = np.zeros(len(self.inv), bool) if terminated is None else np.asarray(terminated, bool)
+        self.end_disc = self.disc * ends
         self.gamma = gamma
 
-    def returns(self, r: np.ndarray, terminal: float) -> np.ndarray:
-        """Each episode's discounted return, sum_t gamma^t (r_t - r_abs), `r_abs` the `terminal`
-        value's `absorbing_reward` (what `applied_reward` pays), in the order of `ids`."""
-        per_row = self.disc * (np.asarray(r, np.float64) - absorbing_reward(terminal, self.gamma))
+    def returns(self, r: np.ndarray, terminal: float, floor: float | None = None) -> np.ndarray:
+        """Each episode's discounted return of what `applied_reward` pays under the `terminal`
+        value and `floor` (shaping aside), sum_t gamma^t (r_t - shift + lump * terminated_t), in
+        the order of `ids`."""
+        shift, lump = payment(terminal, floor, self.gamma)
+        per_row = self.disc * (np.asarray(r, np.float64) - shift) + lump * self.end_disc
         return np.bincount(self.inv, weights=per_row, minlength=len(self.ids))
 
 
 def return_ranking(r: np.ndarray, episode: np.ndarray, step: np.ndarray, expert: np.ndarray,
-                   terminal: float, gamma: float, groups: Grouping | None = None) -> dict[str, float]:
+                   terminal: float, gamma: float, groups: Grouping | None = None, floor: float | None = None,
+                   terminated: np.ndarray | None = None) -> dict[str, float]:
     """`return_ranking` (pairs where the expert episode earns more; nan without both kinds of
-    episode), the mean discounted return (`episode_returns`, under the `terminal` value) of expert
-    and of negative episodes, and their counts. `groups`: these rows' `Grouping` (episode, step,
-    expert and gamma), when made already."""
-    groups = groups or Grouping(episode, step, expert, gamma)
-    g = groups.returns(r, terminal)
+    episode), the mean discounted return (`episode_returns`, under the `terminal` value and
+    `floor`) of expert and of negative episodes, and their counts. `groups`: these rows'
+    `Grouping` (episode, step, expert, gamma and `terminated`), when made already."""
+    groups = groups or Grouping(episode, step, expert, gamma, terminated)
+    g = groups.returns(r, terminal, floor)
     ge, gn = g[groups.is_exp], g[~groups.is_exp]
     if ge.size and gn.size:  # returns equal up to rounding tie (they are sums of many terms)
         tol = 1e-9 * max(float(np.max(np.abs(g))), 1e-300)
@@ -133,16 +162,18 @@ def fit_terminal(r: np.ndarray, episode: np.ndarray, step: np.ndarray, terminal:
                  groups: Grouping | None = None) -> float | None:
     """The terminal value learned from the data (see the module docstring); None when no
     transition terminates (then it cannot matter on this data and the program keeps none).
-    `shaping`: the potential's F per row, added to `r` when episodes are ranked; `groups`: the
-    rows' `Grouping`, when made already."""
+    Each is ranked as it is paid, with the floor `r.min()` (`payment`). `shaping`: the potential's
+    F per row, added to `r` when episodes are ranked; `groups`: the rows' `Grouping` (with
+    `terminal` as its terminated rows), when made already."""
     terminal = np.asarray(terminal, bool)
     r = np.asarray(r, np.float64)
     if not terminal.any() or r.size == 0:
         return None
-    low, high = terminal_value(float(r.min()), gamma), terminal_value(float(r.max()), gamma)
+    floor = float(r.min())
+    low, high = terminal_value(floor, gamma), terminal_value(float(r.max()), gamma)
     paid = r if shaping is None else r + shaping
-    groups = groups or Grouping(episode, step, expert, gamma)
-    rank = {v: return_ranking(paid, episode, step, expert, v, gamma, groups)["return_ranking"]
+    groups = groups or Grouping(episode, step, expert, gamma, terminal)
+    rank = {v: return_ranking(paid, episode, step, expert, v, gamma, groups, floor)["return_ranking"]
             for v in (low, high)}
     rank = {v: (0.5 if math.isnan(x) else x) for v, x in rank.items()}
     if rank[low] != rank[high]:

@@ -12,10 +12,19 @@ from grace.tasks.spec import ObsSchema
 
 # -- PARAMS ------------------------------------------------------------------------------------------
 TERMINAL_KEY = "terminal"
-"""The one reserved PARAMS key: the reward added to the transition that ends an episode by
-termination (never by a time limit). It is the discounted value of the absorbing state the episode
-enters (as in Discriminator-Actor-Critic), fitted by the offline fitness, and PPO, `grace train`,
-`grace eval` and every export add it identically. Not part of a program's identity."""
+"""A reserved PARAMS key: the discounted value of the absorbing state an episode enters when it
+ends by termination (never by a time limit), as in Discriminator-Actor-Critic, fitted by the
+offline fitness. PPO, `grace train`, `grace eval` and every export pay it identically, as a shift
+of every step's reward and a lump on termination (`grace.fitness.returns.payment`). Not part of a
+program's identity."""
+
+FLOOR_KEY = "floor"
+"""A reserved PARAMS key, fitted with the terminal value: the lowest reward the data saw. Every
+step pays the reward less min(floor, the absorbing state's per-step reward), so no payment on the
+data is negative (`grace.fitness.returns.payment`). Not part of a program's identity."""
+
+FITTED_KEYS = (TERMINAL_KEY, FLOOR_KEY)
+"""The PARAMS keys the offline fitness fits from the data after the program's own: not logic."""
 
 COST_PREFIX = "cost_"
 """PARAMS keys named `cost_...` are cost weights: >= 0 by contract, and the fitter keeps them so.
@@ -27,7 +36,7 @@ POTENTIAL = "potential"
 """The optional shaping potential `def potential(s, p)`: Phi of a state, a batch of floats. The
 reward applied everywhere is `r + gamma * Phi(s_next) * (1 - terminated) - Phi(s)` (potential-
 based shaping, Ng, Harada & Russell 1999: optimal policies are unchanged; the absorbing state has
-Phi = 0), plus the terminal value on termination; gamma is the discount PPO trains with."""
+Phi = 0), with the terminal value paid as `grace.fitness.returns.payment` says; gamma is the discount PPO trains with."""
 
 
 def assigns_params(node: ast.AST) -> bool:

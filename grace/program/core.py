@@ -24,8 +24,8 @@ from functools import cached_property
 from pathlib import Path
 
 from grace.program.contract import (
+    FITTED_KEYS,
     POTENTIAL,
-    TERMINAL_KEY,
     assigns_params,
     check_fields,
     check_module_statements,
@@ -129,9 +129,9 @@ class RewardProgram:
         body = []
         for stmt in tree.body:
             if node is not None and isinstance(stmt, ast.Assign) and stmt.lineno == node.lineno and assigns_params(stmt):
-                keys = sorted(k for k in self.params if k != TERMINAL_KEY)  # fitted data, not logic
-                if not keys and TERMINAL_KEY in self.params:
-                    continue  # `PARAMS = {"terminal": v}` alone: the same logic as no PARAMS at all
+                keys = sorted(k for k in self.params if k not in FITTED_KEYS)  # fitted data, not logic
+                if not keys and self.params:
+                    continue  # `PARAMS = {"terminal": v, "floor": w}` alone: the same logic as no PARAMS at all
                 stmt = copy.copy(stmt)
                 stmt.value = ast.Dict(keys=[ast.Constant(k) for k in keys], values=[ast.Constant(0) for _ in keys])
             body.append(stmt)

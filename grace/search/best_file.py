@@ -7,7 +7,7 @@ from pathlib import Path
 
 import grace
 from grace.config import EvolveConfig
-from grace.program import TERMINAL_KEY, RewardProgram
+from grace.program import FLOOR_KEY, TERMINAL_KEY, RewardProgram
 from grace.search import negatives as rundata
 from grace.search.archive import Archive, ProgramRow
 from grace.search.shaping import Shaped, provenance
@@ -51,7 +51,7 @@ def write_best_file(run_dir: Path, archive: Archive, task: Task, cfg: EvolveConf
         "episode returns": (f"expert episodes out-earn negative ones in {m.get('return_ranking_train', nan):.3f} "
                             f"of pairs train, {m.get('return_ranking_heldout', nan):.3f} held-out "
                             f"(discount {m.get('gamma', nan):.3g}; terminal value "
-                            f"{program.params.get(TERMINAL_KEY, 0.0):.4g})"),
+                            f"{program.params.get(TERMINAL_KEY, 0.0):.4g}, floor {program.params.get(FLOOR_KEY, nan):.4g})"),
         **selection_line(archive, b),
         **provenance(shaped, archive.get_meta("shaping_final")),
         "run": f"{run_dir} round {b.round} generation {b.generation} slot {b.slot}",

@@ -23,6 +23,7 @@ from grace.fitness import (
     trajectory_ranking,
 )
 from grace.fitness.metrics import best_threshold
+from grace.program import FITTED_KEYS
 from grace.sandbox.views import view
 from grace.tasks import ActionSpace, Field, ObsSchema, Task
 from grace.types import EvalResult, Example
@@ -31,8 +32,9 @@ SCHEMA = ObsSchema((Field("x"), Field("v", size=2)))
 
 
 def without_terminal(params: dict[str, float]) -> dict[str, float]:
-    """PARAMS without the learned terminal value (grace/fitness/returns.py): what fitting moved."""
-    return {k: v for k, v in params.items() if k != "terminal"}
+    """PARAMS without the learned terminal value and its floor (grace/fitness/returns.py): what
+    fitting moved."""
+    return {k: v for k, v in params.items() if k not in FITTED_KEYS}
 
 
 def toy_task(kind: str = "goal") -> Task:

@@ -178,9 +178,9 @@ def test_the_pick_weighs_the_subsample_fitness_by_whole_episode_returns():
     expert = data["source"] == 0
     wrong, right, broken = {"k": -1.0}, {"k": 1.0}, {"k": -3.0}  # log(-1): NaN
     fit = FitSettings()
-    assert _pick(sign, data, [(wrong, 0.9), (right, 0.8), (right, 0.8)], fit, None, {}, expert)[0] == right
-    assert _pick(sign, data, [(broken, 0.99), (wrong, 0.9), (right, 0.5)], fit, None, {}, expert)[0] == right
-    picked, calls = _pick(sign, data, [(right, 0.8), ({"k": 2.0}, 0.8)], fit, None, {}, expert)
+    assert _pick(sign, data, [(wrong, 0.9), (right, 0.8), (right, 0.8)], fit, {}, {}, expert)[0] == right
+    assert _pick(sign, data, [(broken, 0.99), (wrong, 0.9), (right, 0.5)], fit, {}, {}, expert)[0] == right
+    picked, calls = _pick(sign, data, [(right, 0.8), ({"k": 2.0}, 0.8)], fit, {}, {}, expert)
     assert picked == right and calls == 2
 
 

@@ -1,6 +1,6 @@
 """The terminal value and the episode-return margin (grace/fitness/returns.py): what they decide
 in a small MDP, and that the sandbox, PPO and every export pay the same reward at the same steps
-(the program's total less the absorbing state's reward the terminal value stands for)."""
+(the program's total less the terminal value's shift, plus its lump on termination)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from grace.fitness.returns import (
     absorbing_reward,
     episode_returns,
     fit_terminal,
+    payment,
     return_ranking,
     terminal_value,
 )
-from grace.program import TERMINAL_KEY, RewardProgram
+from grace.program import FLOOR_KEY, TERMINAL_KEY, RewardProgram
 from grace.tasks import get_task
 from tests.fitness.lockstep import ppo_and_gymnax_export
 from tests.test_export import load_module
@@ -32,16 +33,17 @@ GAMMA = 0.99
 R = np.array([-0.5, -1.0])
 
 
-def _optimal_policy(terminal: float) -> np.ndarray:
+def _optimal_policy(terminal: float, floor: float | None = None) -> np.ndarray:
     """Value iteration with what grace pays (`applied_reward`): the landing state's reward less the
-    absorbing state's that the `terminal` value stands for; quitting ends the episode (worth 0)."""
-    paid = R - absorbing_reward(terminal, GAMMA)
+    terminal value's shift; quitting pays its lump and ends the episode (worth 0 after)."""
+    shift, lump = payment(terminal, floor, GAMMA)
+    paid = R - shift
     v = np.zeros(2)
     for _ in range(5000):
         q = np.stack([
             np.full(2, paid[0] + GAMMA * v[0]),  # stay good
             np.full(2, paid[1] + GAMMA * v[1]),  # drift bad
-            paid,  # quit from where you are: this state's reward, then the absorbing state
+            paid + lump,  # quit from where you are: this state's reward, then the absorbing state
         ], axis=1)
         v = q.max(axis=1)
     return q.argmax(axis=1)
@@ -81,6 +83,24 @@ def test_a_goal_reached_by_the_experts_gets_the_optimistic_value() -> None:
     flipped = {**d, "expert": ~d["expert"]}  # now the episodes that terminate are the experts'
     learned = fit_terminal(d["r"], d["episode"], d["step"], d["terminal"], flipped["expert"], GAMMA)
     assert learned == pytest.approx(terminal_value(R.max(), GAMMA))
+    ranked = return_ranking(d["r"], d["episode"], d["step"], flipped["expert"], learned, GAMMA, floor=R.min(),
+                            terminated=d["terminal"])
+    assert ranked["return_ranking"] == 1.0
+
+
+def test_the_terminal_value_is_paid_so_that_no_payment_on_the_data_is_negative() -> None:
+    """Falling over (ending as bad as the worst state) is paid as a shift: every step pays r - r_abs
+    >= 0 and ending pays 0. A goal (as good as the best state) is paid as a lump: every step pays
+    r - floor >= 0 and reaching it pays the rest, not a living penalty r - r_max <= 0. Either way the
+    optimal policy is the terminal value's (any constant shift is paid in every state)."""
+    low, high = terminal_value(R.min(), GAMMA), terminal_value(R.max(), GAMMA)
+    assert payment(low, R.min(), GAMMA) == pytest.approx((R.min(), 0.0))
+    shift, lump = payment(high, R.min(), GAMMA)
+    assert shift == pytest.approx(R.min()) and lump == pytest.approx(terminal_value(R.max() - R.min(), GAMMA))
+    assert payment(high, None, GAMMA) == pytest.approx((R.max(), 0.0))  # a file without a floor: the shift
+    assert payment(0.0, None, GAMMA) == (0.0, 0.0)
+    for terminal in (low, high, 0.0, -20.0, 20.0):
+        assert list(_optimal_policy(terminal, R.min())) == list(_optimal_policy(terminal))
 
 
 def test_without_terminations_there_is_no_terminal_value() -> None:
@@ -91,30 +111,44 @@ def test_without_terminations_there_is_no_terminal_value() -> None:
 def test_returns_are_shift_invariant_with_the_terminal_value() -> None:
     """The terminal value learned for r + c stands for an absorbing state paying r_abs + c, so
     what grace pays, r + c - (r_abs + c), and every episode's return, truncated ones included, do
-    not depend on c: neither can the ranking or what is optimal."""
+    not depend on c: neither can the ranking or what is optimal. So with the floor (r.min() + c)."""
     d = _toy_data()
-    for c in (-3.0, 0.7, 10.0):
-        a = fit_terminal(d["r"], d["episode"], d["step"], d["terminal"], d["expert"], GAMMA)
-        b = fit_terminal(d["r"] + c, d["episode"], d["step"], d["terminal"], d["expert"], GAMMA)
-        assert absorbing_reward(b, GAMMA) == pytest.approx(absorbing_reward(a, GAMMA) + c)
-        _, ga = episode_returns(d["r"], d["episode"], d["step"], a, GAMMA)
-        _, gb = episode_returns(d["r"] + c, d["episode"], d["step"], b, GAMMA)
-        np.testing.assert_allclose(gb, ga, rtol=1e-9, atol=1e-9)
-        assert ga[:4].min() > ga[4:].max()  # the expert out-earns every episode that quits
+    for expert in (d["expert"], ~d["expert"]):  # falling over, then reaching a goal
+        for c in (-3.0, 0.7, 10.0):
+            a = fit_terminal(d["r"], d["episode"], d["step"], d["terminal"], expert, GAMMA)
+            b = fit_terminal(d["r"] + c, d["episode"], d["step"], d["terminal"], expert, GAMMA)
+            assert absorbing_reward(b, GAMMA) == pytest.approx(absorbing_reward(a, GAMMA) + c)
+            for floor in (None, R.min()):
+                fb = None if floor is None else floor + c
+                _, ga = episode_returns(d["r"], d["episode"], d["step"], a, GAMMA, floor, d["terminal"])
+                _, gb = episode_returns(d["r"] + c, d["episode"], d["step"], b, GAMMA, fb, d["terminal"])
+                np.testing.assert_allclose(gb, ga, rtol=1e-9, atol=1e-9)
+                is_exp = expert[np.unique(d["episode"], return_index=True)[1]]
+                wins = ga[is_exp].min() > ga[~is_exp].max()
+                # the expert out-earns the rest, except on the goal task paid as a shift by r_max:
+                # the truncated wanderers pay r - r_max = 0 at best, the goal-reachers a living penalty
+                assert wins == (floor is not None or expert is d["expert"])
 
 
 # -- the same reward everywhere ---------------------------------------------------------------------
 TERMINAL = -37.5
 
 
-@pytest.fixture(scope="module")
-def program() -> RewardProgram:
+@pytest.fixture(scope="module", params=[{TERMINAL_KEY: TERMINAL}, {TERMINAL_KEY: -TERMINAL, FLOOR_KEY: 0.2}],
+                ids=["shift", "lump"])
+def program(request) -> RewardProgram:
+    """CartPole's reference reward with a terminal value paid as a shift, then (a goal-like value
+    above its floor) as a shift by the floor and a lump on termination."""
     task = get_task("cartpole")
     return RewardProgram.from_file(task.reference_reward).with_params(
-        RewardProgram.from_file(task.reference_reward).params | {TERMINAL_KEY: TERMINAL})
+        RewardProgram.from_file(task.reference_reward).params | request.param)
 
 
-def test_gymnasium_export_pays_the_total_less_the_absorbing_reward_on_every_step(program, tmp_path) -> None:
+def _paid(program: RewardProgram) -> tuple[float, float]:
+    return payment(program.params[TERMINAL_KEY], program.params.get(FLOOR_KEY), GAMMA)
+
+
+def test_gymnasium_export_pays_the_total_less_the_shift_plus_the_lump_on_every_step(program, tmp_path) -> None:
     import gymnasium
 
     task = get_task("cartpole")
@@ -129,7 +163,8 @@ def test_gymnasium_export_pays_the_total_less_the_absorbing_reward_on_every_step
         action = int(rng.integers(2)) if rng.random() < 0.7 else int(obs[2] > 0)
         nxt, reward, terminated, truncated, _ = env.step(action)
         total = float(mod.reward_and_components(obs, np.asarray(action), nxt)[0])
-        assert reward == pytest.approx(total - TERMINAL * (1 - mod.GAMMA) / mod.GAMMA, abs=1e-5)
+        shift, lump = _paid(program)
+        assert reward == pytest.approx(total - shift + lump * terminated, abs=1e-5)
         assert reward == pytest.approx(float(mod.reward_fn(obs, np.asarray(action), nxt, terminated=terminated)))
         seen["terminated"] += terminated
         seen["truncated"] += truncated and not terminated
@@ -169,7 +204,8 @@ def test_the_sandbox_scores_the_same_episode_returns_as_the_export(program, tmp_
     terminal = (step == 9) & (episode % 2 == 0)
     compiled = compile_reward(program.source, task.schema)
     r, _ = call_reward(compiled, {"s": s, "a": a, "s_next": s2}, program.params)
-    _, g = episode_returns(r, episode, step, program.params[TERMINAL_KEY], GAMMA)
+    _, g = episode_returns(r, episode, step, program.params[TERMINAL_KEY], GAMMA, program.params.get(FLOOR_KEY),
+                           terminal)
     paid = mod.imitation_reward(s, a, s2, terminal).astype(np.float64)
     expected = np.bincount(episode, weights=paid * GAMMA ** step)
     np.testing.assert_allclose(g, expected, rtol=1e-5, atol=1e-4)
@@ -199,11 +235,12 @@ def test_grouping_made_once_ranks_as_made_per_call():
         step[episode == e] = np.arange(20)
     terminal = (step == 19) & (episode % 3 == 0)
     expert = episode < 10
-    groups = Grouping(episode, step, expert, GAMMA)
+    groups = Grouping(episode, step, expert, GAMMA, terminal)
     for _ in range(3):
         r = rng.normal(size=n) + expert
         for tv in (-5.0, 0.0, 2.5):
-            assert return_ranking(r, episode, step, expert, tv, GAMMA, groups) == \
-                return_ranking(r, episode, step, expert, tv, GAMMA)
+            for floor in (None, -1.0):
+                assert return_ranking(r, episode, step, expert, tv, GAMMA, groups, floor) == \
+                    return_ranking(r, episode, step, expert, tv, GAMMA, floor=floor, terminated=terminal)
         assert fit_terminal(r, episode, step, terminal, expert, GAMMA, groups=groups) == \
             fit_terminal(r, episode, step, terminal, expert, GAMMA)
