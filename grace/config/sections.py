@@ -112,7 +112,8 @@ class FitSettings:
     """Most misclassified train rows returned to the proposer as counterexamples."""
     terminal: bool = True
     """Learn `PARAMS["terminal"]`, the value of the absorbing state an episode enters when it
-    terminates (grace/fitness/returns.py); off: no terminal value (the ablation)."""
+    terminates, and `PARAMS["floor"]`, the lowest reward seen, which say how it is paid
+    (grace/fitness/returns.py); off: no terminal value (the ablation; a program's own is kept)."""
     returns: bool = True
     """Fitness = discrimination x return ranking: the share of (expert, negative) episode pairs
     where the expert episode earns the higher discounted return; off: discrimination alone."""
