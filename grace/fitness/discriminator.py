@@ -15,8 +15,9 @@ own reward scale. In feature space standardised by the positives' spread (d dime
   0.59 here (0.95); it is how expert-like PPO in the loop, PPO fitness and the rounds measure.
 - per policy, with how its episodes end (`policy_likeness`): the likeness times the match of the
   share of episodes that terminate, 1 - |policy's share - the experts' share|, when the
-  discriminator knows the experts' share (`ending_rate`; from_data(..., endings=True): only when the
-  demos come from the env PPO trains on). States alone cannot see that an episode never ends: on
+  discriminator knows the experts' share (`ending_rate`; from_data(..., endings=True)). On a
+  fixed-horizon env an episode ends where the wrapped env would have terminated
+  (`grace.fitness.ppo._as_compared`), as the demos' did in the terminating env. States alone cannot see that an episode never ends: on
   BabyAI GoToRedBall a reward that paid for wandering near the ball trained policies that never
   reached it (success 0.02) yet scored 0.33, above the held-out bot's own 0.29, and PPO in the loop
   chose it over a reward whose policies succeeded 0.78 of the time (benchmarks/results/babyai2/).
@@ -46,7 +47,10 @@ own reward scale. In feature space standardised by the positives' spread (d dime
   0.99, the sparse rewards 0.93-0.99 and a policy left hanging 0.66 (Spearman 0.97;
   benchmarks/results/horizon_likeness.md). PPO in the loop then chose the dense tip height and the
   row went from 0.78 to 1.01 of true-reward PPO (quality7.md). Every expert state without the
-  weights ranks them no better than the goal states (Spearman -0.87 there).
+  weights ranks them no better than the goal states (Spearman -0.87 there). The horizon alone
+  cannot see the goal: on fixed-horizon MountainCar every candidate's policy scored 0.755-0.782,
+  those that reached the flag and those left in the valley (quality15.md), so the episodes are
+  also cut where the wrapped env terminates and their endings and lengths compared.
 
 `ExpertSimilarity.for_task` picks among these by the task: what PPO in the loop, the shaping check,
 the rounds and PPO fitness all use.
@@ -108,10 +112,12 @@ class ExpertSimilarity:
     def for_task(cls, data: dict[str, np.ndarray], *, goal: bool, same_env: bool, seed: int = 0,
                  max_ref: int = 2000) -> ExpertSimilarity:
         """The discriminator grace compares a task's policies with (module docstring): episode endings
-        counted when the demos come from the env PPO trains on (`same_env`: `task.demo_env` unset),
-        the experts' horizon when they do not; every expert state on `goal` tasks (`task.kind`), the
+        and lengths counted, the experts' horizon too when the demos come from another env than the
+        one PPO trains on (`same_env`: `task.demo_env` unset; PPO's is then the demos' env's
+        fixed-horizon variant, whose episodes end where the wrapped env would have terminated,
+        `grace.fitness.ppo._as_compared`); every expert state on `goal` tasks (`task.kind`), the
         positives (every expert state too) on keep-alive ones."""
-        return cls.from_data(data, seed=seed, max_ref=max_ref, endings=same_env, whole_episodes=goal,
+        return cls.from_data(data, seed=seed, max_ref=max_ref, endings=True, whole_episodes=goal,
                              horizon=not same_env)
 
     def describe(self) -> str:

@@ -97,6 +97,18 @@ def _episodes(final: dict[str, np.ndarray], act_dim: int | None) -> list[Episode
     return out
 
 
+def _as_compared(episodes: Sequence[Episode], inner_ends: np.ndarray) -> tuple[list[np.ndarray], list[bool]]:
+    """(states, terminated) of each episode as a policy is compared with the experts: an episode on
+    a fixed-horizon env whose wrapped env terminated (`inner_ends[e]` > 0, `ppo_batch.rollout`)
+    ends there, terminated, as the experts' episodes in the terminating env did; what the policy
+    does after is not compared (no expert was seen there). Without it, every state of the episode."""
+    out: tuple[list[np.ndarray], list[bool]] = ([], [])
+    for ep, end in zip(episodes, inner_ends, strict=True):
+        out[0].append(ep.obs[1 : int(end) + 1] if end > 0 else ep.obs[1:])
+        out[1].append(True if end > 0 else ep.terminated)
+    return out
+
+
 def _branches(task: Task, env: Any, env_params: Any, sources: Sequence[str], gamma: float | None = None
               ) -> tuple[list[str | None], list[Callable[..., Any]], list[int]]:
     """Compile and trace every source: (error per source, good branches, their indices). Each
@@ -188,9 +200,10 @@ def train_candidates(task: Task | TaskRef | str, job: PPOJob) -> list[PPOResult]
         if job.score_states is not None:
             like = getattr(job.score_states, "policy_likeness", None)  # a distribution match (ExpertSimilarity)
             if like is not None:
-                irl = float(like([ep.obs[1:] for ep in eps], [ep.terminated for ep in eps]))
-                irl_seeds = [float(like([ep.obs[1:] for ep in group], [ep.terminated for ep in group]))
-                             for group in by_seed]
+                ends = np.asarray(per_seed["inner_ends"]).reshape(seeds, -1)
+                seen = [_as_compared(group, ends[s]) for s, group in enumerate(by_seed)]
+                irl = float(like([x for g in seen for x in g[0]], [t for g in seen for t in g[1]]))
+                irl_seeds = [float(like(*g)) for g in seen]
             else:
                 states = np.concatenate([ep.obs[1:] for ep in eps])
                 irl = float(np.mean(np.asarray(job.score_states(states), dtype=np.float64)))

@@ -189,7 +189,10 @@ def rollout(act: Callable[[jax.Array, jax.Array], jax.Array], env: Any, params: 
     """Roll `act` out for `n_episodes` fixed-length episodes on `env` (its own reward).
 
     Returns obs0 (n, obs_dim), obs (n, T, obs_dim) = s_next of each step, actions, rewards
-    (0 after the episode ended), alive (n, T) mask, returns (n,), lengths (n,), terminated (n,).
+    (0 after the episode ended), alive (n, T) mask, returns (n,), lengths (n,), terminated (n,),
+    and inner_ends (n,): on a fixed-horizon env (one whose step reports `info["inner_terminated"]`,
+    `grace.tasks.jax_envs`), the number of steps until the wrapped env would first have
+    terminated (0: never; always 0 on other envs).
     """
     space = env.action_space(params)
 
@@ -203,21 +206,23 @@ def rollout(act: Callable[[jax.Array, jax.Array], jax.Array], env: Any, params: 
             a = act(obs, ka)
             if not discrete:
                 a = jnp.clip(a, space.low, space.high)
-            obs2, st2, r, done, _ = env.step_env(ks, st, a, params)
+            obs2, st2, r, done, info = env.step_env(ks, st, a, params)
             r = jnp.reshape(r, ()).astype(jnp.float32)
-            out = (obs2, a, r * alive, alive, jnp.logical_and(done, alive))
+            inner = jnp.reshape(info.get("inner_terminated", False), ()).astype(bool)
+            out = (obs2, a, r * alive, alive, jnp.logical_and(done, alive), jnp.logical_and(inner, alive))
             return (obs2, st2, jnp.logical_and(alive, jnp.logical_not(done)), key), out
 
         carry = (obs0, st, jnp.array(True), key)
-        _, (obs, acts, rews, alive, dones) = jax.lax.scan(step, carry, None, max_steps)
-        return obs0, obs, acts, rews, alive, dones
+        _, (obs, acts, rews, alive, dones, inner) = jax.lax.scan(step, carry, None, max_steps)
+        return obs0, obs, acts, rews, alive, dones, inner
 
-    obs0, obs, acts, rews, alive, dones = jax.vmap(single)(jax.random.split(rng, n_episodes))
+    obs0, obs, acts, rews, alive, dones, inner = jax.vmap(single)(jax.random.split(rng, n_episodes))
     lengths = alive.sum(-1)
     return {
         "obs0": obs0, "obs": obs, "actions": acts, "rewards": rews, "alive": alive,
         "returns": rews.sum(-1), "lengths": lengths,
         "terminated": jnp.logical_and(dones.any(-1), lengths < max_steps),
+        "inner_ends": jnp.where(inner.any(-1), jnp.argmax(inner, axis=-1) + 1, 0),
     }
 
 

@@ -140,7 +140,8 @@ def test_from_data_over_the_horizon_takes_every_state_of_whole_train_expert_epis
 def test_for_task_picks_the_references_and_weights_by_task_kind_and_env() -> None:
     """Goal tasks compare with every state of the expert episodes (the goal transitions alone scored
     true-reward PPO's Acrobot policies below slower ones); keep-alive tasks with the positives; the
-    horizon only where the demos come from another env; endings only on the demos' own env."""
+    horizon only where the demos come from another env; endings and lengths on every task (on a
+    fixed-horizon env, a policy's episode ends where the wrapped env terminates)."""
     data = _dataset([True, True, False])
     data["step"] = np.concatenate([np.arange(5)] * 3 + [np.arange(3), np.array([0, 1])])
     data["label"] = np.where(data["step"] == 4, 1, 0)
@@ -149,10 +150,11 @@ def test_for_task_picks_the_references_and_weights_by_task_kind_and_env() -> Non
     goal = ExpertSimilarity.for_task(data, goal=True, same_env=True)
     assert len(goal.ref) == 15 and goal.survival is None and goal.ending_rate == 2 / 3 and goal.mean_length == 5
     fixed = ExpertSimilarity.for_task(data, goal=True, same_env=False)
-    assert len(fixed.ref) == 15 and fixed.survival is not None and fixed.ending_rate is None
-    assert fixed.mean_length is None  # another env's episode lengths are not the policy's to match
+    assert len(fixed.ref) == 15 and fixed.survival is not None and fixed.ending_rate == 2 / 3
+    assert fixed.mean_length == 5
     keepalive = ExpertSimilarity.for_task(data, goal=False, same_env=True)
     assert len(keepalive.ref) == 3 and not keepalive.whole_episodes and keepalive.survival is None
     assert goal.describe() == "every expert state, and the share of episodes that end and how long they run"
-    assert fixed.describe() == "every expert state over the experts' horizon"
+    assert fixed.describe() == ("every expert state over the experts' horizon, and the share of episodes that end"
+                                " and how long they run")
     assert keepalive.describe().startswith("the positive")

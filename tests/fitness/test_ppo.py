@@ -136,6 +136,67 @@ def test_ppo_pays_every_step_less_the_absorbing_reward_and_nothing_on_terminatio
         assert len(paid) < 100 and paid == pytest.approx([step_pay] * len(paid), rel=1e-5)
 
 
+def test_ppo_pays_a_goal_as_a_lump_on_steps_shifted_by_the_floor() -> None:
+    """A terminal value above the floor (reaching a goal: as good as the best state forever) is paid
+    as the program's reward less the floor on every step and the rest of the terminal value on the
+    terminating transition, which a per-step transform sees as the absorbing steps it stands for."""
+    import jax
+    import jax.numpy as jnp
+
+    from grace.fitness.ppo import _branch
+    from grace.fitness.returns import terminal_value
+    from grace.tasks.jax_envs import make
+
+    gamma = 0.99
+    base, params = make("CartPole-v1")
+    cp = ppo_batch.CandParams(params, jnp.int32(0))
+
+    def compiled(s, a, s2, p):  # noqa: ANN001, ANN202
+        return jnp.float32(2.0), {}
+
+    branch = _branch(compiled, {"terminal": terminal_value(5.0, gamma), "floor": 1.0}, gamma)
+    for transform, step_pay, lump in (("symlog", np.log1p(1.0), terminal_value(np.log1p(4.0), gamma)),
+                                      ("none", 1.0, terminal_value(4.0, gamma))):
+        env = ppo_batch.CandidateRewardEnv(base, [branch], transform, gamma)
+        key = jax.random.PRNGKey(0)
+        obs, st = env.reset_env(key, cp)
+        paid, done = [], False
+        while not done:  # the pole falls: here it stands for reaching the goal
+            key, k = jax.random.split(key)
+            obs, st, r, done, _ = env.step_env(k, st, 1, cp)
+            paid.append(float(r))
+        assert paid == pytest.approx([step_pay] * (len(paid) - 1) + [step_pay + lump], rel=1e-5)
+
+
+def test_rollout_ends_a_fixed_horizon_episode_where_the_wrapped_env_terminates() -> None:
+    """On fixed-horizon MountainCar an episode runs its 200 steps; `inner_ends` says when the car
+    first reached the flag, and the policy is compared with the experts up to there, as an episode
+    that terminated (the demos come from terminating MountainCar)."""
+    import jax
+    import jax.numpy as jnp
+
+    from grace.data.trajectories import Episode
+    from grace.fitness.ppo import _as_compared
+    from grace.tasks.jax_envs import make
+
+    def swing(obs, key):  # noqa: ANN001, ANN202 - push with the velocity: reaches the flag
+        return jnp.where(obs[1] > 0, 2, 0)
+
+    for fixed in (True, False):
+        env, params = make("MountainCar-v0", fixed_horizon=fixed)
+        out = ppo_batch.rollout(swing, env, params, jax.random.PRNGKey(0), 2, 200, True)
+        ends, lengths = np.asarray(out["inner_ends"]), np.asarray(out["lengths"])
+        if fixed:
+            assert lengths.tolist() == [200, 200] and not np.asarray(out["terminated"]).any()
+            assert (ends > 50).all() and (ends < 200).all()
+        else:
+            assert (lengths < 200).all() and np.asarray(out["terminated"]).all() and (ends == 0).all()
+    eps = [Episode(obs=np.arange(11.0)[:, None], actions=np.zeros(10), rewards=None, terminated=False, truncated=True)] * 2
+    states, ended = _as_compared(eps, np.array([4, 0]))
+    assert [s[:, 0].tolist() for s in states] == [[1.0, 2.0, 3.0, 4.0], list(np.arange(1.0, 11.0))]
+    assert ended == [True, False]
+
+
 def test_config_defaults_and_overrides() -> None:
     cfg = ppo_batch.ppo_config(True, 10_000, {"num_envs": 8}, n_evals=4)
     assert cfg["num_envs"] == 8 and cfg["total_timesteps"] == 10_000
