@@ -401,3 +401,20 @@ def test_fitted_threshold_is_centred_in_the_gap_between_classes():
         res = evaluate(threshold_reward, data, {"t": start}, fit=FitSettings())
         assert 0.3 < res.params["t"] < 0.5, (start, res.params)
         assert res.fitness > 0.99
+
+
+def test_the_terminal_value_is_fitted_with_its_floor_and_kept_when_not_fitted():
+    """`evaluate` writes the terminal value with the lowest train reward as its floor (how it is
+    paid, grace/fitness/returns.payment); with `fit.terminal` off a program's own pair is kept."""
+    from grace.fitness.offline import call_reward
+    from grace.program import FLOOR_KEY, TERMINAL_KEY
+
+    data = synthetic_data(seed=3)
+    assert data["terminal"].any()
+    res = evaluate(threshold_reward, data, {"t": 1.0}, fit=FitSettings(params=False))
+    r, _ = call_reward(threshold_reward, data, {"t": 1.0}, FitSettings().chunk)
+    train = data["train"].astype(bool)
+    assert TERMINAL_KEY in res.params and res.params[FLOOR_KEY] == pytest.approx(float(r[train].min()), abs=1e-3)
+    kept = evaluate(threshold_reward, data, {"t": 1.0, TERMINAL_KEY: 5.0, FLOOR_KEY: -2.0},
+                    fit=FitSettings(params=False, terminal=False))
+    assert kept.params[TERMINAL_KEY] == 5.0 and kept.params[FLOOR_KEY] == -2.0
