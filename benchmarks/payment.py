@@ -53,9 +53,11 @@ def run_case(case: str, seeds: int) -> dict:
     source = json.loads((RESULTS / record).read_text())["winner"]["source"]
     params = RewardProgram(source).params
     t0 = time.time()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     res = run_ppo(task, PPOJob((source, without_floor(source), TRUE_REWARD), steps, seeds, 0))
     out = {"case": case, "task": task, "record": record, "steps": steps, "seeds": seeds,
-           "terminal": params.get(TERMINAL_KEY), "floor": params.get(FLOOR_KEY), "seconds": time.time() - t0}
+           "params": {"terminal": params.get(TERMINAL_KEY), "floor": params.get(FLOOR_KEY)}, "seconds": time.time() - t0,
+           "commit": commit}
     for name, r in zip(("floor", "shift", "true"), res, strict=True):
         out[name] = {"returns": r.true_returns, "success": r.success_rate, "success_per_seed": r.success_per_seed,
                      "error": r.error}
@@ -67,14 +69,15 @@ def table(rows: list[dict]) -> str:
         if side.get("error"):
             return f"error: {side['error'][:60]}"
         rets = np.asarray(side["returns"], float)
-        succ = "" if side["success"] is None else f"; success {side['success']:.2f}"
-        return f"{rets.mean():.1f} ± {rets.std():.1f}{succ}"
+        succ = "" if side["success"] is None else f"; success {side['success']:.3g}"
+        return f"{rets.mean():.4g} ± {rets.std():.3g}{succ}"
 
     lines = ["| case | terminal / floor | as grace pays it (floor: steps >= 0, goal lump) | without the floor "
              "(shift: steps <= 0) | true reward | per seed: floor / shift |", "|---|---|---|---|---|---|"]
     for r in rows:
-        per = " / ".join(", ".join(f"{x:.0f}" for x in r[k]["returns"]) for k in ("floor", "shift"))
-        lines.append(f"| {r['case']} ({r['steps']:,} steps) | {r['terminal']} / {r['floor']} | {cell(r['floor'])} | "
+        per = " / ".join(", ".join(f"{x:.3g}" for x in r[k]["returns"]) for k in ("floor", "shift"))
+        paid = r["params"]
+        lines.append(f"| {r['case']} ({r['steps']:,} steps) | {paid['terminal']} / {paid['floor']} | {cell(r['floor'])} | "
                      f"{cell(r['shift'])} | {cell(r['true'])} | {per} |")
     return "\n".join(lines)
 
@@ -91,11 +94,11 @@ def main() -> None:
             print(f"[payment] {case}", flush=True)
             done[case] = run_case(case, args.seeds)
             cache.write_text(json.dumps(list(done.values()), indent=1))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commits = ", ".join(sorted({r["commit"] for r in done.values()}))
     notes = RESULTS / "payment-notes.md"
     OUT.write_text(
         "# Paying a goal's terminal value: steps shifted by the floor and a lump, or a shift alone\n\n"
-        f"`python benchmarks/payment.py` at {commit}: each case's committed winner trained by PPO with the task's "
+        f"`python benchmarks/payment.py`, run at {commits}: each case's committed winner trained by PPO with the task's "
         "settings in one batch of " f"{args.seeds} seeds: as grace pays it (every step `r - min(r_abs, floor)`, the rest "
         "of the terminal value on termination), the same file without its floor (every step `r - r_abs`, nothing on "
         "termination) and the true reward. Mean ± std over seeds of the final true return; success where the task "

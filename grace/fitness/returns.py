@@ -26,8 +26,11 @@ The terminal value (`PARAMS["terminal"]`)
       reward: 7 of 10; benchmarks/results/shifted.md).
     - When ending is as good as the best state (reaching a goal), `c` is the floor: steps pay
       `r - floor >= 0` and reaching the goal pays the lump. Shifted by `r_abs` instead, the goal
-      bonus became a living penalty: the babyai6 OpenTwoDoors winner (a 0/1 indicator, terminal
-      value 99) succeeded on 0.65 of episodes vs 1.00 paid this way (shifted.md).
+      bonus is a living penalty: the babyai9 OpenTwoDoors winner trained to 0.60 success that way
+      vs 1.00 this way, MountainCar's quality16 winner to 0.60 vs 0.975 (the same files, one batch
+      each; benchmarks/results/payment.md). Not every reward prefers it: fixed-horizon Acrobot's
+      0/1 indicator (the env never terminates, so only the steps' sign changes) trained better
+      as {-1, 0} than as {0, 1}.
     An episode cut by a time limit is worth 0 after the cut, as rejax's PPO (and SB3's by default)
     treats a timeout: the returns grace ranks are the ones PPO learns from. A file without a floor
     (written before it existed, or by hand) is paid `c = r_abs`.
