@@ -107,7 +107,7 @@ def test_logic_equals_a_stripped_deep_copy_and_leaves_the_shared_tree_alone(sour
     ref = strip_docstrings(copy.deepcopy(prog.tree))
     for stmt in list(ref.body):
         if isinstance(stmt, ast.Assign) and assigns_params(stmt):
-            keys = sorted(k for k in prog.params if k != "terminal")
+            keys = sorted(k for k in prog.params if k not in ("terminal", "floor"))
             if keys:
                 stmt.value = ast.Dict(keys=[ast.Constant(k) for k in keys], values=[ast.Constant(0) for _ in keys])
             else:
@@ -199,3 +199,10 @@ def test_a_cached_validation_verdict_raises_like_the_first():
         with pytest.raises(ProgramError, match="missing"):
             RewardProgram(bad).validate(SCHEMA)
     assert RewardProgram(GOOD).validate(SCHEMA).validate(SCHEMA).source == GOOD
+
+
+def test_the_fitted_terminal_value_and_floor_are_not_part_of_a_programs_identity():
+    base = RewardProgram(GOOD)
+    fitted = base.with_params(base.params | {"terminal": -12.5, "floor": -0.25})
+    assert fitted.program_id == base.program_id and fitted.size == base.size
+    assert fitted.params["floor"] == -0.25

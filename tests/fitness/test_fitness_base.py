@@ -14,7 +14,7 @@ from grace.data.trajectories import load_demos
 from grace.fitness.base import FITNESS, make_fitness
 from grace.fitness.offline import OfflineFitness
 from grace.fitness.ppo_fitness import PPOFitness
-from grace.program import RewardProgram
+from grace.program import FITTED_KEYS, RewardProgram
 from grace.search.executor import LocalExecutor
 from grace.tasks import get_task
 from grace.types import EvalResult, PPOResult
@@ -52,8 +52,8 @@ def test_offline_fitness_scores_through_the_executor(setup) -> None:
 
     good, bad = asyncio.run(go())
     assert good.ok and good.fitness > 0.5 and good.seconds > 0 and len(good.worst) == 8
-    assert {k: v for k, v in good.params.items() if k != "terminal"} == REF.params  # fit_params=False
-    assert "terminal" in good.params and good.metrics["return_ranking_train"] == 1.0  # random episodes fall
+    assert {k: v for k, v in good.params.items() if k not in FITTED_KEYS} == REF.params  # fit_params=False
+    assert FITTED_KEYS == ("terminal", "floor") and set(FITTED_KEYS) <= set(good.params) and good.metrics["return_ranking_train"] == 1.0  # random episodes fall
     assert not bad.ok and bad.error_kind and bad.fitness is None
     assert "offline GRACE discrimination" in fit.describe(good.fitness, good.heldout_fitness, good.metrics, 0)
 

@@ -158,10 +158,11 @@ def test_heldout_extras_are_better_generalisers_than_every_top_candidate() -> No
     assert heldout_extras([row(1, "a", 0.7, None), row(2, "b", 0.6, None)], cfg, []) == []
 
 
-def test_policies_are_scored_on_how_episodes_end_only_on_the_demos_own_env() -> None:
-    """Episode endings join the expert-likeness when the demos come from the env PPO trains on
-    (terminating CartPole: its experts never fall); a fixed-horizon variant whose demos came from
-    the terminating env (acrobot_fixed) compares every expert state over the experts' horizon."""
+def test_policies_are_scored_on_how_episodes_end_and_over_the_horizon_where_the_demos_come_from_elsewhere() -> None:
+    """Episode endings join the expert-likeness for a task (terminating CartPole: its experts never
+    fall); a fixed-horizon variant whose demos came from the terminating env (acrobot_fixed)
+    compares every expert state over the experts' horizon too, and its policies' episodes end
+    where the wrapped env terminates (`grace.fitness.ppo._as_compared`)."""
     import numpy as np
 
     from grace.search.ppo_select import discriminator
@@ -175,7 +176,8 @@ def test_policies_are_scored_on_how_episodes_end_only_on_the_demos_own_env() -> 
     assert discriminator(cfg, data, get_task("cartpole")).ending_rate == 0.0
     assert get_task("acrobot_fixed").demo_env is not None
     fixed = discriminator(cfg, data, get_task("acrobot_fixed"))
-    assert fixed.ending_rate is None and fixed.survival is not None and len(fixed.survival) == n // 2
+    assert fixed.ending_rate == 0.0 and fixed.mean_length == n // 2
+    assert fixed.survival is not None and len(fixed.survival) == n // 2
     assert discriminator(cfg, data).ending_rate is None and discriminator(cfg, data).survival is None
 
 
