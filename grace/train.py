@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from grace.fitness.ppo import TRUE_REWARD, check_rewards, open_pool, ppo_settings, run_ppo
-from grace.program import FLOOR_KEY, TERMINAL_KEY, ProgramError, RewardProgram, read_reward_file
+from grace.program import FITTED_KEYS, ProgramError, RewardProgram, read_reward_file
 from grace.tasks import Task, get_task
 from grace.types import PPOJob, PPOResult, TaskRef
 
@@ -74,13 +74,13 @@ def train_reward(file_or_source: str | Path, task: str | Path | Task, steps: int
             raise RewardCheckError(f"the reward cannot be trained: {problem}")
         results = run_ppo(ref, job, pool=pool)
     reward, base = _side(results[0]), _side(results[1])
+    params = RewardProgram(source).params
     summary: dict[str, Any] = {
         "task": t.name, "reward_file": str(path) if is_file else None, "steps": int(steps),
         "seeds": int(seeds), "seed": int(seed), "true_reward": t.true_reward_doc,
         "reward": reward, "baseline": base,
         "ppo": {k: (list(v) if isinstance(v, tuple) else v) for k, v in ppo_settings(t, algo_kwargs).items()},
-        "terminal": RewardProgram(source).params.get(TERMINAL_KEY),
-        "floor": RewardProgram(source).params.get(FLOOR_KEY),
+        **{k: params.get(k) for k in FITTED_KEYS},
         "env_steps_per_run": results[1].env_steps if results[1].ok else None,
         "compile_s": results[1].compile_s if results[1].ok else None,
         "run_s": results[1].run_s if results[1].ok else None,

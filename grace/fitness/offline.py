@@ -29,7 +29,7 @@ from grace.fitness.returns import (
     return_ranking,
     shaping_term,
 )
-from grace.program import FLOOR_KEY, TERMINAL_KEY, RewardProgram
+from grace.program import FITTED_KEYS, FLOOR_KEY, TERMINAL_KEY, RewardProgram
 from grace.search.executor import Executor
 from grace.tasks import ObsSchema
 from grace.types import EvalResult, Example, Transitions, whole_episode_rows
@@ -89,7 +89,7 @@ def evaluate(
     """
     fit = fit or FitSettings()
     params = {k: float(v) for k, v in (params or {}).items()}
-    given = {k: params.pop(k) for k in (TERMINAL_KEY, FLOOR_KEY) if k in params}  # learned after the rest (or kept)
+    given = {k: params.pop(k) for k in FITTED_KEYS if k in params}  # learned after the rest (or kept)
     shaping_only = {k: params.pop(k) for k in getattr(compiled, "potential_params", ()) if k in params}
     n_evals = 0
     fitted = dict(params)

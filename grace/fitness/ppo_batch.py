@@ -15,7 +15,6 @@ Scoring never uses the candidate reward: the trained policy is rolled out on the
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -57,8 +56,13 @@ def seen_terminal(terminal: float, transform: str, gamma: float | None) -> float
         return float(terminal)
     if gamma is None or not 0.0 < gamma < 1.0:
         raise ValueError(f"a {transform} reward transform needs PPO's discount in (0, 1) to pay a terminal value; got {gamma}")
-    r_abs = absorbing_reward(terminal, gamma)
-    return terminal_value(math.copysign(math.log1p(abs(r_abs)), r_abs), gamma)
+    return terminal_value(float(symlog(absorbing_reward(terminal, gamma), np)), gamma)
+
+
+def symlog(x: Any, xp: Any = jnp) -> Any:
+    """sign(x) * log(1 + |x|): PPO's `symlog` reward transform (`xp`: jax.numpy in the env, numpy for
+    a float)."""
+    return xp.sign(x) * xp.log1p(xp.abs(x))
 
 
 REWARD_CLIP = 1e6
@@ -137,7 +141,7 @@ class CandidateRewardEnv(environment.Environment):
             r, f = jax.lax.switch(params.cand, self.branches, state.obs, action, obs, r_env, term)
         r, f = _finite(r), _finite(f)
         if self.transform == "symlog":
-            r = jnp.sign(r) * jnp.log1p(jnp.abs(r))
+            r = symlog(r)
         r = r + jnp.where(term, self.terminals[params.cand], 0.0)
         return obs, CandState(inner, obs), jnp.clip(r + f, -REWARD_CLIP, REWARD_CLIP), done, info
 
