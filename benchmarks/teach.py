@@ -7,6 +7,7 @@ one part switched off at a time. Then ONE compiled PPO batch trains, with the sa
     grace            the run's winner (chosen by PPO in the loop)
     no PPO select    the same run's best by offline fitness (what the winner would be without it)
     no shaping       the winner without the potential the final shaping stage gave it (if it got one)
+    no payment       the winner paid with its floor, when the final payment stage chose the shift
     no terminal      the winner of a run with `fit.terminal = false`
     no returns       the winner of a run with `fit.returns = false`
     true reward      the env's own reward
@@ -50,7 +51,7 @@ TASKS = ["cartpole", "acrobot", "mountaincar", "cartpole_fixed", "acrobot_fixed"
          "inverted_pendulum"]
 ABLATE = ["cartpole", "acrobot", "mountaincar"]
 VARIANTS = {"full": {}, "no_terminal": {"fit.terminal": False}, "no_returns": {"fit.returns": False}}
-BRANCHES = ("grace", "no_ppo_select", "no_shaping", "no_terminal", "no_returns", "true_reward")
+BRANCHES = ("grace", "no_ppo_select", "no_shaping", "no_payment", "no_terminal", "no_returns", "true_reward")
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -102,6 +103,7 @@ def evolve_variant(row: str, variant: str, args: argparse.Namespace) -> dict[str
     archive = Archive(run / "archive.sqlite", create=False)
     offline_best = archive.top(1)[0]
     selection = archive.get_meta(f"ppo_select_r{cfg.search.rounds - 1}")
+    payment = archive.get_meta("payment_final")
     archive.close()
     out = {"task": task, "n_demos": n_demos, "variant": variant, "overrides": VARIANTS[variant], "set": args.set, "wall_s": wall,
            "generations": args.generations, "evaluated": res.stats.evaluated,
@@ -113,7 +115,7 @@ def evolve_variant(row: str, variant: str, args: argparse.Namespace) -> dict[str
                       "unshaped": res.best.best_source},
            "offline_best": {"program_id": offline_best.program_id, "source": offline_best.best_source,
                             "fitness": offline_best.fitness, "size": offline_best.size},
-           "selection": selection}
+           "selection": selection, "payment": payment}
     _dump(path, out)
     return out
 
@@ -131,6 +133,12 @@ def train(row: str, evolved: dict[str, dict[str, Any]], args: argparse.Namespace
     sources = {"grace": full["winner"]["source"], "no_ppo_select": full["offline_best"]["source"]}
     if full["winner"].get("unshaped") and full["winner"]["unshaped"] != full["winner"]["source"]:
         sources["no_shaping"] = full["winner"]["unshaped"]
+    pay = full.get("payment") or {}
+    if pay.get("kept") == "shift" and pay.get("program") is not None:  # as the floor would have paid it
+        from grace.program import FLOOR_KEY, RewardProgram
+
+        final = RewardProgram(full["winner"]["source"])
+        sources["no_payment"] = final.with_params(final.params | {FLOOR_KEY: pay["floor"]}).source
     for v in ("no_terminal", "no_returns"):
         if v in evolved:
             sources[v] = evolved[v]["winner"]["source"]
@@ -223,15 +231,17 @@ def write_table(tasks: list[str], args: argparse.Namespace) -> None:
         "mean ± std over seeds. Ratios are to true-reward PPO of the same batch. Ablations (one part off at a "
         "time; a value in () is a normalised return, where the ratio is undefined because true-reward PPO scores 0): "
         "*no PPO select* = the same run's best by offline fitness; *no shaping* = the winner without the "
-        "potential of the final shaping stage (- when it got none); *no terminal* / *no returns* = a "
+        "potential of the final shaping stage (- when it got none); *no payment* = the winner paid with its floor, "
+        "where the final payment stage chose to pay its goal as a shift (- when it kept the floor); *no terminal* / *no returns* = a "
         "separate run with `fit.terminal = false` / `fit.returns = false` (ablation tasks only). "
         "GAIL: imitation's GAIL (SB3 PPO) on the same demos, same env steps, this run's seeds; ¹ = not re-run here, "
         "the first wave's (quality.md, 3 seeds). wave 1 = the first wave's grace / PPO ratio "
         "(benchmarks/results/quality.md, 3 seeds).", "",
-        "| task | true-reward PPO | grace | grace / PPO | no PPO select / PPO | no shaping / PPO | no terminal / PPO "
+        "| task | true-reward PPO | grace | grace / PPO | no PPO select / PPO | no shaping / PPO | no payment / PPO "
+        "| no terminal / PPO "
         "| no returns / PPO | GAIL | grace / GAIL | wave 1 | success grace / PPO | winner size (wave 1) "
         "| evolve s (PPO select s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row_name in tasks:
         task, n_demos = split_row(row_name)
@@ -240,7 +250,7 @@ def write_table(tasks: list[str], args: argparse.Namespace) -> None:
         tr = _load(CACHE / row_name / "train.json")
         full = _load(CACHE / row_name / "evolve-full.json")
         if ref is None or tr is None or full is None:
-            lines.append(f"| {label} | " + " | ".join(["not run (time)"] * 13) + " |")
+            lines.append(f"| {label} | " + " | ".join(["not run (time)"] * 14) + " |")
             continue
         m = tr["methods"]
         norm = {k: _norm(m.get(k), ref) for k in BRANCHES}
@@ -261,7 +271,7 @@ def write_table(tasks: list[str], args: argparse.Namespace) -> None:
 
         lines.append(
             f"| {label} | {_ms(base)} | {_ms(norm['grace'])} | **{_r(rt['grace'])}** | {_cell('no_ppo_select')} | "
-            f"{_cell('no_shaping')} | {_cell('no_terminal')} | {_cell('no_returns')} | {_ms(gail)}{gmark} | "
+            f"{_cell('no_shaping')} | {_cell('no_payment')} | {_cell('no_terminal')} | {_cell('no_returns')} | {_ms(gail)}{gmark} | "
             f"{_r(_ratio(norm['grace'], gail))} | {_r(w1_ratio)} | {succ} | "
             f"{full['winner']['size']} ({w1_size if w1_size is not None else '-'}) | "
             f"{full['wall_s']:.0f} ({sel.get('seconds', 0):.0f}) |")

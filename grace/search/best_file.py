@@ -9,6 +9,7 @@ import grace
 from grace.config import EvolveConfig
 from grace.program import FLOOR_KEY, TERMINAL_KEY, RewardProgram
 from grace.search import negatives as rundata
+from grace.search import payment
 from grace.search.archive import Archive, ProgramRow
 from grace.search.shaping import Shaped, provenance
 from grace.tasks import Task
@@ -53,7 +54,8 @@ def write_best_file(run_dir: Path, archive: Archive, task: Task, cfg: EvolveConf
                             f"(discount {m.get('gamma', nan):.3g}; terminal value "
                             f"{program.params.get(TERMINAL_KEY, 0.0):.4g}, floor {program.params.get(FLOOR_KEY, nan):.4g})"),
         **selection_line(archive, b),
-        **provenance(shaped, archive.get_meta("shaping_final")),
+        **provenance(shaped if shaped is None or shaped.potential else None, archive.get_meta("shaping_final")),
+        **payment.provenance(archive.get_meta(payment.META), b.id),
         "run": f"{run_dir} round {b.round} generation {b.generation} slot {b.slot}",
         "program": f"{b.program_id} ({b.operator} by {b.proposer})",
         "lineage": lineage,

@@ -21,7 +21,7 @@ from grace.fitness.base import Fitness
 from grace.program import ProgramError, RewardProgram
 from grace.proposers.base import BudgetExhausted, Feedback, Proposal, Proposer, TaskContext
 from grace.search import negatives as rundata
-from grace.search import rounds, shaping
+from grace.search import payment, rounds, shaping
 from grace.search.archive import Archive, ProgramRow
 from grace.search.best_file import write_best_file
 from grace.search.executor import Executor
@@ -121,8 +121,9 @@ class Evolution:
         return await self.proposer.mutate(self.ctx, fb[0], seed)
 
     async def final_shaping(self) -> None:
-        """`fit.shaping`: the winner gets the potential learned from the demos (grace/search/shaping.py);
-        best_reward.py carries it."""
+        """The final stages: `fit.shaping`, the winner gets the potential learned from the demos
+        (grace/search/shaping.py); then `ppo.select_payment`, PPO in the loop chooses how its goal
+        is paid (grace/search/payment.py). best_reward.py carries both."""
         self.shaped = None
         if self.cfg.fit.shaping and self.best is not None and self.data is not None:
             trajs = await shaping.trajectories(self.executor, self.task, self.cfg, self.demos, self.data,
@@ -130,6 +131,11 @@ class Evolution:
             self.shaped = await shaping.final(self.archive, self.executor, self.task, self.cfg, self.best, trajs,
                                               self.data)
             self.write_best()
+        if self.best is not None:
+            paid = await payment.final(self.archive, self.executor, self.task, self.cfg, self.best, self.shaped,
+                                       self.data)
+            self.shaped = paid or self.shaped
+            self.write_best()  # with the stage's provenance line, whichever payment it kept
 
     def _already_scored(self, prop: Proposal, rnd: int, gen: int) -> bool:
         if prop.source is None:
@@ -325,7 +331,7 @@ class Evolution:
             return None
         shaped = self.shaped if self.shaped and self.shaped.row_id == self.best.id else None
         line = (self.fitness.describe(shaped.fitness, shaped.heldout, shaped.metrics, self.best.negatives_version)
-                + " (with the potential)") if shaped else self._fitness_line(self.best)
+                + (" (with the potential)" if shaped.potential else "")) if shaped else self._fitness_line(self.best)
         return write_best_file(self.run_dir, self.archive, self.task, self.cfg, self.best, line, shaped)
 
     def _fitness_line(self, b: ProgramRow) -> str:

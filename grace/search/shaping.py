@@ -23,13 +23,16 @@ from grace.types import Transitions
 
 @dataclass(frozen=True)
 class Shaped:
-    """The winner (archive row `row_id`) with the learned potential, scored with it."""
+    """The winner (archive row `row_id`) in its final form, scored as it is: with the learned
+    potential, and/or its goal paid as a shift (grace/search/payment.py; `potential` False: the
+    potential was not kept)."""
 
     row_id: int
     source: str
     fitness: float
     heldout: float | None
     metrics: dict[str, Any]
+    potential: bool = True
 
 
 async def trajectories(executor: Executor, task: Task, cfg: EvolveConfig, demos: Trajectories,

@@ -98,6 +98,7 @@ def test_a_lead_within_noise_is_confirmed_on_more_seeds(tmp_path, monkeypatch, h
     monkeypatch.setattr(ppo_select, "train_and_score", fake)
     run = tmp_path / "r"
     cfg = EvolveConfig(task="cartpole", demos=str(DEMOS / "cartpole.npz"), out=str(run)).override(SMALL)
+    cfg = cfg.override({"ppo": {"select_payment": False}})  # only the selection's PPO runs are counted
     res = grace.evolve(cfg, progress=False)
     rec = Archive(run / "archive.sqlite", create=False).get_meta("ppo_select_r0")
     assert calls == [(3, None), (2, 4)]  # the top 3 on 2 seeds, then the pair on 4 more

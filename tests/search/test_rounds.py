@@ -18,7 +18,8 @@ from grace.search.rounds import best_round, stop_reason, winner_likeness
 from tests.conftest import DEMOS
 
 SMALL = {"search.generations": 1, "search.population": 4, "search.islands": 1, "search.rounds": 3,
-         "sandbox.workers": 2, "ppo.select_top": 2, "fit.shaping": False, "report": False}
+         "sandbox.workers": 2, "ppo.select_top": 2, "fit.shaping": False, "ppo.select_payment": False,
+         "report": False}
 ROUND_LIKENESS = {0: 0.9, 1: 0.5, 2: 0.95}
 
 

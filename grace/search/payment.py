@@ -1,0 +1,126 @@
+"""The final payment stage: how the winner's goal is paid, chosen by PPO in the loop.
+
+A goal's terminal value (`PARAMS["terminal"]`, "finishing is as good as the best state forever")
+can be paid two ways that have the same optimal policy (grace/fitness/returns.py):
+
+- with its floor (`PARAMS["floor"]`, the default): every step pays `r - floor >= 0` and finishing
+  pays the rest of the terminal value as a lump;
+- as a shift (no floor in the file): every step pays `r - r_abs <= 0` and finishing ends a penalty.
+
+PPO learns them differently, and neither trains better on every reward: with the same winners and
+seeds (benchmarks/results/payment.md) the floor trained MountainCar to 0.975 success vs 0.60 and
+OpenTwoDoors to 1.00 vs 0.60, the shift trained fixed-horizon Acrobot to a mean return of -410 vs
+-430 (true reward -410) and GoToRedBall to 1.00 success vs 0.925. So, as the shaping check does for
+the potential, PPO in the loop trains the winner both ways in one batch and the shift replaces the
+floor only when its policies are more expert-like beyond the seed noise (`ppo_verdict.beats`, after
+`ppo.select_confirm` more seeds when the first two are within noise); never the true reward.
+Recorded as archive meta `payment_final` before it is used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from statistics import fmean
+from typing import Any
+
+from grace.config import EvolveConfig
+from grace.fitness.returns import payment
+from grace.program import FLOOR_KEY, TERMINAL_KEY, ProgramError, RewardProgram
+from grace.search.archive import Archive, ProgramRow
+from grace.search.executor import Executor
+from grace.search.ppo_verdict import beats, seed_values
+from grace.search.shaping import Shaped
+from grace.tasks import Task
+from grace.types import Transitions
+
+META = "payment_final"
+"""Archive meta key of the stage's record."""
+
+
+def pays_a_goal(params: dict[str, float], gamma: float) -> bool:
+    """Do the two payments differ for these PARAMS: a terminal value above the floor (a goal)?
+    For a keep-alive reward the floor is the absorbing state's reward and both are one shift."""
+    if TERMINAL_KEY not in params or FLOOR_KEY not in params:
+        return False
+    return payment(float(params[TERMINAL_KEY]), float(params[FLOOR_KEY]), gamma)[1] > 0.0
+
+
+def without_floor(program: RewardProgram) -> RewardProgram:
+    """The same program paid as a shift: its PARAMS less the floor."""
+    return program.with_params({k: v for k, v in program.params.items() if k != FLOOR_KEY})
+
+
+async def final(archive: Archive, executor: Executor, task: Task, cfg: EvolveConfig, best: ProgramRow,
+                shaped: Shaped | None, data: Transitions | None) -> Shaped | None:
+    """The winner (`shaped` when the shaping stage gave it its potential, else `best`'s fitted
+    program) paid as a shift when PPO in the loop says so (module docstring), scored once in the
+    sandbox as it will be paid; None when the floor stays (or the stage does not apply: PPO in the
+    loop off, `ppo.select_payment` off, no goal, no data)."""
+    from grace.fitness.base import fit_settings
+    from grace.search import ppo_select
+
+    if not cfg.ppo.select_payment or data is None or not ppo_select.enabled(cfg, task):
+        return None
+    fit = fit_settings(cfg, task)
+    source = shaped.source if shaped is not None and shaped.row_id == best.id else best.best_source
+    program = RewardProgram(source)
+    if not pays_a_goal(program.params, fit.gamma):
+        return None
+    record: dict[str, Any] = {"program": best.id, "terminal": program.params[TERMINAL_KEY],
+                              "floor": program.params[FLOOR_KEY], "kept": "floor"}
+    try:
+        shift = without_floor(program).validate(task.schema)
+    except ProgramError as exc:
+        archive.set_meta(META, record | {"error": str(exc)})
+        return None
+    sources = [program.source, shift.source]
+    seed = cfg.seed + 3_571  # not a seed of the selection rounds (seed + 104_729 k) nor of the shaping check
+    results, seconds = await ppo_select.train_and_score(task, cfg, sources, data, seed)
+    floor_seeds, shift_seeds = (seed_values(r) or [] for r in results)
+    confirm = 0
+    if (cfg.ppo.select_confirm > 0 and floor_seeds and shift_seeds
+            and not beats(floor_seeds, shift_seeds) and not beats(shift_seeds, floor_seeds)):
+        extra, more_s, _ = await ppo_select.more_seeds(task, cfg, sources, data, seed)
+        floor_seeds, shift_seeds = floor_seeds + extra[0], shift_seeds + extra[1]
+        seconds, confirm = seconds + more_s, cfg.ppo.select_confirm
+    chosen = bool(shift_seeds) and (not floor_seeds or beats(shift_seeds, floor_seeds))
+    record |= {"kept": "shift" if chosen else "floor", "seconds": seconds, "confirm_seeds": confirm,
+               "expert_likeness_floor": fmean(floor_seeds) if floor_seeds else None,
+               "expert_likeness_shift": fmean(shift_seeds) if shift_seeds else None,
+               "seeds_floor": floor_seeds, "seeds_shift": shift_seeds,
+               "true_return_floor": results[0].true_return_mean, "true_return_shift": results[1].true_return_mean}
+    if chosen:
+        scored = await _score(executor, shift, replace(fit, params=False, terminal=False), cfg.seed)
+        if isinstance(scored, str):
+            record |= {"kept": "floor", "error": scored}
+            chosen = False
+    archive.set_meta(META, record)
+    if not chosen:
+        return None
+    return Shaped(best.id, shift.source, float(scored.fitness), scored.heldout_fitness, dict(scored.metrics),
+                  potential=shaped is not None and shaped.row_id == best.id)
+
+
+async def _score(executor: Executor, program: RewardProgram, fit: Any, seed: int) -> Any:
+    """The offline evaluation of `program` as it is (PARAMS, terminal value and floor kept), or the
+    error's text."""
+    from grace.fitness.offline import DATA_KEY, WORKER_FN
+
+    out = await executor.call(WORKER_FN, program.source, data_key=DATA_KEY, params=program.params, fit=fit, seed=seed)
+    return out.value if out.ok else str(out.error)
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def provenance(record: dict[str, Any] | None, winner: int) -> dict[str, str]:
+    """The provenance line of the stage for the winner (archive row `winner`); {} when it did not run."""
+    if not record or record.get("program") != winner or "expert_likeness_floor" not in record:
+        return {}
+    pair = (f"expert-likeness {_num(record.get('expert_likeness_shift'))} paid as a shift, "
+            f"{_num(record.get('expert_likeness_floor'))} with the floor; "
+            f"{len(record.get('seeds_floor') or [])} seeds each, {record.get('seconds', 0.0):.0f} s")
+    if record.get("kept") == "shift":
+        return {"payment": f"the goal is paid as a shift (no floor): chosen by PPO in the loop ({pair})"}
+    return {"payment": f"the goal is paid with its floor: PPO in the loop ({pair})"}

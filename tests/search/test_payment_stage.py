@@ -1,0 +1,98 @@
+"""`ppo.select_payment`: PPO in the loop chooses whether the winner's goal is paid with its floor or
+as a shift (grace/search/payment.py)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+import grace
+from grace.config import EvolveConfig
+from grace.fitness.returns import payment, terminal_value
+from grace.program import FLOOR_KEY, TERMINAL_KEY, RewardProgram
+from grace.search import payment as stage
+from grace.search.archive import Archive
+from tests.conftest import DEMOS, run_cli
+
+TINY = dict(search={"generations": 1, "population": 3, "islands": 1}, data={"random_negative_episodes": 12},
+            report=False)
+GOAL = """
+PARAMS = {"w": 1.0, "terminal": 99.0, "floor": -0.5}
+
+
+def reward(s, a, s_next, p):
+    return p["w"] * s_next.position, {}
+"""
+
+
+def test_only_a_goal_pays_differently() -> None:
+    """A terminal value above the floor is a goal (two payments); the floor's own terminal value
+    (keep-alive: ending is as bad as the worst state) is one shift either way; no floor, no choice."""
+    assert stage.pays_a_goal({TERMINAL_KEY: 99.0, FLOOR_KEY: -0.5}, 0.99)
+    assert not stage.pays_a_goal({TERMINAL_KEY: terminal_value(-0.5, 0.99), FLOOR_KEY: -0.5}, 0.99)
+    assert not stage.pays_a_goal({TERMINAL_KEY: 99.0}, 0.99)
+    assert not stage.pays_a_goal({FLOOR_KEY: -0.5}, 0.99)
+
+
+def test_without_the_floor_the_goal_is_a_shift() -> None:
+    program = RewardProgram(GOAL)
+    shifted = stage.without_floor(program)
+    assert FLOOR_KEY not in shifted.params and shifted.params[TERMINAL_KEY] == 99.0
+    assert shifted.program_id == program.program_id  # the floor is fitted data, not the program's logic
+    assert payment(99.0, None, 0.99) == pytest.approx((1.0, 0.0))  # every step r - 1, nothing on finishing
+    assert payment(99.0, -0.5, 0.99)[1] > 0.0
+
+
+@pytest.mark.ppo_select
+@pytest.mark.parametrize("verdict", ["shift", "floor", "noisy", "off"])
+def test_the_shift_replaces_the_floor_only_when_its_policies_imitate_better(tmp_path, monkeypatch,
+                                                                             verdict: str) -> None:
+    """PPO faked: per seed, the expert-likeness of the winner paid with its floor and as a shift.
+    "noisy": within the seed noise on 2 seeds, so 4 more decide (for the floor here)."""
+    from grace.search import ppo_select
+
+    first = {"shift": ([0.4, 0.42], [0.9, 0.88]), "floor": ([0.9, 0.88], [0.4, 0.42]),
+             "noisy": ([0.5, 0.9], [0.9, 0.6]), "off": ([0.4, 0.42], [0.9, 0.88])}[verdict]
+    more = ([0.8, 0.85, 0.9, 0.8], [0.3, 0.9, 0.2, 0.4])
+    calls: list[int | None] = []
+
+    async def fake_train(task, cfg, sources, data, seed, seeds=None):
+        calls.append(seeds)
+        floor, shift = first if seeds is None else more
+        per = [floor if FLOOR_KEY in RewardProgram(s).params else shift for s in sources]
+        return [SimpleNamespace(ok=True, irl_score=sum(x) / len(x), irl_per_seed=x, error=None,
+                                true_return_mean=-100.0, env_steps=0) for x in per], 0.1
+
+    monkeypatch.setattr(ppo_select, "enabled", lambda cfg, task: True)
+    monkeypatch.setattr(ppo_select, "train_and_score", fake_train)
+    cfg = EvolveConfig(task="mountaincar", demos=str(DEMOS / "mountaincar.npz"), out=str(tmp_path / "r")).override(TINY)
+    if verdict == "off":
+        cfg = cfg.override({"ppo": {"select_payment": False}})
+    res = grace.evolve(cfg, progress=False)
+    found = RewardProgram(res.best.best_source).params
+    assert stage.pays_a_goal(found, 0.99), found  # terminating MountainCar: the experts finish, a goal
+    program = RewardProgram.from_file(res.best_path)
+    record = Archive(tmp_path / "r" / "archive.sqlite", create=False).get_meta(stage.META)
+    if verdict == "off":
+        assert record is None and program.params[FLOOR_KEY] == found[FLOOR_KEY] and "payment" not in program.provenance
+        return
+    shift = verdict == "shift"
+    assert record["kept"] == ("shift" if shift else "floor") and record["program"] == res.best.id
+    assert record["confirm_seeds"] == (cfg.ppo.select_confirm if verdict == "noisy" else 0)
+    assert (FLOOR_KEY in program.params) is not shift
+    assert program.program_id == RewardProgram(res.best.best_source).program_id
+    text = program.provenance["payment"].replace("\n", " ")
+    if shift:
+        assert "paid as a shift (no floor): chosen by PPO in the loop (expert-likeness 0.890 paid as a shift, " \
+               "0.410 with the floor; 2 seeds each" in text
+        # the file is scored as it is paid: `grace eval` (the file as it is) agrees with its provenance
+        out = run_cli("eval", str(res.best_path), "--json")
+        assert out.returncode == 0, out.stderr
+        assert f"{json.loads(out.stdout)['fitness']:.4f} train" in program.provenance["fitness"]
+    elif verdict == "noisy":
+        assert "paid with its floor: PPO in the loop (expert-likeness 0.550 paid as a shift, 0.792 with the floor; " \
+               "6 seeds each" in text
+    else:
+        assert "paid with its floor" in text and program.params[FLOOR_KEY] == found[FLOOR_KEY]
