@@ -24,7 +24,7 @@ from statistics import fmean
 from typing import Any
 
 from grace.config import EvolveConfig
-from grace.fitness.returns import payment
+from grace.fitness.returns import absorbing_reward, payment
 from grace.program import FLOOR_KEY, TERMINAL_KEY, ProgramError, RewardProgram
 from grace.search.archive import Archive, ProgramRow
 from grace.search.executor import Executor
@@ -35,6 +35,8 @@ from grace.types import Transitions
 
 META = "payment_final"
 """Archive meta key of the stage's record."""
+ROUNDING = 1e-3
+"""Relative gap between r_abs and the floor below which they are one value written twice."""
 
 
 def pays_a_goal(params: dict[str, float], gamma: float) -> bool:
@@ -42,7 +44,12 @@ def pays_a_goal(params: dict[str, float], gamma: float) -> bool:
     For a keep-alive reward the floor is the absorbing state's reward and both are one shift."""
     if TERMINAL_KEY not in params or FLOOR_KEY not in params:
         return False
-    return payment(float(params[TERMINAL_KEY]), float(params[FLOOR_KEY]), gamma)[1] > 0.0
+    floor = float(params[FLOOR_KEY])
+    shift, _ = payment(float(params[TERMINAL_KEY]), floor, gamma)
+    r_abs = absorbing_reward(float(params[TERMINAL_KEY]), gamma)
+    # the file rounds both to 4 significant digits: a keep-alive terminal value's r_abs can sit a
+    # rounding above its floor (CartPole: -91.07 -> -0.91990 vs -0.9199), which is no goal
+    return r_abs - shift > ROUNDING * max(abs(r_abs), abs(floor))
 
 
 def without_floor(program: RewardProgram) -> RewardProgram:

@@ -32,6 +32,7 @@ def test_only_a_goal_pays_differently() -> None:
     (keep-alive: ending is as bad as the worst state) is one shift either way; no floor, no choice."""
     assert stage.pays_a_goal({TERMINAL_KEY: 99.0, FLOOR_KEY: -0.5}, 0.99)
     assert not stage.pays_a_goal({TERMINAL_KEY: terminal_value(-0.5, 0.99), FLOOR_KEY: -0.5}, 0.99)
+    assert not stage.pays_a_goal({TERMINAL_KEY: -91.07, FLOOR_KEY: -0.9199}, 0.99)  # as rounded in a file
     assert not stage.pays_a_goal({TERMINAL_KEY: 99.0}, 0.99)
     assert not stage.pays_a_goal({FLOOR_KEY: -0.5}, 0.99)
 
