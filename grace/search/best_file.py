@@ -15,6 +15,13 @@ from grace.search.shaping import Shaped, provenance
 from grace.tasks import Task
 
 
+def _floor_text(params: dict[str, float]) -> str:
+    """How the file pays its terminal value: with its floor, or as a shift (no floor)."""
+    if FLOOR_KEY in params:
+        return f"floor {params[FLOOR_KEY]:.4g}"
+    return "no floor: paid as a shift" if TERMINAL_KEY in params else "no floor"
+
+
 def selection_line(archive: Archive, b: ProgramRow) -> dict[str, str]:
     """The provenance line of PPO in the loop (grace/search/ppo_select.py), when it chose `b`."""
     rec = archive.get_meta(f"ppo_select_r{b.round}")
@@ -52,7 +59,7 @@ def write_best_file(run_dir: Path, archive: Archive, task: Task, cfg: EvolveConf
         "episode returns": (f"expert episodes out-earn negative ones in {m.get('return_ranking_train', nan):.3f} "
                             f"of pairs train, {m.get('return_ranking_heldout', nan):.3f} held-out "
                             f"(discount {m.get('gamma', nan):.3g}; terminal value "
-                            f"{program.params.get(TERMINAL_KEY, 0.0):.4g}, floor {program.params.get(FLOOR_KEY, nan):.4g})"),
+                            f"{program.params.get(TERMINAL_KEY, 0.0):.4g}, {_floor_text(program.params)})"),
         **selection_line(archive, b),
         **provenance(shaped if shaped is None or shaped.potential else None, archive.get_meta("shaping_final")),
         **payment.provenance(archive.get_meta(payment.META), b.id),

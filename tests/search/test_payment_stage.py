@@ -85,6 +85,9 @@ def test_the_shift_replaces_the_floor_only_when_its_policies_imitate_better(tmp_
     assert (FLOOR_KEY in program.params) is not shift
     assert program.program_id == RewardProgram(res.best.best_source).program_id
     text = program.provenance["payment"].replace("\n", " ")
+    returns_line = program.provenance["episode returns"].replace("\n", " ")
+    assert ("no floor: paid as a shift)" in returns_line) is shift
+    assert (f"floor {program.params.get(FLOOR_KEY, 0.0):.4g})" in returns_line) is not shift
     if shift:
         assert "paid as a shift (no floor): chosen by PPO in the loop (expert-likeness 0.890 paid as a shift, " \
                "0.410 with the floor; 2 seeds each" in text
