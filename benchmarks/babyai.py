@@ -88,9 +88,10 @@ def gail_level(level: str, n_demos: int, args: argparse.Namespace) -> dict[str, 
 
     path = args.cache / level / f"gail-{n_demos}.json"
     cached = load(path)
-    if cached and "success_mean" in cached and len(cached["runs"]) >= args.seeds and not args.force:
+    same_budget = bool(cached) and cached.get("steps") == args.steps
+    if same_budget and "success_mean" in cached and len(cached["runs"]) >= args.seeds and not args.force:
         return cached
-    if args.force or (cached and cached.get("steps") != args.steps):  # never mix budgets across seeds
+    if args.force or (cached and not same_budget):  # never mix budgets across seeds
         path.unlink(missing_ok=True)
     demos = ROOT / "demos" / f"{level}.npz"
     if n_demos != 8:
