@@ -15,6 +15,15 @@ the potential, PPO in the loop trains the winner both ways in one batch and the 
 floor only when its policies are more expert-like beyond the seed noise (`ppo_verdict.beats`, after
 `ppo.select_confirm` more seeds when the first two are within noise); never the true reward.
 Recorded as archive meta `payment_final` before it is used.
+
+A winner with a learned potential (grace/proposers/offline/potential.py) has it sized to the
+reward's spread along expert episodes, which the floor's steps (`r - floor >= 0`) never outweigh.
+As a shift, every step also costs `r_abs - r`: on MountainCar ~0.48 a step against a spread of
+~0.09, so progress the potential pays for still lost reward at every step, and the shift's policies
+failed on 2 seeds of 5 (benchmarks/results/mc_shaping.md). So the shift's potential is scaled by
+`living_cost / spread` when that is above 1: its rise along an expert episode then covers what
+the episode's steps cost, and an expert-like step pays about nothing, not a loss. The same rule for
+every task; the floor's potential is left as it is.
 """
 
 from __future__ import annotations
@@ -22,6 +31,8 @@ from __future__ import annotations
 from dataclasses import replace
 from statistics import fmean
 from typing import Any
+
+import numpy as np
 
 from grace.config import EvolveConfig
 from grace.fitness.returns import absorbing_reward, payment
@@ -37,6 +48,10 @@ META = "payment_final"
 """Archive meta key of the stage's record."""
 ROUNDING = 1e-3
 """Relative gap between r_abs and the floor below which they are one value written twice."""
+SCALE_KEY = "potential_scale"
+"""The learned potential's scale (grace/proposers/offline/potential.py `KEYS`)."""
+COST_ROWS = 2000
+"""Expert train rows (evenly spaced) the living cost and the spread are measured on."""
 
 
 def pays_a_goal(params: dict[str, float], gamma: float) -> bool:
@@ -57,6 +72,36 @@ def without_floor(program: RewardProgram) -> RewardProgram:
     return program.with_params({k: v for k, v in program.params.items() if k != FLOOR_KEY})
 
 
+def shift_sizing(program: RewardProgram, rewards: np.ndarray, gamma: float) -> dict[str, float] | None:
+    """How the shift's potential is scaled (module docstring), from the reward on expert states:
+    {"living_cost", "spread", "factor", SCALE_KEY}; None when the program has no learned potential
+    scale or the rewards are unusable. `factor` is 1 (the scale kept) unless the living cost is
+    above the spread."""
+    r = np.asarray(rewards, dtype=np.float64)
+    if SCALE_KEY not in program.potential_params or r.size == 0 or not np.all(np.isfinite(r)):
+        return None
+    cost = float(absorbing_reward(float(program.params[TERMINAL_KEY]), gamma) - r.mean())
+    spread = float(r.std())
+    spread = spread if spread > 1e-9 else 1.0  # as the potential's sizing does for a flat reward
+    factor = max(1.0, cost / spread)
+    scale = float(program.params[SCALE_KEY])
+    return {"living_cost": cost, "spread": spread, "factor": factor,
+            SCALE_KEY: scale if factor == 1.0 else float(f"{scale * factor:.4g}")}
+
+
+async def _shift_sizing(executor: Executor, program: RewardProgram, data: Transitions, gamma: float
+                        ) -> dict[str, float] | None:
+    """`shift_sizing` on up to COST_ROWS expert train rows, the reward computed in the sandbox."""
+    if SCALE_KEY not in program.potential_params:
+        return None
+    rows = np.flatnonzero((np.asarray(data["source"]) == 0) & np.asarray(data["train"]).astype(bool))
+    if len(rows) == 0:
+        return None
+    rows = rows[np.unique(np.linspace(0, len(rows) - 1, min(COST_ROWS, len(rows))).astype(int))]
+    rewards = await executor.rewards(program.source, {k: np.asarray(data[k])[rows] for k in ("s", "a", "s_next")})
+    return None if rewards is None else shift_sizing(program, rewards, gamma)
+
+
 async def final(archive: Archive, executor: Executor, task: Task, cfg: EvolveConfig, best: ProgramRow,
                 shaped: Shaped | None, data: Transitions | None) -> Shaped | None:
     """The winner (`shaped` when the shaping stage gave it its potential, else `best`'s fitted
@@ -75,8 +120,14 @@ async def final(archive: Archive, executor: Executor, task: Task, cfg: EvolveCon
         return None
     record: dict[str, Any] = {"program": best.id, "terminal": program.params[TERMINAL_KEY],
                               "floor": program.params[FLOOR_KEY], "kept": "floor"}
+    sizing = await _shift_sizing(executor, program, data, fit.gamma)
+    if sizing is not None:
+        record["shift_sizing"] = sizing
     try:
-        shift = without_floor(program).validate(task.schema)
+        shift = without_floor(program)
+        if sizing is not None and sizing["factor"] > 1.0:
+            shift = shift.with_params(shift.params | {SCALE_KEY: sizing[SCALE_KEY]})
+        shift = shift.validate(task.schema)
     except ProgramError as exc:
         archive.set_meta(META, record | {"error": str(exc)})
         return None
@@ -125,7 +176,10 @@ def provenance(record: dict[str, Any] | None, winner: int) -> dict[str, str]:
     """The provenance line of the stage for the winner (archive row `winner`); {} when it did not run."""
     if not record or record.get("program") != winner or "expert_likeness_floor" not in record:
         return {}
-    pair = (f"expert-likeness {_num(record.get('expert_likeness_shift'))} paid as a shift, "
+    sizing = record.get("shift_sizing") or {}
+    scaled = (f" (its potential x{sizing['factor']:.3g}: a step's cost {sizing['living_cost']:.3g} vs the "
+              f"reward's spread {sizing['spread']:.3g})" if sizing.get("factor", 1.0) > 1.0 else "")
+    pair = (f"expert-likeness {_num(record.get('expert_likeness_shift'))} paid as a shift{scaled}, "
             f"{_num(record.get('expert_likeness_floor'))} with the floor; "
             f"{len(record.get('seeds_floor') or [])} seeds each, {record.get('seconds', 0.0):.0f} s")
     if record.get("kept") == "shift":

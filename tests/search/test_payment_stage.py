@@ -100,3 +100,84 @@ def test_the_shift_replaces_the_floor_only_when_its_policies_imitate_better(tmp_
                "6 seeds each" in text
     else:
         assert "paid with its floor" in text and program.params[FLOOR_KEY] == found[FLOOR_KEY]
+
+
+SHAPED_GOAL = """
+PARAMS = {"w": -0.5, "t": 0.45, "terminal": 0.0, "floor": -0.5, "potential_scale": 192.2, "potential_zero": 0.0456}
+
+
+def reward(s, a, s_next, p):
+    return p["w"] * xp.where(s_next.position < p["t"], 1.0, 0.0), {}
+
+
+def potential(s, p):
+    return p["potential_scale"] * (xp.abs(s.velocity) - p["potential_zero"])
+"""
+
+
+def test_the_shift_scales_the_potential_to_cover_the_steps_cost() -> None:
+    """MountainCar-like: -0.5 on 97 expert steps of 100, 0 near the flag, terminal 0. As a shift
+    every step costs 0.485 on average where the reward's spread is 0.085: the potential grows by
+    the ratio. A cost below the spread, or no learned potential scale, changes nothing."""
+    program = RewardProgram(SHAPED_GOAL)
+    rewards = [-0.5] * 97 + [0.0] * 3
+    sizing = stage.shift_sizing(program, rewards, 0.99)
+    assert sizing is not None
+    assert sizing["living_cost"] == pytest.approx(0.485)
+    assert sizing["spread"] == pytest.approx(0.5 * (0.97 * 0.03) ** 0.5)
+    assert sizing["factor"] == pytest.approx(0.485 / sizing["spread"])
+    assert sizing["potential_scale"] == pytest.approx(192.2 * sizing["factor"], rel=1e-3)
+    near = stage.shift_sizing(program, [-0.1, 0.0] * 50, 0.99)  # cost 0.05 < spread 0.05: kept
+    assert near is not None and near["factor"] == 1.0 and near["potential_scale"] == 192.2
+    assert stage.shift_sizing(RewardProgram(GOAL), rewards, 0.99) is None  # no potential
+    assert stage.shift_sizing(program, [float("nan")] * 3, 0.99) is None
+
+
+def test_the_stage_trains_the_shift_with_its_potential_scaled(tmp_path, monkeypatch) -> None:
+    """`final` measures the living cost in the sandbox, trains the floor as it is and the shift with
+    the scaled potential, and records the sizing (faked PPO and executor)."""
+    import asyncio
+
+    import numpy as np
+
+    from grace.search import ppo_select
+    from grace.search.shaping import Shaped
+    from grace.tasks import get_task
+
+    trained: list[list[str]] = []
+
+    async def fake_train(task, cfg, sources, data, seed, seeds=None):
+        trained.append(list(sources))
+        return [SimpleNamespace(ok=True, irl_score=0.5, irl_per_seed=[0.5, 0.5], error=None,
+                                true_return_mean=-100.0, env_steps=0) for _ in sources], 0.1
+
+    class FakeExecutor:
+        async def rewards(self, source, batch):
+            n = len(batch["s"])
+            return np.where(np.arange(n) % 100 < 97, -0.5, 0.0)
+
+        async def call(self, *args, **kwargs):
+            return SimpleNamespace(ok=False, error="not scored here", value=None)
+
+    monkeypatch.setattr(ppo_select, "enabled", lambda cfg, task: True)
+    monkeypatch.setattr(ppo_select, "train_and_score", fake_train)
+    cfg = EvolveConfig(task="mountaincar", demos=str(DEMOS / "mountaincar.npz"), out=str(tmp_path / "r"))
+    cfg = cfg.override({"ppo": {"select_confirm": 0}})
+    n = 1000
+    rng = np.random.default_rng(0)
+    data = {"s": rng.normal(size=(n, 2)).astype(np.float32), "a": np.zeros(n, np.int64),
+            "s_next": rng.normal(size=(n, 2)).astype(np.float32), "source": np.where(np.arange(n) < 500, 0, 1),
+            "train": np.ones(n, bool)}
+    archive = Archive(tmp_path / "a.sqlite")
+    best = SimpleNamespace(id=7, best_source=GOAL)
+    shaped = Shaped(7, RewardProgram(SHAPED_GOAL).source, 0.9, 0.9, {})
+    out = asyncio.run(stage.final(archive, FakeExecutor(), get_task("mountaincar"), cfg, best, shaped, data))
+    assert out is None  # a tie: the floor stays
+    (floor_src, shift_src), = trained
+    floor_p, shift_p = RewardProgram(floor_src).params, RewardProgram(shift_src).params
+    assert floor_p["potential_scale"] == 192.2 and FLOOR_KEY in floor_p
+    assert FLOOR_KEY not in shift_p and shift_p["potential_scale"] == pytest.approx(192.2 * 0.485 / 0.0853, rel=0.01)
+    record = archive.get_meta(stage.META)
+    assert record["kept"] == "floor" and record["shift_sizing"]["factor"] > 5
+    text = stage.provenance(record, 7)["payment"]
+    assert "paid as a shift (its potential x5.69: a step's cost 0.485 vs the reward's spread 0.0853)" in text
