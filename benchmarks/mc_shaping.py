@@ -1,4 +1,4 @@
-"""Terminating MountainCar: can the shaping alone make grace's winner reach the flag as fast as GAIL?
+"""Terminating MountainCar: can the shaping and the payment make grace's winner reach the flag as fast as GAIL?
 
 quality17's MountainCar winner reaches the flag on 0.975 of episodes where true-reward PPO never
 does, but in ~148 steps where the scripted experts take ~120, so its normalised return is 0.66
@@ -12,6 +12,9 @@ seeds, the task's PPO settings):
   `(position + 0.5)^2 + 100 velocity^2` and `|position + 0.5| + 10 |velocity|`, each ranking 0.97
   with time along the expert episodes where `|velocity|` ranks 0.78, scaled to the same rise
   (8.8) and zero where the experts end, as the search sizes its own;
+- the file paid as a shift (no floor, grace/search/payment.py) with the potential's scale times
+  1, 2, 4, 8 and the payment stage's own `living_cost / spread` (`payment.shift_sizing` on the
+  expert train rows);
 - the true reward.
 
 A diagnostic of the miss, not a tuning: nothing here feeds back into grace's defaults. Steps =
@@ -37,6 +40,7 @@ WINNER = "quality17/mountaincar/evolve-full.json"
 GAIL = "quality17/mountaincar/gail.json"
 STEPS, SEEDS = 200_000, 5
 SCALES = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+SHIFT_SCALES = (1.0, 2.0, 4.0, 8.0)
 ENERGIES = {  # label -> (numpy form over (position, velocity), the potential's expression in the file)
     "(position + 0.5)^2 + 100 velocity^2": (lambda x, v: (x + 0.5) ** 2 + 100 * v ** 2,
                                             "((s.position + 0.5) ** 2 + 100.0 * s.velocity ** 2)"),
@@ -70,12 +74,42 @@ def energy(source: str, form, expr: str, rise: float) -> str:
                                                     "potential_zero": float(f"{zero:.4g}")}).source
 
 
+def stage_factor(source: str) -> float:
+    """The payment stage's scale for the shift's potential (`payment.shift_sizing`), on the expert
+    states of the shaping stage's episodes, rewarded in a sandbox worker as the run does."""
+    import asyncio
+
+    from grace.config import EvolveConfig
+    from grace.data.trajectories import load_demos
+    from grace.fitness.base import fit_settings
+    from grace.program import RewardProgram
+    from grace.search.executor import LocalExecutor
+    from grace.search.payment import expert_rewards, shift_sizing
+    from grace.search.shaping import trajectories
+    from grace.tasks import get_task
+
+    task = get_task("mountaincar")
+    demos = ROOT / "demos" / "mountaincar.npz"
+    cfg = EvolveConfig(task="mountaincar", demos=str(demos), out="unused", report=False)
+    executor = LocalExecutor(task, workers=1)
+    try:
+        trajs = asyncio.run(trajectories(executor, task, cfg, load_demos(demos, task), None, source))
+    finally:
+        executor.close()
+    sizing = shift_sizing(RewardProgram(source), expert_rewards(trajs), fit_settings(cfg, task).gamma)
+    if sizing is None:
+        raise SystemExit("mc_shaping: the winner has no learned potential scale")
+    print(f"[mc_shaping] the stage's sizing: {sizing}", flush=True)
+    return float(sizing["factor"])
+
+
 def main() -> int:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from quality import normalise
 
     from grace.fitness.ppo import TRUE_REWARD, run_ppo
     from grace.program import RewardProgram
+    from grace.search.payment import without_floor
     from grace.types import PPOJob
 
     winner = json.loads((RESULTS / WINNER).read_text())["winner"]["source"]
@@ -85,6 +119,10 @@ def main() -> int:
     sources = {f"|velocity| potential x {k:g}" + (" (the winner)" if k == 1 else " (no potential)" if k == 0 else ""):
                scaled(winner, k) for k in SCALES}
     sources |= {label: energy(winner, form, expr, rise) for label, (form, expr) in ENERGIES.items()}
+    factor = stage_factor(winner)
+    for k in sorted({*SHIFT_SCALES, round(factor, 2)}):
+        label = f"as a shift, |velocity| potential x {k:g}" + (" (the stage's living cost / spread)" if k == round(factor, 2) else "")
+        sources[label] = without_floor(RewardProgram(scaled(winner, k))).source
     sources["true reward"] = TRUE_REWARD
     t0 = time.time()
     results = run_ppo("mountaincar", PPOJob(tuple(sources.values()), STEPS, SEEDS, 0), timeout=5400)
@@ -92,7 +130,7 @@ def main() -> int:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     gail = json.loads((RESULTS / GAIL).read_text())
     g = [normalise(r["true_return"], ref) for r in gail["runs"]]
-    lines = ["# Terminating MountainCar: the shaping of quality17's winner vs GAIL", "",
+    lines = ["# Terminating MountainCar: the shaping and payment of quality17's winner vs GAIL", "",
              f"`python benchmarks/mc_shaping.py` at {commit}: quality17's winner ({WINNER}) with each potential, "
              f"ONE PPO batch, {STEPS:,} env steps, {SEEDS} seeds, the task's PPO settings, {seconds:.0f} s on 2 shared "
              "cores. Normalised return = (R - R_random) / (R_expert - R_random) per seed (quality.py's references); "

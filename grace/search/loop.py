@@ -124,7 +124,7 @@ class Evolution:
         """The final stages: `fit.shaping`, the winner gets the potential learned from the demos
         (grace/search/shaping.py); then `ppo.select_payment`, PPO in the loop chooses how its goal
         is paid (grace/search/payment.py). best_reward.py carries both."""
-        self.shaped = None
+        self.shaped, trajs = None, None
         if self.cfg.fit.shaping and self.best is not None and self.data is not None:
             trajs = await shaping.trajectories(self.executor, self.task, self.cfg, self.demos, self.data,
                                                self.best.best_source)
@@ -133,7 +133,7 @@ class Evolution:
             self.write_best()
         if self.best is not None:
             paid = await payment.final(self.archive, self.executor, self.task, self.cfg, self.best, self.shaped,
-                                       self.data)
+                                       self.data, trajs)
             self.shaped = paid or self.shaped
             self.write_best()  # with the stage's provenance line, whichever payment it kept
 

@@ -21,8 +21,9 @@ reward's spread along expert episodes, which the floor's steps (`r - floor >= 0`
 As a shift, every step also costs `r_abs - r`: on MountainCar ~0.48 a step against a spread of
 ~0.09, so progress the potential pays for still lost reward at every step, and the shift's policies
 failed on 2 seeds of 5 (benchmarks/results/mc_shaping.md). So the shift's potential is scaled by
-`living_cost / spread` when that is above 1: its rise along an expert episode then covers what
-the episode's steps cost, and an expert-like step pays about nothing, not a loss. The same rule for
+`living_cost / spread` when that is above 1, both measured on the expert states the potential
+was sized on (the shaping stage's episodes): its rise along an expert episode then covers what the
+episode's steps cost, and an expert-like step pays about nothing, not a loss. The same rule for
 every task; the floor's potential is left as it is.
 """
 
@@ -50,8 +51,6 @@ ROUNDING = 1e-3
 """Relative gap between r_abs and the floor below which they are one value written twice."""
 SCALE_KEY = "potential_scale"
 """The learned potential's scale (grace/proposers/offline/potential.py `KEYS`)."""
-COST_ROWS = 2000
-"""Expert train rows (evenly spaced) the living cost and the spread are measured on."""
 
 
 def pays_a_goal(params: dict[str, float], gamma: float) -> bool:
@@ -72,8 +71,9 @@ def without_floor(program: RewardProgram) -> RewardProgram:
     return program.with_params({k: v for k, v in program.params.items() if k != FLOOR_KEY})
 
 
-def shift_sizing(program: RewardProgram, rewards: np.ndarray, gamma: float) -> dict[str, float] | None:
-    """How the shift's potential is scaled (module docstring), from the reward on expert states:
+def shift_sizing(program: RewardProgram, rewards: Any, gamma: float) -> dict[str, float] | None:
+    """How the shift's potential is scaled (module docstring), from the reward on the expert states
+    its potential was sized on (`expert_rewards`):
     {"living_cost", "spread", "factor", SCALE_KEY}; None when the program has no learned potential
     scale or the rewards are unusable. `factor` is 1 (the scale kept) unless the living cost is
     above the spread."""
@@ -89,25 +89,20 @@ def shift_sizing(program: RewardProgram, rewards: np.ndarray, gamma: float) -> d
             SCALE_KEY: scale if factor == 1.0 else float(f"{scale * factor:.4g}")}
 
 
-async def _shift_sizing(executor: Executor, program: RewardProgram, data: Transitions, gamma: float
-                        ) -> dict[str, float] | None:
-    """`shift_sizing` on up to COST_ROWS expert train rows, the reward computed in the sandbox."""
-    if SCALE_KEY not in program.potential_params:
-        return None
-    rows = np.flatnonzero((np.asarray(data["source"]) == 0) & np.asarray(data["train"]).astype(bool))
-    if len(rows) == 0:
-        return None
-    rows = rows[np.unique(np.linspace(0, len(rows) - 1, min(COST_ROWS, len(rows))).astype(int))]
-    rewards = await executor.rewards(program.source, {k: np.asarray(data[k])[rows] for k in ("s", "a", "s_next")})
-    return None if rewards is None else shift_sizing(program, rewards, gamma)
+def expert_rewards(trajs: list[dict[str, Any]] | None) -> list[float]:
+    """The parent's rewards on the expert states of the shaping stage's episodes
+    (`grace.search.shaping.trajectories`): the sample its potential was sized on."""
+    return [float(r) for t in trajs or () if t.get("label", "expert") == "expert" for r in t.get("rewards") or []]
 
 
 async def final(archive: Archive, executor: Executor, task: Task, cfg: EvolveConfig, best: ProgramRow,
-                shaped: Shaped | None, data: Transitions | None) -> Shaped | None:
+                shaped: Shaped | None, data: Transitions | None,
+                trajs: list[dict[str, Any]] | None = None) -> Shaped | None:
     """The winner (`shaped` when the shaping stage gave it its potential, else `best`'s fitted
     program) paid as a shift when PPO in the loop says so (module docstring), scored once in the
     sandbox as it will be paid; None when the floor stays (or the stage does not apply: PPO in the
-    loop off, `ppo.select_payment` off, no goal, no data)."""
+    loop off, `ppo.select_payment` off, no goal, no data). `trajs`: the shaping stage's episodes,
+    whose expert rewards size the shift's potential."""
     from grace.fitness.base import fit_settings
     from grace.search import ppo_select
 
@@ -120,7 +115,7 @@ async def final(archive: Archive, executor: Executor, task: Task, cfg: EvolveCon
         return None
     record: dict[str, Any] = {"program": best.id, "terminal": program.params[TERMINAL_KEY],
                               "floor": program.params[FLOOR_KEY], "kept": "floor"}
-    sizing = await _shift_sizing(executor, program, data, fit.gamma)
+    sizing = shift_sizing(program, np.asarray(expert_rewards(trajs)), fit.gamma)
     if sizing is not None:
         record["shift_sizing"] = sizing
     try:

@@ -134,8 +134,8 @@ def test_the_shift_scales_the_potential_to_cover_the_steps_cost() -> None:
 
 
 def test_the_stage_trains_the_shift_with_its_potential_scaled(tmp_path, monkeypatch) -> None:
-    """`final` measures the living cost in the sandbox, trains the floor as it is and the shift with
-    the scaled potential, and records the sizing (faked PPO and executor)."""
+    """`final` measures the living cost on the shaping stage's expert rewards, trains the floor as it
+    is and the shift with the scaled potential, and records the sizing (faked PPO and executor)."""
     import asyncio
 
     import numpy as np
@@ -152,10 +152,6 @@ def test_the_stage_trains_the_shift_with_its_potential_scaled(tmp_path, monkeypa
                                 true_return_mean=-100.0, env_steps=0) for _ in sources], 0.1
 
     class FakeExecutor:
-        async def rewards(self, source, batch):
-            n = len(batch["s"])
-            return np.where(np.arange(n) % 100 < 97, -0.5, 0.0)
-
         async def call(self, *args, **kwargs):
             return SimpleNamespace(ok=False, error="not scored here", value=None)
 
@@ -171,7 +167,9 @@ def test_the_stage_trains_the_shift_with_its_potential_scaled(tmp_path, monkeypa
     archive = Archive(tmp_path / "a.sqlite")
     best = SimpleNamespace(id=7, best_source=GOAL)
     shaped = Shaped(7, RewardProgram(SHAPED_GOAL).source, 0.9, 0.9, {})
-    out = asyncio.run(stage.final(archive, FakeExecutor(), get_task("mountaincar"), cfg, best, shaped, data))
+    trajs = [{"label": "expert", "rewards": [-0.5] * 97 + [0.0] * 3},
+             {"label": "negative", "rewards": [-0.5] * 100, "prompt": False}]  # not an expert's: not counted
+    out = asyncio.run(stage.final(archive, FakeExecutor(), get_task("mountaincar"), cfg, best, shaped, data, trajs))
     assert out is None  # a tie: the floor stays
     (floor_src, shift_src), = trained
     floor_p, shift_p = RewardProgram(floor_src).params, RewardProgram(shift_src).params
