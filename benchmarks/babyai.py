@@ -133,8 +133,8 @@ def _success(m: dict[str, Any] | None) -> str:
     if not m or not m.get("ok"):
         return "-" if not m else f"error: {str(m.get('error'))[:60]}"
     per = m.get("success_per_seed") or []
-    spread = f" ± {np.std(per):.2f}" if len(per) > 1 else ""
-    return "-" if m["success"] is None else f"{m['success']:.2f}{spread}"
+    spread = f" ± {np.std(per):.3f}" if len(per) > 1 else ""
+    return "-" if m["success"] is None else f"{m['success']:.3f}{spread}"  # steps of 0.025 (8 episodes x 5 seeds)
 
 
 def _ret(m: dict[str, Any] | None) -> str:
