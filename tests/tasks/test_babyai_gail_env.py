@@ -79,8 +79,8 @@ def test_table_reads_grace_rows_without_gail_and_gail_rows_without_grace(tmp_pat
     assert out.returncode == 0, out.stderr
     rows = {line.split(" | ")[0]: line.split(" | ") for line in (tmp_path / "babyai.md").read_text().splitlines()
             if line.startswith("| BabyAI")}
-    assert rows["| BabyAI-GoToRedBall-v0"][1:5] == ["**0.75 ± 0.25**", "0.75 ± 0.25", "not run", "not run"]
-    assert rows["| BabyAI-OpenDoor-v0"][1:5] == ["not run", "not run", "0.25 (4,096 steps, 1 seeds)", "0.38 ± 0.12"]
+    assert rows["| BabyAI-GoToRedBall-v0"][1:5] == ["**0.750 ± 0.250**", "0.750 ± 0.250", "not run", "not run"]
+    assert rows["| BabyAI-OpenDoor-v0"][1:5] == ["not run", "not run", "0.250 (4,096 steps, 1 seeds)", "0.375 ± 0.125"]
     saved = json.loads((tmp_path / "babyai.json").read_text())["rows"]
     assert [r["level"] for r in saved] == ["BabyAI-GoToRedBall-v0", "BabyAI-OpenDoor-v0"]
     assert saved[1]["gail"]["2000"]["success_per_seed"] == [0.25, 0.5]
