@@ -83,8 +83,9 @@ def stage_factor(source: str) -> float:
     from grace.data.trajectories import load_demos
     from grace.fitness.base import fit_settings
     from grace.program import RewardProgram
+    from grace.proposers.offline.potential import expert_rewards
     from grace.search.executor import LocalExecutor
-    from grace.search.payment import expert_rewards, shift_sizing
+    from grace.search.payment import shift_sizing
     from grace.search.shaping import trajectories
     from grace.tasks import get_task
 

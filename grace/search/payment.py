@@ -38,6 +38,7 @@ import numpy as np
 from grace.config import EvolveConfig
 from grace.fitness.returns import absorbing_reward, payment
 from grace.program import FLOOR_KEY, TERMINAL_KEY, ProgramError, RewardProgram
+from grace.proposers.offline.potential import expert_rewards, usable_spread
 from grace.search.archive import Archive, ProgramRow
 from grace.search.executor import Executor
 from grace.search.ppo_verdict import beats, seed_values
@@ -81,18 +82,11 @@ def shift_sizing(program: RewardProgram, rewards: Any, gamma: float) -> dict[str
     if SCALE_KEY not in program.potential_params or r.size == 0 or not np.all(np.isfinite(r)):
         return None
     cost = float(absorbing_reward(float(program.params[TERMINAL_KEY]), gamma) - r.mean())
-    spread = float(r.std())
-    spread = spread if spread > 1e-9 else 1.0  # as the potential's sizing does for a flat reward
+    spread = usable_spread(float(r.std()))
     factor = max(1.0, cost / spread)
     scale = float(program.params[SCALE_KEY])
     return {"living_cost": cost, "spread": spread, "factor": factor,
             SCALE_KEY: scale if factor == 1.0 else float(f"{scale * factor:.4g}")}
-
-
-def expert_rewards(trajs: list[dict[str, Any]] | None) -> list[float]:
-    """The parent's rewards on the expert states of the shaping stage's episodes
-    (`grace.search.shaping.trajectories`): the sample its potential was sized on."""
-    return [float(r) for t in trajs or () if t.get("label", "expert") == "expert" for r in t.get("rewards") or []]
 
 
 async def final(archive: Archive, executor: Executor, task: Task, cfg: EvolveConfig, best: ProgramRow,
@@ -115,12 +109,12 @@ async def final(archive: Archive, executor: Executor, task: Task, cfg: EvolveCon
         return None
     record: dict[str, Any] = {"program": best.id, "terminal": program.params[TERMINAL_KEY],
                               "floor": program.params[FLOOR_KEY], "kept": "floor"}
-    sizing = shift_sizing(program, np.asarray(expert_rewards(trajs)), fit.gamma)
+    sizing = shift_sizing(program, expert_rewards(trajs), fit.gamma)
     if sizing is not None:
         record["shift_sizing"] = sizing
     try:
         shift = without_floor(program)
-        if sizing is not None and sizing["factor"] > 1.0:
+        if sizing is not None:  # its own scale when the factor is 1
             shift = shift.with_params(shift.params | {SCALE_KEY: sizing[SCALE_KEY]})
         shift = shift.validate(task.schema)
     except ProgramError as exc:

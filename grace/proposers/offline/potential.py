@@ -181,7 +181,7 @@ def _sized(pot: Potential, exp: _Episodes, neg: _Episodes, reward_spread: float 
     gn = _shaped(pot.feature.values(neg.arrays), pot.shape, pot.centre)
     span = float(np.quantile(ge, 0.95) - np.quantile(ge, 0.05)) or float(np.ptp(ge)) or 1.0
     length = float(np.mean([exp.step[exp.episode == e].max() + 1 for e in np.unique(exp.episode)]))
-    spread = reward_spread if reward_spread and math.isfinite(reward_spread) and reward_spread > 1e-9 else 1.0
+    spread = usable_spread(reward_spread)
     scale = pot.scale * spread * min(length, horizon) / span
     ended = np.concatenate([ge[exp.ends_terminated], gn[neg.ends_terminated]])
     zero = float(np.mean(ended)) if ended.size else float(np.mean(ge[exp.last]))
@@ -201,7 +201,18 @@ def with_potential(program: RewardProgram, pot: Potential) -> RewardProgram:
     return RewardProgram(source).with_params(params | pot.params)
 
 
+def expert_rewards(trajectories: list[dict[str, Any]] | None) -> list[float]:
+    """The parent's rewards along the expert trajectories given (the shaping stage's episodes)."""
+    return [float(r) for t in trajectories or () if t.get("label", "expert") == "expert" for r in t.get("rewards") or []]
+
+
 def reward_spread(trajectories: list[dict[str, Any]]) -> float | None:
     """The spread (std) of the parent's rewards along the expert trajectories given, if any."""
-    values = [float(r) for t in trajectories if t.get("label", "expert") == "expert" for r in t.get("rewards") or []]
+    values = expert_rewards(trajectories)
     return float(np.std(values)) if len(values) > 1 else None
+
+
+def usable_spread(spread: float | None) -> float:
+    """`spread`, or 1 when there is none, it is not finite or the reward is flat: what a potential
+    is sized against."""
+    return spread if spread and math.isfinite(spread) and spread > 1e-9 else 1.0
