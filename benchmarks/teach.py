@@ -137,9 +137,14 @@ def unshaped_winner(full: dict[str, Any]) -> str | None:
     return unshaped
 
 
+def _steps(task: str, args: argparse.Namespace) -> int:
+    return args.brax_steps or args.steps if task == "inverted_pendulum" else args.steps
+
+
 def train(row: str, evolved: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
     path = CACHE / row / "train.json"
-    if (cached := _load(path)) and not args.force:
+    steps = _steps(split_row(row)[0], args)
+    if (cached := _load(path)) and cached.get("steps") == steps and not args.force:  # a cache at other steps is stale
         return cached
     from grace.fitness.ppo import TRUE_REWARD, ppo_settings, run_ppo
     from grace.tasks import get_task
@@ -161,7 +166,6 @@ def train(row: str, evolved: dict[str, dict[str, Any]], args: argparse.Namespace
             sources[v] = evolved[v]["winner"]["source"]
     sources["true_reward"] = TRUE_REWARD
     names = list(sources)
-    steps = args.brax_steps if task == "inverted_pendulum" else args.steps
     print(f"[teach] train {task}: {', '.join(names)} x {args.seeds} seeds x {steps} steps", flush=True)
     t0 = time.time()
     results = run_ppo(task, PPOJob(tuple(sources[n] for n in names), steps, args.seeds, args.seed), timeout=7200)
@@ -183,7 +187,7 @@ def baseline(row: str, algo: str, args: argparse.Namespace) -> dict[str, Any] | 
     task, n_demos = split_row(row)
     if (cached := _load(path)) and "true_return_mean" in cached and not args.force:
         return cached
-    steps = args.brax_steps if task == "inverted_pendulum" else args.steps
+    steps = _steps(task, args)
     print(f"[teach] {algo} {row}: {args.seeds} seeds x {steps} steps", flush=True)
     return run_imitation(task, algo, path, steps, args.seeds, n_demos or 0, demos=DEMOS / f"{task}.npz")
 
@@ -239,10 +243,11 @@ def _demos_flag() -> str:
 
 def write_table(tasks: list[str], args: argparse.Namespace) -> None:
     rows, codes = [], []
+    brax = f" ({args.brax_steps:,} on Brax)" if args.brax_steps and args.brax_steps != args.steps else " (Brax included)"
     lines = [
         "# Rewards that teach: grace's winners vs true-reward PPO, with an ablation", "",
         f"Produced by `python benchmarks/teach.py --name {NAME}{_demos_flag()}` (offline operator, {args.generations} generations x 2 islands x 16, "
-        f"seed {args.seed}; PPO: {args.steps:,} env steps per run ({args.brax_steps:,} on Brax), {args.seeds} seeds, "
+        f"seed {args.seed}; PPO: {args.steps:,} env steps per run{brax}, {args.seeds} seeds, "
         "every column of a row trained in ONE compiled batch with the task's PPO settings). Normalised return = "
         "(R - R_random) / (R_expert - R_random) of the per-seed mean true return (quality.py's references); "
         "mean ± std over seeds. Ratios are to true-reward PPO of the same batch. Ablations (one part off at a "
@@ -313,7 +318,9 @@ def main() -> None:
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--ablate", default=",".join(ABLATE), help="tasks that also get the no-terminal / no-returns runs")
     ap.add_argument("--steps", type=int, default=200_000)
-    ap.add_argument("--brax-steps", type=int, default=100_000)
+    ap.add_argument("--brax-steps", type=int, default=0,
+                    help="env steps per PPO run on the Brax task; 0 = --steps, the budget PPO in the loop selects at "
+                         "(ppo.steps) and `grace train` trains at (quality1-18 used 100,000)")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--generations", type=int, default=12)
     ap.add_argument("--workers", type=int, default=2)
