@@ -27,6 +27,11 @@ def test_task_is_complete(name):
     assert t.true_reward_doc and t.true_reward_doc.lower() not in seen
     assert "reward" not in t.description.lower()
     assert t.make_env is not None and t.make_jax_env is not None
+    # its PPO settings (grace's defaults under the task's own) are known fields, in whole minibatches
+    from grace.fitness.ppo import ppo_settings
+
+    ppo = ppo_settings(t)
+    assert ppo["num_envs"] * ppo["num_steps"] % ppo["num_minibatches"] == 0
 
 
 @pytest.mark.parametrize("name", ["cartpole", "mountaincar", "acrobot", "pendulum"])
