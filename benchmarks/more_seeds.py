@@ -1,0 +1,64 @@
+"""More seeds for one row of a teach.py table: is a small gap between grace and true-reward PPO noise?
+
+`python benchmarks/more_seeds.py --name quality19 --row mountaincar_fixed --seeds 10 --first 5` trains
+the row's winner (NAME/ROW/evolve-full.json) and the true reward in ONE PPO batch, at the row's own
+env steps (NAME/ROW/train.json), on PPO seeds the table did not use (the batch's keys split from
+PRNGKey(FIRST), the table's from PRNGKey(teach.py's --seed, 0)), and writes NAME/ROW/more-seeds.json.
+It adds evidence beside the table; it never replaces a cell of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--name", required=True, help="the teach.py results name (benchmarks/results/NAME/)")
+    ap.add_argument("--row", required=True)
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--first", type=int, default=5, help="the batch's PPO seed (teach.py's table used its --seed, 0)")
+    args = ap.parse_args()
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from quality import normalise
+
+    from grace.fitness.ppo import TRUE_REWARD, run_ppo
+    from grace.types import PPOJob
+
+    cache = RESULTS / args.name / args.row
+    if not (cache / "evolve-full.json").exists() or not (cache / "train.json").exists():
+        print(f"more_seeds: no evolve-full.json and train.json under {cache}", file=sys.stderr)
+        return 2
+    task = args.row.partition("@")[0]
+    winner = json.loads((cache / "evolve-full.json").read_text())["winner"]
+    steps = json.loads((cache / "train.json").read_text())["steps"]
+    ref = json.loads((RESULTS / "quality" / task / "reference.json").read_text())
+    t0 = time.time()
+    results = run_ppo(task, PPOJob((winner["source"], TRUE_REWARD), steps, args.seeds, args.first), timeout=7200)
+    out: dict = {"row": args.row, "winner": winner["program_id"], "steps": steps, "seeds": args.seeds,
+                 "first_seed": args.first, "wall_s": time.time() - t0, "methods": {}}
+    for name, res in zip(("grace", "true_reward"), results, strict=True):
+        if not res.ok:
+            out["methods"][name] = {"ok": False, "error": str(res.error)}
+            continue
+        norm = [normalise(r, ref) for r in res.true_returns]
+        out["methods"][name] = {"ok": True, "returns": list(res.true_returns), "normalised": norm,
+                                "mean": float(np.mean(norm)), "sem": float(np.std(norm, ddof=1) / np.sqrt(len(norm))),
+                                "success": res.success_rate}
+        print(f"{args.row} {name}: {np.mean(norm):.2f} ± {out['methods'][name]['sem']:.2f} (standard error) "
+              f"normalised over {args.seeds} seeds from PRNGKey({args.first}); success {res.success_rate:.3f}")
+    (cache / "more-seeds.json").write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
