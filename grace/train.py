@@ -40,6 +40,24 @@ def _side(res: PPOResult) -> dict[str, Any]:
     return out
 
 
+def compare(reward: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """The reward's PPO against true-reward PPO (two `_side` entries): `ratio` R / R_true (a share
+    only where returns are positive: on MountainCar -129 / -121 reads 1.07 for the worse policy),
+    `normalised` (R - R_0) / (R_true - R_0), where R_0 is the untrained policies' return (both
+    learning curves' first point, at step 0; None without one, or where true-reward PPO gained
+    nothing over it), and `within_5pct` (|R - R_true| <= 5% of |R_true|)."""
+    b, r = base["true_return_mean"], reward["true_return_mean"]
+    out: dict[str, Any] = {"ratio": float(r / b) if b else None, "normalised": None,
+                           "within_5pct": bool(abs(r - b) <= WITHIN * max(abs(b), 1e-9))}
+    starts = [float(np.mean([c[0] for c in side["curve"]])) for side in (reward, base)
+              if side.get("curve") and (side.get("curve_steps") or [None])[0] == 0]
+    if len(starts) == 2:
+        r0 = float(np.mean(starts))
+        if abs(b - r0) > 1e-9 * max(abs(b), abs(r0), 1.0):
+            out["normalised"] = float((r - r0) / (b - r0))
+    return out
+
+
 def train_reward(file_or_source: str | Path, task: str | Path | Task, steps: int = 500_000,
                  seeds: int = 2, out_dir: str | Path | None = None, seed: int = 0,
                  algo_kwargs: dict[str, Any] | None = None, n_evals: int = 10) -> dict[str, Any]:
@@ -56,7 +74,7 @@ def train_reward(file_or_source: str | Path, task: str | Path | Task, steps: int
     Returns the summary dict (also written to `out_dir/summary.json` with the plot
     `out_dir/learning_curve.png` when `out_dir` is given): `reward` and `baseline` entries with
     true return mean/std over seeds, per-seed returns, success rate and the learning curve;
-    `ratio` (reward return / baseline return) and `within_5pct`.
+    and `compare`'s `ratio`, `normalised` and `within_5pct`.
     """
     ref = TaskRef.of(task)
     t = ref.resolve()
@@ -86,9 +104,7 @@ def train_reward(file_or_source: str | Path, task: str | Path | Task, steps: int
         "run_s": results[1].run_s if results[1].ok else None,
     }
     if reward["ok"] and base["ok"]:
-        b, r = base["true_return_mean"], reward["true_return_mean"]
-        summary["ratio"] = float(r / b) if b else None
-        summary["within_5pct"] = bool(abs(r - b) <= WITHIN * max(abs(b), 1e-9))
+        summary |= compare(reward, base)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -130,6 +146,17 @@ def _fmt(side: dict[str, Any], key: str) -> str:
         return f"{side['true_return_mean']:.1f} ± {side['true_return_std']:.1f}"
     rate = side.get("success_rate")
     return "-" if rate is None else f"{rate:.2f}"
+
+
+def _verdict(summary: dict[str, Any]) -> str:
+    """One line: the normalised score where the curves start at step 0, the ratio where returns are
+    positive, and whether the two are within 5%."""
+    parts = []
+    if summary.get("normalised") is not None:
+        parts.append(f"normalised {summary['normalised']:.3f} (0 = the untrained policy's return, 1 = true-reward PPO's)")
+    if summary.get("ratio") is not None and summary["baseline"]["true_return_mean"] > 0:
+        parts.append(f"ratio {summary['ratio']:.3f}")
+    return "; ".join([*parts, f"within 5%: {summary['within_5pct']}"])
 
 
 def parse_ppo_settings(items: list[str], task: Task) -> dict[str, Any]:
@@ -191,7 +218,7 @@ def train_command(file: str, task: str, steps: int, seeds: int, out: str, json_o
         console.print(table)
         if not summary["reward"]["ok"]:
             console.print(f"reward failed: {summary['reward']['error']}")
-        elif "ratio" in summary and summary["ratio"] is not None:
-            console.print(f"ratio {summary['ratio']:.3f} (within 5%: {summary['within_5pct']})")
+        elif "within_5pct" in summary:
+            console.print(_verdict(summary))
         console.print(f"wrote {out}/summary.json and {out}/learning_curve.png")
     return 0 if summary["reward"]["ok"] else 1

@@ -93,3 +93,27 @@ def test_grace_train_exits_2_with_one_line_for_a_bad_reward(tmp_path: Path, sour
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in res.stderr, lines
     assert not (tmp_path / "out").exists()  # nothing trained, nothing written
     assert get_task("cartpole_fixed").make_jax_env is not None
+
+
+def _side(returns: list[float], start: float | None) -> dict:
+    curve = [[start, r] for r in returns] if start is not None else [[r] for r in returns]
+    steps = [0, 1000] if start is not None else [1000]
+    return {"ok": True, "true_return_mean": sum(returns) / len(returns), "curve": curve, "curve_steps": steps}
+
+
+def test_compare_normalises_by_the_untrained_policy_so_negative_returns_read_right() -> None:
+    from grace.train import _verdict, compare
+
+    # MountainCar-like: -200 untrained, true-reward PPO -121, the reward's PPO -129 (worse)
+    c = compare(_side([-129.0], -200.0), _side([-121.0], -200.0))
+    assert c["normalised"] == pytest.approx(71 / 79) and c["ratio"] > 1 and not c["within_5pct"]
+    line = _verdict({**c, "baseline": {"true_return_mean": -121.0}})
+    assert "normalised 0.899" in line and "ratio" not in line  # R / R_true is no share of negatives
+    # CartPole-like: positive returns keep the ratio beside the normalised score
+    c = compare(_side([450.0, 500.0], 20.0), _side([500.0, 500.0], 20.0))
+    assert c["normalised"] == pytest.approx((475 - 20) / 480) and c["ratio"] == pytest.approx(0.95)
+    line = _verdict({**c, "baseline": {"true_return_mean": 500.0}})
+    assert "ratio 0.950" in line and "within 5%: True" in line
+    # no step-0 point (n_evals=1), or true-reward PPO learned nothing over the untrained policy: no score
+    assert compare(_side([-129.0], None), _side([-121.0], None))["normalised"] is None
+    assert compare(_side([-150.0], -200.0), _side([-200.0], -200.0))["normalised"] is None
