@@ -11,7 +11,9 @@ process, what RL Zoo's would do before any task takes them:
 - grace's winner, the same file paid with its floor, and the true reward, 5 seeds, 200,000 env steps,
   under the task's current settings and under RL Zoo's (one PPO batch per setting);
 
-Nothing here changes a default. Writes benchmarks/results/mc_ppo_settings.md (+ .json).
+Nothing here changes a default. Since 67dc89f / 338679f the MountainCar tasks carry these settings
+(`MOUNTAINCAR_PPO`, grace/tasks/builtin.py, equal to ZOO over grace's discrete defaults), so a re-run
+now trains the first two rows alike. Writes benchmarks/results/mc_ppo_settings.md (+ .json).
 """
 
 from __future__ import annotations
