@@ -138,7 +138,7 @@ def unshaped_winner(full: dict[str, Any]) -> str | None:
 
 
 def _steps(task: str, args: argparse.Namespace) -> int:
-    return args.brax_steps or args.steps if task == "inverted_pendulum" else args.steps
+    return (args.brax_steps or args.steps) if task == "inverted_pendulum" else args.steps
 
 
 def train(row: str, evolved: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:

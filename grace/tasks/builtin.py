@@ -156,7 +156,7 @@ def builtin_tasks() -> dict[str, Task]:
             make_jax_env=partial(_gymnax, "MountainCar-v0"), jax_backend="gymnax", max_steps=200,
             expert=experts.mountaincar, expert_doc="scripted energy pumping (push along velocity)",
             true_reward_doc="-1 per step until the car reaches position 0.5",
-            success=_mc_reached, reference_reward=REWARDS / "mountaincar.py", ppo=MOUNTAINCAR_PPO,
+            success=_mc_reached, reference_reward=REWARDS / "mountaincar.py", ppo=dict(MOUNTAINCAR_PPO),  # why: MOUNTAINCAR_PPO
         ),
         Task(
             name="mountaincar_fixed", description=MOUNTAINCAR_DESC + " Episodes always last 200 steps; the car should get to the flag and stay there.",
@@ -167,7 +167,7 @@ def builtin_tasks() -> dict[str, Task]:
             make_jax_env=partial(_gymnax, "MountainCar-v0", True), jax_backend="gymnax", max_steps=200,
             expert=experts.mountaincar, expert_doc="scripted energy pumping (push along velocity)",
             true_reward_doc="0 per step at the flag (position >= 0.5), else -1",
-            success=_mc_reached, reference_reward=REWARDS / "mountaincar.py", ppo=MOUNTAINCAR_PPO,
+            success=_mc_reached, reference_reward=REWARDS / "mountaincar.py", ppo=dict(MOUNTAINCAR_PPO),  # why: MOUNTAINCAR_PPO
         ),
         Task(
             name="acrobot", description=ACROBOT_DESC, schema=ACROBOT_SCHEMA,
