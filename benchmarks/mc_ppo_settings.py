@@ -42,7 +42,7 @@ SETTINGS = {"the task's (grace's discrete defaults)": None, "RL Zoo's MountainCa
 
 def main() -> int:
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from quality import normalise
+    from quality import normalise, seed_cells
 
     from grace.fitness.ppo import TRUE_REWARD, run_ppo
     from grace.program import FLOOR_KEY, RewardProgram
@@ -77,8 +77,7 @@ def main() -> int:
         if r["normalised"] is None:
             lines.append(f"| {r['settings']} | {r['reward']} | error: {r['error'][:80]} | | | | |")
             continue
-        lines.append(f"| {r['settings']} | {r['reward']} | {np.mean(r['normalised']):.2f} ± {np.std(r['normalised']):.2f} | "
-                     f"{', '.join(f'{x:.2f}' for x in r['normalised'])} | {-np.mean(r['returns']):.0f} | "
+        lines.append(f"| {r['settings']} | {r['reward']} | {seed_cells(r['normalised'])} | {-np.mean(r['returns']):.0f} | "
                      f"{r['success']:.3f} | {seconds[r['settings']]:.0f} |")
     OUT.write_text("\n".join(lines) + "\n")
     OUT.with_suffix(".json").write_text(json.dumps({"commit": commit, "steps": STEPS, "seeds": SEEDS, "zoo": ZOO,

@@ -106,7 +106,7 @@ def stage_factor(source: str) -> float:
 
 def main() -> int:
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from quality import normalise
+    from quality import normalise, seed_cells
 
     from grace.fitness.ppo import TRUE_REWARD, run_ppo
     from grace.program import RewardProgram
@@ -145,10 +145,8 @@ def main() -> int:
             continue
         n = [normalise(r, ref) for r in res.true_returns]
         rows.append({"potential": label, "normalised": n, "returns": list(res.true_returns), "success": res.success_rate})
-        lines.append(f"| {label} | {np.mean(n):.2f} ± {np.std(n):.2f} | {', '.join(f'{x:.2f}' for x in n)} | "
-                     f"{-np.mean(res.true_returns):.0f} | {res.success_rate:.3f} |")
-    lines.append(f"| GAIL (quality17) | {np.mean(g):.2f} ± {np.std(g):.2f} | {', '.join(f'{x:.2f}' for x in g)} | "
-                 f"{-np.mean([r['true_return'] for r in gail['runs']]):.0f} | - |")
+        lines.append(f"| {label} | {seed_cells(n)} | {-np.mean(res.true_returns):.0f} | {res.success_rate:.3f} |")
+    lines.append(f"| GAIL (quality17) | {seed_cells(g)} | {-np.mean([r['true_return'] for r in gail['runs']]):.0f} | - |")
     OUT.write_text("\n".join(lines) + "\n")
     OUT.with_suffix(".json").write_text(json.dumps({"commit": commit, "steps": STEPS, "seeds": SEEDS, "seconds": seconds,
                                                      "rows": rows, "sources": sources}, indent=1))

@@ -211,6 +211,11 @@ def _fmt(ms: tuple[float, float] | None, digits: int = 2) -> str:
     return "-" if ms is None else f"{ms[0]:.{digits}f} ± {ms[1]:.{digits}f}"
 
 
+def seed_cells(vals: list[float]) -> str:
+    """Two table cells: mean ± std over seeds | each seed's value (2 decimals)."""
+    return f"{_fmt(_ms(vals))} | {', '.join(f'{x:.2f}' for x in vals)}"
+
+
 def row(task_name: str, n_demos: int = 8, rounds: int = 1) -> dict[str, Any]:
     key = _key(task_name, n_demos, rounds)
     ref = _load(CACHE / task_name / "reference.json")
