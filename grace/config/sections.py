@@ -236,8 +236,9 @@ class PPOConfig:
     rank on a tie). 0 = no second run (the same rule on the first run's seeds)."""
     select_payment: bool = True
     """PPO in the loop's last stage: when the winner's terminal value is a goal (above its floor), PPO
-    trains it paid with the floor and paid as a shift, and the shift replaces the floor only when its
-    policies are more expert-like beyond the seed noise (search/payment.py). False: the floor."""
+    trains it paid with the floor and paid as a shift, and the shift replaces the floor when its
+    policies are more expert-like beyond the seed noise or, within it, more reliably so (PPO in the
+    loop's own rule, the floor as the rival; search/payment.py). False: the floor."""
     select_similarity: float = 1.0
     """PPO in the loop: two candidates whose rewards rank a sample of the round's states alike
     (Spearman correlation above this) count as one choice, so the K trained are the best of K

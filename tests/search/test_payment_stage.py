@@ -47,16 +47,20 @@ def test_without_the_floor_the_goal_is_a_shift() -> None:
 
 
 @pytest.mark.ppo_select
-@pytest.mark.parametrize("verdict", ["shift", "floor", "noisy", "off"])
+@pytest.mark.parametrize("verdict", ["shift", "floor", "noisy", "reliable", "off"])
 def test_the_shift_replaces_the_floor_only_when_its_policies_imitate_better(tmp_path, monkeypatch,
                                                                              verdict: str) -> None:
     """PPO faked: per seed, the expert-likeness of the winner paid with its floor and as a shift.
-    "noisy": within the seed noise on 2 seeds, so 4 more decide (for the floor here)."""
+    "noisy": within the seed noise on 2 seeds, so 4 more decide (for the floor here: higher mean and
+    lower bound). "reliable": quality20's fixed-horizon MountainCar seeds, still within the noise
+    after 6 (the floor failed one), so the shift's higher mean minus 2 standard errors decides."""
     from grace.search import ppo_select
 
     first = {"shift": ([0.4, 0.42], [0.9, 0.88]), "floor": ([0.9, 0.88], [0.4, 0.42]),
-             "noisy": ([0.5, 0.9], [0.9, 0.6]), "off": ([0.4, 0.42], [0.9, 0.88])}[verdict]
-    more = ([0.8, 0.85, 0.9, 0.8], [0.3, 0.9, 0.2, 0.4])
+             "noisy": ([0.5, 0.9], [0.9, 0.6]), "off": ([0.4, 0.42], [0.9, 0.88]),
+             "reliable": ([0.946, 0.0], [0.950, 0.821])}[verdict]
+    more = {"reliable": ([0.739, 0.801, 0.799, 0.785], [0.871, 0.770, 0.858, 0.792])}.get(
+        verdict, ([0.8, 0.85, 0.9, 0.8], [0.3, 0.9, 0.2, 0.4]))
     calls: list[int | None] = []
 
     async def fake_train(task, cfg, sources, data, seed, seeds=None):
@@ -79,18 +83,21 @@ def test_the_shift_replaces_the_floor_only_when_its_policies_imitate_better(tmp_
     if verdict == "off":
         assert record is None and program.params[FLOOR_KEY] == found[FLOOR_KEY] and "payment" not in program.provenance
         return
-    shift = verdict == "shift"
+    shift = verdict in ("shift", "reliable")
     assert record["kept"] == ("shift" if shift else "floor") and record["program"] == res.best.id
-    assert record["confirm_seeds"] == (cfg.ppo.select_confirm if verdict == "noisy" else 0)
+    assert record["confirm_seeds"] == (cfg.ppo.select_confirm if verdict in ("noisy", "reliable") else 0)
     assert (FLOOR_KEY in program.params) is not shift
     assert program.program_id == RewardProgram(res.best.best_source).program_id
     text = program.provenance["payment"].replace("\n", " ")
     returns_line = program.provenance["episode returns"].replace("\n", " ")
     assert ("no floor: paid as a shift)" in returns_line) is shift
     assert (f"floor {program.params.get(FLOOR_KEY, 0.0):.4g})" in returns_line) is not shift
+    if verdict == "reliable":
+        assert "paid as a shift (no floor): chosen by PPO in the loop (expert-likeness 0.844 paid as a shift, " \
+               "0.678 with the floor; 6 seeds each" in text and "more reliably expert-like" in text
     if shift:
-        assert "paid as a shift (no floor): chosen by PPO in the loop (expert-likeness 0.890 paid as a shift, " \
-               "0.410 with the floor; 2 seeds each" in text
+        assert verdict == "reliable" or "paid as a shift (no floor): chosen by PPO in the loop (expert-likeness " \
+               "0.890 paid as a shift, 0.410 with the floor; 2 seeds each" in text
         # the file is scored as it is paid: `grace eval` (the file as it is) agrees with its provenance
         out = run_cli("eval", str(res.best_path), "--json")
         assert out.returncode == 0, out.stderr
@@ -137,6 +144,7 @@ def test_the_stage_trains_the_shift_with_its_potential_scaled(tmp_path, monkeypa
     """`final` measures the living cost on the shaping stage's expert rewards, trains the floor as it
     is and the shift with the scaled potential, and records the sizing (faked PPO and executor)."""
     import asyncio
+    from statistics import fmean
 
     import numpy as np
 
@@ -148,8 +156,9 @@ def test_the_stage_trains_the_shift_with_its_potential_scaled(tmp_path, monkeypa
 
     async def fake_train(task, cfg, sources, data, seed, seeds=None):
         trained.append(list(sources))
-        return [SimpleNamespace(ok=True, irl_score=0.5, irl_per_seed=[0.5, 0.5], error=None,
-                                true_return_mean=-100.0, env_steps=0) for _ in sources], 0.1
+        per = [[0.9, 0.9] if FLOOR_KEY in RewardProgram(s).params else [0.5, 0.5] for s in sources]
+        return [SimpleNamespace(ok=True, irl_score=fmean(x), irl_per_seed=x, error=None,
+                                true_return_mean=-100.0, env_steps=0) for x in per], 0.1
 
     class FakeExecutor:
         async def call(self, *args, **kwargs):
@@ -170,7 +179,7 @@ def test_the_stage_trains_the_shift_with_its_potential_scaled(tmp_path, monkeypa
     trajs = [{"label": "expert", "rewards": [-0.5] * 97 + [0.0] * 3},
              {"label": "negative", "rewards": [-0.5] * 100, "prompt": False}]  # not an expert's: not counted
     out = asyncio.run(stage.final(archive, FakeExecutor(), get_task("mountaincar"), cfg, best, shaped, data, trajs))
-    assert out is None  # a tie: the floor stays
+    assert out is None  # the floor's policies are the more expert-like: it stays
     (floor_src, shift_src), = trained
     floor_p, shift_p = RewardProgram(floor_src).params, RewardProgram(shift_src).params
     assert floor_p["potential_scale"] == 192.2 and FLOOR_KEY in floor_p
