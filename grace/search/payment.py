@@ -153,22 +153,25 @@ async def final(archive: Archive, executor: Executor, task: Task, cfg: EvolveCon
 
 
 def _verdict(floor_seeds: list[float], shift_seeds: list[float], imitated: Callable[[], float]) -> tuple[bool, str]:
-    """(is the shift chosen, why): PPO in the loop's rule for a leader and its offline-better rival
-    (`ppo_verdict.settle`), with the floor as the rival, the default a tie keeps: the shift wins when
-    it is more expert-like beyond the seed noise, or within it when only its policies imitated
-    (reached `imitated()`, asked for only then) on some seed, or when it is more reliably expert-like (the higher mean
-    minus two standard errors). On fixed-horizon MountainCar the floor's six seeds gave 0.68 with
-    one at 0, the shift's 0.84 with none below 0.77: within the noise, and the floor was kept under
-    a beats-only rule (quality20's payment record)."""
-    if not shift_seeds:
-        return False, "PPO on the shift gave no score"
-    if not floor_seeds:
-        return True, "PPO on the floor gave no score"
+    """(is the shift chosen, why), by PPO in the loop's rule for a leader and its offline-better
+    rival (`ppo_verdict.settle`) with the floor as the rival, the default a tie keeps: the shift wins
+    when it is more expert-like beyond the seed noise; within it, when only its policies imitated
+    on some seed (reached `imitated()`, computed only then), else when it is more reliably
+    expert-like (the higher mean minus two standard errors). On fixed-horizon MountainCar the
+    floor's six seeds gave 0.68 with one at 0, the shift's 0.84 with none below 0.77: within the
+    noise, and a beats-only rule kept the floor (quality20's payment record)."""
+    if not shift_seeds or not floor_seeds:
+        return bool(shift_seeds), f"PPO on the {'floor' if shift_seeds else 'shift'} gave no score"
     if beats(shift_seeds, floor_seeds) or beats(floor_seeds, shift_seeds):
         return beats(shift_seeds, floor_seeds), "more expert-like beyond the seed noise"
-    winner, why = settle({"likeness_seeds": shift_seeds, "shift": True},
-                         {"likeness_seeds": floor_seeds, "shift": False}, imitated())
-    return bool(winner["shift"]), why.replace("the better offline rank", "the floor")
+    level = imitated()
+    winner, _ = settle({"likeness_seeds": shift_seeds, "shift": True},
+                       {"likeness_seeds": floor_seeds, "shift": False}, level)
+    chosen = bool(winner["shift"])
+    if (max(shift_seeds) >= level) != (max(floor_seeds) >= level):
+        return chosen, "within the seed noise, the only one of the two whose policies imitated on some seed"
+    return chosen, ("within the seed noise, more reliably expert-like (higher mean minus 2 standard errors)"
+                    if chosen else "within the seed noise, and the shift is not more reliably expert-like")
 
 
 async def _score(executor: Executor, program: RewardProgram, fit: Any, seed: int) -> Any:

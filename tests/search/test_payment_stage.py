@@ -104,7 +104,7 @@ def test_the_shift_replaces_the_floor_only_when_its_policies_imitate_better(tmp_
         assert f"{json.loads(out.stdout)['fitness']:.4f} train" in program.provenance["fitness"]
     elif verdict == "noisy":
         assert "paid with its floor: PPO in the loop (expert-likeness 0.550 paid as a shift, 0.792 with the floor; " \
-               "6 seeds each" in text
+               "6 seeds each, 0 s): within the seed noise, and the shift is not more reliably expert-like" in text
     else:
         assert "paid with its floor" in text and program.params[FLOOR_KEY] == found[FLOOR_KEY]
 
