@@ -107,3 +107,22 @@ def test_reference_reward_is_brax_reward(name):
     err = np.abs(parts["forward"] / forward_weight - x_vel)
     assert np.corrcoef(parts["forward"], x_vel)[0, 1] > 0.95
     assert err.mean() < 0.2 * x_vel.std(), (err.mean(), x_vel.std())
+
+
+@pytest.mark.parametrize(("name", "standing"), [("hopper", 1_000.0), ("walker2d", 1_000.0)])
+def test_committed_demos_are_a_moving_experts(name, standing):
+    """demos/<name>.npz (brax PPO trained on a GPU, benchmarks/brax_expert_gpu.py): it loads against
+    the task's schema, its returns are its rewards' sums, and the expert moves: standing still for
+    1000 steps earns ~1000 (the alive bonus), where a 200k-step CPU policy stopped
+    (locomotion_speed.md)."""
+    from grace.data.trajectories import load_demos
+    from tests.conftest import DEMOS
+
+    demos = load_demos(DEMOS / f"{name}.npz", get_task(name))
+    assert demos.obs.shape[1] == BRAX_SIZES[name][0] and demos.actions.shape[1] == BRAX_SIZES[name][1]
+    assert len(demos.lengths) == 8 and int(demos.lengths.sum()) + 8 == len(demos.obs)  # each with its last obs
+    returns = np.add.reduceat(demos.rewards, np.r_[0, np.cumsum(demos.lengths)[:-1]])
+    assert returns.mean() == pytest.approx(demos.meta["mean_return"], rel=1e-4)
+    assert returns.min() > 2 * standing
+    training = demos.meta["expert_training"]
+    assert training["trainer"] == "brax.training.agents.ppo" and training["made_by"] == "benchmarks/brax_expert_gpu.py"
