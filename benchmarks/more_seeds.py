@@ -4,6 +4,8 @@
 the row's winner (NAME/ROW/evolve-full.json) and the true reward in ONE PPO batch, at the row's own
 env steps (NAME/ROW/train.json), on PPO seeds the table did not use (the batch's keys split from
 PRNGKey(FIRST), the table's from PRNGKey(teach.py's --seed, 0)), and writes NAME/ROW/more-seeds.json.
+`--columns grace,no_payment,no_shaping` trains those of the row's columns (teach.py's branches, as
+`teach.row_sources` builds them) beside the true reward, and writes more-seeds-<columns>.json.
 It adds evidence beside the table; it never replaces a cell of it.
 """
 
@@ -27,9 +29,11 @@ def main() -> int:
     ap.add_argument("--row", required=True)
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--first", type=int, default=5, help="the batch's PPO seed (teach.py's table used its --seed, 0)")
+    ap.add_argument("--columns", default="grace", help="comma list of the row's columns (teach.py's branches)")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from quality import normalise
+    from teach import row_sources
 
     from grace.fitness.ppo import TRUE_REWARD, run_ppo
     from grace.types import PPOJob
@@ -39,14 +43,21 @@ def main() -> int:
         print(f"more_seeds: no evolve-full.json and train.json under {cache}", file=sys.stderr)
         return 2
     task = args.row.partition("@")[0]
-    winner = json.loads((cache / "evolve-full.json").read_text())["winner"]
+    evolved = {path.stem.removeprefix("evolve-"): json.loads(path.read_text()) for path in cache.glob("evolve-*.json")}
+    available = row_sources(evolved)
+    columns = [c for c in args.columns.split(",") if c]
+    if not columns or any(c not in available for c in columns):
+        print(f"more_seeds: --columns must name some of this row's columns: {', '.join(available)}", file=sys.stderr)
+        return 2
     steps = json.loads((cache / "train.json").read_text())["steps"]
     ref = json.loads((RESULTS / "quality" / task / "reference.json").read_text())
     t0 = time.time()
-    results = run_ppo(task, PPOJob((winner["source"], TRUE_REWARD), steps, args.seeds, args.first), timeout=7200)
-    out: dict = {"row": args.row, "winner": winner["program_id"], "steps": steps, "seeds": args.seeds,
-                 "first_seed": args.first, "wall_s": time.time() - t0, "methods": {}}
-    for name, res in zip(("grace", "true_reward"), results, strict=True):
+    names = [*columns, "true_reward"]
+    results = run_ppo(task, PPOJob((*(available[c] for c in columns), TRUE_REWARD), steps, args.seeds, args.first),
+                      timeout=7200)
+    out: dict = {"row": args.row, "winner": evolved["full"]["winner"]["program_id"], "steps": steps,
+                 "seeds": args.seeds, "first_seed": args.first, "wall_s": time.time() - t0, "methods": {}}
+    for name, res in zip(names, results, strict=True):
         if not res.ok:
             out["methods"][name] = {"ok": False, "error": str(res.error)}
             continue
@@ -56,7 +67,9 @@ def main() -> int:
                                 "success": res.success_rate}
         print(f"{args.row} {name}: {np.mean(norm):.2f} ± {out['methods'][name]['sem']:.2f} (standard error) "
               f"normalised over {args.seeds} seeds from PRNGKey({args.first}); success {res.success_rate:.3f}")
-    (cache / "more-seeds.json").write_text(json.dumps(out, indent=1))
+    out["sources"] = {c: available[c] for c in columns}
+    suffix = "" if columns == ["grace"] else "-" + "-".join(columns)
+    (cache / f"more-seeds{suffix}.json").write_text(json.dumps(out, indent=1))
     return 0
 
 

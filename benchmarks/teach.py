@@ -7,7 +7,7 @@ one part switched off at a time. Then ONE compiled PPO batch trains, with the sa
     grace            the run's winner (chosen by PPO in the loop)
     no PPO select    the same run's best by offline fitness (what the winner would be without it)
     no shaping       the winner without the potential the final shaping stage gave it (if it got one)
-    no payment       the winner paid with its floor, when the final payment stage chose the shift
+    no payment       the winner as the payment stage's floor candidate, when the stage chose the shift
     no terminal      the winner of a run with `fit.terminal = false`
     no returns       the winner of a run with `fit.returns = false`
     true reward      the env's own reward
@@ -137,6 +137,40 @@ def unshaped_winner(full: dict[str, Any]) -> str | None:
     return unshaped
 
 
+def floor_paid(full: dict[str, Any]) -> str | None:
+    """The payment stage's floor candidate, when the stage chose the shift: the winner with its
+    floor back and its potential at the scale the floor kept (the shift's was scaled by
+    `living_cost / spread`); None when the stage kept the floor. (quality17-21's *no payment* put
+    the floor back and kept the shift's scale, a reward the stage never compared.)"""
+    from grace.program import FLOOR_KEY, RewardProgram
+    from grace.search.payment import SCALE_KEY
+
+    pay = full.get("payment") or {}
+    if pay.get("kept") != "shift" or pay.get("program") is None:
+        return None
+    final = RewardProgram(full["winner"]["source"])
+    params = final.params | {FLOOR_KEY: pay["floor"]}
+    sizing = pay.get("shift_sizing") or {}
+    if SCALE_KEY in params and sizing.get("factor", 1.0) > 1.0:
+        # records before "floor_scale": the file's 4 significant digits of scale / factor
+        params[SCALE_KEY] = float(sizing.get("floor_scale") or f"{params[SCALE_KEY] / sizing['factor']:.4g}")
+    return final.with_params(params).source
+
+
+def row_sources(evolved: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """A row's reward columns but the true reward, by branch name (BRANCHES), from its evolutions."""
+    full = evolved["full"]
+    sources = {"grace": full["winner"]["source"], "no_ppo_select": full["offline_best"]["source"]}
+    if (unshaped := unshaped_winner(full)) is not None:
+        sources["no_shaping"] = unshaped
+    if (floor := floor_paid(full)) is not None:
+        sources["no_payment"] = floor
+    for v in ("no_terminal", "no_returns"):
+        if v in evolved:
+            sources[v] = evolved[v]["winner"]["source"]
+    return sources
+
+
 def _steps(task: str, args: argparse.Namespace) -> int:
     return (args.brax_steps or args.steps) if task == "inverted_pendulum" else args.steps
 
@@ -151,20 +185,7 @@ def train(row: str, evolved: dict[str, dict[str, Any]], args: argparse.Namespace
     from grace.types import PPOJob
 
     task = split_row(row)[0]
-    full = evolved["full"]
-    sources = {"grace": full["winner"]["source"], "no_ppo_select": full["offline_best"]["source"]}
-    if (unshaped := unshaped_winner(full)) is not None:
-        sources["no_shaping"] = unshaped
-    pay = full.get("payment") or {}
-    if pay.get("kept") == "shift" and pay.get("program") is not None:  # as the floor would have paid it
-        from grace.program import FLOOR_KEY, RewardProgram
-
-        final = RewardProgram(full["winner"]["source"])
-        sources["no_payment"] = final.with_params(final.params | {FLOOR_KEY: pay["floor"]}).source
-    for v in ("no_terminal", "no_returns"):
-        if v in evolved:
-            sources[v] = evolved[v]["winner"]["source"]
-    sources["true_reward"] = TRUE_REWARD
+    sources = row_sources(evolved) | {"true_reward": TRUE_REWARD}
     names = list(sources)
     print(f"[teach] train {task}: {', '.join(names)} x {args.seeds} seeds x {steps} steps", flush=True)
     t0 = time.time()

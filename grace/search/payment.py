@@ -78,9 +78,10 @@ def without_floor(program: RewardProgram) -> RewardProgram:
 def shift_sizing(program: RewardProgram, rewards: Any, gamma: float) -> dict[str, float] | None:
     """How the shift's potential is scaled (module docstring), from the reward on the expert states
     its potential was sized on (`expert_rewards`):
-    {"living_cost", "spread", "factor", SCALE_KEY}; None when the program has no learned potential
-    scale or the rewards are unusable. `factor` is 1 (the scale kept) unless the living cost is
-    above the spread."""
+    {"living_cost", "spread", "factor", SCALE_KEY, "floor_scale"} (SCALE_KEY: the shift's,
+    "floor_scale": the program's own, which the floor keeps); None when the program has no learned
+    potential scale or the rewards are unusable. `factor` is 1 (the scale kept) unless the living
+    cost is above the spread."""
     r = np.asarray(rewards, dtype=np.float64)
     if SCALE_KEY not in program.potential_params or r.size == 0 or not np.all(np.isfinite(r)):
         return None
@@ -89,7 +90,7 @@ def shift_sizing(program: RewardProgram, rewards: Any, gamma: float) -> dict[str
     factor = max(1.0, cost / spread)
     scale = float(program.params[SCALE_KEY])
     return {"living_cost": cost, "spread": spread, "factor": factor,
-            SCALE_KEY: scale if factor == 1.0 else float(f"{scale * factor:.4g}")}
+            SCALE_KEY: scale if factor == 1.0 else float(f"{scale * factor:.4g}"), "floor_scale": scale}
 
 
 async def final(archive: Archive, executor: Executor, task: Task, cfg: EvolveConfig, best: ProgramRow,

@@ -188,3 +188,22 @@ def test_the_stage_trains_the_shift_with_its_potential_scaled(tmp_path, monkeypa
     assert record["kept"] == "floor" and record["shift_sizing"]["factor"] > 5
     text = stage.provenance(record, 7)["payment"]
     assert "paid as a shift (its potential x5.69: a step's cost 0.485 vs the reward's spread 0.0853)" in text
+
+
+def test_the_ablation_trains_the_floor_candidate_the_stage_compared() -> None:
+    """benchmarks/teach.py's *no payment* column is the stage's floor candidate: the shift-paid
+    winner with its floor back and its potential at its own scale, not the shift's scaled one
+    (from the record's `floor_scale`, or scale / factor in records made before it)."""
+    from benchmarks.teach import floor_paid
+
+    program = RewardProgram(SHAPED_GOAL)
+    sizing = stage.shift_sizing(program, [-0.5] * 97 + [0.0] * 3, 0.99)
+    assert sizing is not None and sizing["floor_scale"] == 192.2
+    shift = stage.without_floor(program)
+    shift = shift.with_params(shift.params | {"potential_scale": sizing["potential_scale"]})
+    full = {"winner": {"source": shift.source}, "payment": {"kept": "shift", "program": 7, "floor": -0.5,
+                                                             "shift_sizing": sizing}}
+    assert RewardProgram(floor_paid(full)).params == program.params
+    older = full | {"payment": full["payment"] | {"shift_sizing": {k: v for k, v in sizing.items() if k != "floor_scale"}}}
+    assert RewardProgram(floor_paid(older)).params == program.params
+    assert floor_paid(full | {"payment": full["payment"] | {"kept": "floor"}}) is None
