@@ -15,7 +15,9 @@ the potential, PPO in the loop trains the winner both ways in one batch and sett
 of its own choice (`ppo_verdict.settle`, after `ppo.select_confirm` more seeds when the first two
 are within noise), the floor in the place of the offline-better rival: the shift replaces the
 floor when its policies are more expert-like beyond the seed noise, or within it when they are
-more reliably expert-like (`_verdict`); never the true reward.
+more reliably expert-like (`_verdict`); never the true reward. That rule against a beats-only one
+moved no row beyond the seed noise (MountainCar pair over 20 seeds, three BabyAI levels:
+benchmarks/results/quality21/notes.md, babyai13/notes.md); it is kept for one rule throughout.
 Recorded as archive meta `payment_final` before it is used.
 
 A winner with a learned potential (grace/proposers/offline/potential.py) has it sized to the
