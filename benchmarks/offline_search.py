@@ -5,6 +5,8 @@ then the task's reference reward is scored with the same fitness on the same dat
 --run`). Writes benchmarks/results/offline_search.md.
 
     python benchmarks/offline_search.py [--tasks cartpole pendulum] [--generations 12]
+    python benchmarks/offline_search.py --tasks hopper walker2d --set ppo.select_top=0 \
+        --out benchmarks/results/offline_locomotion.md   # offline only: no brax PPO in the loop on a CPU
 """
 
 from __future__ import annotations
@@ -25,12 +27,20 @@ def grace(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "grace.cli", *args], cwd=ROOT, capture_output=True, text=True)
 
 
+def _code(text: str) -> str:
+    """A reward file's summary line and code, without its provenance (which names the run's folder)."""
+    body = text.split('"""', 2)
+    return (f'"""{body[1].splitlines()[0]}"""' + body[2]).strip() if len(body) == 3 else text.strip()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tasks", nargs="*", default=TASKS)
     ap.add_argument("--generations", type=int, default=12)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/offline_search.md"))
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for every evolution (as `grace evolve --set`)")
     args = ap.parse_args()
     rows = []
     for task in args.tasks:
@@ -39,7 +49,8 @@ def main() -> None:
         demos = f"demos/{name}.npz"
         t0 = time.time()
         res = grace("evolve", "--task", task, "--demos", demos, "--out", str(run), "--overwrite", "--quiet",
-                    "--generations", str(args.generations), "--seed", str(args.seed))
+                    "--generations", str(args.generations), "--seed", str(args.seed),
+                    *(a for kv in args.set for a in ("--set", kv)))
         wall = time.time() - t0
         if res.returncode != 0:
             print(f"{task}: evolve failed\n{res.stderr[-2000:]}", file=sys.stderr)
@@ -51,7 +62,8 @@ def main() -> None:
         row = {"task": name, "fitness": best["fitness"], "heldout": best["heldout_fitness"],
                "accuracy": best["accuracy"], "heldout_accuracy": best["heldout_accuracy"],
                "size": best["size"], "ref_fitness": ref["fitness"] if ref else None,
-               "ref_heldout": ref["heldout_fitness"] if ref else None, "evaluated": n_prog, "wall_s": wall}
+               "ref_heldout": ref["heldout_fitness"] if ref else None, "evaluated": n_prog, "wall_s": wall,
+               "code": _code((run / "best_reward.py").read_text())}
         rows.append(row)
         print(json.dumps(row), flush=True)
     lines = [
@@ -61,7 +73,9 @@ def main() -> None:
         "committed demos (8 expert episodes), 64 random-policy episodes as negatives, 25% of episodes held out. "
         "Fitness = 1 + LL/ln2 of the calibrated GRACE discriminator (0 chance, 1 perfect); accuracy is balanced. "
         "The reference reward is scored with the same fitness on the same data (its PARAMS as written). "
-        "Produced by `python benchmarks/offline_search.py` on a 2-core machine.",
+        "Produced by `python benchmarks/offline_search.py"
+        f"{' --tasks ' + ' '.join(args.tasks) if args.tasks != TASKS else ''}"
+        f"{''.join(' --set ' + kv for kv in args.set)}` on a 2-core machine.",
         "",
         "| task | fitness (train) | fitness (held-out) | accuracy (train / held-out) | AST size | reference fitness (train / held-out) | programs evaluated | wall s |",
         "|---|---|---|---|---|---|---|---|",
@@ -70,6 +84,9 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['task']} | {fmt(r['fitness'])} | {fmt(r['heldout'])} | {fmt(r['accuracy'])} / {fmt(r['heldout_accuracy'])} "
                      f"| {r['size']} | {fmt(r['ref_fitness'])} / {fmt(r['ref_heldout'])} | {r['evaluated']} | {r['wall_s']:.0f} |")
+    lines += ["", "## The winning rewards (code; provenance in each run's best_reward.py)", ""]
+    for r in rows:
+        lines += [f"### {r['task']}", "", "```python", r["code"], "```", ""]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
