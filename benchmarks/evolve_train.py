@@ -19,9 +19,14 @@ def load(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
 def dump(path: Path, data: dict[str, Any]) -> None:
+    """`data` as JSON, with the checkout's own path cut from every path in it (committed results
+    name no machine's folders: a provenance's demos and run paths become repo-relative)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1, default=float))
+    path.write_text(json.dumps(data, indent=1, default=float).replace(f"{ROOT}/", ""))
 
 
 def evolve_cached(task: str, demos: Path, args: argparse.Namespace, tag: str, key: str = "task",
