@@ -46,7 +46,7 @@ from grace.program import FLOOR_KEY, TERMINAL_KEY, ProgramError, RewardProgram
 from grace.proposers.offline.potential import expert_rewards, usable_spread
 from grace.search.archive import Archive, ProgramRow
 from grace.search.executor import Executor
-from grace.search.ppo_verdict import IMITATION_FLOOR, beats, seed_values, settle
+from grace.search.ppo_verdict import IMITATION_FLOOR, beats, compare, seed_values
 from grace.search.shaping import Shaped
 from grace.tasks import Task
 from grace.types import Transitions
@@ -155,26 +155,28 @@ async def final(archive: Archive, executor: Executor, task: Task, cfg: EvolveCon
                   potential=shaped is not None and shaped.row_id == best.id)
 
 
+_WHY = {
+    ("noise", True): "more expert-like beyond the seed noise",
+    ("noise", False): "more expert-like beyond the seed noise",
+    ("imitated", True): "within the seed noise, the only one of the two whose policies imitated on some seed",
+    ("imitated", False): "within the seed noise, the only one of the two whose policies imitated on some seed",
+    ("reliable", True): "within the seed noise, more reliably expert-like (higher mean minus 2 standard errors)",
+    ("reliable", False): "within the seed noise, and the shift is not more reliably expert-like",
+}
+
+
 def _verdict(floor_seeds: list[float], shift_seeds: list[float], imitated: Callable[[], float]) -> tuple[bool, str]:
     """(is the shift chosen, why), by PPO in the loop's rule for a leader and its offline-better
-    rival (`ppo_verdict.settle`) with the floor as the rival, the default a tie keeps: the shift wins
-    when it is more expert-like beyond the seed noise; within it, when only its policies imitated
-    on some seed (reached `imitated()`, computed only then), else when it is more reliably
-    expert-like (the higher mean minus two standard errors). On fixed-horizon MountainCar the
-    floor's six seeds gave 0.68 with one at 0, the shift's 0.84 with none below 0.77: within the
-    noise, and a beats-only rule kept the floor (quality20's payment record)."""
+    rival (`ppo_verdict.compare`, as `settle` uses it) with the floor as the rival, the default a tie
+    keeps: the shift wins when it is more expert-like beyond the seed noise; within it, when only
+    its policies imitated on some seed (reached `imitated()`, computed only then), else when it is
+    more reliably expert-like (the higher mean minus two standard errors). On fixed-horizon
+    MountainCar the floor's six seeds gave 0.68 with one at 0, the shift's 0.84 with none below
+    0.77: within the noise, and a beats-only rule kept the floor (quality20's payment record)."""
     if not shift_seeds or not floor_seeds:
         return bool(shift_seeds), f"PPO on the {'floor' if shift_seeds else 'shift'} gave no score"
-    if beats(shift_seeds, floor_seeds) or beats(floor_seeds, shift_seeds):
-        return beats(shift_seeds, floor_seeds), "more expert-like beyond the seed noise"
-    level = imitated()
-    winner, _ = settle({"likeness_seeds": shift_seeds, "shift": True},
-                       {"likeness_seeds": floor_seeds, "shift": False}, level)
-    chosen = bool(winner["shift"])
-    if (max(shift_seeds) >= level) != (max(floor_seeds) >= level):
-        return chosen, "within the seed noise, the only one of the two whose policies imitated on some seed"
-    return chosen, ("within the seed noise, more reliably expert-like (higher mean minus 2 standard errors)"
-                    if chosen else "within the seed noise, and the shift is not more reliably expert-like")
+    chosen, ground = compare(shift_seeds, floor_seeds, imitated)
+    return chosen, _WHY[ground, chosen]
 
 
 async def _score(executor: Executor, program: RewardProgram, fit: Any, seed: int) -> Any:

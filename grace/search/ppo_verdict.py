@@ -23,7 +23,7 @@ expert-like wins, as before this rule.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from statistics import fmean, stdev
 from typing import Any
 
@@ -82,23 +82,38 @@ def lower_bound(vals: Sequence[float]) -> float:
     return fmean(vals) - SIGNIFICANCE * stderr(vals)
 
 
+def compare(a: Sequence[float], b: Sequence[float], floor: Callable[[], float]) -> tuple[bool, str]:
+    """Does `a` win over `b`, the default a tie keeps, and on what ground: "noise" (one is more
+    expert-like beyond the seed noise), "imitated" (within it, only one reached `floor()` on some
+    seed; `floor` is called only then) or "reliable" (the higher `lower_bound`; `b` on a tie).
+    The rule of `settle`, which PPO in the loop's payment stage shares."""
+    if beats(a, b) or beats(b, a):
+        return beats(a, b), "noise"
+    level = floor()
+    if (max(a) >= level) != (max(b) >= level):
+        return max(a) >= level, "imitated"
+    return lower_bound(a) > lower_bound(b), "reliable"
+
+
+_SETTLED = {
+    ("noise", True): "the most expert-like policy",
+    ("noise", False): "the better offline rank, more expert-like beyond the seed noise",
+    ("imitated", True): "the only one of the two whose policies imitated on some seed",
+    ("imitated", False): "the better offline rank, the only one of the two whose policies imitated on some seed",
+    ("reliable", True): ("within seed noise of the better offline rank and more reliably expert-like "
+                         "(higher mean minus 2 standard errors)"),
+    ("reliable", False): ("within seed noise of the most expert-like policy and at least as reliably expert-like, "
+                          "so the better offline rank"),
+}
+
+
 def settle(leader: dict[str, Any], rival: dict[str, Any], floor: float = 0.0) -> tuple[dict[str, Any], str]:
     """The winner of a leader and its offline-better rival (after more seeds when the run allowed
     them) and why: whichever beats the other beyond the noise; else the one whose policies imitated
     (reached `floor`, `IMITATION_FLOOR` of the expert's own likeness) on some seed when the other's
     never did: the lower bound of a reward that never teaches is not reliability (on BabyAI
     OpenTwoDoors a rival at 0 on six seeds beat a leader that imitated on one, and PPO on it never
-    opened a door; babyai7); else the higher `lower_bound`, the rival (better offline rank) on a tie."""
-    a, b = leader["likeness_seeds"], rival["likeness_seeds"]
-    if beats(a, b):
-        return leader, "the most expert-like policy"
-    if beats(b, a):
-        return rival, "the better offline rank, more expert-like beyond the seed noise"
-    if (max(a) >= floor) != (max(b) >= floor):
-        return (leader, "the only one of the two whose policies imitated on some seed") if max(a) >= floor else \
-            (rival, "the better offline rank, the only one of the two whose policies imitated on some seed")
-    if lower_bound(a) > lower_bound(b):
-        return leader, ("within seed noise of the better offline rank and more reliably expert-like "
-                        "(higher mean minus 2 standard errors)")
-    return rival, ("within seed noise of the most expert-like policy and at least as reliably expert-like, "
-                   "so the better offline rank")
+    opened a door; babyai7); else the higher `lower_bound`, the rival (better offline rank) on a tie
+    (`compare`)."""
+    won, ground = compare(leader["likeness_seeds"], rival["likeness_seeds"], lambda: floor)
+    return (leader if won else rival), _SETTLED[ground, won]
