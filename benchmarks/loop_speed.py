@@ -9,8 +9,9 @@ setting per reward call, warm-started calibration), by the old path (sequential,
 solve from (0, 0)), off, and batched on 500 rows (not the default: what halving them buys). Then
 the candidates of the old-path run are refitted by the old path, the batched one and batched on
 500 rows in a sandbox worker: the same programs, their fitness and PARAMS side by side;
-and by the batched path with its calibration solver as it was before its speed-up
-(benchmarks/calibrate_many_ref.py) and as it is, in this process: what the speed-up changed.
+and, in this process, by the batched search as it is, with its calibration solver as it was
+before its speed-up (benchmarks/calibrate_many_ref.py) and with the old path's machinery (one
+reward call and one `metrics.calibrate` per setting): what each speed-up changed.
 PPO in the loop is off (`ppo.select_top = 0`): this measures the offline search.
 Writes benchmarks/results/loop_speed.md.
 """
@@ -24,7 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+# the in-process refits run one BLAS thread, as the sandbox workers do (multithreaded BLAS on
+# these small matrices only adds overhead and makes the CPU-ms columns noisy); set before numpy loads
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 
 import grace
 from grace.config import EvolveConfig, FitSettings
@@ -110,10 +115,21 @@ def fixed_set(task_name: str, sources: list[str]) -> dict:
     return out
 
 
+def _one_by_one(r: np.ndarray, label: np.ndarray, start: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
+    """`calibrate_many`'s answer from `metrics.calibrate` (the old path's solver) row by row."""
+    from grace.fitness.metrics import calibrate
+
+    cal = [calibrate(row, label, start=start) for row in np.asarray(r, np.float64)]
+    return {k: np.array([c[k] for c in cal], np.float64) for k in ("fitness", "alpha", "beta")}
+
+
 def reference_check(task_name: str, sources: list[str]) -> dict:
-    """Refit the same programs by the batched path as it is and with the calibration solver it
-    had before its speed-up (benchmarks/calibrate_many_ref.py swapped in), in this process,
-    alternating program by program: CPU ms per evaluation, train / held-out fitness and PARAMS."""
+    """Refit the same programs in this process, alternating program by program, by the batched
+    search as it is ('current'), with the calibration solver it had before its speed-up
+    ('reference': benchmarks/calibrate_many_ref.py swapped in), with each setting calibrated by
+    `metrics.calibrate`, the old path's solver ('calibrated one by one'), and with the old path's
+    whole machinery under the same search ('one by one': one reward call and one
+    `metrics.calibrate` per setting); CPU ms per evaluation, train / held-out fitness and PARAMS."""
     import calibrate_many_ref as ref  # benchmarks/, next to this script
 
     import grace.fitness.params_batched as pb
@@ -127,13 +143,16 @@ def reference_check(task_name: str, sources: list[str]) -> dict:
     task = get_task(task_name)
     data = build_offline_data(task, load_demos(ROOT / "demos" / f"{task_name}.npz", task),
                               [("random", random_negatives(task, 64, 0))])
-    solvers = {"reference": ref.calibrate_many, "current": pb.calibrate_many}
-    out: dict[str, dict[str, list]] = {m: {"fitness": [], "heldout": [], "params": [], "ms": []} for m in solvers}
+    current = (pb.calibrate_many, pb.BatchScorer._rewards)
+    modes = {"reference": (ref.calibrate_many, current[1]), "current": current,
+             "calibrated one by one": (_one_by_one, current[1]),
+             "one by one": (_one_by_one, pb.BatchScorer._one_by_one)}
+    out: dict[str, dict[str, list]] = {m: {"fitness": [], "heldout": [], "params": [], "ms": []} for m in modes}
     try:
         for src in sources:
             compiled = CompiledReward(src, task.schema)
-            for mode, solver in solvers.items():
-                pb.calibrate_many = solver
+            for mode, (solver, rewards) in modes.items():
+                pb.calibrate_many, pb.BatchScorer._rewards = solver, rewards  # type: ignore[method-assign]
                 t0 = time.process_time()
                 try:
                     res = evaluate(compiled, data, RewardProgram(src).params, FitSettings(), task.schema, seed=0)
@@ -144,7 +163,7 @@ def reference_check(task_name: str, sources: list[str]) -> dict:
                 for key, v in zip(("fitness", "heldout", "params"), got, strict=True):
                     out[mode][key].append(v)
     finally:
-        pb.calibrate_many = solvers["current"]
+        pb.calibrate_many, pb.BatchScorer._rewards = current  # type: ignore[method-assign]
     return out
 
 
@@ -157,13 +176,22 @@ def _compared(runs: dict, before: str, after: str) -> tuple[np.ndarray, np.ndarr
     return old, new, ok, same, float(np.mean(runs[before]["ms"])), float(np.mean(runs[after]["ms"]))
 
 
-def reference_line(task: str, rc: dict) -> str:
-    old, new, ok, same, ms_old, ms_new = _compared(rc, "reference", "current")
-    held_old, held_new = (np.array(rc[m]["heldout"], np.float64) for m in ("reference", "current"))
+REFERENCE_TEXT = {
+    "reference": "with the calibration solver before its speed-up (benchmarks/calibrate_many_ref.py) and with the "
+                 "current one",
+    "calibrated one by one": "with each setting calibrated by `metrics.calibrate` (the old path's solver) and "
+                             "calibrated together (`calibrate_many`)",
+    "one by one": "with the old path's machinery (one reward call and one `metrics.calibrate` per setting) and "
+                  "with the batched one (K settings per broadcast call, calibrated together)",
+}
+
+
+def reference_line(task: str, rc: dict, before: str = "reference") -> str:
+    old, new, ok, same, ms_old, ms_new = _compared(rc, before, "current")
+    held_old, held_new = (np.array(rc[m]["heldout"], np.float64) for m in (before, "current"))
     d, dh = new[ok] - old[ok], held_new[ok] - held_old[ok]
-    return (f"- {task}, the same {int(ok.sum())} programs refitted by the batched path with the calibration solver "
-            f"before its speed-up (benchmarks/calibrate_many_ref.py) and with the current one, in this process "
-            f"(OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}; the workers run 1): "
+    return (f"- {task}, the same {int(ok.sum())} programs refitted by the batched search {REFERENCE_TEXT[before]}, in "
+            f"this process (OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}; the workers run 1): "
             f"CPU ms per evaluation {ms_old:.1f} vs {ms_new:.1f} ({ms_old / ms_new:.2f}x); identical fitted PARAMS "
             f"for {same} of {int(ok.sum())}; train fitness within 1e-6 for {np.mean(np.abs(d) <= 1e-6):.1%} (max |difference| "
             f"{np.max(np.abs(d), initial=0.0):.2g}, mean difference {d.mean():+.2g}), held-out within 1e-6 for "
@@ -255,6 +283,8 @@ def main() -> None:
         lines.append(fixed_line(task, fixed[task]))
         lines.append(rows_line(task, fixed[task]))
         lines.append(reference_line(task, checked[task]))
+        lines.append(reference_line(task, checked[task], "calibrated one by one"))
+        lines.append(reference_line(task, checked[task], "one by one"))
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
