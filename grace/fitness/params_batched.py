@@ -16,6 +16,9 @@ its ~160 calibrations per candidate were 96% of the offline loop's time
   with every constant's bracket scanned in one call, refined in a second and the moves checked
   together in a third (one call per step: the fixed cost of a call, ~0.5 ms of calibration and
   reward-call overhead, was a third of the search when each constant had its own calls);
+- a step moves only for a gain above `TIE` (1e-6), and the first of settings within it of the
+  best wins: below that, fitness differences are the solver's rounding, which then decided 11-32%
+  of the fitted PARAMS (benchmarks/results/loop_speed.md);
 - on `fit.batch_rows` (1000) train rows. `grace.fitness.offline.evaluate` then scores the result on
   every row and keeps the initial PARAMS when train fitness got worse, as for the sequential path.
 """
@@ -37,6 +40,18 @@ BRACKET = 0.02 * 4.0 ** np.arange(5)
 """Centring: the steps each side of a constant first scanned for the plateau's edge (0.02..5.12)."""
 REFINE = np.arange(1, 8) / 8.0
 """Centring: the points within the bracket scanned next (an eighth of it, as 3 bisections)."""
+TIE = 1e-6
+"""Fitness differences below this are the solver's rounding, not the reward's: the Newton solve
+stops within ~1e-10 of the optimum, and an affine change of the reward (a weight scaling all of
+it) leaves the calibrated fitness the same up to rounding. The search moves only for more, and
+the first of settings within it wins, so rounding never steers the search (two solvers that agree
+to 1e-10 fit the same PARAMS) and constants do not drift along a direction fitness cannot see."""
+
+
+def _first_best(f: np.ndarray) -> int:
+    """The first setting within `TIE` of the highest fitness (np.argmax when that is not finite)."""
+    top = np.max(f)
+    return int(np.flatnonzero(f >= top - TIE)[0]) if np.isfinite(top) else int(np.argmax(f))
 
 
 BROADCAST_RTOL = 1e-5
@@ -181,12 +196,12 @@ def fit_candidates(compiled: CompiledReward, data: dict[str, np.ndarray], params
             break
         u = best_u + SCAN[:, None] * eye[i]
         f = score(u)
-        j = int(np.argmax(f))
-        if f[j] > best_f:
+        j = _first_best(f)
+        if f[j] > best_f + TIE:
             best_u, best_f = u[j], f[j]
     best_u, best_f = _compass(score, best_u, best_f, fit.budget)
     for f, u in score.seen:  # first best wins: the least-moved point among equals
-        if f > best_f:
+        if f > best_f + TIE:
             best_u, best_f = u, f
     if not best_f > f0 + fit.improve_tol:
         best_u, best_f = np.zeros(d), f0
@@ -204,7 +219,8 @@ def fit_candidates(compiled: CompiledReward, data: dict[str, np.ndarray], params
             keys.add(tuple(cand.values()))
             found.append((cand, f))
 
-    near = [fu for fu in sorted(score.seen, key=lambda fu: -fu[0]) if fu[0] > best_f - 0.05]  # stable
+    # best first, settings within TIE of each other in the order they were scored (a stable sort)
+    near = sorted((fu for fu in score.seen if fu[0] > best_f - 0.05), key=lambda fu: -round(fu[0] / TIE))
     # the last runner-up is the one least like the answer: along a direction the subsample cannot
     # tell apart (a centre that moves nothing it can see) whole-episode returns may still differ
     far = None
@@ -236,8 +252,8 @@ def _compass(score: BatchScorer, u: np.ndarray, best: float, budget: int,
         if last is not None:
             cand = np.vstack([cand, u + last])
         f = score(cand)
-        j = int(np.argmax(f))
-        if f[j] > best:  # a success doubles the step (up to the first one): long valleys are walked fast
+        j = _first_best(f)
+        if f[j] > best + TIE:  # a success doubles the step (up to the first one): long valleys are walked fast
             last, u, best = cand[j] - u, cand[j], float(f[j])
             step = min(2 * step, 16 * start)
         else:
