@@ -308,7 +308,7 @@ def test_calibrate_many_matches_calibrate_tightly_and_is_position_independent():
     whose positives score lower on average is chance without a solve, as the solve finds."""
     rng = np.random.default_rng(3)
     n = 1000
-    for y in (rng.random(n) < 0.3, rng.permutation(n) < n // 2):  # the classes as many: a selection
+    for y in (rng.random(n) < 0.3, rng.permutation(n) < n // 2):  # the classes as many: read off a sort
         _check_against_calibrate(rng, y)
 
 
