@@ -24,6 +24,7 @@ import resource
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 # the in-process refits run one BLAS thread, as the sandbox workers do (multithreaded BLAS on
 # these small matrices only adds overhead and makes the CPU-ms columns noisy); set before numpy loads
@@ -167,13 +168,37 @@ def reference_check(task_name: str, sources: list[str]) -> dict:
     return out
 
 
-def _compared(runs: dict, before: str, after: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, float, float]:
-    """Two refits of the same programs: (fitness before, after, both finite, identical PARAMS among
-    those, mean ms before, after)."""
+class Refits(NamedTuple):
+    """Two refits of the same programs, `before` and `after`: train and held-out fitness, which
+    programs both fitted (finite train fitness), how many of those got identical PARAMS, mean ms."""
+
+    old: np.ndarray
+    new: np.ndarray
+    held_old: np.ndarray
+    held_new: np.ndarray
+    ok: np.ndarray
+    same: int
+    ms_old: float
+    ms_new: float
+
+    @property
+    def d(self) -> np.ndarray:
+        """Train fitness after minus before, on the programs both fitted."""
+        return self.new[self.ok] - self.old[self.ok]
+
+    @property
+    def dh(self) -> np.ndarray:
+        """Held-out fitness after minus before, on the same programs."""
+        return self.held_new[self.ok] - self.held_old[self.ok]
+
+
+def _compared(runs: dict, before: str, after: str) -> Refits:
     old, new = (np.array(runs[m]["fitness"], np.float64) for m in (before, after))
+    held_old, held_new = (np.array(runs[m]["heldout"], np.float64) for m in (before, after))
     ok = np.isfinite(old) & np.isfinite(new)
     same = sum(a == b for a, b, k in zip(runs[before]["params"], runs[after]["params"], ok, strict=True) if k)
-    return old, new, ok, same, float(np.mean(runs[before]["ms"])), float(np.mean(runs[after]["ms"]))
+    return Refits(old, new, held_old, held_new, ok, same, float(np.mean(runs[before]["ms"])),
+                  float(np.mean(runs[after]["ms"])))
 
 
 REFERENCE_TEXT = {
@@ -187,37 +212,35 @@ REFERENCE_TEXT = {
 
 
 def reference_line(task: str, rc: dict, before: str = "reference") -> str:
-    old, new, ok, same, ms_old, ms_new = _compared(rc, before, "current")
-    held_old, held_new = (np.array(rc[m]["heldout"], np.float64) for m in (before, "current"))
-    d, dh = new[ok] - old[ok], held_new[ok] - held_old[ok]
-    return (f"- {task}, the same {int(ok.sum())} programs refitted by the batched search {REFERENCE_TEXT[before]}, in "
+    c = _compared(rc, before, "current")
+    n = int(c.ok.sum())
+    return (f"- {task}, the same {n} programs refitted by the batched search {REFERENCE_TEXT[before]}, in "
             f"this process (OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}; the workers run 1): "
-            f"CPU ms per evaluation {ms_old:.1f} vs {ms_new:.1f} ({ms_old / ms_new:.2f}x); identical fitted PARAMS "
-            f"for {same} of {int(ok.sum())}; train fitness within 1e-6 for {np.mean(np.abs(d) <= 1e-6):.1%} (max |difference| "
-            f"{np.max(np.abs(d), initial=0.0):.2g}, mean difference {d.mean():+.2g}), held-out within 1e-6 for "
-            f"{np.mean(np.abs(dh) <= 1e-6):.1%} (max |difference| {np.max(np.abs(dh), initial=0.0):.2g})")
+            f"CPU ms per evaluation {c.ms_old:.1f} vs {c.ms_new:.1f} ({c.ms_old / c.ms_new:.2f}x); identical fitted PARAMS "
+            f"for {c.same} of {n}; train fitness within 1e-6 for {np.mean(np.abs(c.d) <= 1e-6):.1%} (max |difference| "
+            f"{np.max(np.abs(c.d), initial=0.0):.2g}, mean difference {c.d.mean():+.2g}), held-out within 1e-6 for "
+            f"{np.mean(np.abs(c.dh) <= 1e-6):.1%} (max |difference| {np.max(np.abs(c.dh), initial=0.0):.2g})")
 
 
 def fixed_line(task: str, fx: dict) -> str:
-    old, new, ok, same, ms_old, ms_new = _compared(fx, "old path", "batched")
-    d = new[ok] - old[ok]
-    return (f"- {task}, the same {int(ok.sum())} programs refitted by both paths in one worker: mean ms per "
-            f"evaluation {ms_old:.0f} (old path) vs {ms_new:.0f} (batched), {ms_old / ms_new:.1f}x; train fitness "
-            f"mean {old[ok].mean():.4f} vs {new[ok].mean():.4f}; within 0.01 of the old path for "
+    c = _compared(fx, "old path", "batched")
+    d = c.d
+    return (f"- {task}, the same {int(c.ok.sum())} programs refitted by both paths in one worker: mean ms per "
+            f"evaluation {c.ms_old:.0f} (old path) vs {c.ms_new:.0f} (batched), {c.ms_old / c.ms_new:.1f}x; train fitness "
+            f"mean {c.old[c.ok].mean():.4f} vs {c.new[c.ok].mean():.4f}; within 0.01 of the old path for "
             f"{np.mean(np.abs(d) <= 0.01):.0%}, batched higher by > 0.01 for {np.mean(d > 0.01):.0%}, lower by > 0.01 "
-            f"for {np.mean(d < -0.01):.0%} (largest drop {-d.min():.3f}); identical PARAMS for {same}")
+            f"for {np.mean(d < -0.01):.0%} (largest drop {-d.min():.3f}); identical PARAMS for {c.same}")
 
 
 def rows_line(task: str, fx: dict) -> str:
-    full, half, ok, same, ms_full, ms_half = _compared(fx, "batched", "500 rows")
-    held_full, held_half = (np.array(fx[m]["heldout"], np.float64) for m in ("batched", "500 rows"))
-    d, dh = half[ok] - full[ok], held_half[ok] - held_full[ok]
+    c = _compared(fx, "batched", "500 rows")  # old = 1000 rows, new = 500
+    ok = c.ok
     return (f"- {task}, the same {int(ok.sum())} programs refitted on 500 rows vs 1000 (batched) in one worker: mean ms "
-            f"per evaluation {ms_half:.0f} vs {ms_full:.0f} ({ms_full / ms_half:.2f}x); train fitness mean "
-            f"{half[ok].mean():.4f} vs {full[ok].mean():.4f} (within 0.01 for {np.mean(np.abs(d) <= 0.01):.0%}, lower by "
-            f"> 0.01 for {np.mean(d < -0.01):.0%}), held-out mean {np.nanmean(held_half[ok]):.4f} vs "
-            f"{np.nanmean(held_full[ok]):.4f} (within 0.01 for {np.mean(np.abs(dh) <= 0.01):.0%}); identical PARAMS "
-            f"for {same}")
+            f"per evaluation {c.ms_new:.0f} vs {c.ms_old:.0f} ({c.ms_old / c.ms_new:.2f}x); train fitness mean "
+            f"{c.new[ok].mean():.4f} vs {c.old[ok].mean():.4f} (within 0.01 for {np.mean(np.abs(c.d) <= 0.01):.0%}, lower by "
+            f"> 0.01 for {np.mean(c.d < -0.01):.0%}), held-out mean {np.nanmean(c.held_new[ok]):.4f} vs "
+            f"{np.nanmean(c.held_old[ok]):.4f} (within 0.01 for {np.mean(np.abs(c.dh) <= 0.01):.0%}); identical PARAMS "
+            f"for {c.same}")
 
 
 def main() -> None:
