@@ -245,7 +245,8 @@ def rows_line(task: str, fx: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--generations", type=int, default=6)
+    ap.add_argument("--generations", type=int, default=12,
+                    help="generations per run (12: the committed run; 6-generation runs of 2-5 s are noisier)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/loop_speed.md"))
     args = ap.parse_args()
     rows = [run(task, w, args.generations, mode) for task in ("cartpole", "mountaincar")

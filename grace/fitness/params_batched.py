@@ -19,7 +19,8 @@ its ~160 calibrations per candidate were 96% of the offline loop's time
 - a step moves only for a gain above `TIE` (1e-6), and the first of settings within it of the
   best wins: below that, fitness differences are the solver's rounding, which decided 11% / 32%
   of the fitted PARAMS of loop_speed.py's CartPole / MountainCar programs before (with the old
-  path's solver swapped in, identical PARAMS for 192/215 and 128/188; now 213/215 and 186/188);
+  path's solver swapped in, identical PARAMS for 192/215 and 128/188 in a 6-generation run; then
+  213/215 and 186/188, and 380/383 and 318/323 over 12 generations);
 - on `fit.batch_rows` (1000) train rows. `grace.fitness.offline.evaluate` then scores the result on
   every row and keeps the initial PARAMS when train fitness got worse, as for the sequential path.
 """
