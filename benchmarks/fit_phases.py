@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,30 +32,13 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the sandbox workers; be
 
 import numpy as np  # noqa: E402
 
-import grace  # noqa: E402
 import grace.fitness.offline as offline  # noqa: E402
 import grace.fitness.params_batched as pb  # noqa: E402
-from grace.config import EvolveConfig, FitSettings  # noqa: E402
+from grace.config import FitSettings  # noqa: E402
 from grace.program import RewardProgram  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("initial", "scan", "compass", "centre", "answer")
-
-
-def programs(task: str, generations: int) -> list[str]:
-    """The sources (with PARAMS) of one evolution's candidates, fitting off."""
-    from grace.search.archive import Archive
-
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = EvolveConfig(task=task, demos=str(ROOT / "demos" / f"{task}.npz"), out=str(Path(tmp) / "r"),
-                           report=False).override({
-                               "search.generations": generations, "search.population": 16, "search.islands": 2,
-                               "sandbox.workers": 2, "ppo.select_top": 0, "fit.params": False})
-        grace.evolve(cfg, progress=False)
-        archive = Archive(Path(tmp) / "r" / "archive.sqlite", create=False)
-        sources = [r.source for r in archive.programs(status="ok") if RewardProgram(r.source).params]
-        archive.close()
-    return sources
 
 
 class Clock:
@@ -88,15 +70,11 @@ class Clock:
 
 
 def measure(task_name: str, sources: list[str]) -> dict[str, Any]:
-    from grace.data.dataset import build_offline_data
-    from grace.data.rollout import random_negatives
-    from grace.data.trajectories import load_demos
-    from grace.sandbox.compile import CompiledReward
-    from grace.tasks import get_task
+    from loop_speed import offline_data  # benchmarks/, next to this script
 
-    task = get_task(task_name)
-    data = build_offline_data(task, load_demos(ROOT / "demos" / f"{task_name}.npz", task),
-                              [("random", random_negatives(task, 64, 0))])
+    from grace.sandbox.compile import CompiledReward
+
+    task, data = offline_data(task_name)
     compiled = [(CompiledReward(src, task.schema), RewardProgram(src).params) for src in sources]
 
     def one_pass() -> float:
@@ -174,7 +152,10 @@ def main() -> None:
     ap.add_argument("--generations", type=int, default=6)
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/fit_phases.md"))
     args = ap.parse_args()
-    results = [measure(task, programs(task, args.generations)) for task in ("cartpole", "mountaincar")]
+    from loop_speed import run  # benchmarks/, next to this script
+
+    # one run's candidates, collected fast: loop_speed's run with fitting off (2 workers)
+    results = [measure(task, run(task, 2, args.generations, "off")["sources"]) for task in ("cartpole", "mountaincar")]
     lines = [
         "# Where a candidate's evaluation time goes (batched PARAMS search)",
         "",

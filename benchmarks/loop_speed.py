@@ -24,7 +24,7 @@ import resource
 import tempfile
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 # the in-process refits run one BLAS thread, as the sandbox workers do (multithreaded BLAS on
 # these small matrices only adds overhead and makes the CPU-ms columns noisy); set before numpy loads
@@ -86,21 +86,27 @@ def _cpu(a: resource.struct_rusage, b: resource.struct_rusage) -> float:
     return 1000 * ((b.ru_utime + b.ru_stime) - (a.ru_utime + a.ru_stime))
 
 
+def offline_data(task_name: str) -> tuple[Any, dict[str, np.ndarray]]:
+    """(the task, its offline data): the committed demos against 64 random episodes, as the runs use."""
+    from grace.data.dataset import build_offline_data
+    from grace.data.rollout import random_negatives
+    from grace.data.trajectories import load_demos
+    from grace.tasks import get_task
+
+    task = get_task(task_name)
+    return task, build_offline_data(task, load_demos(ROOT / "demos" / f"{task_name}.npz", task),
+                                    [("random", random_negatives(task, 64, 0))])
+
+
 def fixed_set(task_name: str, sources: list[str]) -> dict:
     """Refit the same programs (one run's candidates) by each of `SETTINGS` (the old path, the
     batched one, batched on 500 rows), in a sandbox worker (they are untrusted code), alternating
     program by program; train and held-out fitness and PARAMS after `evaluate` (which keeps the
     initial PARAMS when the fitted ones score worse)."""
-    from grace.data.dataset import build_offline_data
-    from grace.data.rollout import random_negatives
-    from grace.data.trajectories import load_demos
     from grace.sandbox.pool import SandboxPool
     from grace.search.executor import preload_for
-    from grace.tasks import get_task
 
-    task = get_task(task_name)
-    data = build_offline_data(task, load_demos(ROOT / "demos" / f"{task_name}.npz", task),
-                              [("random", random_negatives(task, 64, 0))])
+    task, data = offline_data(task_name)
     out: dict[str, dict[str, list]] = {m: {"fitness": [], "heldout": [], "params": [], "ms": []} for m in SETTINGS}
     with SandboxPool(task.schema, n_workers=1, preload=preload_for(None)) as pool:  # both paths' imports
         pool.put("offline", data)
@@ -134,16 +140,10 @@ def reference_check(task_name: str, sources: list[str]) -> dict:
     import calibrate_many_ref as ref  # benchmarks/, next to this script
 
     import grace.fitness.params_batched as pb
-    from grace.data.dataset import build_offline_data
-    from grace.data.rollout import random_negatives
-    from grace.data.trajectories import load_demos
     from grace.fitness.offline import evaluate
     from grace.sandbox.compile import CompiledReward
-    from grace.tasks import get_task
 
-    task = get_task(task_name)
-    data = build_offline_data(task, load_demos(ROOT / "demos" / f"{task_name}.npz", task),
-                              [("random", random_negatives(task, 64, 0))])
+    task, data = offline_data(task_name)
     current = (pb.calibrate_many, pb.BatchScorer._rewards)
     modes = {"reference": (ref.calibrate_many, current[1]), "current": current,
              "calibrated one by one": (_one_by_one, current[1]),
