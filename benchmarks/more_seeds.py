@@ -7,8 +7,8 @@ PRNGKey(FIRST), the table's from PRNGKey(teach.py's --seed, 0)), and writes NAME
 `--columns grace,no_payment,no_shaping` trains those of the row's columns (teach.py's branches, as
 `teach.row_sources` builds them) beside the true reward, and writes more-seeds-<columns>.json.
 `--behaviour` also records, per column and seed, the mean |value| of each observation field over the
-second half of the final policy's episodes: what a seed that failed does instead (e.g. a spinning
-pole: a large pole_angular_velocity).
+second half of the final policy's episodes (`PPOResult.late_fields`, grace/fitness/seed_spread.py):
+what a seed that failed does instead (e.g. a spinning pole: a large pole_angular_velocity).
 It adds evidence beside the table; it never replaces a cell of it.
 """
 
@@ -19,25 +19,11 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-
-
-def late_behaviour(traj: Any, seeds: int, columns: dict[str, Any]) -> list[dict[str, float]]:
-    """Per seed (the trajectories' episodes come seed by seed, as many per seed), the mean |value|
-    of each observation field (`columns`: a name's column or columns, the schema's index_map) over
-    the second half of each episode's states."""
-    eps = list(traj.episodes())
-    per = len(eps) // seeds
-    out = []
-    for s in range(seeds):
-        late = np.concatenate([ep.obs[len(ep.obs) // 2:] for ep in eps[s * per:(s + 1) * per]])
-        out.append({n: round(float(np.abs(late[:, i]).mean()), 4) for n, i in columns.items()})
-    return out
 
 
 def main() -> int:
@@ -55,7 +41,6 @@ def main() -> int:
     from teach import row_sources
 
     from grace.fitness.ppo import TRUE_REWARD, run_ppo
-    from grace.tasks import get_task
     from grace.types import PPOJob
 
     cache = RESULTS / args.name / args.row
@@ -73,8 +58,8 @@ def main() -> int:
     ref = json.loads((RESULTS / "quality" / task / "reference.json").read_text())
     t0 = time.time()
     names = [*columns, "true_reward"]
-    results = run_ppo(task, PPOJob((*(available[c] for c in columns), TRUE_REWARD), steps, args.seeds, args.first,
-                                   keep_trajectories=args.behaviour), timeout=7200)
+    results = run_ppo(task, PPOJob((*(available[c] for c in columns), TRUE_REWARD), steps, args.seeds, args.first),
+                      timeout=7200)
     out: dict = {"row": args.row, "winner": evolved["full"]["winner"]["program_id"], "steps": steps,
                  "seeds": args.seeds, "first_seed": args.first, "wall_s": time.time() - t0, "methods": {}}
     for name, res in zip(names, results, strict=True):
@@ -85,8 +70,8 @@ def main() -> int:
         out["methods"][name] = {"ok": True, "returns": list(res.true_returns), "normalised": norm,
                                 "mean": float(np.mean(norm)), "sem": float(np.std(norm, ddof=1) / np.sqrt(len(norm))),
                                 "success": res.success_rate}
-        if args.behaviour and res.trajectories is not None:
-            out["methods"][name]["behaviour"] = late_behaviour(res.trajectories, args.seeds, get_task(task).schema.index_map())
+        if args.behaviour:
+            out["methods"][name]["behaviour"] = [{k: round(v, 4) for k, v in seed.items()} for seed in res.late_fields or []]
         print(f"{args.row} {name}: {np.mean(norm):.2f} ± {out['methods'][name]['sem']:.2f} (standard error) "
               f"normalised over {args.seeds} seeds from PRNGKey({args.first}); success {res.success_rate:.3f}")
     out["sources"] = {c: available[c] for c in columns}

@@ -3,8 +3,9 @@
 The reward is validated and traced first (a bad reward trains nothing). Both then run in one
 compiled batch (`grace.fitness.ppo.run_ppo` with the reward and `TRUE_REWARD` as two branches;
 same algorithm, steps and seeds) inside a jax-profile sandbox worker. Reports the true return and success (mean, std over
-seeds), writes `summary.json` and `learning_curve.png` (true return vs env steps) to the output
-folder.
+seeds), each seed's return and, when some seeds lag far behind the others, what their policies end
+up doing differently (`grace.fitness.seed_spread`); writes `summary.json` and `learning_curve.png`
+(true return vs env steps) to the output folder.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from grace.fitness.ppo import TRUE_REWARD, check_rewards, open_pool, ppo_settings, run_ppo
+from grace.fitness.seed_spread import describe_lag, lag_report
 from grace.program import FITTED_KEYS, ProgramError, RewardProgram, read_reward_file
 from grace.tasks import Task, get_task
 from grace.types import PPOJob, PPOResult, TaskRef
@@ -33,7 +35,7 @@ def _side(res: PPOResult) -> dict[str, Any]:
     if not res.ok:
         return {"ok": False, "error": res.error}
     keys = ("true_return_mean", "true_return_std", "true_returns", "success_rate", "curve",
-            "curve_steps")
+            "curve_steps", "late_fields")
     out = {"ok": True, **{k: getattr(res, k) for k in keys}}
     if res.success_per_seed is not None:
         out["success_std"] = float(np.std(res.success_per_seed))
@@ -49,13 +51,20 @@ def compare(reward: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     b, r = base["true_return_mean"], reward["true_return_mean"]
     out: dict[str, Any] = {"ratio": float(r / b) if b else None, "normalised": None,
                            "within_5pct": bool(abs(r - b) <= WITHIN * max(abs(b), 1e-9))}
+    if (gain := _gain(reward, base)) is not None:
+        out["normalised"] = float((r - (b - gain)) / gain)
+    return out
+
+
+def _gain(reward: dict[str, Any], base: dict[str, Any]) -> float | None:
+    """True-reward PPO's gain over the untrained policies' return R_0 (both learning curves' first
+    point, at step 0); None without one, or where true-reward PPO gained nothing over it."""
     starts = [float(np.mean([c[0] for c in side["curve"]])) for side in (reward, base)
               if side.get("curve") and (side.get("curve_steps") or [None])[0] == 0]
-    if len(starts) == 2:
-        r0 = float(np.mean(starts))
-        if abs(b - r0) > 1e-9 * max(abs(b), abs(r0), 1.0):
-            out["normalised"] = float((r - r0) / (b - r0))
-    return out
+    if len(starts) != 2:
+        return None
+    b, r0 = base["true_return_mean"], float(np.mean(starts))
+    return float(b - r0) if abs(b - r0) > 1e-9 * max(abs(b), abs(r0), 1.0) else None
 
 
 def train_reward(file_or_source: str | Path, task: str | Path | Task, steps: int = 500_000,
@@ -73,8 +82,10 @@ def train_reward(file_or_source: str | Path, task: str | Path | Task, steps: int
 
     Returns the summary dict (also written to `out_dir/summary.json` with the plot
     `out_dir/learning_curve.png` when `out_dir` is given): `reward` and `baseline` entries with
-    true return mean/std over seeds, per-seed returns, success rate and the learning curve;
-    and `compare`'s `ratio`, `normalised` and `within_5pct`.
+    true return mean/std over seeds, per-seed returns, success rate, the learning curve and each
+    seed's late-episode field means (`late_fields`); `compare`'s `ratio`, `normalised` and
+    `within_5pct`; and `lag` (`seed_spread.lag_report`: the reward's seeds that lag far behind
+    its best one and the fields that differ most late in their episodes; None when none lags).
     """
     ref = TaskRef.of(task)
     t = ref.resolve()
@@ -105,6 +116,7 @@ def train_reward(file_or_source: str | Path, task: str | Path | Task, steps: int
     }
     if reward["ok"] and base["ok"]:
         summary |= compare(reward, base)
+        summary["lag"] = lag_report(reward["true_returns"], reward.get("late_fields") or [], _gain(reward, base))
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -220,5 +232,9 @@ def train_command(file: str, task: str, steps: int, seeds: int, out: str, json_o
             console.print(f"reward failed: {summary['reward']['error']}")
         elif "within_5pct" in summary:
             console.print(_verdict(summary))
+            if seeds > 1:
+                console.print("per seed: " + ", ".join(f"{v:.4g}" for v in summary["reward"]["true_returns"]), markup=False)
+            if summary.get("lag"):
+                console.print(describe_lag(summary["lag"], seeds), markup=False)
         console.print(f"wrote {out}/summary.json and {out}/learning_curve.png")
     return 0 if summary["reward"]["ok"] else 1

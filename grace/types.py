@@ -296,6 +296,9 @@ class PPOResult:
     batch_size: int = 0
     trajectories: Trajectories | None = None
     """The final policy's episodes over all seeds (when the job keeps them)."""
+    late_fields: list[dict[str, float]] | None = None
+    """Per seed: the mean |value| of each observation field over the second half of the final
+    policy's episodes (`grace.fitness.seed_spread`): where a seed that lags ends up."""
 
     def __post_init__(self) -> None:
         if self.error is None and self.true_return_mean is None:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from grace.data.trajectories import Episode, Trajectories
+from grace.fitness.seed_spread import late_field_means
 from grace.program import FLOOR_KEY, TERMINAL_KEY, RewardProgram
 from grace.tasks import Task
 from grace.types import PPOJob, PPOResult, TaskRef
@@ -218,7 +219,8 @@ def train_candidates(task: Task | TaskRef | str, job: PPOJob) -> list[PPOResult]
             true_returns=seed_means.tolist(), success_rate=success, success_per_seed=success_seeds,
             irl_score=irl, irl_per_seed=irl_seeds, curve=np.asarray(curve[j]).reshape(seeds, -1).tolist(),
             curve_steps=list(info["curve_steps"]), env_steps=int(info["env_steps"]),
-            compile_s=compile_s, run_s=run_s, batch_size=len(branches), trajectories=traj)
+            compile_s=compile_s, run_s=run_s, batch_size=len(branches), trajectories=traj,
+            late_fields=late_field_means(eps, seeds, task.schema.index_map()))
     jax.clear_caches()
     return results
 

@@ -62,6 +62,11 @@ def test_batch_compiles_once_and_reports_failures_per_candidate(monkeypatch: pyt
         traj = r.trajectories
         assert isinstance(traj, Trajectories) and traj.n_episodes == 4 and traj.obs_dim == 4
         assert np.allclose(traj.returns().reshape(2, 2).mean(1), r.true_returns)
+        eps = list(traj.episodes())  # each seed's late |field| means, from its own two episodes
+        for s, late in enumerate(r.late_fields):
+            obs = np.concatenate([ep.obs[len(ep.obs) // 2:] for ep in eps[2 * s:2 * s + 2]])
+            assert list(late) == ["cart_position", "cart_velocity", "pole_angle", "pole_angular_velocity"]
+            assert np.allclose(list(late.values()), np.abs(obs).mean(0))
     assert len(scores) == 3 * 3  # all seeds, then each seed
 
 

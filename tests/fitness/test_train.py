@@ -62,6 +62,8 @@ def test_train_reward_on_a_task_built_in_python() -> None:
     assert summary["task"] == "my_pole" and summary["reward"]["ok"] and summary["baseline"]["ok"]
     assert len(summary["reward"]["true_returns"]) == 2 and summary["reward"]["curve_steps"] == [1024]
     assert 0 < summary["reward"]["true_return_mean"] <= 500
+    assert [sorted(late) for late in summary["reward"]["late_fields"]] == [sorted(task.schema.names)] * 2
+    assert "lag" in summary  # None, or the seeds that lag with the fields that differ most
 
 
 def test_a_reward_that_does_not_trace_trains_nothing() -> None:
