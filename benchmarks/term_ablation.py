@@ -1,0 +1,136 @@
+"""Which term of a reward makes PPO fail on some seeds? PPO on the whole reward and on each term alone.
+
+`python benchmarks/term_ablation.py --name quality23 --row cartpole_fixed --seeds 20 --first 5` takes the
+row's winner (NAME/ROW/evolve-full.json; or `--file REWARD.py --task TASK`), and trains in ONE PPO
+batch, at the row's env steps (NAME/ROW/train.json; `--steps` otherwise): the whole reward, each of its
+terms alone (the reward returns `(total, {name: term, ...})` with the total their sum, as grace's
+operator writes them; a term alone returns that term, same PARAMS, same potential) and the true
+reward. Seeds are PPO seeds the table did not use (keys split from PRNGKey(FIRST)). Writes
+benchmarks/results/term_ablation/<row or file stem>.md and .json: per variant the normalised return,
+the seeds that balance / succeed, and each failing seed's late-episode field means
+(`PPOResult.late_fields`). It adds evidence beside a table; it never replaces a cell of it.
+
+The reward text is only parsed here (its `reward` renamed, a wrapper added); every variant is validated
+against the task's schema and runs only in the sandbox's PPO worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+OUT = RESULTS / "term_ablation"
+
+
+def term_names(source: str) -> list[str]:
+    """The term names of `reward`'s last `return (total, {name: term, ...})`; ValueError otherwise."""
+    fn = next((n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name == "reward"), None)
+    ret = fn.body[-1] if fn is not None and fn.body else None
+    if not (isinstance(ret, ast.Return) and isinstance(ret.value, ast.Tuple) and len(ret.value.elts) == 2
+            and isinstance(ret.value.elts[1], ast.Dict)
+            and all(isinstance(k, ast.Constant) and isinstance(k.value, str) for k in ret.value.elts[1].keys)):
+        raise ValueError("the reward does not end in `return total, {name: term, ...}`: no terms to train alone")
+    return [k.value for k in ret.value.elts[1].keys]  # type: ignore[union-attr]
+
+
+def term_alone(source: str, name: str) -> str:
+    """`source` whose reward pays only the term `name` (the same PARAMS, components and potential)."""
+    renamed, n = re.subn(r"^def reward\(", "def full_reward(", source, count=1, flags=re.M)
+    if n != 1:
+        raise ValueError("no `def reward(` at the start of a line")
+    return (f"{renamed.rstrip()}\n\n\ndef reward(s, a, s_next, p):\n"
+            f"    total, terms = full_reward(s, a, s_next, p)\n    return terms[{name!r}], terms\n")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--name", help="a teach.py results name (benchmarks/results/NAME/)")
+    ap.add_argument("--row", help="the row whose winner to take apart")
+    ap.add_argument("--file", help="a reward file instead of a row's winner (with --task)")
+    ap.add_argument("--task")
+    ap.add_argument("--steps", type=int, default=0, help="env steps per PPO run (0: the row's)")
+    ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--first", type=int, default=5, help="the batch's PPO seed (teach.py's table used 0)")
+    args = ap.parse_args()
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from quality import normalise
+
+    from grace.fitness.ppo import TRUE_REWARD, run_ppo
+    from grace.program import ProgramError, RewardProgram
+    from grace.tasks import get_task
+    from grace.types import PPOJob
+
+    if args.file:
+        if not args.task or not Path(args.file).is_file():
+            print("term_ablation: --file needs an existing file and --task", file=sys.stderr)
+            return 2
+        source, task, label, steps = Path(args.file).read_text(), args.task, Path(args.file).stem, args.steps or 200_000
+    else:
+        cache = RESULTS / str(args.name) / str(args.row)
+        if not args.name or not args.row or not (cache / "evolve-full.json").exists():
+            print(f"term_ablation: give --name and --row of a teach.py run (no {cache}/evolve-full.json)", file=sys.stderr)
+            return 2
+        source = json.loads((cache / "evolve-full.json").read_text())["winner"]["source"]
+        task, label = args.row.partition("@")[0], f"{args.name}-{args.row}"
+        steps = args.steps or json.loads((cache / "train.json").read_text())["steps"]
+    t = get_task(task)
+    try:
+        names = term_names(source)
+        variants = {"whole reward": source} | {f"{n} alone": term_alone(source, n) for n in names}
+        for src in variants.values():
+            RewardProgram(src).validate(t.schema)  # every rewrite is validated before it is used
+    except (ValueError, SyntaxError, ProgramError) as exc:
+        print(f"term_ablation: {exc}", file=sys.stderr)
+        return 2
+    ref_path = RESULTS / "quality" / task / "reference.json"
+    ref = json.loads(ref_path.read_text()) if ref_path.exists() else None
+    labels = [*variants, "true reward"]
+    print(f"[term_ablation] {task}: {', '.join(labels)} x {args.seeds} seeds x {steps} steps", flush=True)
+    t0 = time.time()
+    results = run_ppo(t, PPOJob((*variants.values(), TRUE_REWARD), steps, args.seeds, args.first), timeout=7200)
+    out: dict = {"task": task, "source_of": label, "steps": steps, "seeds": args.seeds, "first_seed": args.first,
+                 "wall_s": round(time.time() - t0, 1), "variants": {}, "sources": variants}
+    rows = []
+    for name, res in zip(labels, results, strict=True):
+        if not res.ok:
+            out["variants"][name] = {"ok": False, "error": str(res.error)}
+            rows.append(f"| {name} | failed: {res.error} | | |")
+            continue
+        ret = list(res.true_returns)
+        best = max(ret)
+        failing = [i for i, r in enumerate(ret) if r < 0.5 * best]  # well below this variant's best seed
+        norm = [normalise(r, ref) for r in ret] if ref else None
+        out["variants"][name] = {"ok": True, "returns": ret, "normalised": norm, "success": res.success_rate,
+                                 "failing_seeds": failing, "late_fields": res.late_fields}
+        score = f"{np.mean(norm):.2f} ± {np.std(norm, ddof=1) / np.sqrt(len(norm)):.2f}" if norm else f"{np.mean(ret):.1f}"
+        late = "; ".join(f"seed {i}: " + ", ".join(f"{k} {v:.3g}" for k, v in (res.late_fields or [{}])[i].items())
+                         for i in failing)
+        rows.append(f"| {name} | {score} | {len(ret) - len(failing)} of {len(ret)} | {', '.join(map(str, failing)) or '-'} | {late or '-'} |")
+        print(f"{name}: returns {[round(r) for r in ret]}", flush=True)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"{label}.json").write_text(json.dumps(out, indent=1))
+    md = [f"# Term ablation: {label}", "",
+          f"`python benchmarks/term_ablation.py {' '.join(sys.argv[1:])}`: PPO on the whole reward, each term alone "
+          f"and the true reward in ONE batch ({steps:,} env steps, {args.seeds} seeds from PRNGKey({args.first}), the "
+          "task's PPO settings). Normalised return (mean ± standard error) = (R - R_random) / (R_expert - R_random) "
+          "(quality.py's references). A seed fails when its return is below half of the variant's best seed; "
+          "late = mean |value| of each field over the second half of its final episodes.", "",
+          "| variant | normalised | seeds not failing | failing seeds | late on the failing seeds |",
+          "|---|---|---|---|---|", *rows, "", "## The variants", ""]
+    md += [f"### {name}\n\n```python\n{src}```\n" for name, src in variants.items()]
+    (OUT / f"{label}.md").write_text("\n".join(md))
+    print(f"wrote {OUT / label}.md and .json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
