@@ -3,23 +3,21 @@
 `python benchmarks/term_ablation.py --name quality23 --row cartpole_fixed --seeds 20 --first 5` takes the
 row's winner (NAME/ROW/evolve-full.json; or `--file REWARD.py --task TASK`), and trains in ONE PPO
 batch, at the row's env steps (NAME/ROW/train.json; `--steps` otherwise): the whole reward, each of its
-terms alone (the reward returns `(total, {name: term, ...})` with the total their sum, as grace's
-operator writes them; a term alone returns that term, same PARAMS, same potential) and the true
-reward. Seeds are PPO seeds the table did not use (keys split from PRNGKey(FIRST)). Writes
+terms alone (`grace.program.term_alone`: the reward returns `(total, {name: term, ...})` with the
+total their sum, as grace's operator writes them; a term alone returns that term, same PARAMS, same
+potential) and the true reward. Seeds are PPO seeds the table did not use (keys split from PRNGKey(FIRST)). Writes
 benchmarks/results/term_ablation/<row or file stem>.md and .json: per variant the normalised return,
 the seeds that balance / succeed, and each failing seed's late-episode field means
 (`PPOResult.late_fields`). It adds evidence beside a table; it never replaces a cell of it.
 
-The reward text is only parsed here (its `reward` renamed, a wrapper added); every variant is validated
-against the task's schema and runs only in the sandbox's PPO worker.
+The reward text is only parsed here (its `reward` renamed, a wrapper added: `grace.program.terms`);
+every variant is validated against the task's schema and runs only in the sandbox's PPO worker.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -29,26 +27,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 OUT = RESULTS / "term_ablation"
-
-
-def term_names(source: str) -> list[str]:
-    """The term names of `reward`'s last `return (total, {name: term, ...})`; ValueError otherwise."""
-    fn = next((n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name == "reward"), None)
-    ret = fn.body[-1] if fn is not None and fn.body else None
-    if not (isinstance(ret, ast.Return) and isinstance(ret.value, ast.Tuple) and len(ret.value.elts) == 2
-            and isinstance(ret.value.elts[1], ast.Dict)
-            and all(isinstance(k, ast.Constant) and isinstance(k.value, str) for k in ret.value.elts[1].keys)):
-        raise ValueError("the reward does not end in `return total, {name: term, ...}`: no terms to train alone")
-    return [k.value for k in ret.value.elts[1].keys]  # type: ignore[union-attr]
-
-
-def term_alone(source: str, name: str) -> str:
-    """`source` whose reward pays only the term `name` (the same PARAMS, components and potential)."""
-    renamed, n = re.subn(r"^def reward\(", "def full_reward(", source, count=1, flags=re.M)
-    if n != 1:
-        raise ValueError("no `def reward(` at the start of a line")
-    return (f"{renamed.rstrip()}\n\n\ndef reward(s, a, s_next, p):\n"
-            f"    total, terms = full_reward(s, a, s_next, p)\n    return terms[{name!r}], terms\n")
 
 
 def main() -> int:
@@ -65,7 +43,7 @@ def main() -> int:
     from quality import normalise
 
     from grace.fitness.ppo import TRUE_REWARD, run_ppo
-    from grace.program import ProgramError, RewardProgram
+    from grace.program import ProgramError, RewardProgram, term_alone, term_names
     from grace.tasks import get_task
     from grace.types import PPOJob
 
@@ -85,10 +63,9 @@ def main() -> int:
     t = get_task(task)
     try:
         names = term_names(source)
-        variants = {"whole reward": source} | {f"{n} alone": term_alone(source, n) for n in names}
-        for src in variants.values():
-            RewardProgram(src).validate(t.schema)  # every rewrite is validated before it is used
-    except (ValueError, SyntaxError, ProgramError) as exc:
+        RewardProgram(source).validate(t.schema)
+        variants = {"whole reward": source} | {f"{n} alone": term_alone(source, n, t.schema) for n in names}
+    except ProgramError as exc:
         print(f"term_ablation: {exc}", file=sys.stderr)
         return 2
     ref_path = RESULTS / "quality" / task / "reference.json"

@@ -299,12 +299,12 @@ def train(file: Annotated[Path, typer.Argument(help="A reward file.")],
           seeds: Annotated[int, typer.Option(help="Seeds.")] = 3,
           out_dir: Annotated[str, typer.Option("--out", help="Output folder (plot + summary.json).")] = "runs/train",
           json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-          ppo: Annotated[list[str] | None, typer.Option(
-              "--ppo", help="A PPO setting over the task's own, e.g. --ppo gamma=0.9 (repeatable).")] = None) -> None:
+          ppo: Annotated[list[str] | None, typer.Option("--ppo", help="A PPO setting over the task's, e.g. gamma=0.9 (repeatable).")] = None,
+          terms: Annotated[bool, typer.Option("--terms", help="Also train each named term alone.")] = False) -> None:
     """PPO on a reward file; true return vs true-reward PPO trained the same way."""
     from grace.train import train_command
 
-    raise typer.Exit(train_command(str(file), task, steps, seeds, out_dir, json_out, ppo or []))
+    raise typer.Exit(train_command(str(file), task, steps, seeds, out_dir, json_out, ppo or [], terms))
 
 
 @app.command()

@@ -18,7 +18,14 @@ import numpy as np
 
 from grace.fitness.ppo import TRUE_REWARD, check_rewards, open_pool, ppo_settings, run_ppo
 from grace.fitness.seed_spread import describe_lag, lag_report
-from grace.program import FITTED_KEYS, ProgramError, RewardProgram, read_reward_file
+from grace.program import (
+    FITTED_KEYS,
+    ProgramError,
+    RewardProgram,
+    read_reward_file,
+    term_alone,
+    term_names,
+)
 from grace.tasks import Task, get_task
 from grace.types import PPOJob, PPOResult, TaskRef
 
@@ -69,7 +76,8 @@ def _gain(reward: dict[str, Any], base: dict[str, Any]) -> float | None:
 
 def train_reward(file_or_source: str | Path, task: str | Path | Task, steps: int = 500_000,
                  seeds: int = 2, out_dir: str | Path | None = None, seed: int = 0,
-                 algo_kwargs: dict[str, Any] | None = None, n_evals: int = 10) -> dict[str, Any]:
+                 algo_kwargs: dict[str, Any] | None = None, n_evals: int = 10,
+                 terms: bool = False) -> dict[str, Any]:
     """Train PPO on a reward (file path or source) and on the true reward; compare.
 
     `task`: a built-in name, a TOML task file, or a Task (e.g. built in Python; its factories
@@ -86,6 +94,9 @@ def train_reward(file_or_source: str | Path, task: str | Path | Task, steps: int
     seed's late-episode field means (`late_fields`); `compare`'s `ratio`, `normalised` and
     `within_5pct`; and `lag` (`seed_spread.lag_report`: the reward's seeds that lag far behind
     its best one and the fields that differ most late in their episodes; None when none lags).
+    With `terms`, each of the reward's named terms alone (`grace.program.term_alone`) trains in
+    the same batch: `terms` maps each name to its entry (as `reward`'s, with its `normalised`
+    and `lag`), to show which term teaches and which makes seeds fail.
     """
     ref = TaskRef.of(task)
     t = ref.resolve()
@@ -94,15 +105,17 @@ def train_reward(file_or_source: str | Path, task: str | Path | Task, steps: int
     try:
         source = read_reward_file(path) if is_file else str(file_or_source)
         RewardProgram(source).validate(t.schema)
+        names = term_names(source) if terms else []
+        alone = [term_alone(source, n, t.schema) for n in names]
     except ProgramError as exc:
         raise RewardCheckError(f"the reward is not a valid reward program: {exc}") from None
-    job = PPOJob((source, TRUE_REWARD), steps, seeds, seed, algo_kwargs, n_evals=n_evals)
+    job = PPOJob((source, *alone, TRUE_REWARD), steps, seeds, seed, algo_kwargs, n_evals=n_evals)
     with open_pool(ref) as pool:
         problem = check_rewards(ref, [source], pool=pool)[0]
         if problem is not None:
             raise RewardCheckError(f"the reward cannot be trained: {problem}")
         results = run_ppo(ref, job, pool=pool)
-    reward, base = _side(results[0]), _side(results[1])
+    reward, base = _side(results[0]), _side(results[-1])
     params = RewardProgram(source).params
     summary: dict[str, Any] = {
         "task": t.name, "reward_file": str(path) if is_file else None, "steps": int(steps),
@@ -110,13 +123,21 @@ def train_reward(file_or_source: str | Path, task: str | Path | Task, steps: int
         "reward": reward, "baseline": base,
         "ppo": {k: (list(v) if isinstance(v, tuple) else v) for k, v in ppo_settings(t, algo_kwargs).items()},
         **{k: params.get(k) for k in FITTED_KEYS},
-        "env_steps_per_run": results[1].env_steps if results[1].ok else None,
-        "compile_s": results[1].compile_s if results[1].ok else None,
-        "run_s": results[1].run_s if results[1].ok else None,
+        "env_steps_per_run": results[-1].env_steps if results[-1].ok else None,
+        "compile_s": results[-1].compile_s if results[-1].ok else None,
+        "run_s": results[-1].run_s if results[-1].ok else None,
     }
     if reward["ok"] and base["ok"]:
         summary |= compare(reward, base)
         summary["lag"] = lag_report(reward["true_returns"], reward.get("late_fields") or [], _gain(reward, base))
+    if terms:
+        summary["terms"] = {}
+        for name, res in zip(names, results[1:-1], strict=True):
+            side = _side(res)
+            if side["ok"] and base["ok"]:
+                side |= {"normalised": compare(side, base)["normalised"],
+                         "lag": lag_report(side["true_returns"], side.get("late_fields") or [], _gain(side, base))}
+            summary["terms"][name] = side
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -191,7 +212,7 @@ def parse_ppo_settings(items: list[str], task: Task) -> dict[str, Any]:
 
 
 def train_command(file: str, task: str, steps: int, seeds: int, out: str, json_out: bool,
-                  ppo: list[str] | None = None) -> int:
+                  ppo: list[str] | None = None, terms: bool = False) -> int:
     """The body of `grace train`: returns 0, or 2 with one line on bad input / failed reward."""
     try:
         t = get_task(task)
@@ -206,7 +227,7 @@ def train_command(file: str, task: str, steps: int, seeds: int, out: str, json_o
         print("error: --steps and --seeds must be positive")
         return 2
     try:
-        summary = train_reward(file, t, steps=steps, seeds=seeds, out_dir=out, algo_kwargs=settings)
+        summary = train_reward(file, t, steps=steps, seeds=seeds, out_dir=out, algo_kwargs=settings, terms=terms)
     except RewardCheckError as exc:
         print(f"error: {exc}")
         return 2
@@ -224,6 +245,8 @@ def train_command(file: str, task: str, steps: int, seeds: int, out: str, json_o
             table.add_column(col)
         table.add_row(f"PPO on {Path(file).name}", _fmt(summary["reward"], "return"),
                       _fmt(summary["reward"], "success"))
+        for name, side in summary.get("terms", {}).items():
+            table.add_row(f"  its term {name} alone", _fmt(side, "return"), _fmt(side, "success"))
         table.add_row("PPO on the true reward", _fmt(summary["baseline"], "return"),
                       _fmt(summary["baseline"], "success"))
         console = Console()
@@ -232,9 +255,14 @@ def train_command(file: str, task: str, steps: int, seeds: int, out: str, json_o
             console.print(f"reward failed: {summary['reward']['error']}")
         elif "within_5pct" in summary:
             console.print(_verdict(summary))
-            if seeds > 1:
-                console.print("per seed: " + ", ".join(f"{v:.4g}" for v in summary["reward"]["true_returns"]), markup=False)
-            if summary.get("lag"):
-                console.print(describe_lag(summary["lag"], seeds), markup=False)
+            for name, side in [("", summary["reward"]), *((f"term {n} alone", s) for n, s in summary.get("terms", {}).items())]:
+                if not side.get("ok"):
+                    console.print(f"{name}: failed: {side.get('error')}", markup=False)
+                    continue
+                label = f"{name}: " if name else ""
+                if seeds > 1:
+                    console.print(f"{label}per seed: " + ", ".join(f"{v:.4g}" for v in side["true_returns"]), markup=False)
+                if (lag := summary.get("lag") if not name else side.get("lag")):
+                    console.print(label + describe_lag(lag, seeds), markup=False)
         console.print(f"wrote {out}/summary.json and {out}/learning_curve.png")
     return 0 if summary["reward"]["ok"] else 1

@@ -66,6 +66,17 @@ def test_train_reward_on_a_task_built_in_python() -> None:
     assert "lag" in summary  # None, or the seeds that lag with the fields that differ most
 
 
+@pytest.mark.slow  # a rejax compile
+def test_train_reward_trains_each_term_alone_in_the_same_batch() -> None:
+    src = ("def reward(s, a, s_next, p):\n    up = 1.0 - xp.abs(s_next.angle)\n    still = -xp.abs(s_next.angle_dot)\n"
+           "    return up + still, {'up': up, 'still': still}\n")
+    summary = grace.train_reward(src, task=_cartpole_in_python(), steps=1024, seeds=2, n_evals=1, algo_kwargs=TINY,
+                                 terms=True)
+    assert list(summary["terms"]) == ["up", "still"] and summary["reward"]["ok"] and summary["baseline"]["ok"]
+    for side in summary["terms"].values():
+        assert side["ok"] and len(side["true_returns"]) == 2 and "normalised" in side and "lag" in side
+
+
 def test_a_reward_that_does_not_trace_trains_nothing() -> None:
     with pytest.raises(RewardCheckError, match="does not trace"):
         grace.train_reward(NO_TRACE, task=_cartpole_in_python(), steps=2048, seeds=1)
@@ -81,15 +92,17 @@ def test_a_task_with_lambdas_cannot_travel() -> None:
         grace.train_reward(NO_TRACE, task=bad, steps=2048)
 
 
-@pytest.mark.parametrize(("source", "message"), [
-    (NO_TRACE, "does not trace under JAX"),
-    ("def reward(s, a, s_next, p):\n    return s_next.nope\n", "nope"),
+@pytest.mark.parametrize(("source", "message", "flags"), [
+    (NO_TRACE, "does not trace under JAX", ()),
+    ("def reward(s, a, s_next, p):\n    return s_next.nope\n", "nope", ()),
+    ("def reward(s, a, s_next, p):\n    return 1.0 - xp.abs(s_next.angle)\n", "no named terms", ("--terms",)),
 ])
-def test_grace_train_exits_2_with_one_line_for_a_bad_reward(tmp_path: Path, source: str, message: str) -> None:
+def test_grace_train_exits_2_with_one_line_for_a_bad_reward(tmp_path: Path, source: str, message: str,
+                                                            flags: tuple[str, ...]) -> None:
     reward = tmp_path / "bad.py"
     reward.write_text(source.replace("angle", "pole_angle"))
     res = run_cli("train", str(reward), "--task", "cartpole_fixed", "--steps", "2048", "--seeds", "1",
-                  "--out", str(tmp_path / "out"))
+                  "--out", str(tmp_path / "out"), *flags)
     assert res.returncode == 2, res.stdout + res.stderr
     lines = (res.stdout + res.stderr).strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in res.stderr, lines

@@ -1,0 +1,53 @@
+"""A reward's named terms, one at a time: which term teaches, and which makes PPO fail on some seeds.
+
+grace's operator writes a reward as a sum of named terms, `return total, {name: term, ...}`. A term
+can hold on the demos and still mislead PPO: the fixed-horizon CartPole winner of quality23
+balanced on 15 of 20 seeds, its pole-angle term alone on 20, its cart velocity x pole angular
+velocity term alone on 17 (benchmarks/results/term_ablation/quality23-cartpole_fixed.md).
+`term_alone` rewrites a program to pay one term (the same PARAMS, components and potential);
+`grace train --terms` and benchmarks/term_ablation.py train them beside the whole reward. The
+rewrite is validated here, as every rewrite of program text must be.
+"""
+
+from __future__ import annotations
+
+import ast
+
+from grace.program.core import RewardProgram
+from grace.program.parse import ProgramError, parse_source
+
+
+def _reward_def(tree: ast.Module) -> ast.FunctionDef:
+    fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "reward"), None)
+    if fn is None:
+        raise ProgramError("the program defines no reward function")
+    return fn
+
+
+def term_names(source: str) -> list[str]:
+    """The term names of the reward's last statement, `return total, {name: term, ...}` (constant
+    string keys); ProgramError (one line) when it does not end that way."""
+    ret = _reward_def(parse_source(source)).body[-1]
+    value = ret.value if isinstance(ret, ast.Return) else None
+    if not (isinstance(value, ast.Tuple) and len(value.elts) == 2 and isinstance(value.elts[1], ast.Dict)
+            and value.elts[1].keys
+            and all(isinstance(k, ast.Constant) and isinstance(k.value, str) for k in value.elts[1].keys)):
+        raise ProgramError("the reward does not end in `return total, {name: term, ...}`: it has no named terms")
+    return [k.value for k in value.elts[1].keys]  # type: ignore[union-attr]
+
+
+def term_alone(source: str, name: str, schema: object | None = None) -> str:
+    """`source` whose reward pays only the term `name`: the reward is renamed `full_reward` and a
+    new `reward` returns `(terms[name], terms)`. Validated (against `schema`, an ObsSchema, when
+    given); ProgramError when `name` is not one of `term_names(source)`."""
+    if name not in term_names(source):
+        raise ProgramError(f"the reward has no term {name!r}")
+    lines = source.splitlines()
+    at = _reward_def(parse_source(source)).lineno - 1
+    if not lines[at].startswith("def reward("):
+        raise ProgramError("the reward's `def` is not at the start of its line")
+    lines[at] = "def full_reward(" + lines[at][len("def reward("):]
+    out = ("\n".join(lines).rstrip() + "\n\n\ndef reward(s, a, s_next, p):\n"
+           f"    total, terms = full_reward(s, a, s_next, p)\n    return terms[{name!r}], terms\n")
+    RewardProgram(out).validate(schema)  # type: ignore[arg-type]
+    return out
