@@ -105,10 +105,13 @@ def train_reward(file_or_source: str | Path, task: str | Path | Task, steps: int
     try:
         source = read_reward_file(path) if is_file else str(file_or_source)
         RewardProgram(source).validate(t.schema)
+    except ProgramError as exc:
+        raise RewardCheckError(f"the reward is not a valid reward program: {exc}") from None
+    try:
         names = term_names(source) if terms else []
         alone = [term_alone(source, n, t.schema) for n in names]
     except ProgramError as exc:
-        raise RewardCheckError(f"the reward is not a valid reward program: {exc}") from None
+        raise RewardCheckError(f"--terms: {exc}") from None
     job = PPOJob((source, *alone, TRUE_REWARD), steps, seeds, seed, algo_kwargs, n_evals=n_evals)
     with open_pool(ref) as pool:
         problem = check_rewards(ref, [source], pool=pool)[0]
