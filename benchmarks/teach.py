@@ -238,6 +238,12 @@ def _ratio(x: list[float] | None, base: list[float] | None) -> float | None:
     return float(np.mean(x) / np.mean(base))
 
 
+def _vs(x: list[float] | None, base: list[float] | None) -> float | None:
+    """grace / a baseline, where the baseline's mean normalised return is at least 0.05 (else None:
+    a ratio to about nothing, or to a negative return, reads as nothing)."""
+    return _ratio(x, base) if base is not None and np.mean(base) >= 0.05 else None
+
+
 def _r(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
 
@@ -277,14 +283,15 @@ def write_table(tasks: list[str], args: argparse.Namespace) -> None:
         "potential of the final shaping stage (- when it got none); *no payment* = the winner paid with its floor, "
         "where the final payment stage chose to pay its goal as a shift (- when it kept the floor); *no terminal* / *no returns* = a "
         "separate run with `fit.terminal = false` / `fit.returns = false` (ablation tasks only). "
-        "GAIL: imitation's GAIL (SB3 PPO) on the same demos, same env steps, this run's seeds; ¹ = not re-run here, "
-        "the first wave's (quality.md, 3 seeds). wave 1 = the first wave's grace / PPO ratio "
+        "GAIL / AIRL: imitation's GAIL / AIRL (SB3 PPO) on the same demos, same env steps, this run's seeds; ¹ = not "
+        "re-run here, the first wave's (quality.md, 3 seeds); grace / GAIL and grace / AIRL are - where the baseline's mean "
+        "is under 0.05. wave 1 = the first wave's grace / PPO ratio "
         "(benchmarks/results/quality.md, 3 seeds).", "",
         "| task | true-reward PPO | grace | grace / PPO | no PPO select / PPO | no shaping / PPO | no payment / PPO "
         "| no terminal / PPO "
-        "| no returns / PPO | GAIL | grace / GAIL | wave 1 | success grace / PPO | winner size (wave 1) "
-        "| evolve s (PPO select s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| no returns / PPO | GAIL | grace / GAIL | AIRL | grace / AIRL | wave 1 | success grace / PPO "
+        "| winner size (wave 1) | evolve s (PPO select s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row_name in tasks:
         task, n_demos = split_row(row_name)
@@ -293,7 +300,7 @@ def write_table(tasks: list[str], args: argparse.Namespace) -> None:
         tr = _load(CACHE / row_name / "train.json")
         full = _load(CACHE / row_name / "evolve-full.json")
         if ref is None or tr is None or full is None:
-            lines.append(f"| {label} | " + " | ".join(["not run (time)"] * 14) + " |")
+            lines.append(f"| {label} | " + " | ".join(["not run (time)"] * 16) + " |")
             continue
         m = dict(tr["methods"])
         if unshaped_winner(full) is None:  # a cached batch may hold a mislabelled no-shaping branch
@@ -302,11 +309,12 @@ def write_table(tasks: list[str], args: argparse.Namespace) -> None:
         base = norm["true_reward"]
         w1_ratio, w1_size = _wave1(task) if n_demos is None else (None, None)
         gail, gmark = _baseline_norm(row_name, "gail", ref)
+        airl, amark = _baseline_norm(row_name, "airl", ref)
         succ = " / ".join("-" if not (m.get(k) or {}).get("ok") or m[k]["success"] is None else f"{m[k]['success']:.2f}"
                           for k in ("grace", "true_reward"))
         sel = full.get("selection") or {}
         row = {"task": task, "n_demos": n_demos, "norm": norm, "ratio": {k: _ratio(norm[k], base) for k in BRANCHES[:-1]},
-               "gail": gail, "gail_from_wave1": bool(gmark), "wave1_ratio": w1_ratio, "size": full["winner"]["size"], "wave1_size": w1_size}
+               "gail": gail, "gail_from_wave1": bool(gmark), "airl": airl, "airl_from_wave1": bool(amark), "wave1_ratio": w1_ratio, "size": full["winner"]["size"], "wave1_size": w1_size}
         rows.append(row)
         rt = row["ratio"]
 
@@ -317,7 +325,8 @@ def write_table(tasks: list[str], args: argparse.Namespace) -> None:
         lines.append(
             f"| {label} | {_ms(base)} | {_ms(norm['grace'])} | **{_r(rt['grace'])}** | {_cell('no_ppo_select')} | "
             f"{_cell('no_shaping')} | {_cell('no_payment')} | {_cell('no_terminal')} | {_cell('no_returns')} | {_ms(gail)}{gmark} | "
-            f"{_r(_ratio(norm['grace'], gail))} | {_r(w1_ratio)} | {succ} | "
+            f"{_r(_vs(norm['grace'], gail))} | {_ms(airl)}{amark} | {_r(_vs(norm['grace'], airl))} | "
+            f"{_r(w1_ratio)} | {succ} | "
             f"{full['winner']['size']} ({w1_size if w1_size is not None else '-'}) | "
             f"{full['wall_s']:.0f} ({sel.get('seconds', 0):.0f}) |")
         same = full["winner"]["program_id"] == full["offline_best"]["program_id"]
