@@ -46,6 +46,9 @@ def test_a_reward_without_named_terms_is_refused_in_one_line(source: str, messag
         term_names(source)
 
 
-def test_an_unknown_term_is_refused() -> None:
+def test_an_unknown_term_or_a_clashing_name_is_refused() -> None:
     with pytest.raises(ProgramError, match="no term 'down'"):
         term_alone(SOURCE, "down")
+    clash = SOURCE + "\n\ndef full_reward(x):\n    return x\n"
+    with pytest.raises(ProgramError, match="already defines full_reward"):
+        term_alone(clash, "up")

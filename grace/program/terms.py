@@ -42,8 +42,11 @@ def term_alone(source: str, name: str, schema: object | None = None) -> str:
     given); ProgramError when `name` is not one of `term_names(source)`."""
     if name not in term_names(source):
         raise ProgramError(f"the reward has no term {name!r}")
+    tree = parse_source(source)
+    if any(isinstance(n, ast.FunctionDef) and n.name == "full_reward" for n in tree.body):
+        raise ProgramError("the program already defines full_reward: its terms cannot be taken apart here")
     lines = source.splitlines()
-    at = _reward_def(parse_source(source)).lineno - 1
+    at = _reward_def(tree).lineno - 1
     if not lines[at].startswith("def reward("):
         raise ProgramError("the reward's `def` is not at the start of its line")
     lines[at] = "def full_reward(" + lines[at][len("def reward("):]
