@@ -74,6 +74,11 @@ def _gain(reward: dict[str, Any], base: dict[str, Any]) -> float | None:
     return float(b - r0) if abs(b - r0) > 1e-9 * max(abs(b), abs(r0), 1.0) else None
 
 
+def _lag(side: dict[str, Any], base: dict[str, Any]) -> dict[str, Any] | None:
+    """`seed_spread.lag_report` for one trained side, on the scale of true-reward PPO's gain."""
+    return lag_report(side["true_returns"], side.get("late_fields") or [], _gain(side, base))
+
+
 def train_reward(file_or_source: str | Path, task: str | Path | Task, steps: int = 500_000,
                  seeds: int = 2, out_dir: str | Path | None = None, seed: int = 0,
                  algo_kwargs: dict[str, Any] | None = None, n_evals: int = 10,
@@ -132,14 +137,13 @@ def train_reward(file_or_source: str | Path, task: str | Path | Task, steps: int
     }
     if reward["ok"] and base["ok"]:
         summary |= compare(reward, base)
-        summary["lag"] = lag_report(reward["true_returns"], reward.get("late_fields") or [], _gain(reward, base))
+        summary["lag"] = _lag(reward, base)
     if terms:
         summary["terms"] = {}
         for name, res in zip(names, results[1:-1], strict=True):
             side = _side(res)
             if side["ok"] and base["ok"]:
-                side |= {"normalised": compare(side, base)["normalised"],
-                         "lag": lag_report(side["true_returns"], side.get("late_fields") or [], _gain(side, base))}
+                side |= {"normalised": compare(side, base)["normalised"], "lag": _lag(side, base)}
             summary["terms"][name] = side
     if out_dir is not None:
         out = Path(out_dir)
@@ -258,14 +262,15 @@ def train_command(file: str, task: str, steps: int, seeds: int, out: str, json_o
             console.print(f"reward failed: {summary['reward']['error']}")
         elif "within_5pct" in summary:
             console.print(_verdict(summary))
-            for name, side in [("", summary["reward"]), *((f"term {n} alone", s) for n, s in summary.get("terms", {}).items())]:
+            sides = [("", summary["reward"], summary.get("lag")),
+                     *((f"term {n} alone: ", s, s.get("lag")) for n, s in summary.get("terms", {}).items())]
+            for label, side, lag in sides:
                 if not side.get("ok"):
-                    console.print(f"{name}: failed: {side.get('error')}", markup=False)
+                    console.print(f"{label}failed: {side.get('error')}", markup=False)
                     continue
-                label = f"{name}: " if name else ""
                 if seeds > 1:
                     console.print(f"{label}per seed: " + ", ".join(f"{v:.4g}" for v in side["true_returns"]), markup=False)
-                if (lag := summary.get("lag") if not name else side.get("lag")):
+                if lag:
                     console.print(label + describe_lag(lag, seeds), markup=False)
         console.print(f"wrote {out}/summary.json and {out}/learning_curve.png")
     return 0 if summary["reward"]["ok"] else 1

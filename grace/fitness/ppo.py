@@ -186,6 +186,7 @@ def train_candidates(task: Task | TaskRef | str, job: PPOJob) -> list[PPOResult]
                              settings, n_evals=job.n_evals, final_episodes=job.eval_episodes)
     seeds = job.seeds
     curve, final, compile_s, run_s = run_batch(fn, len(branches), seeds, job.seed)
+    columns = task.schema.index_map()
     for j, i in enumerate(index):
         per_seed = {k: np.asarray(v[j]) for k, v in final.items()}
         act_dim = None if discrete else task.action.dim
@@ -220,7 +221,7 @@ def train_candidates(task: Task | TaskRef | str, job: PPOJob) -> list[PPOResult]
             irl_score=irl, irl_per_seed=irl_seeds, curve=np.asarray(curve[j]).reshape(seeds, -1).tolist(),
             curve_steps=list(info["curve_steps"]), env_steps=int(info["env_steps"]),
             compile_s=compile_s, run_s=run_s, batch_size=len(branches), trajectories=traj,
-            late_fields=late_field_means(eps, seeds, task.schema.index_map()))
+            late_fields=late_field_means(eps, seeds, columns))
     jax.clear_caches()
     return results
 
