@@ -40,6 +40,9 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=0, help="env steps per PPO run (0: the row's)")
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--first", type=int, default=5, help="the batch's PPO seed (teach.py's table used 0)")
+    ap.add_argument("--likeness", action="store_true",
+                    help="also score each seed's policy by expert-likeness, as PPO in the loop does (the "
+                         "discriminator fitted on the task's committed demos)")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from quality import normalise
@@ -75,7 +78,9 @@ def main() -> int:
     labels = [*variants, "true reward"]
     print(f"[term_ablation] {task}: {', '.join(labels)} x {args.seeds} seeds x {steps} steps", flush=True)
     t0 = time.time()
-    results = run_ppo(t, PPOJob((*variants.values(), TRUE_REWARD), steps, args.seeds, args.first), timeout=7200)
+    disc = _discriminator(t) if args.likeness else None
+    results = run_ppo(t, PPOJob((*variants.values(), TRUE_REWARD), steps, args.seeds, args.first, score_states=disc),
+                      timeout=7200)
     out: dict = {"task": task, "source_of": label, "steps": steps, "seeds": args.seeds, "first_seed": args.first,
                  "wall_s": round(time.time() - t0, 1), "variants": {}, "sources": variants}
     rows = []
@@ -89,11 +94,13 @@ def main() -> int:
         norm = [normalise(r, ref) for r in ret] if ref else None
         failing = [i for i, r in enumerate(ret) if (norm[i] < 0.5 if norm else r < 0.5 * best)]
         out["variants"][name] = {"ok": True, "returns": ret, "normalised": norm, "success": res.success_rate,
-                                 "failing_seeds": failing, "late_fields": res.late_fields}
+                                 "failing_seeds": failing, "late_fields": res.late_fields,
+                                 "likeness": res.irl_per_seed}
         score = f"{np.mean(norm):.2f} ± {np.std(norm, ddof=1) / np.sqrt(len(norm)):.2f}" if norm else f"{np.mean(ret):.1f}"
         late = "; ".join(f"seed {i}: " + ", ".join(f"{k} {v:.3g}" for k, v in (res.late_fields or [{}])[i].items())
                          for i in failing[:SHOWN]) + ("; ..." if len(failing) > SHOWN else "")
-        rows.append(f"| {name} | {score} | {len(ret) - len(failing)} of {len(ret)} | {', '.join(map(str, failing)) or '-'} | {late or '-'} |")
+        like = f" {_likeness_cell(res.irl_per_seed, failing)} |" if disc is not None else ""
+        rows.append(f"| {name} | {score} | {len(ret) - len(failing)} of {len(ret)} | {', '.join(map(str, failing)) or '-'} |{like} {late or '-'} |")
         print(f"{name}: returns {[round(r) for r in ret]}", flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{label}.json").write_text(json.dumps(out, indent=1))
@@ -104,12 +111,40 @@ def main() -> int:
           "(quality.py's references). A seed fails when its normalised return is under 0.5 (without references: its "
           f"return under half the batch's best seed); late (the first {SHOWN} failing seeds) = "
           "mean |value| of each field over the second half of its final episodes.", "",
-          "| variant | normalised | seeds not failing | failing seeds | late on the failing seeds |",
-          "|---|---|---|---|---|", *rows, "", "## The variants", ""]
+          *(["Expert-likeness (--likeness): per seed, under the discriminator PPO in the loop uses "
+             "(`ExpertSimilarity.for_task`, fitted on the task's committed demos); mean, the loop's lower bound "
+             "(mean - 2 standard errors) and the lowest seed's, failing seeds' mean.", ""] if disc is not None else []),
+          "| variant | normalised | seeds not failing | failing seeds |"
+          + (" expert-likeness: mean, lower bound, min (failing seeds) |" if disc is not None else "")
+          + " late on the failing seeds |",
+          "|---|---|---|---|" + ("---|" if disc is not None else "") + "---|", *rows, "", "## The variants", ""]
     md += [f"### {name}\n\n```python\n{src}```\n" for name, src in variants.items()]
     (OUT / f"{label}.md").write_text("\n".join(md))
     print(f"wrote {OUT / label}.md and .json")
     return 0
+
+
+def _discriminator(task):  # noqa: ANN001, ANN202 (benchmark-local)
+    """The discriminator PPO in the loop scores policies with, fitted on the task's committed demos
+    (seed-0 split, random negatives: only the train expert rows matter to it)."""
+    from grace.config import EvolveConfig
+    from grace.data.dataset import build_offline_data
+    from grace.data.rollout import random_negatives
+    from grace.data.trajectories import load_demos
+    from grace.search.ppo_select import discriminator
+
+    demos = load_demos(ROOT / "demos" / f"{task.name}.npz", task)
+    data = build_offline_data(task, demos, [("random", random_negatives(task, 20, 0))])
+    return discriminator(EvolveConfig(), data, task)
+
+
+def _likeness_cell(seeds: list[float] | None, failing: list[int]) -> str:
+    if not seeds:
+        return "-"
+    from grace.search.ppo_verdict import lower_bound
+
+    bad = f"{np.mean([seeds[i] for i in failing]):.3f}" if failing else "-"
+    return f"{np.mean(seeds):.3f}, {lower_bound(seeds):.3f}, {min(seeds):.3f} ({bad})"
 
 
 if __name__ == "__main__":
