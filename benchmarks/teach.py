@@ -51,7 +51,7 @@ TASKS = ["cartpole", "acrobot", "mountaincar", "cartpole_fixed", "acrobot_fixed"
          "inverted_pendulum"]
 ABLATE = ["cartpole", "acrobot", "mountaincar"]
 VARIANTS = {"full": {}, "no_terminal": {"fit.terminal": False}, "no_returns": {"fit.returns": False}}
-BRANCHES = ("grace", "no_ppo_select", "no_shaping", "no_payment", "no_terminal", "no_returns", "true_reward")
+BRANCHES = ("grace", "no_ppo_select", "no_terms", "no_shaping", "no_payment", "no_terminal", "no_returns", "true_reward")
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -104,6 +104,9 @@ def evolve_variant(row: str, variant: str, args: argparse.Namespace) -> dict[str
     offline_best = archive.top(1)[0]
     selection = archive.get_meta(f"ppo_select_r{cfg.search.rounds - 1}")
     payment = archive.get_meta("payment_final")
+    kept = (selection or {}).get("terms") or {}
+    # the choice the term stage started from, when it kept a term instead (search/ppo_terms.py)
+    before_terms = archive.program(kept["from"]).best_source if kept.get("kept") is not None else None
     archive.close()
     out = {"task": task, "n_demos": n_demos, "variant": variant, "overrides": VARIANTS[variant], "set": args.set, "wall_s": wall,
            "generations": args.generations, "evaluated": res.stats.evaluated,
@@ -115,7 +118,7 @@ def evolve_variant(row: str, variant: str, args: argparse.Namespace) -> dict[str
                       "unshaped": res.best.best_source},
            "offline_best": {"program_id": offline_best.program_id, "source": offline_best.best_source,
                             "fitness": offline_best.fitness, "size": offline_best.size},
-           "selection": selection, "payment": payment}
+           "selection": selection, "payment": payment, "before_terms": before_terms}
     _dump(path, out)
     return out
 
@@ -161,6 +164,8 @@ def row_sources(evolved: dict[str, dict[str, Any]]) -> dict[str, str]:
     """A row's reward columns but the true reward, by branch name (BRANCHES), from its evolutions."""
     full = evolved["full"]
     sources = {"grace": full["winner"]["source"], "no_ppo_select": full["offline_best"]["source"]}
+    if full.get("before_terms"):
+        sources["no_terms"] = full["before_terms"]
     if (unshaped := unshaped_winner(full)) is not None:
         sources["no_shaping"] = unshaped
     if (floor := floor_paid(full)) is not None:
@@ -279,7 +284,9 @@ def write_table(tasks: list[str], args: argparse.Namespace) -> None:
         "(R - R_random) / (R_expert - R_random) of the per-seed mean true return (quality.py's references); "
         "mean ± std over seeds. Ratios are to true-reward PPO of the same batch. Ablations (one part off at a "
         "time; a value in () is a normalised return, where the ratio is undefined because true-reward PPO scores 0): "
-        "*no PPO select* = the same run's best by offline fitness; *no shaping* = the winner without the "
+        "*no PPO select* = the same run's best by offline fitness; *no terms* = PPO in the loop's choice before the "
+        "term stage kept one of its terms alone (search/ppo_terms.py; as the archive holds it, without the final "
+        "stages' potential or payment; - when the stage kept the choice); *no shaping* = the winner without the "
         "potential of the final shaping stage (- when it got none); *no payment* = the winner paid with its floor, "
         "where the final payment stage chose to pay its goal as a shift (- when it kept the floor); *no terminal* / *no returns* = a "
         "separate run with `fit.terminal = false` / `fit.returns = false` (ablation tasks only). "
@@ -287,11 +294,11 @@ def write_table(tasks: list[str], args: argparse.Namespace) -> None:
         "re-run here, the first wave's (quality.md, 3 seeds); grace / GAIL and grace / AIRL are - where the baseline's mean "
         "is under 0.05. wave 1 = the first wave's grace / PPO ratio "
         "(benchmarks/results/quality.md, 3 seeds).", "",
-        "| task | true-reward PPO | grace | grace / PPO | no PPO select / PPO | no shaping / PPO | no payment / PPO "
+        "| task | true-reward PPO | grace | grace / PPO | no PPO select / PPO | no terms / PPO | no shaping / PPO | no payment / PPO "
         "| no terminal / PPO "
         "| no returns / PPO | GAIL | grace / GAIL | AIRL | grace / AIRL | wave 1 | success grace / PPO "
         "| winner size (wave 1) | evolve s (PPO select s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row_name in tasks:
         task, n_demos = split_row(row_name)
@@ -300,7 +307,7 @@ def write_table(tasks: list[str], args: argparse.Namespace) -> None:
         tr = _load(CACHE / row_name / "train.json")
         full = _load(CACHE / row_name / "evolve-full.json")
         if ref is None or tr is None or full is None:
-            lines.append(f"| {label} | " + " | ".join(["not run (time)"] * 16) + " |")
+            lines.append(f"| {label} | " + " | ".join(["not run (time)"] * 17) + " |")
             continue
         m = dict(tr["methods"])
         if unshaped_winner(full) is None:  # a cached batch may hold a mislabelled no-shaping branch
@@ -323,7 +330,7 @@ def write_table(tasks: list[str], args: argparse.Namespace) -> None:
             return _r(rt[k]) if rt[k] is not None or norm[k] is None else f"({np.mean(norm[k]):.2f})"
 
         lines.append(
-            f"| {label} | {_ms(base)} | {_ms(norm['grace'])} | **{_r(rt['grace'])}** | {_cell('no_ppo_select')} | "
+            f"| {label} | {_ms(base)} | {_ms(norm['grace'])} | **{_r(rt['grace'])}** | {_cell('no_ppo_select')} | {_cell('no_terms')} | "
             f"{_cell('no_shaping')} | {_cell('no_payment')} | {_cell('no_terminal')} | {_cell('no_returns')} | {_ms(gail)}{gmark} | "
             f"{_r(_vs(norm['grace'], gail))} | {_ms(airl)}{amark} | {_r(_vs(norm['grace'], airl))} | "
             f"{_r(w1_ratio)} | {succ} | "

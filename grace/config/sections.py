@@ -234,6 +234,11 @@ class PPOConfig:
     more than the seed noise (search/ppo_verdict.py), the two train again on this many more seeds and
     the more reliably expert-like wins (higher mean minus two standard errors; the better offline
     rank on a tie). 0 = no second run (the same rule on the first run's seeds)."""
+    select_terms: int = 4
+    """PPO in the loop, after each round's choice: each named term of the winner alone (at most this
+    many, best offline fitness first; `grace.program.keep_term`) is scored offline and trains beside
+    the winner on `ppo.seeds + ppo.select_confirm` fresh seeds; a term replaces the winner when its
+    policies are at least as reliably expert-like (search/ppo_terms.py). 0 = off."""
     select_payment: bool = True
     """PPO in the loop's last stage: when the winner's terminal value is a goal (above its floor), PPO
     trains it paid with the floor and paid as a shift, and the shift replaces the floor when its
@@ -374,9 +379,9 @@ class EvolveConfig:
              "fit.budget and fit.chunk must be >= 1, fit.subsample and fit.batch_rows >= 2"),
             (self.ppo.steps >= 1 and self.ppo.seeds >= 1, "ppo.steps and ppo.seeds must be >= 1"),
             (min(self.ppo.select_top, self.ppo.select_steps, self.ppo.select_dense, self.ppo.select_heldout,
-                 self.ppo.select_confirm) >= 0,
-             "ppo.select_top, ppo.select_steps, ppo.select_dense, ppo.select_heldout and ppo.select_confirm "
-             "must be >= 0"),
+                 self.ppo.select_confirm, self.ppo.select_terms) >= 0,
+             "ppo.select_top, ppo.select_steps, ppo.select_dense, ppo.select_heldout, ppo.select_confirm and "
+             "ppo.select_terms must be >= 0"),
             (-1.0 <= self.ppo.select_similarity <= 1.0, "ppo.select_similarity must be in [-1, 1]"),
             (all(h.reward_transform in ("none", "symlog") for h in (self.ppo.discrete, self.ppo.continuous)),
              "ppo.*.reward_transform must be none or symlog"),

@@ -13,7 +13,7 @@ from grace.program.parse import (
     parse_source,
 )
 from grace.program.reply import extract_program, strip_reasoning
-from grace.program.terms import term_alone, term_names
+from grace.program.terms import keep_term, term_alone, term_names
 from grace.program.text import (
     PROVENANCE_MARKER,
     format_params,
@@ -26,5 +26,5 @@ __all__ = [
     "MAX_AST_DEPTH", "MAX_AST_NODES", "POTENTIAL", "MAX_STATEMENT_TOKENS", "PARAM_ABS_MAX", "PROVENANCE_MARKER",
     "COST_PREFIX", "FITTED_KEYS", "FLOOR_KEY", "SOURCE_LIMIT_BYTES", "TERMINAL_KEY", "ProgramError", "RewardProgram", "extract_program", "format_params", "parse_provenance",
     "parse_source", "printable", "read_reward_file", "strip_reasoning", "string_literal",
-    "term_alone", "term_names",
+    "keep_term", "term_alone", "term_names",
 ]

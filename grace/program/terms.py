@@ -54,3 +54,60 @@ def term_alone(source: str, name: str, schema: object | None = None) -> str:
            f"    total, terms = full_reward(s, a, s_next, p)\n    return terms[{name!r}], terms\n")
     RewardProgram(out).validate(schema)  # type: ignore[arg-type]
     return out
+
+
+def keep_term(source: str, name: str, schema: object | None = None) -> str:
+    """`source` reduced to its term `name`: the reward returns `(term, {name: term})`, the
+    assignments the term does not need and the PARAMS keys only they read are dropped, and the
+    module docstring's first line says which term of which reward it is. The readable form of
+    `term_alone` for a program that computes its terms in plain `name = expression` lines (grace's
+    operator writes them so); ProgramError (one line) otherwise. Validated against `schema`."""
+    names = term_names(source)
+    if name not in names:
+        raise ProgramError(f"the reward has no term {name!r}")
+    if len(names) < 2:
+        raise ProgramError("the reward has one term: nothing to take apart")
+    program = RewardProgram(source)
+    tree = parse_source(source)
+    fn = _reward_def(tree)
+    body = fn.body[1:] if fn.body and _is_docstring(fn.body[0]) else fn.body
+    if not all(_plain_assign(s) for s in body[:-1]):
+        raise ProgramError("the reward computes its terms in more than plain `name = expression` lines")
+    ret = fn.body[-1]
+    value = ret.value.elts[1].values[names.index(name)]  # type: ignore[attr-defined]
+    ret.value = ast.Tuple([value, ast.Dict([ast.Constant(name)], [value])], ast.Load())  # type: ignore[attr-defined]
+    needed = _loads(ret)
+    kept = []
+    for stmt in reversed(body[:-1]):  # a line stays when a later kept line (or the return) reads it
+        if stmt.targets[0].id in needed:  # type: ignore[attr-defined]
+            kept.append(stmt)
+            needed |= _loads(stmt)
+    fn.body = fn.body[: len(fn.body) - len(body)] + kept[::-1] + [ret]
+    ast.fix_missing_locations(tree)
+    read_before, read_after = _param_keys(parse_source(source)), _param_keys(tree)
+    params = {k: v for k, v in program.params.items() if k not in read_before or k in read_after}
+    out = RewardProgram(ast.unparse(tree) + "\n").with_params(params)
+    first, _, rest = program.docstring.partition("\n")
+    summary = first.removeprefix("Reward:").strip().rstrip(".")
+    doc = f"Reward: {name}, one term of the reward {summary or program.program_id}." + (f"\n{rest}" if rest else "")
+    out = out.with_docstring(doc)
+    out.validate(schema)  # type: ignore[arg-type]
+    return out.source
+
+
+def _is_docstring(stmt: ast.stmt) -> bool:
+    return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
+
+
+def _plain_assign(stmt: ast.stmt) -> bool:
+    return isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
+
+
+def _loads(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def _param_keys(tree: ast.AST) -> set[str]:
+    """The constant string keys the program subscripts (`p["key"]`): the PARAMS its code reads."""
+    return {n.slice.value for n in ast.walk(tree) if isinstance(n, ast.Subscript)
+            and isinstance(n.slice, ast.Constant) and isinstance(n.slice.value, str)}

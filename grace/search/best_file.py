@@ -35,6 +35,8 @@ def selection_line(archive: Archive, b: ProgramRow) -> dict[str, str]:
     if n := picks.count("dense"):
         parts.append(f"{n} dense version{'s' if n > 1 else ''}")
     pool = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+    if n := len((rec.get("terms") or {}).get("tried") or []):
+        pool += f", then {n} terms of its choice alone"
     why = rec.get("why", "the most expert-like policy")
     return {"selected by": (f"PPO in the loop over {pool}: {why} "
                             f"(expert-likeness {like if like is None else f'{like:.3f}'}; "

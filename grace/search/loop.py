@@ -408,7 +408,7 @@ class Evolution:
     async def ppo_select(self, rnd: int) -> None:
         """PPO in the loop (search/ppo_select.py; discriminator fitted on round 0's data, so rounds
         compare); `best` and best_reward.py are the best round's winner (search/rounds.py)."""
-        from grace.search import ppo_select
+        from grace.search import ppo_select, ppo_terms
 
         if not ppo_select.enabled(self.cfg, self.task) or self.data is None:
             return
@@ -417,9 +417,31 @@ class Evolution:
         shaper = (partial(shaping.with_demo_potential, self.executor, self.task, self.cfg, self.demos, reference)
                   if self.cfg.fit.shaping else None)
         record = await ppo_select.select(self.archive, self.task, self.cfg, rnd, reference, self.executor, shaper)
+        if ppo_terms.wanted(self.cfg, record):
+            record = await self.ppo_terms(rnd, reference, record)  # type: ignore[arg-type]
         if record is not None:
             self.best = self.archive.program((rounds.best_round(self.archive, rnd) or (0, record["winner"]))[1])
             self.write_best()
+
+    async def ppo_terms(self, rnd: int, reference: Transitions, record: dict[str, Any]) -> dict[str, Any]:
+        """Simpler by PPO (search/ppo_terms.py): the winner's terms alone, scored offline as proposals
+        beyond the round's last generation (slots from population x islands on; a resumed run
+        reuses them), then trained beside the winner; the updated selection record."""
+        from grace.search import ppo_terms
+
+        winner = self.archive.program(record["winner"])
+        gen, first = self.cfg.search.generations, self.cfg.search.population * self.cfg.search.islands
+        props, skipped = ppo_terms.proposals(winner, self.task.schema)
+        rows = await asyncio.gather(*(self._score_extra(rnd, gen, SlotPlan(first + i, winner.island, "term", ()), p)
+                                      for i, p in enumerate(props)))
+        return await ppo_terms.simplify(self.archive, self.task, self.cfg, rnd, reference, record, winner,
+                                        ppo_terms.pick_terms(list(rows), self.cfg.ppo.select_terms), skipped)
+
+    async def _score_extra(self, rnd: int, gen: int, plan: SlotPlan, prop: Proposal) -> ProgramRow:
+        existing = self.archive.slots(rnd, gen).get(plan.slot)
+        row_id = existing.id if existing is not None else self._persist(rnd, gen, plan, prop)
+        await self._evaluate(row_id, _seed(self.cfg, rnd, gen, plan.slot), [])
+        return self.archive.program(row_id)
 
     def _result(self) -> RunResult:
         path = self.run_dir / "best_reward.py"

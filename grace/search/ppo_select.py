@@ -261,13 +261,27 @@ async def select(archive: Archive, task: Task, cfg: EvolveConfig, rnd: int, data
 
 def shown_rows(record: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     """A selection record as `grace show` prints it: per candidate (program, offline rank and pick,
-    fitness, expert-likeness with its standard error over seeds, chosen)."""
+    fitness, expert-likeness with its standard error over seeds, chosen), then the term stage's
+    (search/ppo_terms.py): the winner it started from on the stage's seeds and each term alone."""
     out = []
     for c in record["candidates"]:
-        like, seeds = c["expert_likeness"], c.get("likeness_seeds") or []
+        if c.get("pick") == "term":
+            continue  # shown with the term stage
         pick = c.get("pick", "dense" if c.get("dense") else "top")
         rank = f"{c['offline_rank'] + 1}" + {"top": "", "dense": " (dense version)", "heldout": " (best held-out)"}[pick]
-        cell = "failed" if like is None else f"{like:.3f}" + (
-            f" ± {stderr(seeds):.3f} ({len(seeds)} seeds)" if len(seeds) > 1 else "")
-        out.append((c["program_id"], rank, f"{c['fitness']:.4f}", cell, "yes" if c["row"] == record["winner"] else ""))
+        out.append((c["program_id"], rank, f"{c['fitness']:.4f}", _likeness_cell(c.get("likeness_seeds")),
+                    "yes" if c["row"] == record["winner"] else ""))
+    stage = record.get("terms") or {}
+    if stage.get("tried"):
+        out.append((stage["from_program"], "the choice, again", "", _likeness_cell(stage.get("winner_seeds")),
+                    "yes" if stage["from"] == record["winner"] else ""))
+    for t in stage.get("tried") or []:
+        out.append((t["program_id"], f"its term {t['term']} alone", f"{t['fitness']:.4f}",
+                    _likeness_cell(t.get("likeness_seeds")), "yes" if t["row"] == record["winner"] else ""))
     return out
+
+
+def _likeness_cell(seeds: list[float] | None) -> str:
+    if not seeds:
+        return "failed"
+    return f"{fmean(seeds):.3f}" + (f" ± {stderr(seeds):.3f} ({len(seeds)} seeds)" if len(seeds) > 1 else "")

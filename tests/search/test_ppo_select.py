@@ -32,7 +32,8 @@ def test_enabled_only_with_a_jax_env_an_offline_fitness_and_k_at_least_2() -> No
 @pytest.mark.ppo_select
 def test_the_winner_is_chosen_by_ppo_persisted_and_kept_on_resume(tmp_path) -> None:
     run = tmp_path / "r"
-    cfg = EvolveConfig(task="cartpole", demos=str(DEMOS / "cartpole.npz"), out=str(run), report=False).override(SMALL)
+    cfg = EvolveConfig(task="cartpole", demos=str(DEMOS / "cartpole.npz"), out=str(run), report=False).override(
+        {**SMALL, "ppo.select_terms": 0})  # the term stage: test_ppo_terms.py
     res = grace.evolve(cfg, progress=False)
     archive = Archive(run / "archive.sqlite", create=False)
     rec = archive.get_meta("ppo_select_r0")
