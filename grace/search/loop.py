@@ -146,14 +146,15 @@ class Evolution:
             return False
         return self.archive.scored_before(pid, self.neg_version, rnd, gen)
 
-    def _persist(self, rnd: int, gen: int, plan: SlotPlan, prop: Proposal) -> int:
-        parents = list(prop.parents) or [p.program_id for p in plan.parents]
+    def _persist(self, rnd: int, gen: int, plan: SlotPlan, prop: Proposal, by: str = "") -> int:
+        """Store a proposal; `by`: who made it when not the proposer (the loop's own rewrites)."""
+        parents, by = list(prop.parents) or [p.program_id for p in plan.parents], by or self.proposer.name
         source = prop.source or ""
         if prop.source is None:
             self.stats.invalid += 1
             return self.archive.add_proposal(
                 program_id="", round=rnd, generation=gen, slot=plan.slot, island=plan.island,
-                operator=prop.operator, parents=parents, proposer=self.proposer.name, source=source,
+                operator=prop.operator, parents=parents, proposer=by, source=source,
                 status="invalid", error=prop.error or "no program", error_kind="no_program", meta=prop.meta)
         program = RewardProgram(source)
         try:
@@ -162,11 +163,11 @@ class Evolution:
             self.stats.invalid += 1
             return self.archive.add_proposal(
                 program_id="", round=rnd, generation=gen, slot=plan.slot, island=plan.island,
-                operator=prop.operator, parents=parents, proposer=self.proposer.name, source=source,
+                operator=prop.operator, parents=parents, proposer=by, source=source,
                 status="invalid", error=str(exc), error_kind="invalid", meta=prop.meta)
         return self.archive.add_proposal(
             program_id=program.program_id, round=rnd, generation=gen, slot=plan.slot, island=plan.island,
-            operator=prop.operator, parents=parents, proposer=self.proposer.name, source=source,
+            operator=prop.operator, parents=parents, proposer=by, source=source,
             size=program.size, meta=prop.meta)
 
     async def _twin(self, row: ProgramRow, lower_slots: list[int]) -> ProgramRow | None:
@@ -439,7 +440,7 @@ class Evolution:
 
     async def _score_extra(self, rnd: int, gen: int, plan: SlotPlan, prop: Proposal) -> ProgramRow:
         existing = self.archive.slots(rnd, gen).get(plan.slot)
-        row_id = existing.id if existing is not None else self._persist(rnd, gen, plan, prop)
+        row_id = existing.id if existing is not None else self._persist(rnd, gen, plan, prop, by="grace")
         await self._evaluate(row_id, _seed(self.cfg, rnd, gen, plan.slot), [])
         return self.archive.program(row_id)
 

@@ -172,7 +172,8 @@ def test_a_run_tries_the_winners_terms_as_scored_rows_and_hands_over_what_it_kep
     assert len(names) >= 2 and "skipped" not in stage, stage
     # each term scored offline, beyond the generation's slots, parented by the choice
     assert sorted(r.meta["term"] for r in term_rows) == sorted(names)
-    assert all(r.slot >= 2 and r.parents == [start.program_id] and r.status in ("ok", "duplicate", "invalid")
+    assert all(r.slot >= 2 and r.parents == [start.program_id] and r.proposer == "grace"
+               and r.status in ("ok", "duplicate", "invalid")
                for r in term_rows)
     assert stage["seeds"] == 2 and len(stage["winner_seeds"]) == 2 and len(stage["tried"]) == len(names)
     assert (rec["winner"] == stage["from"]) == (stage["kept"] is None)
