@@ -14,6 +14,9 @@ Beside the top: the best programs by held-out fitness that generalise better tha
 (`ppo.select_heldout`; few demos make training fitness reward one demo's quirks) and the dense
 versions of both (`ppo.select_dense`). Each record says which pick a candidate was.
 
+After the choice, the loop tries each term of the winner alone (search/ppo_terms.py); a kept term
+becomes the record's winner.
+
 The blind rule (`_shaped_rerun`): when no candidate's policy reaches `IMITATION_FLOOR` of the
 expert's own expert-likeness, PPO in the loop cannot tell them apart (terminating MountainCar: no
 reward reaches the flag unaided in 200k steps, every policy scored 0), so every candidate trains
@@ -273,8 +276,7 @@ def shown_rows(record: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                     "yes" if c["row"] == record["winner"] else ""))
     stage = record.get("terms") or {}
     if stage.get("tried"):
-        out.append((stage["from_program"], "the choice, again", "", _likeness_cell(stage.get("winner_seeds")),
-                    "yes" if stage["from"] == record["winner"] else ""))
+        out.append((stage["from_program"], "the choice, again", "", _likeness_cell(stage.get("winner_seeds")), ""))
     for t in stage.get("tried") or []:
         out.append((t["program_id"], f"its term {t['term']} alone", f"{t['fitness']:.4f}",
                     _likeness_cell(t.get("likeness_seeds")), "yes" if t["row"] == record["winner"] else ""))
