@@ -28,8 +28,9 @@ from typing import Any
 from grace.config import EvolveConfig
 from grace.program import ProgramError, keep_term, term_names
 from grace.proposers.base import Proposal
+from grace.search import ppo_select
 from grace.search.archive import Archive, ProgramRow
-from grace.search.ppo_select import discriminator, meta_key, train_and_score
+from grace.search.ppo_select import discriminator, meta_key
 from grace.search.ppo_verdict import IMITATION_FLOOR, compare, lower_bound, seed_values
 from grace.tasks import Task
 from grace.types import Transitions
@@ -93,7 +94,8 @@ async def simplify(archive: Archive, task: Task, cfg: EvolveConfig, rnd: int, da
         return record
     n = cfg.ppo.seeds + cfg.ppo.select_confirm
     sources = [winner.best_source] + [t.best_source for t in terms]
-    results, seconds = await train_and_score(task, cfg, sources, data, cfg.seed + 104_729 * (rnd + 1) + SEED_OFFSET, n)
+    seed = cfg.seed + 104_729 * (rnd + 1) + SEED_OFFSET
+    results, seconds = await ppo_select.train_and_score(task, cfg, sources, data, seed, n)
     base = seed_values(results[0])
     floor = cache(lambda: IMITATION_FLOOR * discriminator(cfg, data, task).reference_likeness(data))
     tried = []

@@ -17,7 +17,7 @@ from grace.search.archive import Archive
 from tests.conftest import DEMOS, run_cli
 
 TINY = dict(search={"generations": 1, "population": 3, "islands": 1}, data={"random_negative_episodes": 12},
-            report=False)
+            ppo={"select_terms": 0}, report=False)
 GOAL = """
 PARAMS = {"w": 1.0, "terminal": 99.0, "floor": -0.5}
 

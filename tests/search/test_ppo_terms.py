@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from grace.config import EvolveConfig
-from grace.search import ppo_terms
+from grace.search import ppo_select, ppo_terms
 from grace.search.archive import Archive
 from grace.search.best_file import selection_line
 from grace.search.ppo_select import meta_key, shown_rows
@@ -66,7 +66,7 @@ def _fake(monkeypatch: pytest.MonkeyPatch, per_source: list[list[float]], traine
         def reference_likeness(self, data):
             return 1.0
 
-    monkeypatch.setattr(ppo_terms, "train_and_score", fake_train)
+    monkeypatch.setattr(ppo_select, "train_and_score", fake_train)  # the one PPO call of the loop's stages
     monkeypatch.setattr(ppo_terms, "discriminator", lambda cfg, data, task=None: Disc())
 
 

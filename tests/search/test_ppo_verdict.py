@@ -73,7 +73,7 @@ def test_a_reward_that_never_teaches_is_not_reliable() -> None:
 
 SMALL = {"search.generations": 1, "search.population": 4, "search.islands": 1, "sandbox.workers": 2,
          "ppo.select_top": 3, "ppo.select_dense": 0, "ppo.select_heldout": 0, "ppo.seeds": 2,
-         "fit.shaping": False, "report": False}
+         "fit.shaping": False, "ppo.select_terms": 0, "report": False}
 
 
 @pytest.mark.ppo_select

@@ -19,7 +19,7 @@ from tests.conftest import DEMOS
 
 SMALL = {"search.generations": 1, "search.population": 4, "search.islands": 1, "search.rounds": 3,
          "sandbox.workers": 2, "ppo.select_top": 2, "fit.shaping": False, "ppo.select_payment": False,
-         "report": False}
+         "ppo.select_terms": 0, "report": False}
 ROUND_LIKENESS = {0: 0.9, 1: 0.5, 2: 0.95}
 
 

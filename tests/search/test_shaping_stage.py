@@ -13,7 +13,7 @@ from grace.search.archive import Archive
 from tests.conftest import DEMOS, run_cli
 
 TINY = dict(search={"generations": 1, "population": 3, "islands": 1}, data={"random_negative_episodes": 12},
-            report=False)
+            ppo={"select_terms": 0}, report=False)
 
 
 def test_the_winner_carries_the_learned_potential(tmp_path) -> None:
