@@ -235,10 +235,10 @@ class PPOConfig:
     the more reliably expert-like wins (higher mean minus two standard errors; the better offline
     rank on a tie). 0 = no second run (the same rule on the first run's seeds)."""
     select_terms: int = 4
-    """PPO in the loop, after each round's choice: each named term of the winner alone (at most this
-    many, best offline fitness first; `grace.program.keep_term`) is scored offline and trains beside
-    the winner on `ppo.seeds + ppo.select_confirm` fresh seeds; a term replaces the winner when its
-    policies are at least as reliably expert-like (search/ppo_terms.py). 0 = off."""
+    """PPO in the loop, after each round's choice: each named term of the winner alone
+    (`grace.program.keep_term`) is scored offline, and the best this many by offline fitness train
+    beside the winner on `ppo.seeds + ppo.select_confirm` fresh seeds; a term replaces the winner
+    when its policies are at least as reliably expert-like (search/ppo_terms.py). 0 = off."""
     select_payment: bool = True
     """PPO in the loop's last stage: when the winner's terminal value is a goal (above its floor), PPO
     trains it paid with the floor and paid as a shift, and the shift replaces the floor when its
