@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 
+from grace.program.contract import params_used
 from grace.program.core import RewardProgram
 from grace.program.parse import ProgramError, parse_source
 
@@ -73,6 +74,8 @@ def keep_term(source: str, name: str, schema: object | None = None) -> str:
     body = fn.body[1:] if fn.body and _is_docstring(fn.body[0]) else fn.body
     if not all(_plain_assign(s) for s in body[:-1]):
         raise ProgramError("the reward computes its terms in more than plain `name = expression` lines")
+    others = set().union(*(params_used(f) for f in tree.body if isinstance(f, ast.FunctionDef) and f is not fn))
+    read_before = params_used(fn)
     ret = fn.body[-1]
     value = ret.value.elts[1].values[names.index(name)]  # type: ignore[attr-defined]
     ret.value = ast.Tuple([value, ast.Dict([ast.Constant(name)], [value])], ast.Load())  # type: ignore[attr-defined]
@@ -84,8 +87,8 @@ def keep_term(source: str, name: str, schema: object | None = None) -> str:
             needed |= _loads(stmt)
     fn.body = fn.body[: len(fn.body) - len(body)] + kept[::-1] + [ret]
     ast.fix_missing_locations(tree)
-    read_before, read_after = _param_keys(parse_source(source)), _param_keys(tree)
-    params = {k: v for k, v in program.params.items() if k not in read_before or k in read_after}
+    dropped = read_before - params_used(fn) - others  # the keys only the dropped lines read
+    params = {k: v for k, v in program.params.items() if k not in dropped}
     out = RewardProgram(ast.unparse(tree) + "\n").with_params(params)
     first, _, rest = program.docstring.partition("\n")
     summary = first.removeprefix("Reward:").strip().rstrip(".")
@@ -105,9 +108,3 @@ def _plain_assign(stmt: ast.stmt) -> bool:
 
 def _loads(node: ast.AST) -> set[str]:
     return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-
-
-def _param_keys(tree: ast.AST) -> set[str]:
-    """The constant string keys the program subscripts (`p["key"]`): the PARAMS its code reads."""
-    return {n.slice.value for n in ast.walk(tree) if isinstance(n, ast.Subscript)
-            and isinstance(n.slice, ast.Constant) and isinstance(n.slice.value, str)}

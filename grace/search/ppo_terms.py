@@ -71,11 +71,11 @@ def proposals(winner: ProgramRow, schema: Any) -> tuple[list[Proposal], str]:
 
 def pick_terms(rows: list[ProgramRow], limit: int) -> list[ProgramRow]:
     """The scored term rows to train: one per program, best offline fitness first, at most `limit`."""
-    seen: set[str] = set()
-    out = []
-    for r in sorted(rows, key=lambda r: -(r.fitness if r.fitness is not None and math.isfinite(r.fitness) else -math.inf)):
-        if r.status in ("ok", "duplicate") and r.fitness is not None and r.program_id not in seen:
-            seen.add(r.program_id)
+    scored = [r for r in rows if r.status in ("ok", "duplicate") and r.fitness is not None]
+    scored.sort(key=lambda r: r.fitness if math.isfinite(r.fitness) else -math.inf, reverse=True)  # type: ignore[arg-type]
+    out: list[ProgramRow] = []
+    for r in scored:
+        if all(o.program_id != r.program_id for o in out):
             out.append(r)
     return out[:limit]
 
